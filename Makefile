@@ -1,0 +1,63 @@
+# roomlog — two commands do everything on a fresh machine:
+#   make up     run the platform (infra + migrations + topics + api + streams + media node)
+#   make test   install what is missing, then run unit, integration and e2e tests
+#               inside a loopback-only network namespace, and tear down.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help install venv infra-install infra-up infra-down infra-status migrate topics \
+        up down test test-unit test-inside lint golden bench lock
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+venv:  ## create .venv from requirements.lock (idempotent)
+	@scripts/bootstrap.sh
+
+infra-install:  ## fetch Kafka jars, build MinIO, install Postgres (cached, idempotent)
+	@scripts/infra.sh install
+
+install: venv infra-install  ## everything the platform and tests need
+
+infra-up: infra-install  ## start Kafka (KRaft), Postgres, MinIO on loopback
+	@scripts/infra.sh up
+
+infra-down:  ## stop the infrastructure started from this checkout
+	@scripts/infra.sh down
+
+infra-status:
+	@scripts/infra.sh status
+
+migrate: venv  ## alembic upgrade head
+	@set -a; [ -f "$${ROOMLOG_RUN_DIR:-.run}/infra.env" ] && . "$${ROOMLOG_RUN_DIR:-.run}/infra.env"; set +a; \
+	  $(PY) -m db.migrate upgrade head
+
+topics: venv  ## create every registry topic
+	@set -a; [ -f "$${ROOMLOG_RUN_DIR:-.run}/infra.env" ] && . "$${ROOMLOG_RUN_DIR:-.run}/infra.env"; set +a; \
+	  $(PY) -m producers.admin create-topics
+
+up: install  ## run the whole platform in the foreground; Ctrl-C (or make down) stops it
+	@scripts/up.sh run
+
+down:  ## stop what `make up` started, including the infrastructure
+	@scripts/up.sh down
+
+test: install  ## unit + integration + e2e inside a loopback-only network namespace
+	@scripts/netns.sh scripts/test.sh
+
+test-unit: venv  ## unit tests only (no network)
+	@$(PY) -m pytest tests/unit -q
+
+lint: venv  ## ruff + mypy --strict
+	@$(PY) -m ruff check . && $(PY) -m mypy
+
+golden: venv  ## add golden fixtures for new event types (append-only)
+	@$(PY) -m producers.golden write && $(PY) -m producers.golden check
+
+bench: install  ## log throughput benchmark (prints JSON)
+	@scripts/netns.sh bash -c '$(PY) -m bench.log_throughput --json'
+
+lock:  ## re-resolve requirements.lock from pyproject.toml
+	@UV_CACHE_DIR=$${ROOMLOG_CACHE:-$$HOME/.cache/roomlog}/uv $${ROOMLOG_CACHE:-$$HOME/.cache/roomlog}/bootstrap/bin/uv \
+	  pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11

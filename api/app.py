@@ -1,0 +1,57 @@
+"""``create_app(settings)``: the api's wiring point."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from api import access, errors, health, rooms
+from api.services import Services
+from api.settings import ApiSettings
+from api.tokens import TokenIssuer
+from db.engine import make_engine
+from observability import metrics
+from producers.kafka import EventProducer
+from producers.topics import Topics
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        producer = EventProducer(settings.kafka_bootstrap, client_id=settings.gateway_id)
+        await producer.start()
+        engine = make_engine(settings.database_url)
+        app.state.services = Services(
+            settings=settings, producer=producer, engine=engine,
+            issuer=TokenIssuer(settings.jwt_secret.get_secret_value(), settings.jwt_issuer),
+            topics=Topics(settings.topic_prefix))
+        try:
+            yield
+        finally:
+            await producer.stop()
+            await engine.dispose()
+
+    app = FastAPI(title="roomlog", version="0.1.0", lifespan=lifespan,
+                  description="roomlog gateway: tokens, rooms, signaling. Every change is an "
+                  "intent on the Kafka log; reads come from projections.")
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(access.router)
+    app.include_router(rooms.router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]],
+                      ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.API_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        metrics.API_REQUEST_SECONDS.labels(request.method, path).observe(
+            time.perf_counter() - start)
+        return response
+
+    return app

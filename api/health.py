@@ -1,0 +1,51 @@
+"""Liveness, readiness (Kafka and Postgres reachable) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from api.services import Services, services
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+async def _check(coro: Any) -> str:
+    try:
+        await asyncio.wait_for(coro, timeout=2.0)
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return f"error: {type(exc).__name__}: {exc}"[:300]
+    return "ok"
+
+
+async def _postgres(svc: Services) -> None:
+    async with svc.engine.connect() as conn:
+        await conn.execute(text("select 1"))
+
+
+@router.get("/readyz")
+async def readyz(svc: Services = Depends(services)) -> JSONResponse:
+    """Ready when Kafka (the intents topic's metadata) and Postgres answer."""
+    kafka, postgres = await asyncio.gather(
+        _check(svc.producer.partitions(svc.topics.name("rtc.intents"))),
+        _check(_postgres(svc)))
+    ready = kafka == "ok" and postgres == "ok"
+    return JSONResponse({"status": "ready" if ready else "not-ready",
+                         "checks": {"kafka": kafka, "postgres": postgres}},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

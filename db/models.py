@@ -1,0 +1,206 @@
+"""Postgres read models projected from the Kafka log.
+
+The log is the source of truth; every row here can be rebuilt by replaying it.
+Timestamps therefore never default to ``now()``: they come from the event that
+produced the row. Enumerated text columns are plain ``text`` guarded by CHECK
+constraints (no native enum types), so adding a value is a one-line migration.
+
+Constraint and index names follow ``NAMING_CONVENTION``; the hand-written
+migrations in ``db/migrations/versions`` use the same names, wrapped in ``op.f()``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final, Literal, get_args
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION: Final[dict[str, str]] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RoomType = Literal["sfu", "p2p", "broadcast"]
+RoomStatus = Literal["open", "closed"]
+MemberState = Literal["joined", "disconnected", "left"]
+RecordingStatus = Literal["recording", "completed", "failed"]
+QualitySource = Literal["node", "client"]
+CommandStatus = Literal["pending", "acked", "succeeded", "failed", "timed_out"]
+
+ROOM_TYPES: Final[tuple[str, ...]] = get_args(RoomType)
+ROOM_STATUSES: Final[tuple[str, ...]] = get_args(RoomStatus)
+MEMBER_STATES: Final[tuple[str, ...]] = get_args(MemberState)
+RECORDING_STATUSES: Final[tuple[str, ...]] = get_args(RecordingStatus)
+QUALITY_SOURCES: Final[tuple[str, ...]] = get_args(QualitySource)
+COMMAND_STATUSES: Final[tuple[str, ...]] = get_args(CommandStatus)
+
+_EMPTY_OBJECT: Final = sa.text("'{}'::jsonb")
+_EMPTY_ARRAY: Final = sa.text("'[]'::jsonb")
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """SQL for a CHECK constraint limiting ``column`` to ``values``."""
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: sa.TIMESTAMP(timezone=True),
+        dict[str, Any]: JSONB,
+        list[Any]: JSONB,
+        str: sa.Text,
+    }
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+    __table_args__ = (
+        sa.CheckConstraint(one_of("room_type", ROOM_TYPES), name="room_type"),
+        sa.CheckConstraint(one_of("status", ROOM_STATUSES), name="status"),
+        sa.Index(None, "status"),
+        sa.Index(None, "created_at"),
+    )
+
+    room_id: Mapped[str] = mapped_column(primary_key=True)
+    room_type: Mapped[RoomType] = mapped_column(sa.Text)
+    creator: Mapped[str | None]
+    max_participants: Mapped[int] = mapped_column(default=50, server_default=sa.text("50"))
+    empty_timeout_s: Mapped[int] = mapped_column(default=300, server_default=sa.text("300"))
+    status: Mapped[RoomStatus] = mapped_column(sa.Text)
+    # Media node the room is placed on; null until placement decides.
+    node_id: Mapped[str | None]
+    created_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", default=dict, server_default=_EMPTY_OBJECT
+    )
+    # Id of the fact (log event) that last changed this row.
+    last_event_id: Mapped[str]
+
+
+class RoomMember(Base):
+    __tablename__ = "room_members"
+    __table_args__ = (
+        sa.CheckConstraint(one_of("state", MEMBER_STATES), name="state"),
+        sa.Index(None, "identity"),
+        sa.Index(None, "room_id", "state"),
+    )
+
+    room_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("rooms.room_id", ondelete="CASCADE"), primary_key=True
+    )
+    peer_id: Mapped[str] = mapped_column(primary_key=True)
+    identity: Mapped[str]
+    name: Mapped[str] = mapped_column(default="", server_default="")
+    state: Mapped[MemberState] = mapped_column(sa.Text)
+    joined_at: Mapped[datetime]
+    left_at: Mapped[datetime | None]
+    left_reason: Mapped[str | None]
+    audio_enabled: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    video_enabled: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    last_event_id: Mapped[str]
+
+
+class Recording(Base):
+    __tablename__ = "recordings"
+    __table_args__ = (
+        sa.CheckConstraint(one_of("status", RECORDING_STATUSES), name="status"),
+        sa.Index(None, "room_id", "started_at"),
+    )
+
+    recording_id: Mapped[str] = mapped_column(primary_key=True)
+    # No FK to rooms: recordings outlive the room row and are kept for audit.
+    room_id: Mapped[str]
+    status: Mapped[RecordingStatus] = mapped_column(sa.Text)
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    duration_s: Mapped[float | None] = mapped_column(sa.Double)
+    size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    codecs: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
+    object_keys: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
+    participants: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
+    error: Mapped[str | None]
+
+
+class QualityStat(Base):
+    """One quality sample for a peer's leg, from the media node or the client.
+
+    The unique key treats a null ``leg`` as equal to another null ``leg``
+    (``NULLS NOT DISTINCT``, Postgres 15+), so re-projecting the same sample is
+    an ``ON CONFLICT DO NOTHING`` no-op even when the sample has no leg.
+    """
+
+    __tablename__ = "quality_stats"
+    __table_args__ = (
+        sa.CheckConstraint(one_of("source", QUALITY_SOURCES), name="source"),
+        sa.UniqueConstraint(
+            "room_id",
+            "peer_id",
+            "leg",
+            "sampled_at",
+            "source",
+            postgresql_nulls_not_distinct=True,
+        ),
+        sa.Index(None, "room_id", "sampled_at"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=True)
+    room_id: Mapped[str]
+    peer_id: Mapped[str]
+    # 'publisher', 'subscriber' or a track id; null for a whole-peer sample.
+    leg: Mapped[str | None]
+    sampled_at: Mapped[datetime]
+    # Metrics are nullable: not every source reports every metric for every leg.
+    loss_pct: Mapped[Decimal | None] = mapped_column(sa.Numeric(5, 2))
+    jitter_ms: Mapped[float | None] = mapped_column(sa.Double)
+    rtt_ms: Mapped[float | None] = mapped_column(sa.Double)
+    bitrate_kbps: Mapped[float | None] = mapped_column(sa.Double)
+    source: Mapped[QualitySource] = mapped_column(sa.Text)
+
+
+class Station(Base):
+    __tablename__ = "stations"
+    __table_args__ = (sa.Index(None, "gateway_id"),)
+
+    station_id: Mapped[str] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    online: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    gateway_id: Mapped[str | None]
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", default=dict, server_default=_EMPTY_OBJECT
+    )
+    cameras: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
+    last_heartbeat_at: Mapped[datetime | None]
+    registered_at: Mapped[datetime]
+
+
+class StationCommand(Base):
+    __tablename__ = "station_commands"
+    __table_args__ = (
+        sa.CheckConstraint(one_of("status", COMMAND_STATUSES), name="status"),
+        sa.Index(None, "station_id", "requested_at"),
+        # Finds pending/acked commands whose deadline has passed.
+        sa.Index(None, "status", "deadline_at"),
+    )
+
+    command_id: Mapped[str] = mapped_column(primary_key=True)
+    station_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("stations.station_id", ondelete="CASCADE")
+    )
+    kind: Mapped[str]
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=_EMPTY_OBJECT)
+    status: Mapped[CommandStatus] = mapped_column(sa.Text)
+    requested_by: Mapped[str]
+    requested_at: Mapped[datetime]
+    deadline_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    error: Mapped[str | None]

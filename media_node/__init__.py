@@ -1,0 +1,1 @@
+"""aiortc SFU executor. At this stage: registers and heartbeats its load."""

@@ -1,0 +1,1 @@
+"""Metric definitions, logging and tracing setup shared by every roomlog service."""

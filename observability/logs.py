@@ -1,0 +1,43 @@
+"""Structured (JSON lines) logging with context fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+CONTEXT_FIELDS = ("room_id", "peer_id", "event_id", "node_id", "gateway_id", "session_id",
+                  "topic", "offset", "reason", "service")
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                out[name] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup(service: str, level: str = "info") -> None:
+    """Route the root logger to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.Formatter.converter = __import__("time").gmtime

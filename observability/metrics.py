@@ -1,0 +1,37 @@
+"""Every Prometheus metric roomlog exports, defined once: ``roomlog_<service>_<thing>_<unit>``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# --- streams ------------------------------------------------------------------
+STREAMS_INPUTS = Counter("roomlog_streams_inputs_total", "Events handled by streams agents",
+                         ["topic", "type"])
+STREAMS_OUTPUTS = Counter("roomlog_streams_outputs_total", "Events emitted by streams agents",
+                          ["type"])
+STREAMS_DEAD_LETTERS = Counter("roomlog_streams_dead_letters_total",
+                               "Payloads sent to a dead-letter topic", ["topic", "reason"])
+STREAMS_HANDLE_SECONDS = Histogram("roomlog_streams_handle_seconds",
+                                   "Time to handle one input", ["agent"],
+                                   buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5))
+STREAMS_PROJECTED = Counter("roomlog_streams_projected_facts_total",
+                            "Facts projected to Postgres")
+
+# --- api ------------------------------------------------------------------------
+API_REQUESTS = Counter("roomlog_api_requests_total", "HTTP requests",
+                       ["method", "route", "status"])
+API_REQUEST_SECONDS = Histogram("roomlog_api_request_seconds", "HTTP request latency",
+                                ["method", "route"])
+API_INTENTS = Counter("roomlog_api_intents_total", "Intents published by the api", ["type"])
+API_ERRORS = Counter("roomlog_api_errors_total", "Error responses by code", ["code"])
+API_TOKENS_ISSUED = Counter("roomlog_api_tokens_issued_total", "Access tokens minted")
+
+# --- media node -----------------------------------------------------------------
+MEDIA_HEARTBEATS = Counter("roomlog_media_node_heartbeats_total", "Heartbeats sent")
+MEDIA_PEERS = Gauge("roomlog_media_node_peers", "Peers on this node")
+MEDIA_FORWARDED_PACKETS = Counter("roomlog_media_node_forwarded_packets_total",
+                                  "RTP packets forwarded", ["kind"])
+MEDIA_FORWARDED_BYTES = Counter("roomlog_media_node_forwarded_bytes_total",
+                                "RTP bytes forwarded", ["kind"])
+MEDIA_COMMANDS = Counter("roomlog_media_node_commands_total", "Commands received",
+                         ["type", "outcome"])

@@ -1,0 +1,16 @@
+"""Errors of the log contract."""
+
+from __future__ import annotations
+
+
+class DecodeError(ValueError):
+    """A payload that is not a valid roomlog event. ``reason`` is a short code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class UnknownTopicError(KeyError):
+    """A topic name that is not in the registry."""

@@ -1,0 +1,229 @@
+"""Sessions and presence, calls (invites), IoT stations and recordings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from producers.envelope import Event
+from producers.fields import Id
+
+# --- sessions (topic session.events, keyed by user id) ---------------------------
+
+
+class SessionOpened(Event):
+    KEY_FIELD = "user_id"
+    type: Literal["SessionOpened"] = "SessionOpened"
+    user_id: Id
+    session_id: Id
+    gateway_id: Id
+
+
+class SessionPinged(Event):
+    KEY_FIELD = "user_id"
+    type: Literal["SessionPinged"] = "SessionPinged"
+    user_id: Id
+    session_id: Id
+
+
+class SessionClosed(Event):
+    KEY_FIELD = "user_id"
+    type: Literal["SessionClosed"] = "SessionClosed"
+    user_id: Id
+    session_id: Id
+    reason: str = ""
+
+
+class PresenceChanged(Event):
+    KEY_FIELD = "user_id"
+    type: Literal["PresenceChanged"] = "PresenceChanged"
+    user_id: Id
+    status: Literal["online", "busy", "offline"]
+
+
+# --- calls (topic call.events, keyed by call id) ---------------------------------
+
+
+class CallInviteRequested(Event):
+    KEY_FIELD = "call_id"
+    type: Literal["CallInviteRequested"] = "CallInviteRequested"
+    call_id: Id
+    caller: Id
+    callee: Id
+    expires_at: datetime
+
+
+class CallRinging(Event):
+    KEY_FIELD = "call_id"
+    type: Literal["CallRinging"] = "CallRinging"
+    call_id: Id
+    callee: Id
+
+
+class CallAnswerRequested(Event):
+    KEY_FIELD = "call_id"
+    type: Literal["CallAnswerRequested"] = "CallAnswerRequested"
+    call_id: Id
+    user_id: Id
+    answer: Literal["accept", "reject", "cancel", "hangup"]
+
+
+class CallAccepted(Event):
+    KEY_FIELD = "call_id"
+    type: Literal["CallAccepted"] = "CallAccepted"
+    call_id: Id
+    room_id: Id
+
+
+class CallRejected(Event):
+    KEY_FIELD = "call_id"
+    type: Literal["CallRejected"] = "CallRejected"
+    call_id: Id
+    by: Id
+
+
+class CallCancelled(Event):
+    KEY_FIELD = "call_id"
+    type: Literal["CallCancelled"] = "CallCancelled"
+    call_id: Id
+
+
+class CallTimedOut(Event):
+    KEY_FIELD = "call_id"
+    type: Literal["CallTimedOut"] = "CallTimedOut"
+    call_id: Id
+
+
+class CallEnded(Event):
+    KEY_FIELD = "call_id"
+    type: Literal["CallEnded"] = "CallEnded"
+    call_id: Id
+    by: str | None = None
+
+
+# --- stations (station.events / station.commands, keyed by station id) ----------
+
+
+class StationRegistered(Event):
+    KEY_FIELD = "station_id"
+    type: Literal["StationRegistered"] = "StationRegistered"
+    station_id: Id
+    gateway_id: Id
+    name: str = ""
+    cameras: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class StationHeartbeat(Event):
+    KEY_FIELD = "station_id"
+    type: Literal["StationHeartbeat"] = "StationHeartbeat"
+    station_id: Id
+
+
+class StationWentOffline(Event):
+    KEY_FIELD = "station_id"
+    type: Literal["StationWentOffline"] = "StationWentOffline"
+    station_id: Id
+    reason: str
+
+
+class StreamRequested(Event):
+    KEY_FIELD = "station_id"
+    type: Literal["StreamRequested"] = "StreamRequested"
+    station_id: Id
+    camera_id: Id
+    viewer_id: Id
+    command_id: Id
+
+
+class StationCommand(Event):
+    """A command for the edge agent of one station; run at most once by command id."""
+
+    KEY_FIELD = "station_id"
+    type: Literal["StationCommand"] = "StationCommand"
+    station_id: Id
+    command_id: Id
+    kind: Literal["start-stream", "stop-stream", "open-gate"]
+    payload: dict[str, Any] = Field(default_factory=dict)
+    gateway_id: Id
+    deadline: datetime
+
+
+class StationCommandAcked(Event):
+    KEY_FIELD = "station_id"
+    type: Literal["StationCommandAcked"] = "StationCommandAcked"
+    station_id: Id
+    command_id: Id
+
+
+class StationCommandCompleted(Event):
+    KEY_FIELD = "station_id"
+    type: Literal["StationCommandCompleted"] = "StationCommandCompleted"
+    station_id: Id
+    command_id: Id
+    ok: bool
+    error: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class StationCommandTimedOut(Event):
+    KEY_FIELD = "station_id"
+    type: Literal["StationCommandTimedOut"] = "StationCommandTimedOut"
+    station_id: Id
+    command_id: Id
+
+
+class StreamReady(Event):
+    KEY_FIELD = "station_id"
+    type: Literal["StreamReady"] = "StreamReady"
+    station_id: Id
+    camera_id: Id
+    room_id: Id
+    source_id: Id
+
+
+# --- recordings (recording.commands / recording.events, keyed by room id) -------
+
+
+class StartRecording(Event):
+    type: Literal["StartRecording"] = "StartRecording"
+    room_id: Id
+    recording_id: Id
+
+
+class StopRecording(Event):
+    type: Literal["StopRecording"] = "StopRecording"
+    room_id: Id
+    recording_id: Id
+
+
+class RecordingStarted(Event):
+    type: Literal["RecordingStarted"] = "RecordingStarted"
+    room_id: Id
+    recording_id: Id
+
+
+class RecordingSegmentUploaded(Event):
+    type: Literal["RecordingSegmentUploaded"] = "RecordingSegmentUploaded"
+    room_id: Id
+    recording_id: Id
+    object_key: str
+    size_bytes: int = Field(ge=0)
+    duration_s: float = Field(ge=0)
+
+
+class RecordingCompleted(Event):
+    type: Literal["RecordingCompleted"] = "RecordingCompleted"
+    room_id: Id
+    recording_id: Id
+    duration_s: float
+    size_bytes: int
+
+
+class RecordingFailed(Event):
+    type: Literal["RecordingFailed"] = "RecordingFailed"
+    room_id: Id
+    recording_id: Id
+    error: str

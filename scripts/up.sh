@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# `make up` / `make down`: run the whole roomlog platform on this machine.
+#   scripts/up.sh run    infra + migrations + topics + api + streams + one media node;
+#                        stays in the foreground, Ctrl-C stops everything
+#   scripts/up.sh down   stop everything `run` started (from another terminal)
+# Ports: ROOMLOG_API_PORT (8080), ROOMLOG_STREAMS_METRICS_PORT (9101),
+# ROOMLOG_NODE_METRICS_PORT (9102), plus the infra ports of scripts/infra.sh.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export PYTHONPATH="$repo"
+export ROOMLOG_RUN_DIR=${ROOMLOG_RUN_DIR:-$repo/.run}
+run=$ROOMLOG_RUN_DIR
+mkdir -p "$run/logs" "$run/pids"
+export ROOMLOG_API_PORT=${ROOMLOG_API_PORT:-8080}
+export ROOMLOG_STREAMS_METRICS_PORT=${ROOMLOG_STREAMS_METRICS_PORT:-9101}
+export ROOMLOG_NODE_METRICS_PORT=${ROOMLOG_NODE_METRICS_PORT:-9102}
+SERVICES=(api streams media-node)
+
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+
+stop_services() {
+  for name in media-node api streams; do
+    local pidfile="$run/pids/$name.pid"
+    [[ -f "$pidfile" ]] || continue
+    local pid; pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  done
+}
+
+down() {
+  echo "==> stopping roomlog services"
+  stop_services
+  scripts/infra.sh down
+  rm -f "$run/up.pid"
+}
+
+start() {  # name, command...
+  local name=$1; shift
+  nohup "$@" >"$run/logs/$name.log" 2>&1 &
+  echo $! >"$run/pids/$name.pid"
+}
+
+wait_http() {  # url, seconds, name
+  local deadline=$((SECONDS + $2))
+  until curl -sf -o /dev/null "$1"; do
+    if ((SECONDS > deadline)); then
+      echo "$3 did not answer $1 within $2 s; see $run/logs/$3.log" >&2
+      tail -20 "$run/logs/$3.log" >&2 || true
+      return 1
+    fi
+    sleep 0.3
+  done
+}
+
+run_platform() {
+  scripts/infra.sh up
+  set -a; . "$run/infra.env"; set +a
+  echo "==> migrations";  .venv/bin/python -m db.migrate upgrade head
+  echo "==> topics";      .venv/bin/python -m producers.admin create-topics
+  echo $$ >"$run/up.pid"
+  trap 'echo; down; exit 0' INT TERM
+  echo "==> starting services (logs in $run/logs)"
+  start streams .venv/bin/python -m streams
+  start api .venv/bin/python -m api
+  start media-node .venv/bin/python -m media_node --node-id "${ROOMLOG_NODE_NODE_ID:-node-1}"
+  wait_http "http://127.0.0.1:$ROOMLOG_API_PORT/readyz" 60 api
+  cat <<MSG
+
+roomlog is up:
+  api          http://127.0.0.1:$ROOMLOG_API_PORT   (/healthz /readyz /metrics /docs)
+  streams      worker; metrics http://127.0.0.1:$ROOMLOG_STREAMS_METRICS_PORT/metrics
+  media node   ${ROOMLOG_NODE_NODE_ID:-node-1}; metrics http://127.0.0.1:$ROOMLOG_NODE_METRICS_PORT/metrics
+  kafka        $KAFKA_BOOTSTRAP
+  postgres     $DATABASE_URL
+  minio        http://$MINIO_ENDPOINT
+Ctrl-C or 'make down' stops everything.
+MSG
+  while true; do
+    for name in "${SERVICES[@]}"; do
+      pid=$(cat "$run/pids/$name.pid" 2>/dev/null || echo)
+      if [[ -z "$pid" ]]; then down; exit 0; fi  # `make down` from elsewhere
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "$name exited; see $run/logs/$name.log" >&2
+        tail -20 "$run/logs/$name.log" >&2 || true
+        down; exit 1
+      fi
+    done
+    sleep 1 & wait $!
+  done
+}
+
+case "${1:-}" in
+  run) run_platform ;;
+  down)
+    if [[ -f "$run/up.pid" ]] && kill -0 "$(cat "$run/up.pid")" 2>/dev/null; then
+      kill -TERM "$(cat "$run/up.pid")"
+      for _ in $(seq 1 150); do kill -0 "$(cat "$run/up.pid" 2>/dev/null || echo 0)" 2>/dev/null || break; sleep 0.2; done
+    fi
+    down ;;
+  -h|--help|"") usage ;;
+  *) usage; exit 2 ;;
+esac

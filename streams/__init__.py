@@ -1,0 +1,1 @@
+"""Faust stream processors: derive all state from the log and decide."""

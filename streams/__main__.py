@@ -1,0 +1,36 @@
+"""``python -m streams``: run one streams worker (Faust)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import faust
+from prometheus_client import start_http_server
+
+from observability import logs
+from streams.app import build
+from streams.settings import StreamsSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m streams",
+        description="Run a roomlog streams worker: room agent, node registry, projection. "
+        "Configured by ROOMLOG_STREAMS_* env vars, KAFKA_BOOTSTRAP and DATABASE_URL.")
+    parser.parse_args(argv)
+    settings = StreamsSettings()
+    logs.setup("streams", settings.log_level)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    worker = build(settings)
+    if settings.trace_file:
+        worker.trace = open(settings.trace_file, "a", buffering=1)  # noqa: SIM115
+    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.upper(), quiet=True,
+                                override_logging=False)
+    faust_worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Room state and ``evolve``: the fold of room facts.
+
+The room agent applies its own facts to its state with ``evolve``; replay applies the
+same function to the facts topic. So live state and replayed state are equal by
+construction, and the projection writes rows derived from this state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from producers.envelope import Event
+from producers.fields import RoomType, TrackInfo
+from producers.rtc import (
+    LayerChanged,
+    PeerDisconnected,
+    PeerJoined,
+    PeerLeft,
+    PeerResumed,
+    PeerUpdated,
+    RoomClosed,
+    RoomCreated,
+    RoomPlaced,
+    SubscriptionAdded,
+    SubscriptionRemoved,
+    TrackPublished,
+    TrackUnpublished,
+)
+
+#: How many recent event ids a room remembers for deduplication.
+SEEN_LIMIT = 512
+
+
+class PeerState(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    peer_id: str
+    identity: str
+    name: str = ""
+    session_id: str
+    gateway_id: str
+    state: Literal["joined", "disconnected"] = "joined"
+    joined_at: datetime
+    disconnected_at: datetime | None = None
+    can_publish: bool = True
+    can_subscribe: bool = True
+    audio_muted: bool = False
+    video_muted: bool = False
+    tracks: dict[str, TrackInfo] = Field(default_factory=dict)
+    subscriptions: dict[str, str] = Field(default_factory=dict)
+
+
+class RoomState(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    room_id: str
+    room_type: RoomType = RoomType.SFU
+    max_participants: int = 50
+    empty_timeout_s: int = 300
+    creator: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["open", "closed"] = "open"
+    node_id: str | None = None
+    created_at: datetime
+    closed_at: datetime | None = None
+    empty_since: datetime | None = None
+    peers: dict[str, PeerState] = Field(default_factory=dict)
+    #: Recent input event ids (dedupe); not part of the fold of facts.
+    seen: list[str] = Field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+    def peer_by_identity(self, identity: str) -> PeerState | None:
+        return next((p for p in self.peers.values() if p.identity == identity), None)
+
+    def view(self) -> dict[str, Any]:
+        """The state without bookkeeping: what replay must reproduce."""
+        return self.model_dump(mode="json", exclude={"seen"})
+
+
+Evolver = Callable[[RoomState | None, Any], RoomState | None]
+
+
+def _created(state: RoomState | None, f: RoomCreated) -> RoomState:
+    return RoomState(
+        room_id=f.room_id, room_type=f.room_type, max_participants=f.max_participants,
+        empty_timeout_s=f.empty_timeout_s, creator=f.creator, metadata=dict(f.metadata),
+        created_at=f.occurred_at, empty_since=f.occurred_at,
+        seen=state.seen if state else [],
+    )
+
+
+def _closed(state: RoomState, f: RoomClosed) -> RoomState:
+    return state.model_copy(update={"status": "closed", "closed_at": f.occurred_at,
+                                    "peers": {}, "node_id": None, "empty_since": None})
+
+
+def _placed(state: RoomState, f: RoomPlaced) -> RoomState:
+    return state.model_copy(update={"node_id": f.node_id})
+
+
+def _joined(state: RoomState, f: PeerJoined) -> RoomState:
+    peer = PeerState(peer_id=f.peer_id, identity=f.identity, name=f.name,
+                     session_id=f.session_id, gateway_id=f.gateway_id, joined_at=f.occurred_at,
+                     can_publish=f.can_publish, can_subscribe=f.can_subscribe)
+    return state.model_copy(update={"peers": {**state.peers, f.peer_id: peer},
+                                    "empty_since": None})
+
+
+def _left(state: RoomState, f: PeerLeft) -> RoomState:
+    peers = {k: v for k, v in state.peers.items() if k != f.peer_id}
+    empty_since = state.empty_since if peers else f.occurred_at
+    return state.model_copy(update={"peers": peers, "empty_since": empty_since})
+
+
+def _with_peer(room: RoomState, peer_id: str, **changes: Any) -> RoomState:
+    peer = room.peers.get(peer_id)
+    if peer is None:
+        return room
+    return room.model_copy(update={"peers": {**room.peers,
+                                             peer_id: peer.model_copy(update=changes)}})
+
+
+def _disconnected(state: RoomState, f: PeerDisconnected) -> RoomState:
+    return _with_peer(state, f.peer_id, state="disconnected", disconnected_at=f.occurred_at)
+
+
+def _resumed(state: RoomState, f: PeerResumed) -> RoomState:
+    return _with_peer(state, f.peer_id, state="joined", disconnected_at=None,
+                      session_id=f.session_id, gateway_id=f.gateway_id)
+
+
+def _updated(state: RoomState, f: PeerUpdated) -> RoomState:
+    return _with_peer(state, f.peer_id, audio_muted=f.audio_muted, video_muted=f.video_muted)
+
+
+def _track_published(state: RoomState, f: TrackPublished) -> RoomState:
+    peer = state.peers.get(f.peer_id)
+    if peer is None:
+        return state
+    return _with_peer(state, f.peer_id, tracks={**peer.tracks, f.track.source_id: f.track})
+
+
+def _track_unpublished(state: RoomState, f: TrackUnpublished) -> RoomState:
+    peer = state.peers.get(f.peer_id)
+    if peer is None:
+        return state
+    tracks = {k: v for k, v in peer.tracks.items() if k != f.source_id}
+    return _with_peer(state, f.peer_id, tracks=tracks)
+
+
+def _subscribed(state: RoomState, f: SubscriptionAdded | LayerChanged) -> RoomState:
+    peer = state.peers.get(f.peer_id)
+    if peer is None:
+        return state
+    return _with_peer(state, f.peer_id, subscriptions={**peer.subscriptions, f.source_id: f.layer})
+
+
+def _unsubscribed(state: RoomState, f: SubscriptionRemoved) -> RoomState:
+    peer = state.peers.get(f.peer_id)
+    if peer is None:
+        return state
+    subs = {k: v for k, v in peer.subscriptions.items() if k != f.source_id}
+    return _with_peer(state, f.peer_id, subscriptions=subs)
+
+
+EVOLVERS: dict[type[Event], Callable[[Any, Any], RoomState]] = {
+    RoomClosed: _closed,
+    RoomPlaced: _placed,
+    PeerJoined: _joined,
+    PeerLeft: _left,
+    PeerDisconnected: _disconnected,
+    PeerResumed: _resumed,
+    PeerUpdated: _updated,
+    TrackPublished: _track_published,
+    TrackUnpublished: _track_unpublished,
+    SubscriptionAdded: _subscribed,
+    LayerChanged: _subscribed,
+    SubscriptionRemoved: _unsubscribed,
+}
+
+
+def evolve(state: RoomState | None, fact: Event) -> RoomState | None:
+    """Apply one fact. Facts that do not change room state leave it as is."""
+    if isinstance(fact, RoomCreated):
+        return _created(state, fact)
+    handler = EVOLVERS.get(type(fact))
+    if handler is None or state is None:
+        return state
+    return handler(state, fact)
+
+
+def fold(facts: Iterable[Event], state: RoomState | None = None) -> RoomState | None:
+    for fact in facts:
+        state = evolve(state, fact)
+    return state

@@ -1,0 +1,280 @@
+"""The room decision: ``handle(state, intent, config) -> (state, outputs)``.
+
+Pure: no Kafka, no clock, no randomness. Time comes from the intent (or a ``Tick``);
+output ids are derived from the intent's id. Every fact emitted is also folded into
+the returned state with ``evolve``, so state is always the fold of the facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from producers.envelope import Event
+from producers.fields import Grant, RoomType
+from producers.media import ClosePeer, CloseRoom, PlacementRequested, RoomReleased
+from producers.rtc import (
+    ConnectionLost,
+    CreateRoomRequested,
+    DeleteRoomRequested,
+    JoinRequested,
+    LeaveRequested,
+    MuteRequested,
+    Notification,
+    PeerDisconnected,
+    PeerJoined,
+    PeerLeft,
+    PeerResumed,
+    PeerUpdated,
+    RequestRejected,
+    ResumeRequested,
+    RoomClosed,
+    RoomCreated,
+    RoomPlaced,
+    Tick,
+)
+from streams.outputs import Outputs
+from streams.room_state import SEEN_LIMIT, PeerState, RoomState, evolve
+
+
+@dataclass(frozen=True)
+class RoomConfig:
+    """Policy knobs of the room decision (from streams settings)."""
+
+    disconnect_grace_s: float = 30.0
+    command_ttl_s: float = 10.0
+
+
+class Decision:
+    """Collects outputs and keeps ``state`` equal to the fold of the facts so far."""
+
+    def __init__(self, state: RoomState | None, cause: Event, room_id: str, at: datetime,
+                 config: RoomConfig) -> None:
+        self.state = state
+        self.out = Outputs(cause, room_id, at)
+        self.room_id = room_id
+        self.config = config
+
+    def fact(self, cls: type[Any], **fields: Any) -> Any:
+        event = self.out.add("rtc.facts", cls, room_id=self.room_id, **fields)
+        self.state = evolve(self.state, event)
+        return event
+
+    def notify(self, peer: PeerState, message: dict[str, Any]) -> None:
+        self.out.add("gateway.notifications", Notification, gateway_id=peer.gateway_id,
+                     session_id=peer.session_id, room_id=self.room_id, peer_id=peer.peer_id,
+                     message=message)
+
+    def notify_others(self, peer_id: str, message: dict[str, Any]) -> None:
+        assert self.state is not None
+        for other in self.state.peers.values():
+            if other.peer_id != peer_id and other.state == "joined":
+                self.notify(other, message)
+
+    def command(self, cls: type[Any], **fields: Any) -> None:
+        if self.state is None or self.state.node_id is None:
+            return
+        deadline = self.out.at + timedelta(seconds=self.config.command_ttl_s)
+        self.out.add("media.commands", cls, node_id=self.state.node_id, room_id=self.room_id,
+                     deadline=deadline, **fields)
+
+    def reject(self, intent: Event, code: str, message: str, *, peer_id: str | None = None,
+               gateway_id: str | None = None, session_id: str | None = None) -> None:
+        self.out.add("rtc.facts", RequestRejected, room_id=self.room_id, peer_id=peer_id,
+                     request_type=intent.type, code=code, message=message)
+        if gateway_id and session_id:
+            self.out.add("gateway.notifications", Notification, gateway_id=gateway_id,
+                         session_id=session_id, room_id=self.room_id, peer_id=peer_id,
+                         message={"type": "error", "code": code, "message": message,
+                                  "request_id": intent.correlation_id})
+
+
+def peer_summary(peer: PeerState) -> dict[str, Any]:
+    return {"peer_id": peer.peer_id, "identity": peer.identity, "name": peer.name,
+            "audio_muted": peer.audio_muted, "video_muted": peer.video_muted,
+            "tracks": [t.model_dump(mode="json") for t in peer.tracks.values()]}
+
+
+def remove_peer(d: Decision, peer: PeerState, reason: str, *, tell_peer: bool = False) -> None:
+    d.fact(PeerLeft, peer_id=peer.peer_id, reason=reason)
+    d.command(ClosePeer, peer_id=peer.peer_id)
+    d.notify_others(peer.peer_id, {"type": "peer-left", "peer_id": peer.peer_id,
+                                   "reason": reason})
+    if tell_peer:
+        d.notify(peer, {"type": "left", "peer_id": peer.peer_id, "reason": reason})
+
+
+def close_room(d: Decision, reason: str) -> None:
+    assert d.state is not None
+    node_id = d.state.node_id
+    for peer in list(d.state.peers.values()):
+        remove_peer(d, peer, reason, tell_peer=True)
+    d.command(CloseRoom)
+    d.fact(RoomClosed, reason=reason)
+    d.out.add("media.nodes", RoomReleased, room_id=d.room_id, node_id=node_id)
+
+
+# --- intent handlers ------------------------------------------------------------
+
+
+def on_create(d: Decision, intent: CreateRoomRequested) -> None:
+    if d.state is not None and d.state.is_open:
+        d.reject(intent, "room_exists", f"room {intent.room_id} already exists")
+        return
+    d.fact(RoomCreated, room_type=intent.room_type, max_participants=intent.max_participants,
+           empty_timeout_s=intent.empty_timeout_s, creator=intent.creator,
+           metadata=intent.metadata)
+
+
+def on_delete(d: Decision, intent: DeleteRoomRequested) -> None:
+    if d.state is None or not d.state.is_open:
+        d.reject(intent, "room_not_found", f"room {intent.room_id} does not exist")
+        return
+    close_room(d, "deleted")
+
+
+def on_join(d: Decision, intent: JoinRequested) -> None:
+    where = {"peer_id": intent.peer_id, "gateway_id": intent.gateway_id,
+             "session_id": intent.session_id}
+    if Grant.JOIN not in intent.grants:
+        d.reject(intent, "forbidden", "token does not grant join", **where)
+        return
+    if d.state is None or not d.state.is_open:
+        d.fact(RoomCreated, room_type=RoomType.SFU, max_participants=50, empty_timeout_s=300,
+               creator=intent.identity)
+    assert d.state is not None
+    if intent.peer_id in d.state.peers:
+        return  # the same peer id joined already (a re-sent intent with a new event id)
+    older = d.state.peer_by_identity(intent.identity)
+    if older is not None:
+        remove_peer(d, older, "replaced", tell_peer=True)
+    if len(d.state.peers) >= d.state.max_participants:
+        d.reject(intent, "room_full", f"room {intent.room_id} is full", **where)
+        return
+    peer = d.fact(PeerJoined, peer_id=intent.peer_id, identity=intent.identity, name=intent.name,
+                  session_id=intent.session_id, gateway_id=intent.gateway_id,
+                  can_publish=Grant.PUBLISH in intent.grants,
+                  can_subscribe=Grant.SUBSCRIBE in intent.grants)
+    me = d.state.peers[peer.peer_id]
+    d.notify(me, {"type": "joined", "request_id": intent.correlation_id, "room": intent.room_id,
+                  "room_type": d.state.room_type.value, "peer_id": me.peer_id,
+                  "peers": [peer_summary(p) for p in d.state.peers.values() if p is not me]})
+    d.notify_others(me.peer_id, {"type": "peer-joined", "peer": peer_summary(me)})
+    if d.state.node_id is None and d.state.room_type != RoomType.P2P:
+        d.out.add("media.nodes", PlacementRequested, room_id=d.room_id)
+
+
+def on_leave(d: Decision, intent: LeaveRequested) -> None:
+    peer = d.state.peers.get(intent.peer_id) if d.state else None
+    if peer is not None:
+        remove_peer(d, peer, intent.reason)
+
+
+def on_connection_lost(d: Decision, intent: ConnectionLost) -> None:
+    peer = d.state.peers.get(intent.peer_id) if d.state else None
+    if peer is not None and peer.state == "joined" and peer.session_id == intent.session_id:
+        d.fact(PeerDisconnected, peer_id=peer.peer_id)
+
+
+def on_resume(d: Decision, intent: ResumeRequested) -> None:
+    peer = d.state.peers.get(intent.peer_id) if d.state else None
+    if peer is None:
+        d.reject(intent, "peer_not_found", "peer is gone; join again", peer_id=intent.peer_id,
+                 gateway_id=intent.gateway_id, session_id=intent.session_id)
+        return
+    d.fact(PeerResumed, peer_id=peer.peer_id, session_id=intent.session_id,
+           gateway_id=intent.gateway_id)
+    assert d.state is not None
+    me = d.state.peers[peer.peer_id]
+    d.notify(me, {"type": "resumed", "request_id": intent.correlation_id, "peer_id": me.peer_id,
+                  "peers": [peer_summary(p) for p in d.state.peers.values() if p is not me]})
+
+
+def on_mute(d: Decision, intent: MuteRequested) -> None:
+    peer = d.state.peers.get(intent.peer_id) if d.state else None
+    if peer is None:
+        return
+    audio = intent.muted if intent.source_kind == "microphone" else peer.audio_muted
+    video = intent.muted if intent.source_kind != "microphone" else peer.video_muted
+    d.fact(PeerUpdated, peer_id=peer.peer_id, audio_muted=audio, video_muted=video)
+    assert d.state is not None
+    d.notify_others(peer.peer_id, {"type": "peer-updated",
+                                   "peer": peer_summary(d.state.peers[peer.peer_id])})
+
+
+def on_placed(d: Decision, intent: RoomPlaced) -> None:
+    if d.state is None or not d.state.is_open:
+        d.out.add("media.nodes", RoomReleased, room_id=intent.room_id, node_id=intent.node_id)
+        return
+    if d.state.node_id == intent.node_id:
+        return
+    moved = d.state.node_id is not None or intent.previous_node_id is not None
+    d.fact(RoomPlaced, node_id=intent.node_id, previous_node_id=intent.previous_node_id,
+           reason=intent.reason)
+    if moved:
+        for peer in d.state.peers.values():
+            d.notify(peer, {"type": "reconnect", "reason": intent.reason})
+
+
+def on_tick(d: Decision, tick: Tick) -> None:
+    if d.state is None or not d.state.is_open:
+        return
+    grace = timedelta(seconds=d.config.disconnect_grace_s)
+    for peer in list(d.state.peers.values()):
+        if peer.state == "disconnected" and peer.disconnected_at is not None and (
+            tick.now - peer.disconnected_at >= grace
+        ):
+            remove_peer(d, peer, "disconnect-timeout")
+    empty_since = d.state.empty_since
+    if not d.state.peers and empty_since is not None and (
+        tick.now - empty_since >= timedelta(seconds=d.state.empty_timeout_s)
+    ):
+        close_room(d, "empty-timeout")
+
+
+HANDLERS: dict[type[Event], Callable[[Decision, Any], None]] = {
+    CreateRoomRequested: on_create,
+    DeleteRoomRequested: on_delete,
+    JoinRequested: on_join,
+    LeaveRequested: on_leave,
+    ConnectionLost: on_connection_lost,
+    ResumeRequested: on_resume,
+    MuteRequested: on_mute,
+    RoomPlaced: on_placed,
+}
+
+
+def next_deadline(state: RoomState | None, config: RoomConfig) -> datetime | None:
+    """When a tick may next change this room (a grace period or the empty timeout)."""
+    if state is None or not state.is_open:
+        return None
+    times = [p.disconnected_at + timedelta(seconds=config.disconnect_grace_s)
+             for p in state.peers.values() if p.disconnected_at is not None]
+    if not state.peers and state.empty_since is not None:
+        times.append(state.empty_since + timedelta(seconds=state.empty_timeout_s))
+    return min(times, default=None)
+
+
+def handle(state: RoomState | None, intent: Event, config: RoomConfig,
+           room_id: str | None = None) -> tuple[RoomState | None, Outputs]:
+    """Apply one input to one room. Returns the new state and the outputs."""
+    room_id = room_id or str(getattr(intent, "room_id"))  # noqa: B009
+    at = intent.now if isinstance(intent, Tick) else intent.occurred_at
+    d = Decision(state, intent, room_id, at, config)
+    event_id = str(intent.event_id)
+    if not isinstance(intent, Tick) and state is not None and event_id in state.seen:
+        return state, d.out
+    if isinstance(intent, Tick):
+        on_tick(d, intent)
+    else:
+        handler = HANDLERS.get(type(intent))
+        if handler is None:
+            d.reject(intent, "unsupported", f"{intent.type} is not handled by the room agent")
+        else:
+            handler(d, intent)
+        if d.state is not None:
+            d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1):],
+                                                          event_id]})
+    return d.state, d.out

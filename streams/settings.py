@@ -1,0 +1,33 @@
+"""Settings of the streams worker (env prefix ``ROOMLOG_STREAMS_``)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StreamsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOMLOG_STREAMS_", extra="ignore")
+
+    app_id: str = "roomlog-streams"
+    kafka_bootstrap: str = Field("127.0.0.1:19092",
+                                 validation_alias=AliasChoices("KAFKA_BOOTSTRAP",
+                                                               "ROOMLOG_STREAMS_KAFKA_BOOTSTRAP"))
+    database_url: str = Field("postgresql+asyncpg://roomlog:roomlog@127.0.0.1:15432/roomlog",
+                              validation_alias=AliasChoices("DATABASE_URL",
+                                                            "ROOMLOG_STREAMS_DATABASE_URL"))
+    topic_prefix: str = Field("", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
+                                                               "ROOMLOG_STREAMS_TOPIC_PREFIX"))
+    #: A dropped connection becomes a leave after this long without a resume.
+    disconnect_grace_s: float = 30.0
+    #: A node whose last heartbeat is older than this is declared dead.
+    node_timeout_s: float = 5.0
+    command_ttl_s: float = 10.0
+    tick_interval_s: float = 1.0
+    #: How often Faust commits consumer offsets.
+    commit_interval_s: float = 1.0
+    project_to_postgres: bool = True
+    metrics_port: int = 0
+    #: When set, append "<topic> <partition> <offset> <event_id>" per handled input.
+    trace_file: str | None = None
+    log_level: str = "warning"
