@@ -45,9 +45,9 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
                      value_serializer="raw", partitions=partitions)
 
 
-def _raw_table(app: faust.App, name: str, partitions: int) -> faust.Table:
-    return app.Table(name, default=None, partitions=partitions, key_type=str,
-                     value_type=bytes, key_serializer="raw", value_serializer="raw")
+def _json_table(app: faust.App, name: str, partitions: int) -> faust.Table:
+    """A table of plain JSON values (dicts) keyed by str; changelog serializer json."""
+    return app.Table(name, default=None, partitions=partitions, key_type=str)
 
 
 @dataclass
@@ -93,13 +93,13 @@ class Worker:
 
     def load_room(self, room_id: str) -> RoomState | None:
         raw = self.room_table.get(room_id)
-        return RoomState.model_validate_json(raw) if raw else None
+        return RoomState.model_validate(raw) if raw else None
 
     def store_room(self, room_id: str, before: RoomState | None, after: RoomState | None,
                    partition: int) -> None:
         if after is None or after is before:
             return
-        self.room_table[room_id] = after.model_dump_json().encode()
+        self.room_table[room_id] = after.model_dump(mode="json")
         deadline = room_decision.next_deadline(after, self.room_config)
         timers = self._timers(partition)
         current = timers.get(room_id)
@@ -109,11 +109,11 @@ class Worker:
                 timers.pop(room_id, None)
             else:
                 timers[room_id] = wanted
-            self.timer_table[f"p{partition}"] = encode_json(timers)
+            self.timer_table[f"p{partition}"] = timers
 
     def _timers(self, partition: int) -> dict[str, str]:
-        raw = self.timer_table.get(f"p{partition}")
-        return decode_json(raw) if raw else {}
+        raw: dict[str, str] | None = self.timer_table.get(f"p{partition}")
+        return dict(raw) if raw else {}
 
     async def on_room_input(self, event: Event, partition: int) -> None:
         if isinstance(event, Tick):
@@ -138,11 +138,11 @@ class Worker:
 
     async def on_registry_input(self, event: Event) -> None:
         raw = self.registry_table.get(registry_decision.REGISTRY_KEY)
-        state = registry_decision.RegistryState.model_validate_json(raw) if raw else None
+        state = registry_decision.RegistryState.model_validate(raw) if raw else None
         new_state, out = registry_decision.handle(state, event, self.registry_config)
         await self.emit(out.items)
         if out.items or not isinstance(event, Tick):
-            self.registry_table[registry_decision.REGISTRY_KEY] = new_state.model_dump_json().encode()
+            self.registry_table[registry_decision.REGISTRY_KEY] = new_state.model_dump(mode="json")
 
     async def tick(self) -> None:
         now = utcnow()
@@ -151,19 +151,6 @@ class Worker:
                 tick = Tick.new(now=now, occurred_at=now)
                 await self.app.producer.send(self.topics.name(logical), b"tick", encode(tick),
                                              partition, None, trace_headers(tick))
-
-
-def encode_json(value: dict[str, str]) -> bytes:
-    import json
-
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def decode_json(raw: bytes) -> dict[str, str]:
-    import json
-
-    value: dict[str, str] = json.loads(raw)
-    return value
 
 
 def build(settings: StreamsSettings) -> Worker:
@@ -177,6 +164,8 @@ def build(settings: StreamsSettings) -> Worker:
         processing_guarantee="at_least_once",
         web_enabled=False,
         broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
@@ -185,9 +174,9 @@ def build(settings: StreamsSettings) -> Worker:
     )
     worker = Worker(
         app=app, settings=settings, topics=topics,
-        room_table=_raw_table(app, "rooms", ROOM_PARTITIONS),
-        timer_table=_raw_table(app, "room-timers", ROOM_PARTITIONS),
-        registry_table=_raw_table(app, "node-registry", spec("media.nodes").partitions),
+        room_table=_json_table(app, "rooms", ROOM_PARTITIONS),
+        timer_table=_json_table(app, "room-timers", ROOM_PARTITIONS),
+        registry_table=_json_table(app, "node-registry", spec("media.nodes").partitions),
         room_config=room_decision.RoomConfig(disconnect_grace_s=settings.disconnect_grace_s,
                                              command_ttl_s=settings.command_ttl_s),
         registry_config=registry_decision.RegistryConfig(node_timeout_s=settings.node_timeout_s),

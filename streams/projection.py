@@ -6,11 +6,14 @@ applied twice leaves the same rows. Facts of one room arrive in order (same key)
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.models import Room, RoomMember
@@ -27,6 +30,15 @@ from producers.rtc import (
 )
 
 Statement = Any
+log = logging.getLogger(__name__)
+
+
+def _upsert(model: Any, values: dict[str, Any], keys: tuple[str, ...]) -> Statement:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column to the new values."""
+    stmt = insert(model).values(**values)
+    columns = [c.name for c in model.__table__.columns if c.name not in keys]
+    return stmt.on_conflict_do_update(index_elements=list(keys),
+                                      set_={c: stmt.excluded[c] for c in columns})
 
 
 def _room_created(f: RoomCreated) -> list[Statement]:
@@ -34,9 +46,7 @@ def _room_created(f: RoomCreated) -> list[Statement]:
                   max_participants=f.max_participants, empty_timeout_s=f.empty_timeout_s,
                   status="open", node_id=None, created_at=f.occurred_at, closed_at=None,
                   meta=dict(f.metadata), last_event_id=str(f.event_id))
-    stmt = insert(Room).values(**values)
-    return [stmt.on_conflict_do_update(index_elements=[Room.room_id],
-                                       set_={k: v for k, v in values.items() if k != "room_id"})]
+    return [_upsert(Room, values, ("room_id",))]
 
 
 def _room_closed(f: RoomClosed) -> list[Statement]:
@@ -59,10 +69,7 @@ def _peer_joined(f: PeerJoined) -> list[Statement]:
     values = dict(room_id=f.room_id, peer_id=f.peer_id, identity=f.identity, name=f.name,
                   state="joined", joined_at=f.occurred_at, left_at=None, left_reason=None,
                   audio_enabled=True, video_enabled=True, last_event_id=str(f.event_id))
-    stmt = insert(RoomMember).values(**values)
-    return [stmt.on_conflict_do_update(
-        index_elements=[RoomMember.room_id, RoomMember.peer_id],
-        set_={k: v for k, v in values.items() if k not in ("room_id", "peer_id")})]
+    return [_upsert(RoomMember, values, ("room_id", "peer_id"))]
 
 
 def _peer_left(f: PeerLeft) -> list[Statement]:
@@ -108,5 +115,14 @@ async def apply_facts(conn: AsyncConnection, facts: Sequence[Event]) -> int:
 
 
 async def project(engine: AsyncEngine, facts: Sequence[Event]) -> int:
-    async with engine.begin() as conn:
-        return await apply_facts(conn, facts)
+    """Apply a batch in one transaction, retrying until Postgres takes it: an outage
+    delays the projection (the batch is not acknowledged meanwhile), never loses it."""
+    delay = 0.2
+    while True:
+        try:
+            async with engine.begin() as conn:
+                return await apply_facts(conn, facts)
+        except (OSError, DBAPIError) as exc:
+            log.warning("projection failed, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -26,6 +26,8 @@ class StreamsSettings(BaseSettings):
     tick_interval_s: float = 1.0
     #: How often Faust commits consumer offsets.
     commit_interval_s: float = 1.0
+    #: Kafka consumer-group session timeout: how soon a killed worker's partitions move.
+    session_timeout_s: float = 10.0
     project_to_postgres: bool = True
     metrics_port: int = 0
     #: When set, append "<topic> <partition> <offset> <event_id>" per handled input.

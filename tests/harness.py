@@ -1,0 +1,221 @@
+"""Test harness: real infrastructure from the environment, real service processes.
+
+The servers come from ``scripts/infra.sh up`` (``make test`` sources its infra.env);
+services are started as real processes (``python -m streams`` ...) with their own
+topic prefix, app id and room ids, so tests do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from producers.catalog import decode
+from producers.envelope import Event
+from producers.errors import DecodeError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Infra:
+    kafka: str
+    database_url: str
+    minio_endpoint: str
+    minio_access_key: str
+    minio_secret_key: str
+
+    @classmethod
+    def from_env(cls) -> Infra:
+        missing = [k for k in ("KAFKA_BOOTSTRAP", "DATABASE_URL", "MINIO_ENDPOINT") if not os.environ.get(k)]
+        if missing:
+            raise RuntimeError(f"{missing} not set: run the suite with `make test` (it starts the infrastructure)")
+        return cls(os.environ["KAFKA_BOOTSTRAP"], os.environ["DATABASE_URL"], os.environ["MINIO_ENDPOINT"],
+                   os.environ.get("MINIO_ACCESS_KEY", "roomlog"), os.environ.get("MINIO_SECRET_KEY", "roomlog-secret"))
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Service:
+    """A roomlog service running as a real child process."""
+
+    name: str
+    module: str
+    env: dict[str, str]
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], env=env, cwd=REPO,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks run."""
+        if self.alive():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def tail(self, n: int = 40) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        return dict(await consumer.end_offsets(tps)) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    def event(self) -> Event:
+        return decode(self.value)
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[Record]:
+    """Every record currently in ``topic`` (up to the end offsets at call time)."""
+    ends = await end_offsets(bootstrap, topic)
+    if not any(ends.values()):
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[Record] = []
+    try:
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning()
+        remaining = {tp for tp, end in ends.items() if end > 0}
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < ends[tp]:
+                        out.append(Record(tp.partition, r.offset, r.key, r.value or b"", list(r.headers)))
+                if records and records[-1].offset >= ends[tp] - 1:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def read_events(bootstrap: str, topic: str) -> list[Event]:
+    events = []
+    for record in await read_topic(bootstrap, topic):
+        try:
+            events.append(record.event())
+        except DecodeError:
+            continue
+    return events
+
+
+async def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll an async or sync ``check`` until it returns a truthy value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while loop.time() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}"[:2000])
+
+
+async def wait_for_events(bootstrap: str, topic: str, predicate: Callable[[list[Event]], bool],
+                          timeout: float, what: str) -> list[Event]:
+    async def check() -> list[Event] | None:
+        events = await read_events(bootstrap, topic)
+        return events if predicate(events) else None
+    result: list[Event] = await wait_for(check, timeout, what, interval=0.3)
+    return result
+
+
+def of_type(events: Iterable[Event], cls: type[Any]) -> list[Any]:
+    return [e for e in events if isinstance(e, cls)]
+
+
+def streams_service(infra: Infra, prefix: str, log_dir: Path, *, app_id: str | None = None,
+                    name: str = "streams", **settings: Any) -> Service:
+    """A ``python -m streams`` worker on the test's topics (settings → ROOMLOG_STREAMS_*)."""
+    env = {"KAFKA_BOOTSTRAP": infra.kafka, "DATABASE_URL": infra.database_url, "ROOMLOG_TOPIC_PREFIX": prefix,
+           "ROOMLOG_STREAMS_APP_ID": app_id or f"{prefix}streams", "ROOMLOG_STREAMS_LOG_LEVEL": "info"}
+    env.update({f"ROOMLOG_STREAMS_{k.upper()}": str(v) for k, v in settings.items()})
+    return Service(name, "streams", env, log_dir / f"{name}.log")
+
+
+def node_service(infra: Infra, prefix: str, log_dir: Path, node_id: str, **settings: Any) -> Service:
+    env = {"KAFKA_BOOTSTRAP": infra.kafka, "ROOMLOG_TOPIC_PREFIX": prefix, "ROOMLOG_NODE_NODE_ID": node_id,
+           "ROOMLOG_NODE_HEARTBEAT_INTERVAL_S": "0.5"}
+    env.update({f"ROOMLOG_NODE_{k.upper()}": str(v) for k, v in settings.items()})
+    return Service(node_id, "media_node", env, log_dir / f"{node_id}.log")
+
+
+async def streams_ready(producer: Any, infra: Infra, topics: Any, service: Service, timeout: float = 60) -> None:
+    """Wait until the worker handles intents: a probe room must show up as a fact."""
+    from producers.rtc import CreateRoomRequested, RoomCreated
+
+    probe = CreateRoomRequested.new(room_id=unique("probe-"))
+    await producer.send(topics.name("rtc.intents"), probe)
+
+    def created(events: list[Event]) -> bool:
+        if not service.alive():
+            raise AssertionError(f"streams worker exited:\n{service.tail()}")
+        return any(isinstance(e, RoomCreated) and e.causation_id == probe.event_id for e in events)
+
+    try:
+        await wait_for_events(infra.kafka, topics.name("rtc.facts"), created, timeout, "streams worker ready")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- worker log ---\n{service.tail()}") from None

@@ -1,0 +1,86 @@
+"""A real Faust worker turns join/leave intents into room state and Postgres rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from db.engine import make_engine
+from producers.fields import Grant
+from producers.kafka import EventProducer
+from producers.rtc import JoinRequested, LeaveRequested, PeerJoined, PeerLeft, RoomCreated
+from producers.topics import Topics
+from tests.harness import Infra, Service, of_type, streams_ready, streams_service, unique, wait_for, wait_for_events
+
+GRANTS = [Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE]
+
+
+def join(room: str, peer: str, identity: str) -> JoinRequested:
+    return JoinRequested.new(room_id=room, peer_id=peer, identity=identity, session_id=f"s-{peer}",
+                             gateway_id="gw-test", grants=GRANTS)
+
+
+async def members(infra: Infra, rooms: list[str]) -> dict[str, dict[str, str]]:
+    engine = make_engine(infra.database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text(
+                "select room_id, peer_id, state from room_members where room_id = any(:rooms)"),
+                {"rooms": rooms})).all()
+    finally:
+        await engine.dispose()
+    out: dict[str, dict[str, str]] = {r: {} for r in rooms}
+    for room_id, peer_id, state in rows:
+        out[room_id][peer_id] = state
+    return out
+
+
+async def test_three_rooms_and_idempotent_rejoin(infra: Infra, topics: Topics, prefix: str,
+                                                 producer: EventProducer, services: list[Service],
+                                                 tmp_path: Path) -> None:
+    worker = streams_service(infra, prefix, tmp_path).start()
+    services.append(worker)
+    await streams_ready(producer, infra, topics, worker)
+
+    rooms = [unique("room-") for _ in range(3)]
+    intents = topics.name("rtc.intents")
+    # room 0: alice and bob join, bob leaves; room 1: carol; room 2: dave joins, leaves,
+    # and the very same join (same event_id) is delivered again.
+    dave = join(rooms[2], "p-dave", "dave")
+    for intent in [join(rooms[0], "p-alice", "alice"), join(rooms[0], "p-bob", "bob"),
+                   LeaveRequested.new(room_id=rooms[0], peer_id="p-bob"),
+                   join(rooms[1], "p-carol", "carol"),
+                   dave, LeaveRequested.new(room_id=rooms[2], peer_id="p-dave"), dave]:
+        await producer.send(intents, intent)
+
+    def settled(events: list[object]) -> bool:
+        return len([e for e in of_type(events, PeerLeft) if e.room_id in rooms]) >= 2 and \
+            len([e for e in of_type(events, PeerJoined) if e.room_id in rooms]) >= 4
+
+    facts = await wait_for_events(infra.kafka, topics.name("rtc.facts"), settled, 30, "room facts")
+    mine = [f for f in facts if getattr(f, "room_id", None) in rooms]
+    assert sorted(f.room_id for f in of_type(mine, RoomCreated)) == sorted(rooms)
+    joined = {(f.room_id, f.peer_id) for f in of_type(mine, PeerJoined)}
+    assert joined == {(rooms[0], "p-alice"), (rooms[0], "p-bob"), (rooms[1], "p-carol"), (rooms[2], "p-dave")}
+    # the duplicate join produced nothing new
+    assert len([f for f in of_type(mine, PeerJoined) if f.peer_id == "p-dave"]) == 1
+
+    expected = {rooms[0]: {"p-alice": "joined", "p-bob": "left"}, rooms[1]: {"p-carol": "joined"},
+                rooms[2]: {"p-dave": "left"}}
+
+    async def projected() -> bool:
+        return await members(infra, rooms) == expected
+
+    await wait_for(projected, 20, "Postgres rows")
+    # deliver the same join once more, then a marker in the same room (same partition, so
+    # handled after it): dave must still be out.
+    await producer.send(intents, dave)
+    await producer.send(intents, join(rooms[2], "p-eve", "eve"))
+    await wait_for_events(infra.kafka, topics.name("rtc.facts"),
+                          lambda ev: any(isinstance(e, PeerJoined) and e.peer_id == "p-eve" for e in ev),
+                          20, "marker join")
+    expected[rooms[2]]["p-eve"] = "joined"
+    await wait_for(projected, 20, "Postgres rows after the re-delivered join")
+    facts = await wait_for_events(infra.kafka, topics.name("rtc.facts"), lambda ev: True, 5, "facts")
+    assert len([f for f in of_type(facts, PeerJoined) if f.peer_id == "p-dave"]) == 1
