@@ -12,7 +12,7 @@ from api import access, errors, health, rooms
 from api.services import Services
 from api.settings import ApiSettings
 from api.tokens import TokenIssuer
-from db.engine import make_engine
+from db.engine import make_engine, make_sessionmaker
 from observability import metrics
 from producers.kafka import EventProducer
 from producers.topics import Topics
@@ -25,7 +25,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         await producer.start()
         engine = make_engine(settings.database_url)
         app.state.services = Services(
-            settings=settings, producer=producer, engine=engine,
+            settings=settings, producer=producer, engine=engine, sessions=make_sessionmaker(engine),
             issuer=TokenIssuer(settings.jwt_secret.get_secret_value(), settings.jwt_issuer),
             topics=Topics(settings.topic_prefix))
         try:

@@ -77,9 +77,8 @@ def _view(room: Room, members: list[RoomMember] | None = None) -> RoomView:
 
 
 async def _load(svc: Services, room_id: str) -> Room | None:
-    async with svc.engine.connect() as conn:
-        row = (await conn.execute(select(Room).where(Room.room_id == room_id))).first()
-    return Room(**row._mapping) if row else None
+    async with svc.sessions() as session:
+        return await session.get(Room, room_id, populate_existing=True)
 
 
 @router.post("", status_code=201, response_model=RoomView,
@@ -127,9 +126,9 @@ async def list_rooms(who: Claims = Depends(claims), svc: Services = Depends(serv
     query = select(Room).order_by(Room.created_at.desc()).limit(limit)
     if status != "all":
         query = query.where(Room.status == status)
-    async with svc.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    return [_view(Room(**row._mapping)) for row in rows]
+    async with svc.sessions() as session:
+        rooms = (await session.scalars(query)).all()
+    return [_view(room) for room in rooms]
 
 
 @router.get("/{room_id}", response_model=RoomView)
@@ -143,11 +142,11 @@ async def get_room(room_id: Id, who: Claims = Depends(claims),
     room = await _load(svc, room_id)
     if room is None:
         raise RoomNotFound(f"room {room_id} does not exist")
-    async with svc.engine.connect() as conn:
-        rows = (await conn.execute(
+    async with svc.sessions() as session:
+        members = (await session.scalars(
             select(RoomMember).where(RoomMember.room_id == room_id, RoomMember.state != "left")
             .order_by(RoomMember.joined_at))).all()
-    return _view(room, [RoomMember(**row._mapping) for row in rows])
+    return _view(room, list(members))
 
 
 @router.delete("/{room_id}", status_code=202, response_model=Accepted)

@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.errors import Unauthorized
 from api.settings import ApiSettings
@@ -22,6 +22,7 @@ class Services:
     settings: ApiSettings
     producer: EventProducer
     engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
     issuer: TokenIssuer
     topics: Topics
 

@@ -219,3 +219,38 @@ async def streams_ready(producer: Any, infra: Infra, topics: Any, service: Servi
         await wait_for_events(infra.kafka, topics.name("rtc.facts"), created, timeout, "streams worker ready")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- worker log ---\n{service.tail()}") from None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+API_SECRET = "test-api-secret"
+
+
+def api_service(infra: Infra, prefix: str, log_dir: Path, port: int, name: str = "api", **settings: Any) -> Service:
+    env = {"KAFKA_BOOTSTRAP": infra.kafka, "DATABASE_URL": infra.database_url, "ROOMLOG_TOPIC_PREFIX": prefix,
+           "ROOMLOG_API_PORT": str(port), "ROOMLOG_API_API_SECRET": API_SECRET,
+           "ROOMLOG_API_GATEWAY_ID": f"{name}-{port}"}
+    env.update({f"ROOMLOG_API_{k.upper()}": str(v) for k, v in settings.items()})
+    return Service(name, "api", env, log_dir / f"{name}.log")
+
+
+async def http_ready(url: str, service: Service, timeout: float = 30) -> None:
+    import httpx
+
+    async def ok() -> bool:
+        if not service.alive():
+            raise AssertionError(f"{service.name} exited:\n{service.tail()}")
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(url, timeout=2)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await wait_for(ok, timeout, f"{url} to answer 200")
