@@ -32,7 +32,7 @@ from producers.rtc import Tick
 from producers.topics import ROOM_PARTITIONS, Topics, spec
 from streams import registry as registry_decision
 from streams import rooms as room_decision
-from streams.outputs import Output
+from streams.batch import Batch
 from streams.projection import project
 from streams.room_state import RoomState
 from streams.settings import StreamsSettings
@@ -65,84 +65,90 @@ class Worker:
     engine: AsyncEngine | None = None
     trace: TextIO | None = None
 
-    async def emit(self, outputs: Sequence[Output]) -> None:
-        """Hand outputs to the producer *before* the state change is written, so a
-        persisted changelog entry implies its outputs were sent first (a crash in
-        between re-handles the input: same ids, deduplicated downstream)."""
-        for output in outputs:
-            await self.app.producer.send(
-                self.topics.name(output.topic), output.event.key.encode(), encode(output.event),
-                output.partition, None, trace_headers(output.event))
-            metrics.STREAMS_OUTPUTS.labels(output.event.type).inc()
+    def batch(self) -> Batch:
+        return Batch(self.app.producer, self.topics)
 
-    async def dead_letter(self, message: Any, exc: DecodeError) -> None:
+    async def dead_letter(self, batch: Batch, message: Any, exc: DecodeError) -> None:
         metrics.STREAMS_DEAD_LETTERS.labels(message.topic, exc.reason).inc()
-        log.warning("dead letter topic=%s offset=%s reason=%s", message.topic, message.offset,
-                    exc.reason)
-        await self.app.producer.send(
-            f"{message.topic}.dlq", message.key, message.value, None, None,
-            dead_letter_headers(message.topic, message.partition, message.offset, exc))
+        log.warning("dead letter topic=%s offset=%s reason=%s", message.topic, message.offset, exc.reason)
+        await batch.send_raw(f"{message.topic}.dlq", message.key, message.value,
+                             dead_letter_headers(message.topic, message.partition, message.offset, exc))
 
     def traced(self, message: Any, event: Event) -> None:
         metrics.STREAMS_INPUTS.labels(message.topic, event.type).inc()
         if self.trace is not None:
-            self.trace.write(f"{message.topic} {message.partition} {message.offset} "
-                             f"{event.event_id}\n")
+            self.trace.write(f"{message.topic} {message.partition} {message.offset} {event.event_id}\n")
+
+    async def parsed(self, batch: Batch, events: Sequence[Any]) -> list[tuple[int, Event]]:
+        """Decode a batch; dead-letter what does not parse."""
+        out: list[tuple[int, Event]] = []
+        for item in events:
+            message = item.message
+            try:
+                event = decode(message.value)
+            except DecodeError as exc:
+                await self.dead_letter(batch, message, exc)
+                continue
+            self.traced(message, event)
+            out.append((message.partition, event))
+        return out
 
     # --- rooms -------------------------------------------------------------------
 
-    def load_room(self, room_id: str) -> RoomState | None:
-        raw = self.room_table.get(room_id)
-        return RoomState.model_validate(raw) if raw else None
+    def load_room(self, batch: Batch, room_id: str) -> RoomState | None:
+        raw = batch.get(self.room_table, room_id)
+        if raw is None:
+            return None
+        return raw if isinstance(raw, RoomState) else RoomState.model_validate(raw)
 
-    def store_room(self, room_id: str, before: RoomState | None, after: RoomState | None,
+    def store_room(self, batch: Batch, room_id: str, before: RoomState | None, after: RoomState | None,
                    partition: int) -> None:
         if after is None or after is before:
             return
-        self.room_table[room_id] = after.model_dump(mode="json")
+        batch.put(self.room_table, room_id, partition, after)
         deadline = room_decision.next_deadline(after, self.room_config)
-        timers = self._timers(partition)
-        current = timers.get(room_id)
+        timers = self._timers(batch, partition)
         wanted = deadline.isoformat() if deadline else None
-        if current != wanted:
+        if timers.get(room_id) != wanted:
+            timers = dict(timers)
             if wanted is None:
                 timers.pop(room_id, None)
             else:
                 timers[room_id] = wanted
-            self.timer_table[f"p{partition}"] = timers
+            batch.put(self.timer_table, f"p{partition}", partition, timers)
 
-    def _timers(self, partition: int) -> dict[str, str]:
-        raw: dict[str, str] | None = self.timer_table.get(f"p{partition}")
-        return dict(raw) if raw else {}
+    def _timers(self, batch: Batch, partition: int) -> dict[str, str]:
+        raw: dict[str, str] | None = batch.get(self.timer_table, f"p{partition}")
+        return raw or {}
 
-    async def on_room_input(self, event: Event, partition: int) -> None:
+    async def on_room_input(self, batch: Batch, event: Event, partition: int) -> None:
         if isinstance(event, Tick):
-            await self.on_room_tick(event, partition)
+            await self.on_room_tick(batch, event, partition)
             return
         room_id = str(getattr(event, "room_id"))  # noqa: B009
-        state = self.load_room(room_id)
+        state = self.load_room(batch, room_id)
         new_state, out = room_decision.handle(state, event, self.room_config)
-        await self.emit(out.items)
-        self.store_room(room_id, state, new_state, partition)
+        await batch.emit(out.items)
+        self.store_room(batch, room_id, state, new_state, partition)
 
-    async def on_room_tick(self, tick: Tick, partition: int) -> None:
-        due = [room_id for room_id, at in self._timers(partition).items()
+    async def on_room_tick(self, batch: Batch, tick: Tick, partition: int) -> None:
+        due = [room_id for room_id, at in self._timers(batch, partition).items()
                if datetime.fromisoformat(at) <= tick.now]
         for room_id in sorted(due):
-            state = self.load_room(room_id)
+            state = self.load_room(batch, room_id)
             new_state, out = room_decision.handle(state, tick, self.room_config, room_id=room_id)
-            await self.emit(out.items)
-            self.store_room(room_id, state, new_state, partition)
+            await batch.emit(out.items)
+            self.store_room(batch, room_id, state, new_state, partition)
 
     # --- node registry -----------------------------------------------------------
 
-    async def on_registry_input(self, event: Event) -> None:
-        raw = self.registry_table.get(registry_decision.REGISTRY_KEY)
+    async def on_registry_input(self, batch: Batch, event: Event, partition: int) -> None:
+        raw = batch.get(self.registry_table, registry_decision.REGISTRY_KEY)
         state = registry_decision.RegistryState.model_validate(raw) if raw else None
         new_state, out = registry_decision.handle(state, event, self.registry_config)
-        await self.emit(out.items)
+        await batch.emit(out.items)
         if out.items or not isinstance(event, Tick):
-            self.registry_table[registry_decision.REGISTRY_KEY] = new_state.model_dump(mode="json")
+            batch.put(self.registry_table, registry_decision.REGISTRY_KEY, partition, new_state.model_dump(mode="json"))
 
     async def tick(self) -> None:
         now = utcnow()
@@ -185,26 +191,22 @@ def build(settings: StreamsSettings) -> Worker:
     nodes = _raw_topic(app, topics.name("media.nodes"), spec("media.nodes").partitions)
     facts = _raw_topic(app, topics.name("rtc.facts"), spec("rtc.facts").partitions)
 
-    async def parsed(stream: faust.StreamT) -> Any:
-        async for message in stream.events():
-            try:
-                event = decode(message.value)
-            except DecodeError as exc:
-                await worker.dead_letter(message.message, exc)
-                continue
-            worker.traced(message.message, event)
-            yield message.message, event
-
     @app.agent(intents, name="rooms")
     async def rooms_agent(stream: faust.StreamT) -> None:
-        async for message, event in parsed(stream):
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            batch = worker.batch()
             with metrics.STREAMS_HANDLE_SECONDS.labels("rooms").time():
-                await worker.on_room_input(event, message.partition)
+                for partition, event in await worker.parsed(batch, events):
+                    await worker.on_room_input(batch, event, partition)
+                await batch.commit()
 
     @app.agent(nodes, name="registry")
     async def registry_agent(stream: faust.StreamT) -> None:
-        async for _message, event in parsed(stream):
-            await worker.on_registry_input(event)
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            batch = worker.batch()
+            for partition, event in await worker.parsed(batch, events):
+                await worker.on_registry_input(batch, event, partition)
+            await batch.commit()
 
     if settings.project_to_postgres:
         @app.agent(facts, name="projection")

@@ -28,6 +28,10 @@ class StreamsSettings(BaseSettings):
     commit_interval_s: float = 1.0
     #: Kafka consumer-group session timeout: how soon a killed worker's partitions move.
     session_timeout_s: float = 10.0
+    #: Inputs handled per batch, and how long a batch waits to fill. Outputs of a batch
+    #: are acknowledged before its state changes are written (see streams/batch.py).
+    batch_max: int = 500
+    batch_within_s: float = 0.005
     project_to_postgres: bool = True
     metrics_port: int = 0
     #: When set, append "<topic> <partition> <offset> <event_id>" per handled input.

@@ -99,16 +99,35 @@ async def test_sigkill_recovery(infra: Infra, topics: Topics, prefix: str, produ
     again = handled_by_a & set(handled_ids(trace_b))
     assert again, "no input was handled by both workers: the kill did not interrupt in-flight work"
 
-    facts = [decode(r.value) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))]
-    fact_ids = [str(f.event_id) for f in facts]
     predicted = await predicted_fact_ids(infra, topics)
+
+    async def facts_now() -> list[Event]:
+        return [decode(r.value) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))]
+
+    async def complete() -> bool:  # the last batch's outputs may still be in flight
+        return {str(f.event_id) for f in await facts_now()} >= predicted
+
+    try:
+        await wait_for(complete, 30, "every predicted fact on the log")
+    except AssertionError:
+        pass  # the exact comparison below reports what is missing
+    facts = await facts_now()
+    fact_ids = [str(f.event_id) for f in facts]
+    missing = predicted - set(fact_ids)
     assert set(fact_ids) == predicted, (
-        f"missing {len(predicted - set(fact_ids))}, unexpected {len(set(fact_ids) - predicted)}")
+        f"missing {len(missing)} (e.g. {sorted(missing)[:3]}), unexpected {len(set(fact_ids) - predicted)}")
     # duplicates, if any, are byte-identical re-sends (same id) — never a second decision
     by_id: dict[str, str] = {}
     for f in facts:
         assert by_id.setdefault(str(f.event_id), f.model_dump_json()) == f.model_dump_json()
 
+    async def replayed_equal() -> bool:  # the last changelog writes follow the outputs
+        return (await replay(infra.kafka, prefix, None, app_id)).equal
+
+    try:
+        await wait_for(replayed_equal, 30, "replay to match the live table")
+    except AssertionError:
+        pass
     report = await replay(infra.kafka, prefix, None, app_id)
     assert report.equal, report.mismatches[:5]
     print(f"handled again after restart: {len(again)}; facts {len(fact_ids)} records, {len(set(fact_ids))} distinct")

@@ -1,0 +1,251 @@
+"""The measurements of ``bench.log_throughput``: latency at a fixed offered rate, and the
+maximum rate of one process draining a backlog, each through a streams worker or
+through the echo baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.infra import Servers, say
+from bench.load import RoomMix, Watch, backlog, latency_summary, paced
+from bench.procs import Child, CpuMeter
+from db.engine import make_engine
+from producers.admin import create_topics
+from producers.kafka import EventProducer
+from producers.rtc import CreateRoomRequested
+from producers.topics import Topics
+
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Bench:
+    """One benchmark run: its servers, ids, children and options."""
+
+    servers: Servers
+    run_id: str
+    workdir: Path
+    rate: float
+    duration: float
+    warmup: float
+    rooms: int
+    max_peers: int
+    max_events: int
+    worker_env: dict[str, str] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+    producer: EventProducer | None = None
+    bulk: EventProducer | None = None
+
+    async def start(self) -> None:
+        self.producer = EventProducer(self.servers.kafka, client_id="roomlog-bench")
+        self.bulk = EventProducer(self.servers.kafka, client_id="roomlog-bench-bulk", linger_ms=20)
+        await self.producer.start()
+        await self.bulk.start()
+
+    async def topics(self, phase: str) -> Topics:
+        prefix = f"{self.run_id}-{phase}-"
+        await create_topics(self.servers.kafka, prefix, quiet=True)
+        return Topics(prefix)
+
+    def mix(self, phase: str, seed: int) -> RoomMix:
+        return RoomMix(f"{self.run_id}-{phase}", self.rooms, self.max_peers, seed)
+
+    def worker(self, phase: str, topics: Topics, *, projection: bool,
+               profile: tuple[str, Path, list[str]] | None = None) -> Child:
+        app_id = f"{topics.prefix}streams"
+        env = {"KAFKA_BOOTSTRAP": self.servers.kafka, "DATABASE_URL": self.servers.database_url,
+               "ROOMLOG_TOPIC_PREFIX": topics.prefix, "ROOMLOG_STREAMS_APP_ID": app_id,
+               "ROOMLOG_STREAMS_LOG_LEVEL": "warning",
+               "ROOMLOG_STREAMS_PROJECT_TO_POSTGRES": "true" if projection else "false",
+               **self.worker_env}
+        if profile is None:
+            child = Child(f"streams-{phase}", "streams", env, self.workdir / phase)
+        else:
+            kind, out, path = profile
+            child = Child(f"streams-{phase}", "bench.profile_worker", env, self.workdir / phase,
+                          args=["--out", str(out), "--profiler", kind], extra_pythonpath=path)
+        self.children.append(child.start())
+        say(f"{phase}: started streams worker pid {child.pid} (app id {app_id}, "
+            f"projection {'on' if projection else 'off'})")
+        return child
+
+    def echo(self, phase: str, topics: Topics) -> Child:
+        args = ["--bootstrap", self.servers.kafka, "--source", topics.name("rtc.intents"),
+                "--target", topics.name("rtc.facts"), "--group", f"{topics.prefix}echo"]
+        child = Child(f"echo-{phase}", "bench.echo", {}, self.workdir / phase, args=args)
+        self.children.append(child.start())
+        say(f"{phase}: started echo baseline pid {child.pid}")
+        return child
+
+    async def stop_child(self, child: Child) -> None:
+        await asyncio.to_thread(child.stop)
+
+    async def cleanup(self) -> None:
+        for child in self.children:
+            await asyncio.to_thread(child.stop)
+        for producer in (self.producer, self.bulk):
+            if producer is not None:
+                await producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.servers.kafka, client_id="roomlog-bench")
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(f"{self.run_id}-")]
+            if mine:
+                await admin.delete_topics(mine)
+            say(f"deleted {len(mine)} topics {self.run_id}-*")
+        finally:
+            await admin.close()
+        engine = make_engine(self.servers.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("delete from rooms where room_id like :p"),
+                                   {"p": f"{self.run_id}-%"})
+        finally:
+            await engine.dispose()
+
+
+def alive_check(child: Child) -> Callable[[], None]:
+    def check() -> None:
+        if not child.alive():
+            raise RuntimeError(f"{child.name} exited ({child.proc.returncode if child.proc else '?'}):\n"
+                               f"{child.tail()}")
+    return check
+
+
+async def ready(bench: Bench, topics: Topics, watch: Watch, child: Child, *, echo: bool = False) -> float:
+    """Send a probe intent and wait for its fact; returns seconds from the child's start."""
+    assert bench.producer is not None
+    t0 = time.perf_counter()
+    probe = CreateRoomRequested.new(room_id=f"{topics.prefix}probe")
+    await bench.producer.send(topics.name("rtc.intents"), probe)
+    if not await watch.wait_all([str(probe.event_id)], READY_TIMEOUT_S, alive_check(child)):
+        raise RuntimeError(f"{child.name} not ready after {READY_TIMEOUT_S}s:\n{child.tail()}")
+    return time.perf_counter() - t0
+
+
+async def latency(bench: Bench, phase: str, *, baseline: bool) -> dict[str, Any]:
+    """Offer ``rate`` intents/s for ``warmup + duration`` s; latency of each intent from
+    just before ``send`` to its first fact reaching the watcher (warm-up excluded)."""
+    assert bench.producer is not None
+    topics = await bench.topics(phase)
+    id_name = "event_id" if baseline else "causation_id"
+    watch = await Watch(bench.servers.kafka, topics.name("rtc.facts"), id_name).start()
+    one_hop = await Watch(bench.servers.kafka, topics.name("rtc.intents"), "event_id").start() \
+        if baseline else None
+    child = bench.echo(phase, topics) if baseline else bench.worker(phase, topics, projection=True)
+    try:
+        ready_s = await ready(bench, topics, watch, child)
+        say(f"{phase}: ready after {ready_s:.1f}s; offering {bench.rate:.0f}/s for "
+            f"{bench.warmup:.0f}s warm-up + {bench.duration:.0f}s")
+        mix = bench.mix(phase, seed=1)
+        meter = CpuMeter({"worker": child.pid, "bench": _self_pid()})
+        meter.start()
+        run = await paced(bench.producer, topics.name("rtc.intents"), mix.next, bench.rate,
+                          bench.warmup + bench.duration)
+        cpu = meter.stop()
+        skip = int(bench.rate * bench.warmup)
+        measured = dict(list(run.sent_at.items())[skip:])
+        await watch.wait_all(measured, 15.0, alive_check(child))
+        result: dict[str, Any] = {
+            **latency_summary(measured, watch.seen),
+            "offered_rate_per_s": round(run.achieved_rate, 1),
+            "loadgen_lag_p99_ms": round(run.lag_p99_ms, 2), "loadgen_lag_max_ms": round(run.lag_max_ms, 2),
+            "send_errors": run.errors, "ready_s": round(ready_s, 2), "mix": mix.counts(),
+            **{k.replace("worker", "echo" if baseline else "worker"): v for k, v in cpu.items()},
+        }
+        if one_hop is not None:
+            hop = latency_summary(measured, one_hop.seen)
+            result["one_hop_p50_ms"], result["one_hop_p99_ms"] = hop["p50_ms"], hop["p99_ms"]
+        return result
+    finally:
+        await watch.stop()
+        if one_hop is not None:
+            await one_hop.stop()
+        await bench.stop_child(child)
+
+
+async def max_rate(bench: Bench, phase: str, *, baseline: bool = False, projection: bool = True,
+                   profile: tuple[str, Path, list[str]] | None = None) -> dict[str, Any]:
+    """Write a backlog of ``max_events`` intents, then start one fresh process on it and
+    time it from its first output to the output of the last intent."""
+    assert bench.bulk is not None
+    topics = await bench.topics(phase)
+    mix = bench.mix(phase, seed=2)
+    t0 = time.perf_counter()
+    ids = await backlog(bench.bulk, topics.name("rtc.intents"), mix.next, bench.max_events)
+    loadgen_rate = len(ids) / (time.perf_counter() - t0)
+    say(f"{phase}: backlog of {len(ids)} intents written ({loadgen_rate:.0f}/s)")
+    id_name = "event_id" if baseline else "causation_id"
+    watch = await Watch(bench.servers.kafka, topics.name("rtc.facts"), id_name).start()
+    child = bench.echo(phase, topics) if baseline else \
+        bench.worker(phase, topics, projection=projection, profile=profile)
+    name = "echo" if baseline else "worker"
+    try:
+        started = time.perf_counter()
+        check = alive_check(child)
+        while watch.first_at is None:
+            check()
+            if time.perf_counter() - started > READY_TIMEOUT_S:
+                raise RuntimeError(f"{child.name}: no output after {READY_TIMEOUT_S}s:\n{child.tail()}")
+            await asyncio.sleep(0.002)
+        meter = CpuMeter({name: child.pid, "bench": _self_pid()})
+        meter.start()
+        first = watch.first_at
+        timeout = max(120.0, bench.max_events / 250)
+        complete = await watch.wait_all(ids, timeout, check)
+        cpu = meter.stop()
+        done = [watch.seen[i] for i in ids if i in watch.seen]
+        last = max(done) if done else first
+        elapsed = max(last - first, 1e-9)
+        result: dict[str, Any] = {
+            "events": len(ids), "handled": len(done), "complete": complete,
+            "seconds": round(elapsed, 3), "events_per_s": round(len(done) / elapsed, 1),
+            "startup_s": round(first - started, 2), "facts": watch.records,
+            "loadgen_backlog_rate_per_s": round(loadgen_rate, 1), "mix": mix.counts(), **cpu,
+        }
+        say(f"{phase}: {len(done)}/{len(ids)} intents in {elapsed:.2f}s = "
+            f"{result['events_per_s']:.0f}/s ({name} cpu {cpu.get(f'{name}_cpu_pct')}%)")
+        if projection and not baseline and complete:
+            result.update(await projection_caught_up(bench, mix, first))
+        return result
+    finally:
+        await watch.stop()
+        await bench.stop_child(child)
+
+
+async def projection_caught_up(bench: Bench, mix: RoomMix, since: float,
+                               timeout: float = 120.0) -> dict[str, Any]:
+    """Seconds from ``since`` until Postgres holds a row per joined peer and every
+    leave is applied (``room_members`` of this phase's rooms)."""
+    engine = make_engine(bench.servers.database_url)
+    query = sa.text("select count(*), count(*) filter (where state = 'left') from room_members "
+                    "where room_id like :p")
+    want = (mix.joins, mix.leaves)
+    deadline = time.perf_counter() + timeout
+    got: tuple[int, int] = (0, 0)
+    try:
+        while time.perf_counter() < deadline:
+            async with engine.connect() as conn:
+                row = (await conn.execute(query, {"p": f"{mix.tag}-%"})).one()
+            got = (int(row[0]), int(row[1]))
+            if got == want:
+                return {"projection_caught_up_s": round(time.perf_counter() - since, 2)}
+            await asyncio.sleep(0.1)
+    finally:
+        await engine.dispose()
+    return {"projection_caught_up_s": None, "projection_rows": list(got), "projection_expected": list(want)}
+
+
+def _self_pid() -> int:
+    import os
+
+    return os.getpid()

@@ -1,0 +1,161 @@
+"""Child processes of a benchmark (streams workers, the echo baseline) and CPU meters.
+
+Each child runs in its own session and working directory (Faust writes
+``<app id>-data/`` into its cwd), dies with the benchmark (``PR_SET_PDEATHSIG``) and
+is stopped by process group at the end.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bench.infra import REPO
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    """A Python module run as a child process: ``python -m <module> <args>``."""
+
+    name: str
+    module: str
+    env: dict[str, str]
+    workdir: Path
+    args: list[str] = field(default_factory=list)
+    extra_pythonpath: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def start(self) -> Child:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = os.pathsep.join([str(REPO), *self.extra_pythonpath])
+        env = {**os.environ, **self.env, "PYTHONPATH": path}
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], env=env,
+                                     cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM to the process group, SIGKILL after ``timeout``."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+            except ProcessLookupError:
+                pass
+        if self.proc is not None:
+            try:  # anything left in the group (there should be nothing)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def remove_workdir(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy seconds, total seconds) summed over all cores, from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+    total = sum(parts[:8])
+    return (total - idle) / _CLK_TCK, total / _CLK_TCK
+
+
+@dataclass
+class CpuMeter:
+    """CPU use of some processes and of the whole machine between ``start`` and ``stop``."""
+
+    pids: dict[str, int]
+    _t0: float = 0.0
+    _p0: dict[str, float] = field(default_factory=dict)
+    _s0: tuple[float, float] = (0.0, 0.0)
+    result: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._p0 = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._s0 = system_cpu()
+
+    def stop(self) -> dict[str, float]:
+        wall = max(time.perf_counter() - self._t0, 1e-9)
+        for name, pid in self.pids.items():
+            try:
+                used = process_cpu_seconds(pid) - self._p0[name]
+            except (OSError, KeyError):
+                continue
+            self.result[f"{name}_cpu_pct"] = round(100.0 * used / wall, 1)
+        busy, total = system_cpu()
+        if total > self._s0[1]:
+            self.result["machine_cpu_pct"] = round(
+                100.0 * (busy - self._s0[0]) / (total - self._s0[1]), 1)
+        return self.result
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model or platform.processor(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "implementation": platform.python_implementation(),
+            "kernel": platform.release()}
