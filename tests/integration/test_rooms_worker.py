@@ -11,7 +11,17 @@ from producers.fields import Grant
 from producers.kafka import EventProducer
 from producers.rtc import JoinRequested, LeaveRequested, PeerJoined, PeerLeft, RoomCreated
 from producers.topics import Topics
-from tests.harness import Infra, Service, of_type, streams_ready, streams_service, unique, wait_for, wait_for_events
+from tests.harness import (
+    Infra,
+    Service,
+    of_type,
+    read_events,
+    streams_ready,
+    streams_service,
+    unique,
+    wait_for,
+    wait_for_events,
+)
 
 GRANTS = [Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE]
 
@@ -84,3 +94,39 @@ async def test_three_rooms_and_idempotent_rejoin(infra: Infra, topics: Topics, p
     await wait_for(projected, 20, "Postgres rows after the re-delivered join")
     facts = await wait_for_events(infra.kafka, topics.name("rtc.facts"), lambda ev: True, 5, "facts")
     assert len([f for f in of_type(facts, PeerJoined) if f.peer_id == "p-dave"]) == 1
+
+
+async def test_dropped_connection_becomes_leave_after_grace_via_ticks(
+        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
+        tmp_path: Path) -> None:
+    from producers.rtc import ConnectionLost, PeerDisconnected, ResumeRequested, Tick
+
+    worker = streams_service(infra, prefix, tmp_path, disconnect_grace_s=2, tick_interval_s=0.5).start()
+    services.append(worker)
+    await streams_ready(producer, infra, topics, worker)
+    room = unique("grace-")
+    intents = topics.name("rtc.intents")
+    await producer.send(intents, join(room, "p-gone", "gone"))
+    await producer.send(intents, join(room, "p-back", "back"))
+    await producer.send(intents, ConnectionLost.new(room_id=room, peer_id="p-gone", session_id="s-p-gone"))
+    await producer.send(intents, ConnectionLost.new(room_id=room, peer_id="p-back", session_id="s-p-back"))
+    await producer.send(intents, ResumeRequested.new(room_id=room, peer_id="p-back", session_id="s-new",
+                                                     gateway_id="gw-2"))
+
+    facts = await wait_for_events(
+        infra.kafka, topics.name("rtc.facts"),
+        lambda ev: any(isinstance(e, PeerLeft) and e.room_id == room for e in ev), 20, "leave after the grace period")
+    mine = [f for f in facts if getattr(f, "room_id", None) == room]
+    assert {f.peer_id for f in of_type(mine, PeerDisconnected)} == {"p-gone", "p-back"}
+    left = of_type(mine, PeerLeft)
+    assert [(f.peer_id, f.reason) for f in left] == [("p-gone", "disconnect-timeout")]
+    lost_at = next(f.occurred_at for f in of_type(mine, PeerDisconnected) if f.peer_id == "p-gone")
+    assert (left[0].occurred_at - lost_at).total_seconds() >= 2
+    # the decision was caused by a tick on the log
+    ticks = {e.event_id for e in await read_events(infra.kafka, intents) if isinstance(e, Tick)}
+    assert left[0].causation_id in ticks
+    await wait_for(lambda: _members_are(infra, room, {"p-gone": "left", "p-back": "joined"}), 20, "rows")
+
+
+async def _members_are(infra: Infra, room: str, expected: dict[str, str]) -> bool:
+    return (await members(infra, [room]))[room] == expected
