@@ -25,13 +25,14 @@ class ApiSettings(BaseSettings):
     jwt_issuer: str = "roomlog"
     max_token_ttl_s: int = 86_400
     gateway_id: str = Field(default_factory=_default_gateway_id)
-    kafka_bootstrap: str = Field("127.0.0.1:19092",
-                                 validation_alias=AliasChoices("KAFKA_BOOTSTRAP",
+    kafka_bootstrap: str = Field(default="127.0.0.1:19092",
+validation_alias=AliasChoices("KAFKA_BOOTSTRAP",
                                                                "ROOMLOG_API_KAFKA_BOOTSTRAP"))
-    database_url: str = Field("postgresql+asyncpg://roomlog:roomlog@127.0.0.1:15432/roomlog",
-                              validation_alias=AliasChoices("DATABASE_URL",
+    database_url: str = Field(default="postgresql+asyncpg://roomlog:roomlog@127.0.0.1:15432/roomlog",
+validation_alias=AliasChoices("DATABASE_URL",
                                                             "ROOMLOG_API_DATABASE_URL"))
-    topic_prefix: str = Field("", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
+    topic_prefix: str = Field(default="",
+validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
                                                                "ROOMLOG_API_TOPIC_PREFIX"))
     #: How long POST /v1/rooms waits for the room to appear in the read model.
     create_wait_s: float = 3.0

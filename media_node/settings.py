@@ -21,9 +21,10 @@ class NodeSettings(BaseSettings):
     announced_address: str = "127.0.0.1"
     heartbeat_interval_s: float = 1.0
     metrics_port: int = 0
-    kafka_bootstrap: str = Field("127.0.0.1:19092",
-                                 validation_alias=AliasChoices("KAFKA_BOOTSTRAP",
+    kafka_bootstrap: str = Field(default="127.0.0.1:19092",
+validation_alias=AliasChoices("KAFKA_BOOTSTRAP",
                                                                "ROOMLOG_NODE_KAFKA_BOOTSTRAP"))
-    topic_prefix: str = Field("", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
+    topic_prefix: str = Field(default="",
+validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
                                                                "ROOMLOG_NODE_TOPIC_PREFIX"))
     log_level: str = "info"

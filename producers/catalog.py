@@ -35,7 +35,7 @@ def _concrete_types(*modules: ModuleType) -> dict[str, type[Event]]:
 EVENT_TYPES: dict[str, type[Event]] = _concrete_types(rtc, media, sessions)
 
 AnyEvent = Annotated[Union[tuple(EVENT_TYPES.values())], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
-_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)  # type: ignore[arg-type]
 
 E = TypeVar("E", bound=Event)
 

@@ -30,7 +30,7 @@ Headers = list[tuple[str, bytes]]
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` (murmur2)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def trace_headers(event: Event) -> Headers:
@@ -162,7 +162,7 @@ class EventConsumer:
             parts = self._consumer.partitions_for_topic(topic)
         if not parts:
             raise RuntimeError(f"topic {topic!r} does not exist; run `python -m producers.admin create-topics`")
-        return parts
+        return set(parts)
 
     async def stop(self) -> None:
         await self._commit_pending()

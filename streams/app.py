@@ -45,9 +45,10 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
                      value_serializer="raw", partitions=partitions)
 
 
-def _json_table(app: faust.App, name: str, partitions: int) -> faust.Table:
+def _json_table(app: faust.App, name: str, partitions: int) -> faust.Table[str, Any]:
     """A table of plain JSON values (dicts) keyed by str; changelog serializer json."""
-    return app.Table(name, default=None, partitions=partitions, key_type=str)
+    table: faust.Table[str, Any] = app.Table(name, default=None, partitions=partitions, key_type=str)  # type: ignore[assignment]
+    return table
 
 
 @dataclass
@@ -57,9 +58,9 @@ class Worker:
     app: faust.App
     settings: StreamsSettings
     topics: Topics
-    room_table: faust.Table
-    timer_table: faust.Table
-    registry_table: faust.Table
+    room_table: faust.Table[str, Any]
+    timer_table: faust.Table[str, Any]
+    registry_table: faust.Table[str, Any]
     room_config: room_decision.RoomConfig
     registry_config: registry_decision.RegistryConfig
     engine: AsyncEngine | None = None
@@ -192,7 +193,7 @@ def build(settings: StreamsSettings) -> Worker:
     facts = _raw_topic(app, topics.name("rtc.facts"), spec("rtc.facts").partitions)
 
     @app.agent(intents, name="rooms")
-    async def rooms_agent(stream: faust.StreamT) -> None:
+    async def rooms_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             batch = worker.batch()
             with metrics.STREAMS_HANDLE_SECONDS.labels("rooms").time():
@@ -201,7 +202,7 @@ def build(settings: StreamsSettings) -> Worker:
                 await batch.commit()
 
     @app.agent(nodes, name="registry")
-    async def registry_agent(stream: faust.StreamT) -> None:
+    async def registry_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             batch = worker.batch()
             for partition, event in await worker.parsed(batch, events):
@@ -210,7 +211,7 @@ def build(settings: StreamsSettings) -> Worker:
 
     if settings.project_to_postgres:
         @app.agent(facts, name="projection")
-        async def projection_agent(stream: faust.StreamT) -> None:
+        async def projection_agent(stream: Any) -> None:
             async for batch in stream.take(500, within=0.05):
                 events = []
                 for raw in batch:
@@ -223,7 +224,7 @@ def build(settings: StreamsSettings) -> Worker:
                 await project(worker.engine, events)
                 metrics.STREAMS_PROJECTED.inc(len(events))
 
-    @app.timer(settings.tick_interval_s)
+    @app.timer(settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def ticker() -> None:
         await worker.tick()
 

@@ -31,14 +31,14 @@ class Batch:
         self._producer = producer
         self._topics = topics
         self._pending: list[asyncio.Future[Any]] = []
-        self._dirty: dict[tuple[int, str], tuple[faust.Table, int, Any]] = {}
+        self._dirty: dict[tuple[int, str], tuple[faust.Table[str, Any], int, Any]] = {}
 
-    def get(self, table: faust.Table, key: str) -> Any:
+    def get(self, table: faust.Table[str, Any], key: str) -> Any:
         """The entry as this batch left it, else as the table has it."""
         entry = self._dirty.get((id(table), key))
         return entry[2] if entry is not None else table.get(key)
 
-    def put(self, table: faust.Table, key: str, partition: int, value: Any) -> None:
+    def put(self, table: faust.Table[str, Any], key: str, partition: int, value: Any) -> None:
         """Stage a new value (a JSON-able dict or a pydantic model)."""
         self._dirty[(id(table), key)] = (table, partition, value)
 

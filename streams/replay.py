@@ -97,7 +97,11 @@ async def fold_facts(bootstrap: str, topic: str, report: ReplayReport) -> dict[s
     return rooms
 
 
-def expected_rows(rooms: dict[str, RoomState]) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+Rows = dict[str, dict[str, Any]]
+MemberRows = dict[tuple[str, str], dict[str, Any]]
+
+
+def expected_rows(rooms: dict[str, RoomState]) -> tuple[Rows, MemberRows]:
     room_rows = {
         r.room_id: {"room_type": r.room_type.value, "status": r.status, "max_participants": r.max_participants,
                     "empty_timeout_s": r.empty_timeout_s, "creator": r.creator, "node_id": r.node_id,

@@ -64,7 +64,8 @@ async def test_tokens_require_the_api_secret_and_valid_grants(stack: str) -> Non
     async with httpx.AsyncClient(base_url=stack) as client:
         r = await client.post("/v1/tokens", json={"identity": "a", "grants": ["join"]})
         assert r.status_code == 401 and error_code(r) == "unauthorized"
-        r = await client.post("/v1/tokens", headers={"X-API-Secret": "wrong"}, json={"identity": "a", "grants": ["join"]})
+        r = await client.post("/v1/tokens", headers={"X-API-Secret": "wrong"},
+                              json={"identity": "a", "grants": ["join"]})
         assert r.status_code == 401
         for body in ({"identity": "a", "grants": ["fly"]}, {"identity": "", "grants": ["join"]},
                      {"identity": "a", "grants": []}, {"identity": "a", "grants": ["join"], "ttl_s": 10**7},

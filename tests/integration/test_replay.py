@@ -33,7 +33,7 @@ async def test_replay_equals_live_state_and_detects_tampering(
 
     rooms = [unique("rp-") for _ in range(5)]
     grants = [Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE]
-    for r, room in enumerate(rooms):
+    for room in rooms:
         for p in range(3):
             await producer.send(topics.name("rtc.intents"), JoinRequested.new(
                 room_id=room, peer_id=f"{room}-p{p}", identity=f"u{p}", session_id=f"s{p}", gateway_id="gw",
