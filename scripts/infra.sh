@@ -393,7 +393,9 @@ kafka_wait() {
         if port_open "$KAFKA_PORT"; then
             if [[ $logging = 1 ]]; then
                 # printed by KafkaRaftServer once broker+controller are up and serving requests
-                tail -n +"$KAFKA_LOG_START" "$logf" | grep -q "Kafka Server started" && break
+                # (awk reads the file itself: `tail | grep -q` fails under pipefail on long logs)
+                awk -v s="$KAFKA_LOG_START" 'NR >= s && /Kafka Server started/ {f = 1; exit} END {exit !f}' \
+                    "$logf" && break
             else
                 kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
                     --list >/dev/null 2>&1 && break
@@ -446,7 +448,9 @@ pg_running() {  # prints postmaster pid if the cluster of this RUN dir runs
     [[ -f "$d/postmaster.pid" ]] || return 1
     pid="$(head -n1 "$d/postmaster.pid" 2>/dev/null)"
     [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$d" || return 1
+    local cmdline
+    cmdline="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$cmdline" == *"$d"* ]] || return 1
     echo "$pid"
 }
 

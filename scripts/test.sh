@@ -9,8 +9,10 @@ export PYTHONPATH="$repo"
 export ROOMLOG_RUN_DIR=${ROOMLOG_TEST_RUN_DIR:-$repo/.run/test}
 mkdir -p "$ROOMLOG_RUN_DIR"
 
-cleanup() { scripts/infra.sh down || true; }
+# every run starts from empty servers and leaves nothing behind
+cleanup() { scripts/infra.sh down --wipe || true; }
 trap cleanup EXIT
+scripts/infra.sh down --wipe >/dev/null 2>&1 || true
 scripts/infra.sh up
 set -a; . "$ROOMLOG_RUN_DIR/infra.env"; set +a
 .venv/bin/python -m db.migrate upgrade head
