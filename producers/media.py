@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from producers.envelope import Event
 from producers.fields import Id, Layer, NodeLoad, Sdp, TrackInfo
@@ -84,12 +84,25 @@ class PublisherAnswered(Event):
     sdp: Sdp
 
 
+class OfferedSource(BaseModel):
+    """Which subscriber transceiver (mid) carries which published source."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    source_id: str
+    peer_id: str
+    kind: str
+    layer: str
+    mid: str | None = None
+
+
 class SubscriberOffered(Event):
     type: Literal["SubscriberOffered"] = "SubscriberOffered"
     room_id: Id
     peer_id: Id
     node_id: Id
     sdp: Sdp
+    sources: list[OfferedSource] = Field(default_factory=list)
 
 
 class TrackStarted(Event):

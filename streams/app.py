@@ -1,7 +1,7 @@
 """The Faust app: agents that read inputs, call the pure decisions, write outputs.
 
 Agents
-- ``rooms``: ``rtc.intents`` → room table → facts, notifications, node commands,
+- ``rooms``: ``rtc.intents`` + ``media.results`` → room table → facts, notifications, node commands,
   placement requests. Handles ticks for rooms whose grace/empty deadlines passed.
 - ``registry``: ``media.nodes`` → node registry table → node facts, placements.
 - ``projection``: ``rtc.facts`` → Postgres rows.
@@ -188,11 +188,14 @@ def build(settings: StreamsSettings) -> Worker:
                                              command_ttl_s=settings.command_ttl_s),
         registry_config=registry_decision.RegistryConfig(node_timeout_s=settings.node_timeout_s),
     )
-    intents = _raw_topic(app, topics.name("rtc.intents"), spec("rtc.intents").partitions)
+    # the room agent reads intents and media-node results: same key, same partition count,
+    # so a room's inputs from both topics land in the same partition number (co-partitioned)
+    room_inputs = app.topic(topics.name("rtc.intents"), topics.name("media.results"), key_type=bytes,
+                            value_type=bytes, key_serializer="raw", value_serializer="raw")
     nodes = _raw_topic(app, topics.name("media.nodes"), spec("media.nodes").partitions)
     facts = _raw_topic(app, topics.name("rtc.facts"), spec("rtc.facts").partitions)
 
-    @app.agent(intents, name="rooms")
+    @app.agent(room_inputs, name="rooms")
     async def rooms_agent(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             batch = worker.batch()

@@ -50,8 +50,19 @@ class PeerState(BaseModel):
     can_subscribe: bool = True
     audio_muted: bool = False
     video_muted: bool = False
+    #: Published encodings keyed by ``track_key(source_id, layer)``.
     tracks: dict[str, TrackInfo] = Field(default_factory=dict)
+    #: Subscribed sources: source id -> requested layer.
     subscriptions: dict[str, str] = Field(default_factory=dict)
+    #: The request id of the join, for the ``joined`` answer sent once the room is placed.
+    join_request_id: str | None = None
+
+    def source_ids(self) -> list[str]:
+        return sorted({t.source_id for t in self.tracks.values()})
+
+
+def track_key(source_id: str, layer: str) -> str:
+    return f"{source_id}/{layer}"
 
 
 class RoomState(BaseModel):
@@ -102,13 +113,18 @@ def _closed(state: RoomState, f: RoomClosed) -> RoomState:
 
 
 def _placed(state: RoomState, f: RoomPlaced) -> RoomState:
-    return state.model_copy(update={"node_id": f.node_id})
+    if state.node_id is None and f.previous_node_id is None:
+        return state.model_copy(update={"node_id": f.node_id})
+    # moved: tracks and subscriptions lived on the old node; clients publish again
+    peers = {k: p.model_copy(update={"tracks": {}, "subscriptions": {}}) for k, p in state.peers.items()}
+    return state.model_copy(update={"node_id": f.node_id, "peers": peers})
 
 
 def _joined(state: RoomState, f: PeerJoined) -> RoomState:
     peer = PeerState(peer_id=f.peer_id, identity=f.identity, name=f.name,
                      session_id=f.session_id, gateway_id=f.gateway_id, joined_at=f.occurred_at,
-                     can_publish=f.can_publish, can_subscribe=f.can_subscribe)
+                     can_publish=f.can_publish, can_subscribe=f.can_subscribe,
+                     join_request_id=f.correlation_id)
     return state.model_copy(update={"peers": {**state.peers, f.peer_id: peer},
                                     "empty_since": None})
 
@@ -144,14 +160,14 @@ def _track_published(state: RoomState, f: TrackPublished) -> RoomState:
     peer = state.peers.get(f.peer_id)
     if peer is None:
         return state
-    return _with_peer(state, f.peer_id, tracks={**peer.tracks, f.track.source_id: f.track})
+    return _with_peer(state, f.peer_id, tracks={**peer.tracks, track_key(f.track.source_id, f.track.layer): f.track})
 
 
 def _track_unpublished(state: RoomState, f: TrackUnpublished) -> RoomState:
     peer = state.peers.get(f.peer_id)
     if peer is None:
         return state
-    tracks = {k: v for k, v in peer.tracks.items() if k != f.source_id}
+    tracks = {k: v for k, v in peer.tracks.items() if v.source_id != f.source_id}
     return _with_peer(state, f.peer_id, tracks=tracks)
 
 

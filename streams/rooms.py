@@ -8,13 +8,22 @@ the returned state with ``evolve``, so state is always the fold of the facts.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from producers.envelope import Event
 from producers.fields import Grant, RoomType
-from producers.media import ClosePeer, CloseRoom, PlacementRequested, RoomReleased
+from producers.media import (
+    ClosePeer,
+    CloseRoom,
+    CommandFailed,
+    PlacementRequested,
+    PublisherAnswered,
+    RoomReleased,
+    SubscriberOffered,
+    TrackEnded,
+    TrackStarted,
+)
 from producers.rtc import (
     ConnectionLost,
     CreateRoomRequested,
@@ -22,82 +31,30 @@ from producers.rtc import (
     JoinRequested,
     LeaveRequested,
     MuteRequested,
-    Notification,
     PeerDisconnected,
     PeerJoined,
     PeerLeft,
     PeerResumed,
     PeerUpdated,
-    RequestRejected,
+    PublishRequested,
     ResumeRequested,
     RoomClosed,
     RoomCreated,
     RoomPlaced,
+    SubscriberAnswerSubmitted,
+    SubscribeRequested,
     Tick,
+    UnpublishRequested,
+    UnsubscribeRequested,
 )
+from streams import tracks
+from streams.decision import Decision, RoomConfig, peer_summary
 from streams.outputs import Outputs
-from streams.room_state import SEEN_LIMIT, PeerState, RoomState, evolve
-
-
-@dataclass(frozen=True)
-class RoomConfig:
-    """Policy knobs of the room decision (from streams settings)."""
-
-    disconnect_grace_s: float = 30.0
-    command_ttl_s: float = 10.0
-
-
-class Decision:
-    """Collects outputs and keeps ``state`` equal to the fold of the facts so far."""
-
-    def __init__(self, state: RoomState | None, cause: Event, room_id: str, at: datetime,
-                 config: RoomConfig) -> None:
-        self.state = state
-        self.out = Outputs(cause, room_id, at)
-        self.room_id = room_id
-        self.config = config
-
-    def fact(self, cls: type[Any], **fields: Any) -> Any:
-        event = self.out.add("rtc.facts", cls, room_id=self.room_id, **fields)
-        self.state = evolve(self.state, event)
-        return event
-
-    def notify(self, peer: PeerState, message: dict[str, Any]) -> None:
-        self.out.add("gateway.notifications", Notification, gateway_id=peer.gateway_id,
-                     session_id=peer.session_id, room_id=self.room_id, peer_id=peer.peer_id,
-                     message=message)
-
-    def notify_others(self, peer_id: str, message: dict[str, Any]) -> None:
-        assert self.state is not None
-        for other in self.state.peers.values():
-            if other.peer_id != peer_id and other.state == "joined":
-                self.notify(other, message)
-
-    def command(self, cls: type[Any], **fields: Any) -> None:
-        if self.state is None or self.state.node_id is None:
-            return
-        deadline = self.out.at + timedelta(seconds=self.config.command_ttl_s)
-        self.out.add("media.commands", cls, node_id=self.state.node_id, room_id=self.room_id,
-                     deadline=deadline, **fields)
-
-    def reject(self, intent: Event, code: str, message: str, *, peer_id: str | None = None,
-               gateway_id: str | None = None, session_id: str | None = None) -> None:
-        self.out.add("rtc.facts", RequestRejected, room_id=self.room_id, peer_id=peer_id,
-                     request_type=intent.type, code=code, message=message)
-        if gateway_id and session_id:
-            self.out.add("gateway.notifications", Notification, gateway_id=gateway_id,
-                         session_id=session_id, room_id=self.room_id, peer_id=peer_id,
-                         message={"type": "error", "code": code, "message": message,
-                                  "request_id": intent.correlation_id})
-
-
-def peer_summary(peer: PeerState) -> dict[str, Any]:
-    return {"peer_id": peer.peer_id, "identity": peer.identity, "name": peer.name,
-            "audio_muted": peer.audio_muted, "video_muted": peer.video_muted,
-            "tracks": [t.model_dump(mode="json") for t in peer.tracks.values()]}
+from streams.room_state import SEEN_LIMIT, PeerState, RoomState
 
 
 def remove_peer(d: Decision, peer: PeerState, reason: str, *, tell_peer: bool = False) -> None:
+    tracks.unpublish_all(d, peer)
     d.fact(PeerLeft, peer_id=peer.peer_id, reason=reason)
     d.command(ClosePeer, peer_id=peer.peer_id)
     d.notify_others(peer.peer_id, {"type": "peer-left", "peer_id": peer.peer_id,
@@ -158,18 +115,26 @@ def on_join(d: Decision, intent: JoinRequested) -> None:
                   can_publish=Grant.PUBLISH in intent.grants,
                   can_subscribe=Grant.SUBSCRIBE in intent.grants)
     me = d.state.peers[peer.peer_id]
-    d.notify(me, {"type": "joined", "request_id": intent.correlation_id, "room": intent.room_id,
-                  "room_type": d.state.room_type.value, "peer_id": me.peer_id,
-                  "peers": [peer_summary(p) for p in d.state.peers.values() if p is not me]})
     d.notify_others(me.peer_id, {"type": "peer-joined", "peer": peer_summary(me)})
     if d.state.node_id is None and d.state.room_type != RoomType.P2P:
+        # `joined` is sent once the room is placed on a media node (see on_placed)
         d.out.add("media.nodes", PlacementRequested, room_id=d.room_id)
+        return
+    send_joined(d, me)
+    tracks.subscribe_to_room(d, me)
+
+
+def send_joined(d: Decision, me: PeerState) -> None:
+    assert d.state is not None
+    d.notify(me, {"type": "joined", "request_id": me.join_request_id, "room": d.room_id,
+                  "room_type": d.state.room_type.value, "peer_id": me.peer_id,
+                  "peers": [peer_summary(p) for p in d.state.peers.values() if p.peer_id != me.peer_id]})
 
 
 def on_leave(d: Decision, intent: LeaveRequested) -> None:
     peer = d.state.peers.get(intent.peer_id) if d.state else None
     if peer is not None:
-        remove_peer(d, peer, intent.reason)
+        remove_peer(d, peer, intent.reason, tell_peer=True)
 
 
 def on_connection_lost(d: Decision, intent: ConnectionLost) -> None:
@@ -213,9 +178,11 @@ def on_placed(d: Decision, intent: RoomPlaced) -> None:
     moved = d.state.node_id is not None or intent.previous_node_id is not None
     d.fact(RoomPlaced, node_id=intent.node_id, previous_node_id=intent.previous_node_id,
            reason=intent.reason)
-    if moved:
-        for peer in d.state.peers.values():
+    for peer in list(d.state.peers.values()):
+        if moved:
             d.notify(peer, {"type": "reconnect", "reason": intent.reason})
+        else:
+            send_joined(d, peer)
 
 
 def on_tick(d: Decision, tick: Tick) -> None:
@@ -243,6 +210,16 @@ HANDLERS: dict[type[Event], Callable[[Decision, Any], None]] = {
     ResumeRequested: on_resume,
     MuteRequested: on_mute,
     RoomPlaced: on_placed,
+    PublishRequested: tracks.on_publish,
+    UnpublishRequested: tracks.on_unpublish,
+    SubscribeRequested: tracks.on_subscribe,
+    UnsubscribeRequested: tracks.on_unsubscribe,
+    SubscriberAnswerSubmitted: tracks.on_subscriber_answer,
+    PublisherAnswered: tracks.on_publisher_answered,
+    SubscriberOffered: tracks.on_subscriber_offered,
+    TrackStarted: tracks.on_track_started,
+    TrackEnded: tracks.on_track_ended,
+    CommandFailed: tracks.on_command_failed,
 }
 
 

@@ -53,6 +53,9 @@ def test_join_creates_room_and_requests_placement() -> None:
     assert state is not None and list(state.peers) == ["p1"]
     assert types(out)[:2] == ["RoomCreated", "PeerJoined"]
     assert any(isinstance(o, PlacementRequested) for o in out)
+    # `joined` waits for the room to be placed on a media node
+    assert not [o for o in out if isinstance(o, Notification) and o.message["type"] == "joined"]
+    state, out = run(state, RoomPlaced.new(room_id="r1", node_id="n1"))
     joined = [o for o in out if isinstance(o, Notification) and o.message["type"] == "joined"]
     assert joined[0].message["request_id"] == "req-p1" and joined[0].gateway_id == "gw1"
 

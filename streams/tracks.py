@@ -1,0 +1,186 @@
+"""Publishing and subscribing: intents from clients and results from media nodes.
+
+publish → ``OpenPublisher`` → node answers (``PublisherAnswered``) → the client gets
+``publisher-answer``; the node sees media (``TrackStarted``) → ``TrackPublished`` and
+every other peer is subscribed (auto-subscribe) → ``AddSubscription`` → the node
+offers on the subscriber connection (``SubscriberOffered``) → ``subscriber-offer`` →
+the client answers → ``ApplySubscriberAnswer``. Pure.
+"""
+
+from __future__ import annotations
+
+from producers.media import (
+    AddSubscription,
+    ApplySubscriberAnswer,
+    CommandFailed,
+    OpenPublisher,
+    PublisherAnswered,
+    RemoveSubscription,
+    SetLayer,
+    SubscriberOffered,
+    TrackEnded,
+    TrackStarted,
+)
+from producers.rtc import (
+    PublishRequested,
+    SubscriberAnswerSubmitted,
+    SubscribeRequested,
+    SubscriptionAdded,
+    SubscriptionRemoved,
+    TrackPublished,
+    TrackUnpublished,
+    UnpublishRequested,
+    UnsubscribeRequested,
+)
+from streams.decision import Decision
+from streams.room_state import PeerState, track_key
+
+
+def _ready_peer(d: Decision, intent: PublishRequested | SubscribeRequested | UnsubscribeRequested |
+                SubscriberAnswerSubmitted | UnpublishRequested) -> PeerState | None:
+    peer = d.peer(intent.peer_id)
+    if peer is None:
+        d.reject(intent, "not_joined", f"peer {intent.peer_id} is not in the room", peer_id=intent.peer_id)
+        return None
+    if d.state is None or d.state.node_id is None:
+        d.reject_to(intent, peer, "unavailable", "the room has no media node yet")
+        return None
+    return peer
+
+
+def subscribe(d: Decision, subscriber: PeerState, publisher: PeerState, source_id: str, layer: str = "high") -> None:
+    if subscriber.peer_id == publisher.peer_id or not subscriber.can_subscribe:
+        return
+    if subscriber.subscriptions.get(source_id) == layer:
+        return
+    d.fact(SubscriptionAdded, peer_id=subscriber.peer_id, source_id=source_id, layer=layer)
+    d.command(AddSubscription, peer_id=subscriber.peer_id, publisher_peer_id=publisher.peer_id,
+              source_id=source_id, layer=layer)
+
+
+def subscribe_to_room(d: Decision, subscriber: PeerState) -> None:
+    """Auto-subscribe a (new) peer to every source already published in the room."""
+    assert d.state is not None
+    for publisher in list(d.state.peers.values()):
+        for source_id in publisher.source_ids():
+            subscribe(d, d.state.peers[subscriber.peer_id], publisher, source_id)
+
+
+def unpublish_all(d: Decision, peer: PeerState) -> None:
+    """The peer's sources go away: tell the others, drop their subscriptions."""
+    assert d.state is not None
+    for source_id in peer.source_ids():
+        d.fact(TrackUnpublished, peer_id=peer.peer_id, source_id=source_id)
+        for other in list(d.state.peers.values()):
+            if source_id in other.subscriptions:
+                d.fact(SubscriptionRemoved, peer_id=other.peer_id, source_id=source_id)
+        d.notify_others(peer.peer_id, {"type": "track-unpublished", "peer_id": peer.peer_id, "source_id": source_id})
+
+
+def on_publish(d: Decision, intent: PublishRequested) -> None:
+    peer = _ready_peer(d, intent)
+    if peer is None:
+        return
+    if not peer.can_publish:
+        d.reject_to(intent, peer, "forbidden", "token does not grant publish")
+        return
+    d.command(OpenPublisher, peer_id=peer.peer_id, sdp=intent.sdp, tracks=intent.tracks)
+
+
+def on_unpublish(d: Decision, intent: UnpublishRequested) -> None:
+    peer = _ready_peer(d, intent)
+    if peer is not None and intent.source_id in peer.source_ids():
+        d.fact(TrackUnpublished, peer_id=peer.peer_id, source_id=intent.source_id)
+        d.notify_others(peer.peer_id, {"type": "track-unpublished", "peer_id": peer.peer_id,
+                                       "source_id": intent.source_id})
+
+
+def _publisher_of(d: Decision, source_id: str) -> PeerState | None:
+    assert d.state is not None
+    return next((p for p in d.state.peers.values() if source_id in p.source_ids()), None)
+
+
+def on_subscribe(d: Decision, intent: SubscribeRequested) -> None:
+    peer = _ready_peer(d, intent)
+    if peer is None:
+        return
+    if not peer.can_subscribe:
+        d.reject_to(intent, peer, "forbidden", "token does not grant subscribe")
+        return
+    publisher = _publisher_of(d, intent.source_id)
+    if publisher is None:
+        d.reject_to(intent, peer, "source_not_found", f"no published source {intent.source_id}")
+        return
+    current = peer.subscriptions.get(intent.source_id)
+    if current is not None and current != intent.layer:
+        d.fact(SubscriptionAdded, peer_id=peer.peer_id, source_id=intent.source_id, layer=intent.layer)
+        d.command(SetLayer, peer_id=peer.peer_id, source_id=intent.source_id, layer=intent.layer)
+        return
+    subscribe(d, peer, publisher, intent.source_id, intent.layer)
+
+
+def on_unsubscribe(d: Decision, intent: UnsubscribeRequested) -> None:
+    peer = _ready_peer(d, intent)
+    if peer is not None and intent.source_id in peer.subscriptions:
+        d.fact(SubscriptionRemoved, peer_id=peer.peer_id, source_id=intent.source_id)
+        d.command(RemoveSubscription, peer_id=peer.peer_id, source_id=intent.source_id)
+
+
+def on_subscriber_answer(d: Decision, intent: SubscriberAnswerSubmitted) -> None:
+    peer = _ready_peer(d, intent)
+    if peer is not None:
+        d.command(ApplySubscriberAnswer, peer_id=peer.peer_id, sdp=intent.sdp)
+
+
+# --- results from the media node ---------------------------------------------------
+
+
+def _current_node(d: Decision, node_id: str) -> bool:
+    """Results from a node the room has moved away from are stale."""
+    return d.state is not None and d.state.node_id == node_id
+
+
+def on_publisher_answered(d: Decision, result: PublisherAnswered) -> None:
+    peer = d.peer(result.peer_id)
+    if peer is not None and _current_node(d, result.node_id):
+        d.notify(peer, {"type": "publisher-answer", "request_id": result.correlation_id, "sdp": result.sdp})
+
+
+def on_subscriber_offered(d: Decision, result: SubscriberOffered) -> None:
+    peer = d.peer(result.peer_id)
+    if peer is not None and _current_node(d, result.node_id):
+        d.notify(peer, {"type": "subscriber-offer", "sdp": result.sdp,
+                        "sources": [s.model_dump(mode="json") for s in result.sources]})
+
+
+def on_track_started(d: Decision, result: TrackStarted) -> None:
+    peer = d.peer(result.peer_id)
+    if peer is None or not _current_node(d, result.node_id):
+        return
+    if track_key(result.track.source_id, result.track.layer) in peer.tracks:
+        return
+    first_encoding = result.track.source_id not in peer.source_ids()
+    d.fact(TrackPublished, peer_id=peer.peer_id, track=result.track)
+    d.notify_others(peer.peer_id, {"type": "track-published", "peer_id": peer.peer_id,
+                                   "track": {"source_id": result.track.source_id, "kind": result.track.kind.value,
+                                             "layer": result.track.layer}})
+    if first_encoding:
+        assert d.state is not None
+        publisher = d.state.peers[peer.peer_id]
+        for other in list(d.state.peers.values()):
+            subscribe(d, other, publisher, result.track.source_id)
+
+
+def on_track_ended(d: Decision, result: TrackEnded) -> None:
+    peer = d.peer(result.peer_id)
+    if peer is not None and _current_node(d, result.node_id) and result.source_id in peer.source_ids():
+        d.fact(TrackUnpublished, peer_id=peer.peer_id, source_id=result.source_id)
+        d.notify_others(peer.peer_id, {"type": "track-unpublished", "peer_id": peer.peer_id,
+                                       "source_id": result.source_id})
+
+
+def on_command_failed(d: Decision, result: CommandFailed) -> None:
+    peer = d.peer(result.peer_id) if result.peer_id else None
+    if peer is not None:
+        d.notify(peer, {"type": "error", "code": result.code, "message": result.message,
+                        "request_id": result.correlation_id})
