@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from api import access, errors, health, rooms
+from api import access, errors, health, rooms, rtc
+from api.hub import Hub
 from api.services import Services
 from api.settings import ApiSettings
 from api.tokens import TokenIssuer
@@ -24,13 +25,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
         producer = EventProducer(settings.kafka_bootstrap, client_id=settings.gateway_id)
         await producer.start()
         engine = make_engine(settings.database_url)
+        topics = Topics(settings.topic_prefix)
+        hub = Hub(settings.kafka_bootstrap, topics.name("gateway.notifications"), settings.gateway_id)
+        await hub.start()
         app.state.services = Services(
             settings=settings, producer=producer, engine=engine, sessions=make_sessionmaker(engine),
             issuer=TokenIssuer(settings.jwt_secret.get_secret_value(), settings.jwt_issuer),
-            topics=Topics(settings.topic_prefix))
+            topics=topics, hub=hub)
         try:
             yield
         finally:
+            await hub.stop()
             await producer.stop()
             await engine.dispose()
 
@@ -41,6 +46,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(access.router)
     app.include_router(rooms.router)
+    app.include_router(rtc.router)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]],

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.errors import Unauthorized
+from api.hub import Hub
 from api.settings import ApiSettings
 from api.tokens import Claims, TokenIssuer
 from observability import metrics
@@ -25,6 +26,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     issuer: TokenIssuer
     topics: Topics
+    hub: Hub
 
     async def publish(self, topic: str, event: Event) -> None:
         """Write an intent to the log and wait for the broker's acknowledgement."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,4 +37,6 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
                                                                "ROOMLOG_API_TOPIC_PREFIX"))
     #: How long POST /v1/rooms waits for the room to appear in the read model.
     create_wait_s: float = 3.0
+    #: ICE servers the gateway adds to `joined` (never written to the log).
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     log_level: str = "info"

@@ -71,6 +71,8 @@ class ResumeRequested(Event):
     peer_id: Id
     session_id: Id
     gateway_id: Id
+    #: The token's identity; streams resume only a peer of the same identity.
+    identity: str | None = Field(default=None, max_length=128)
 
 
 class PublishRequested(Event):

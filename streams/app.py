@@ -33,6 +33,7 @@ from producers.topics import ROOM_PARTITIONS, Topics, spec
 from streams import registry as registry_decision
 from streams import rooms as room_decision
 from streams.batch import Batch
+from streams.decision import RoomConfig
 from streams.projection import project
 from streams.room_state import RoomState
 from streams.settings import StreamsSettings
@@ -61,7 +62,7 @@ class Worker:
     room_table: faust.Table[str, Any]
     timer_table: faust.Table[str, Any]
     registry_table: faust.Table[str, Any]
-    room_config: room_decision.RoomConfig
+    room_config: RoomConfig
     registry_config: registry_decision.RegistryConfig
     engine: AsyncEngine | None = None
     trace: TextIO | None = None
@@ -184,7 +185,7 @@ def build(settings: StreamsSettings) -> Worker:
         room_table=_json_table(app, "rooms", ROOM_PARTITIONS),
         timer_table=_json_table(app, "room-timers", ROOM_PARTITIONS),
         registry_table=_json_table(app, "node-registry", spec("media.nodes").partitions),
-        room_config=room_decision.RoomConfig(disconnect_grace_s=settings.disconnect_grace_s,
+        room_config=RoomConfig(disconnect_grace_s=settings.disconnect_grace_s,
                                              command_ttl_s=settings.command_ttl_s),
         registry_config=registry_decision.RegistryConfig(node_timeout_s=settings.node_timeout_s),
     )

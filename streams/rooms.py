@@ -145,7 +145,7 @@ def on_connection_lost(d: Decision, intent: ConnectionLost) -> None:
 
 def on_resume(d: Decision, intent: ResumeRequested) -> None:
     peer = d.state.peers.get(intent.peer_id) if d.state else None
-    if peer is None:
+    if peer is None or (intent.identity is not None and intent.identity != peer.identity):
         d.reject(intent, "peer_not_found", "peer is gone; join again", peer_id=intent.peer_id,
                  gateway_id=intent.gateway_id, session_id=intent.session_id)
         return

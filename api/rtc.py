@@ -1,0 +1,242 @@
+"""``WS /v1/rtc``: the signaling socket (docs/protocol.md).
+
+The gateway authenticates the token when the socket opens, validates and authorizes
+every message, turns it into an intent on the log, and forwards to the socket what
+streams address to this session. A refused message gets an ``error`` and writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from api.errors import ApiError
+from api.services import Services
+from api.signaling import (
+    IceCandidate,
+    IceRestart,
+    Join,
+    Leave,
+    Message,
+    Mute,
+    Ping,
+    Publish,
+    SignalingError,
+    Subscribe,
+    SubscriberAnswer,
+    Unsubscribe,
+    check_sdp,
+    parse_message,
+)
+from api.tokens import Claims
+from producers.fields import Grant, SourceKind, TrackInfo
+from producers.rtc import (
+    ConnectionLost,
+    JoinRequested,
+    LeaveRequested,
+    MuteRequested,
+    PublishRequested,
+    ResumeRequested,
+    SubscriberAnswerSubmitted,
+    SubscribeRequested,
+    UnsubscribeRequested,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CLOSE_UNAUTHORIZED = 4001
+RATE_PER_S = 50.0
+RATE_BURST = 100.0
+
+
+class Connection:
+    """One client socket: its token, session and (after join) peer."""
+
+    def __init__(self, ws: WebSocket, svc: Services, claims: Claims) -> None:
+        self.ws = ws
+        self.svc = svc
+        self.claims = claims
+        self.session_id = f"S{uuid.uuid4().hex[:16]}"
+        self.peer_id: str | None = None
+        self.room: str | None = None
+        self.joining = False
+        self.left = False
+        self._send_lock = asyncio.Lock()
+        self._tokens = RATE_BURST
+        self._last = time.monotonic()
+        self.handlers: dict[type[Message], Callable[[Any], Awaitable[None]]] = {
+            Join: self.on_join, Publish: self.on_publish, SubscriberAnswer: self.on_subscriber_answer,
+            Subscribe: self.on_subscribe, Unsubscribe: self.on_unsubscribe, Mute: self.on_mute,
+            IceRestart: self.on_ice_restart, IceCandidate: self.on_ice_candidate, Ping: self.on_ping,
+            Leave: self.on_leave,
+        }
+
+    # --- outbound ----------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._send_lock:
+            if self.ws.client_state == WebSocketState.CONNECTED:
+                await self.ws.send_json(message)
+
+    async def error(self, code: str, message: str, request_id: str | None) -> None:
+        await self.send({"type": "error", "code": code, "message": message, "request_id": request_id})
+
+    async def deliver(self, message: dict[str, Any]) -> None:
+        """A notification from streams for this session."""
+        kind = message.get("type")
+        if kind in ("joined", "resumed"):
+            self.peer_id, self.joining = message.get("peer_id"), False
+            self.room = message.get("room", self.room)
+            message = {**message, "ice_servers": self.svc.settings.ice_servers}
+        elif kind == "error" and self.joining:
+            self.joining = False
+        await self.send(message)
+        if kind == "left":
+            self.left = True
+            await self.ws.close(1000, "left")
+
+    # --- inbound -----------------------------------------------------------------
+
+    def _rate_ok(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(RATE_BURST, self._tokens + (now - self._last) * RATE_PER_S)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def handle(self, text: str) -> None:
+        if not self._rate_ok():
+            await self.error("rate_limited", "too many messages; slow down", None)
+            return
+        try:
+            message = parse_message(text)
+            await self.handlers[type(message)](message)
+        except SignalingError as exc:
+            await self.error(exc.code, exc.message, exc.request_id)
+
+    def _require(self, grant: Grant, request_id: str | None) -> None:
+        if not self.claims.has(grant):
+            raise SignalingError("forbidden", f"token does not grant {grant.value}", request_id)
+
+    def _joined(self, request_id: str | None) -> tuple[str, str]:
+        if self.peer_id is None or self.room is None:
+            raise SignalingError("not_joined", "join a room first", request_id)
+        return self.room, self.peer_id
+
+    async def _publish(self, event: Any) -> None:
+        await self.svc.publish("rtc.intents", event)
+
+    async def on_join(self, m: Join) -> None:
+        if self.peer_id is not None or self.joining:
+            raise SignalingError("already_joined", "this socket has joined already", m.request_id)
+        self._require(Grant.JOIN, m.request_id)
+        if self.claims.room is not None and self.claims.room != m.room:
+            raise SignalingError("forbidden", f"token is for room {self.claims.room!r}", m.request_id)
+        self.joining, self.room = True, m.room
+        gateway = self.svc.settings.gateway_id
+        if m.resume_peer_id is not None:
+            await self._publish(ResumeRequested.new(
+                room_id=m.room, peer_id=m.resume_peer_id, session_id=self.session_id, gateway_id=gateway,
+                identity=self.claims.identity, correlation_id=m.request_id))
+            return
+        grants = set(self.claims.grants)
+        if Grant.ADMIN in grants:
+            grants |= {Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE}
+        await self._publish(JoinRequested.new(
+            room_id=m.room, peer_id=f"P{uuid.uuid4().hex[:16]}", identity=self.claims.identity,
+            name=m.name or self.claims.name, session_id=self.session_id, gateway_id=gateway,
+            grants=sorted(grants), correlation_id=m.request_id))
+
+    async def on_publish(self, m: Publish) -> None:
+        room, peer = self._joined(m.request_id)
+        self._require(Grant.PUBLISH, m.request_id)
+        check_sdp(m.sdp, "offer", m.request_id, mids=[t.mid for t in m.tracks])
+        tracks = [TrackInfo(source_id=t.source_id, kind=t.kind, layer=t.layer, mid=t.mid) for t in m.tracks]
+        await self._publish(PublishRequested.new(room_id=room, peer_id=peer, sdp=m.sdp, tracks=tracks,
+                                                 correlation_id=m.request_id))
+
+    async def on_subscriber_answer(self, m: SubscriberAnswer) -> None:
+        room, peer = self._joined(m.request_id)
+        check_sdp(m.sdp, "answer", m.request_id)
+        await self._publish(SubscriberAnswerSubmitted.new(room_id=room, peer_id=peer, sdp=m.sdp,
+                                                          correlation_id=m.request_id))
+
+    async def on_subscribe(self, m: Subscribe) -> None:
+        room, peer = self._joined(m.request_id)
+        self._require(Grant.SUBSCRIBE, m.request_id)
+        await self._publish(SubscribeRequested.new(room_id=room, peer_id=peer, source_id=m.source_id,
+                                                   layer=m.layer, correlation_id=m.request_id))
+
+    async def on_unsubscribe(self, m: Unsubscribe) -> None:
+        room, peer = self._joined(m.request_id)
+        await self._publish(UnsubscribeRequested.new(room_id=room, peer_id=peer, source_id=m.source_id,
+                                                     correlation_id=m.request_id))
+
+    async def on_mute(self, m: Mute) -> None:
+        room, peer = self._joined(m.request_id)
+        await self._publish(MuteRequested.new(room_id=room, peer_id=peer, source_kind=SourceKind(m.source_kind),
+                                              muted=m.type == "mute", correlation_id=m.request_id))
+
+    async def on_ice_restart(self, m: IceRestart) -> None:
+        self._joined(m.request_id)
+        raise SignalingError("unsupported", "ice-restart: open a fresh connection (publish again)", m.request_id)
+
+    async def on_ice_candidate(self, m: IceCandidate) -> None:
+        self._joined(m.request_id)
+        raise SignalingError("unsupported", "ice-candidate is for p2p rooms (protocol v2)", m.request_id)
+
+    async def on_ping(self, m: Ping) -> None:
+        await self.send({"type": "pong", "request_id": m.request_id})
+
+    async def on_leave(self, m: Leave) -> None:
+        room, peer = self._joined(m.request_id)
+        await self._publish(LeaveRequested.new(room_id=room, peer_id=peer, correlation_id=m.request_id))
+
+    async def closed(self) -> None:
+        """The socket went away without `leave`: streams keep the peer for a grace period."""
+        if self.peer_id is not None and self.room is not None and not self.left:
+            await self._publish(ConnectionLost.new(room_id=self.room, peer_id=self.peer_id,
+                                                   session_id=self.session_id))
+
+
+@router.websocket("/v1/rtc")
+async def rtc(ws: WebSocket, token: str | None = None) -> None:
+    svc: Services = ws.app.state.services
+    await ws.accept()
+    try:
+        claims = svc.issuer.verify(token or "")
+    except ApiError as exc:
+        await ws.send_json({"type": "error", "code": exc.code, "message": exc.message, "request_id": None})
+        await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+        return
+    conn = Connection(ws, svc, claims)
+    svc.hub.register(conn.session_id, conn.deliver)
+    try:
+        while True:
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                break
+            text = frame.get("text")
+            if text is None:
+                await conn.error("invalid_message", "frames are JSON text", None)
+                continue
+            await conn.handle(text)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        svc.hub.unregister(conn.session_id)
+        try:
+            await conn.closed()
+        except Exception:  # noqa: BLE001 - the broker may be gone at shutdown
+            log.exception("could not record the lost connection", extra={"session_id": conn.session_id})

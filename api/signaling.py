@@ -1,0 +1,140 @@
+"""Client messages of the signaling protocol (docs/protocol.md), validated.
+
+Each message type is a frozen model; ``parse_message`` turns a text frame into one
+or raises ``SignalingError`` with the protocol's error code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from aiortc.sdp import SessionDescription
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from producers.fields import Id, Layer, SourceKind
+
+
+class SignalingError(Exception):
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+RequestId = Annotated[str, Field(min_length=1, max_length=64)]
+Sdp = Annotated[str, Field(min_length=1, max_length=60_000)]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: RequestId | None = None
+
+
+class Join(Message):
+    type: Literal["join"]
+    room: Id
+    name: Annotated[str, Field(max_length=128)] = ""
+    resume_peer_id: Id | None = None
+
+
+class TrackSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_id: Id
+    kind: SourceKind
+    layer: Layer = "single"
+    mid: Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class Publish(Message):
+    type: Literal["publish"]
+    sdp: Sdp
+    tracks: Annotated[list[TrackSpec], Field(min_length=1, max_length=16)]
+
+
+class SubscriberAnswer(Message):
+    type: Literal["subscriber-answer"]
+    sdp: Sdp
+
+
+class Subscribe(Message):
+    type: Literal["subscribe"]
+    source_id: Id
+    layer: Layer = "high"
+
+
+class Unsubscribe(Message):
+    type: Literal["unsubscribe"]
+    source_id: Id
+
+
+class Mute(Message):
+    type: Literal["mute", "unmute"]
+    source_kind: SourceKind
+
+
+class IceRestart(Message):
+    type: Literal["ice-restart"]
+    target: Literal["publisher", "subscriber"]
+
+
+class IceCandidate(Message):
+    type: Literal["ice-candidate"]
+    candidate: dict[str, Any] | str
+
+
+class Ping(Message):
+    type: Literal["ping"]
+
+
+class Leave(Message):
+    type: Literal["leave"]
+
+
+ClientMessage = Annotated[Union[Join, Publish, SubscriberAnswer, Subscribe, Unsubscribe, Mute,  # noqa: UP007
+                                IceRestart, IceCandidate, Ping, Leave], Field(discriminator="type")]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientMessage)
+TYPES = {"join", "publish", "subscriber-answer", "subscribe", "unsubscribe", "mute", "unmute", "ice-restart",
+         "ice-candidate", "ping", "leave"}
+
+
+def parse_message(text: str) -> Message:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SignalingError("invalid_message", f"not JSON: {exc.msg}") from None
+    if not isinstance(raw, dict):
+        raise SignalingError("invalid_message", "a message is a JSON object")
+    request_id = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
+    if raw.get("type") not in TYPES:
+        raise SignalingError("unknown_type", f"unknown message type {raw.get('type')!r}", request_id)
+    try:
+        message: Message = _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"][1:])
+        raise SignalingError("invalid_message", f"{where}: {first['msg']}", request_id) from None
+    return message
+
+
+def check_sdp(sdp: str, kind: Literal["offer", "answer"], request_id: str | None,
+              mids: list[str] | None = None) -> None:
+    """Reject text that is not an SDP with media sections (and the given mids)."""
+    lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
+    if not lines or lines[0] != "v=0" or any(len(line) < 2 or line[1] != "=" for line in lines):
+        raise SignalingError("invalid_sdp", f"the {kind} is not SDP", request_id)
+    try:
+        description = SessionDescription.parse(sdp)
+    except Exception as exc:  # noqa: BLE001 - any parser failure means invalid
+        raise SignalingError("invalid_sdp", f"the {kind} does not parse: {exc}", request_id) from None
+    if not description.media:
+        raise SignalingError("invalid_sdp", f"the {kind} has no media sections", request_id)
+    if mids is not None:
+        present = {m.rtp.muxId for m in description.media}
+        missing = [mid for mid in mids if mid not in present]
+        if missing:
+            raise SignalingError("invalid_sdp", f"tracks name mids {missing} that the offer does not have",
+                                 request_id)
