@@ -1,0 +1,226 @@
+"""``Room``: join a roomlog room, publish tracks, receive the others' tracks.
+
+Two peer connections with the room's media node, as in the protocol: a publisher
+connection (we offer) and a subscriber connection (the node offers; every new
+subscription renegotiates it). On ``reconnect`` (the room moved to another node) the
+SDK rejoins and republishes by itself; when the socket drops it resumes the peer, or
+joins again when the server no longer has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+from client.signaling import RoomError, Signaling
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LocalTrack", "RemoteTrack", "Room", "RoomError"]
+
+
+@dataclass
+class LocalTrack:
+    """A track to publish: one encoding of a source (``layer`` high/mid/low, or single)."""
+
+    track: MediaStreamTrack
+    source_id: str
+    kind: str  # camera | microphone | screen
+    layer: str = "single"
+
+
+@dataclass
+class RemoteTrack:
+    peer_id: str
+    source_id: str
+    kind: str
+    track: MediaStreamTrack
+
+
+Listener = Callable[[str, Any], Awaitable[None] | None]
+
+
+@dataclass
+class Room:
+    url: str
+    token: str
+    room: str
+    name: str = ""
+    ice_servers: list[dict[str, Any]] | None = None
+    peer_id: str | None = None
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    remote: dict[tuple[str, str], RemoteTrack] = field(default_factory=dict)
+    events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    reconnects: int = 0
+
+    def __post_init__(self) -> None:
+        self._signaling = Signaling(self.url, self.token, self._on_message, self._on_socket_lost)
+        self._published: list[LocalTrack] = []
+        self._publisher: RTCPeerConnection | None = None
+        self._subscriber: RTCPeerConnection | None = None
+        self._offered: dict[str, dict[str, Any]] = {}
+        self._listeners: list[Listener] = []
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, url: str, token: str, room: str, *, name: str = "",
+                      ice_servers: list[dict[str, Any]] | None = None) -> Room:
+        """Open the socket and join ``room``. ``ice_servers`` overrides what the server sends."""
+        self = cls(url=url, token=token, room=room, name=name, ice_servers=ice_servers)
+        await self._signaling.open()
+        await self._join()
+        return self
+
+    async def _join(self, resume: bool = False) -> None:
+        message: dict[str, Any] = {"type": "join", "room": self.room, "name": self.name}
+        if resume and self.peer_id:
+            message["resume_peer_id"] = self.peer_id
+        joined = await self._signaling.request(message, {"joined", "resumed"})
+        self.peer_id = joined["peer_id"]
+        if self.ice_servers is None:
+            self.ice_servers = joined.get("ice_servers", [])
+        self.peers = {p["peer_id"]: p for p in joined.get("peers", [])}
+        await self._emit(joined["type"], joined)
+
+    async def leave(self) -> None:
+        with contextlib.suppress(RoomError, asyncio.TimeoutError):
+            await self._signaling.request({"type": "leave"}, {"left"}, timeout=5)
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._signaling.close()
+        for pc in (self._publisher, self._subscriber):
+            if pc is not None:
+                await pc.close()
+
+    def on(self, listener: Listener) -> None:
+        """Call ``listener(event_type, payload)`` for every room event."""
+        self._listeners.append(listener)
+
+    async def _emit(self, kind: str, payload: Any) -> None:
+        await self.events.put((kind, payload))
+        for listener in self._listeners:
+            result = listener(kind, payload)
+            if asyncio.iscoroutine(result):
+                await result
+
+    def _config(self) -> RTCConfiguration:
+        servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+                   for s in (self.ice_servers or [])]
+        return RTCConfiguration(iceServers=servers)
+
+    # --- publishing ------------------------------------------------------------------
+
+    async def publish(self, tracks: list[LocalTrack]) -> None:
+        """Publish tracks on a (new) publisher connection."""
+        self._published = list(tracks)
+        await self._open_publisher()
+
+    async def _open_publisher(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.close()
+        pc = RTCPeerConnection(self._config())
+        self._publisher = pc
+        transceivers = [pc.addTransceiver(t.track, direction="sendonly") for t in self._published]
+        await pc.setLocalDescription(await pc.createOffer())
+        specs = [{"source_id": t.source_id, "kind": t.kind, "layer": t.layer, "mid": tr.mid}
+                 for t, tr in zip(self._published, transceivers, strict=True)]
+        answer = await self._signaling.request(
+            {"type": "publish", "sdp": pc.localDescription.sdp, "tracks": specs}, {"publisher-answer"})
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    # --- subscribing -----------------------------------------------------------------
+
+    async def subscribe(self, source_id: str, layer: str = "high") -> None:
+        await self._signaling.send({"type": "subscribe", "source_id": source_id, "layer": layer})
+
+    async def unsubscribe(self, source_id: str) -> None:
+        await self._signaling.send({"type": "unsubscribe", "source_id": source_id})
+
+    async def _on_subscriber_offer(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            if self._subscriber is None:
+                pc = RTCPeerConnection(self._config())
+                self._subscriber = pc
+                pc.on("track", lambda track: asyncio.ensure_future(self._on_track(pc, track)))
+            for source in message.get("sources", []):
+                if source.get("mid") is not None:
+                    self._offered[source["mid"]] = source
+            pc = self._subscriber
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            await self._signaling.send({"type": "subscriber-answer", "sdp": pc.localDescription.sdp})
+
+    async def _on_track(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        mid = next((t.mid for t in pc.getTransceivers() if t.receiver.track is track), None)
+        source = self._offered.get(mid or "", {})
+        remote = RemoteTrack(peer_id=source.get("peer_id", ""), source_id=source.get("source_id", ""),
+                             kind=source.get("kind", track.kind), track=track)
+        self.remote[(remote.peer_id, remote.source_id)] = remote
+        await self._emit("track", remote)
+
+    # --- control ---------------------------------------------------------------------
+
+    async def mute(self, source_kind: str) -> None:
+        await self._signaling.send({"type": "mute", "source_kind": source_kind})
+
+    async def unmute(self, source_kind: str) -> None:
+        await self._signaling.send({"type": "unmute", "source_kind": source_kind})
+
+    async def ping(self) -> None:
+        await self._signaling.request({"type": "ping"}, {"pong"})
+
+    # --- server messages -------------------------------------------------------------
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type", "")
+        if kind == "subscriber-offer":
+            await self._on_subscriber_offer(message)
+        elif kind == "peer-joined" or kind == "peer-updated":
+            self.peers[message["peer"]["peer_id"]] = message["peer"]
+        elif kind == "peer-left":
+            self.peers.pop(message["peer_id"], None)
+        elif kind == "reconnect":
+            asyncio.ensure_future(self._move_to_new_node())
+        await self._emit(kind, message)
+
+    async def _move_to_new_node(self) -> None:
+        """The room moved to another media node: fresh connections, publish again."""
+        self.reconnects += 1
+        if self._subscriber is not None:
+            await self._subscriber.close()
+            self._subscriber = None
+            self._offered.clear()
+        if self._published:
+            await self._open_publisher()
+        await self._emit("reconnected", {"peer_id": self.peer_id})
+
+    async def _on_socket_lost(self) -> None:
+        """Reopen the socket with backoff; resume the peer, or join again and republish."""
+        delay = 0.5
+        while not self._closed:
+            try:
+                await self._signaling.open()
+                try:
+                    await self._join(resume=True)
+                except RoomError as exc:
+                    if exc.code != "peer_not_found":
+                        raise
+                    self.peer_id = None
+                    await self._join()
+                    await self._move_to_new_node()
+                return
+            except (TimeoutError, OSError, RoomError) as exc:
+                log.warning("reconnect failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
