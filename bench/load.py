@@ -12,6 +12,7 @@ import asyncio
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,17 +60,34 @@ class RoomMix:
             peer_id = members.pop(self._rng.randrange(len(members)))
             self.leaves += 1
             return LeaveRequested.new(room_id=self.room_id(index), peer_id=peer_id)
+        return self.join(index)
+
+    def join(self, index: int) -> Event:
+        """A new peer joins room ``index``."""
         peer_id = f"peer{self._next_peer}"
         self._next_peer += 1
-        members.append(peer_id)
+        self._members[index].append(peer_id)
         self.joins += 1
         return JoinRequested.new(room_id=self.room_id(index), peer_id=peer_id, identity=peer_id,
                                  name=f"Bench {peer_id}", session_id=f"s-{peer_id}",
                                  gateway_id=f"gw-bench-{index % 4}", grants=GRANTS)
 
+    def prime(self) -> list[Event]:
+        """One join per room: opens every room (and gets it placed on a node)."""
+        return [self.join(index) for index in range(self.rooms)]
+
     def counts(self) -> dict[str, int]:
         return {"joins": self.joins, "leaves": self.leaves, "rooms": self.rooms,
                 "peers_in_rooms": sum(len(m) for m in self._members)}
+
+
+def type_of(value: bytes) -> str:
+    """The ``type`` of a roomlog JSON payload (written as ``"type":"<name>"``)."""
+    at = value.find(b'"type":"')
+    if at < 0:
+        return "?"
+    start = at + 8
+    return value[start:value.find(b'"', start)].decode()
 
 
 def id_field(name: str) -> Callable[[bytes], str | None]:
@@ -95,11 +113,15 @@ def id_field(name: str) -> Callable[[bytes], str | None]:
 
 
 class Watch:
-    """Reads a topic from the beginning (no consumer group) and keeps, for every id
-    found in ``id_name``, the time its first record was handed to this consumer."""
+    """Reads a topic (no consumer group; from the beginning, or from its current end) and
+    keeps, for every id found in ``id_name``, the time its first record was handed to
+    this consumer, and a count of records by ``type``."""
 
-    def __init__(self, bootstrap: str, topic: str, id_name: str = "causation_id") -> None:
+    def __init__(self, bootstrap: str, topic: str, id_name: str = "causation_id", *,
+                 from_end: bool = False) -> None:
         self.topic = topic
+        self._from_end = from_end
+        self.types: Counter[str] = Counter()
         self._read_id = id_field(id_name)
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                           enable_auto_commit=False, auto_offset_reset="earliest",
@@ -121,12 +143,17 @@ class Watch:
         if not parts:
             raise RuntimeError(f"topic {self.topic} does not exist")
         self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(parts)])
-        await self._consumer.seek_to_beginning()
+        if self._from_end:
+            await self._consumer.seek_to_end()
+            for tp in self._consumer.assignment():  # resolve the end offsets now
+                await self._consumer.position(tp)
+        else:
+            await self._consumer.seek_to_beginning()
         self._task = asyncio.create_task(self._run())
         return self
 
     async def _run(self) -> None:
-        read_id, seen, waiting = self._read_id, self.seen, self._waiting
+        read_id, seen, waiting, types = self._read_id, self.seen, self._waiting, self.types
         while True:
             batch = await self._consumer.getmany(timeout_ms=200)
             now = time.perf_counter()
@@ -136,7 +163,9 @@ class Watch:
                 self.last_at = now
                 self.records += len(records)
                 for record in records:
-                    id_ = read_id(record.value or b"")
+                    value = record.value or b""
+                    types[type_of(value)] += 1
+                    id_ = read_id(value)
                     if id_ is None or id_ in seen:
                         continue
                     seen[id_] = now
@@ -165,6 +194,17 @@ class Watch:
                 await asyncio.wait_for(self._done.wait(), min(0.5, left))
             except TimeoutError:
                 pass
+        return True
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float,
+                         check: Callable[[], None] | None = None) -> bool:
+        deadline = time.perf_counter() + timeout
+        while not predicate():
+            if check is not None:
+                check()
+            if time.perf_counter() > deadline:
+                return False
+            await asyncio.sleep(0.05)
         return True
 
     def missing(self) -> int:

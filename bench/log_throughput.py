@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rooms", type=int, default=200, help="rooms in the mix (default 200)")
     parser.add_argument("--max-peers", type=int, default=10,
                         help="peers per room at most (default 10, ~5 on average)")
+    parser.add_argument("--media-nodes", type=int, default=1,
+                        help="simulated media nodes heartbeating on media.nodes, so rooms get "
+                             "placed as in production (default 1; 0: none)")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["baseline", "latency", "max", "noproj"],
                         help="leave out some phases (repeatable)")
@@ -66,7 +69,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-path", action="append", default=[], metavar="DIR",
                         help="extra PYTHONPATH entry for the profiled worker (where pyinstrument is)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the children's logs and data dirs")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep this run's topics and Postgres rows (for debugging)")
     args = parser.parse_args(argv)
+    args.profile_path = [os.path.abspath(p) for p in args.profile_path]
+    if args.profile_dir is not None:
+        args.profile_dir = args.profile_dir.absolute()
+    args.loadavg = " ".join(Path("/proc/loadavg").read_text().split(" ")[:3])
     for item in args.worker_env:
         if "=" not in item:
             parser.error(f"--worker-env wants KEY=VALUE, got {item!r}")
@@ -77,7 +86,8 @@ async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[s
     bench = phases.Bench(
         servers=srv, run_id=run_id, workdir=srv.run_dir / "work" / run_id, rate=args.rate,
         duration=args.duration, warmup=args.warmup, rooms=args.rooms, max_peers=args.max_peers,
-        max_events=args.max_events, worker_env=dict(i.split("=", 1) for i in args.worker_env))
+        max_events=args.max_events, media_nodes=args.media_nodes,
+        worker_env=dict(i.split("=", 1) for i in args.worker_env))
     details: dict[str, Any] = {}
     failed = True
     try:
@@ -93,22 +103,22 @@ async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[s
         if "noproj" not in args.skip:
             details["max_no_projection"] = await phases.max_rate(bench, "maxnoproj", projection=False)
         if args.profile:
-            out = (args.profile_dir or srv.run_dir / f"profile-{run_id}").resolve()
+            out = args.profile_dir or srv.run_dir / f"profile-{run_id}"
             details["profiled_max"] = await phases.max_rate(
-                bench, "maxprof", projection=True,
-                profile=(args.profile, out, [str(Path(p).resolve()) for p in args.profile_path]))
+                bench, "maxprof", projection=True, profile=(args.profile, out, args.profile_path))
             details["profiled_max"]["profile_dir"] = str(out)
         failed = False
     finally:
-        await bench.cleanup()
+        await bench.cleanup(keep_data=args.keep_data)
         if failed or args.keep_logs:
             say(f"children's logs kept in {bench.workdir}")
         else:
             shutil.rmtree(bench.workdir, ignore_errors=True)
-    return summarize(args, srv, run_id, details)
+    return summarize(args, srv, run_id, details, args.loadavg)
 
 
-def summarize(args: argparse.Namespace, srv: Servers, run_id: str, d: dict[str, Any]) -> dict[str, Any]:
+def summarize(args: argparse.Namespace, srv: Servers, run_id: str, d: dict[str, Any],
+              loadavg: str) -> dict[str, Any]:
     lat, base_lat = d.get("latency", {}), d.get("baseline_latency", {})
     top, noproj, base_max = d.get("max", {}), d.get("max_no_projection", {}), d.get("baseline_max", {})
     out: dict[str, Any] = {
@@ -123,6 +133,7 @@ def summarize(args: argparse.Namespace, srv: Servers, run_id: str, d: dict[str, 
         "worker_cpu_pct_no_projection": noproj.get("worker_cpu_pct"),
         "worker_cpu_pct_phase1": lat.get("worker_cpu_pct"),
         "machine_cpu_pct_phase2": top.get("machine_cpu_pct"),
+        "other_processes_cpu_pct_phase2": top.get("other_cpu_pct"),
         "projection_caught_up_s": top.get("projection_caught_up_s"),
         "loadgen": {"target_rate_per_s": args.rate, "achieved_rate_per_s": lat.get("offered_rate_per_s"),
                     "lag_p99_ms": lat.get("loadgen_lag_p99_ms"), "lag_max_ms": lat.get("loadgen_lag_max_ms"),
@@ -133,9 +144,10 @@ def summarize(args: argparse.Namespace, srv: Servers, run_id: str, d: dict[str, 
             "p99_ms_at_1000_per_s": _lt(lat.get("p99_ms"), TARGETS["p99_ms_at_1000_per_s"]),
             "min_events_per_s": _ge(top.get("events_per_s"), TARGETS["min_events_per_s"]),
             "goal_events_per_s": _ge(top.get("events_per_s"), TARGETS["goal_events_per_s"])},
-        "machine": machine(),
+        "machine": {**machine(), "loadavg_at_start": loadavg},
         "config": {"rate": args.rate, "duration_s": args.duration, "warmup_s": args.warmup,
                    "max_events": args.max_events, "rooms": args.rooms, "max_peers": args.max_peers,
+                   "media_nodes": args.media_nodes,
                    "worker_env": args.worker_env, "servers": "started" if srv.started else "existing",
                    "run_id": run_id},
         "phases": d,

@@ -117,34 +117,66 @@ def system_cpu() -> tuple[float, float]:
     return (total - idle) / _CLK_TCK, total / _CLK_TCK
 
 
+def _cpu_by_process() -> dict[int, tuple[str, float]]:
+    """pid -> (command name, CPU seconds) for every process in /proc."""
+    out: dict[int, tuple[str, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        out[int(entry.name)] = (comm, (int(fields[11]) + int(fields[12])) / _CLK_TCK)
+    return out
+
+
+def _group(pid: int, comm: str, named: dict[int, str]) -> str:
+    if pid in named:
+        return named[pid]
+    if comm == "java":
+        try:
+            if b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return "kafka"
+        except OSError:
+            pass
+    if comm.startswith("postgres") or comm.startswith("postmaster"):
+        return "postgres"
+    return "other"
+
+
 @dataclass
 class CpuMeter:
-    """CPU use of some processes and of the whole machine between ``start`` and ``stop``."""
+    """CPU use between ``start`` and ``stop``, in % of one core: of the named processes,
+    of the Kafka broker, of Postgres, of everything else on the machine (``other``:
+    e.g. someone else's build) and of the whole machine (``machine``: % of all cores)."""
 
     pids: dict[str, int]
     _t0: float = 0.0
-    _p0: dict[str, float] = field(default_factory=dict)
+    _p0: dict[int, tuple[str, float]] = field(default_factory=dict)
     _s0: tuple[float, float] = (0.0, 0.0)
-    result: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
-        self._p0 = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._p0 = _cpu_by_process()
         self._s0 = system_cpu()
 
     def stop(self) -> dict[str, float]:
         wall = max(time.perf_counter() - self._t0, 1e-9)
-        for name, pid in self.pids.items():
-            try:
-                used = process_cpu_seconds(pid) - self._p0[name]
-            except (OSError, KeyError):
-                continue
-            self.result[f"{name}_cpu_pct"] = round(100.0 * used / wall, 1)
+        now = _cpu_by_process()
+        named = {pid: name for name, pid in self.pids.items()}
+        used: dict[str, float] = {name: 0.0 for name in [*self.pids, "kafka", "postgres", "other"]}
+        for pid, (comm, cpu) in now.items():
+            before = self._p0.get(pid)
+            delta = cpu - before[1] if before is not None and before[0] == comm else cpu
+            used[_group(pid, comm, named)] += max(delta, 0.0)
+        result = {f"{name}_cpu_pct": round(100.0 * sec / wall, 1) for name, sec in used.items()}
         busy, total = system_cpu()
         if total > self._s0[1]:
-            self.result["machine_cpu_pct"] = round(
-                100.0 * (busy - self._s0[0]) / (total - self._s0[1]), 1)
-        return self.result
+            result["machine_cpu_pct"] = round(100.0 * (busy - self._s0[0]) / (total - self._s0[1]), 1)
+        return result
 
 
 def machine() -> dict[str, Any]:

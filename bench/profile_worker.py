@@ -3,8 +3,10 @@
 ``--profiler cprofile`` (the standard library; deterministic, slows the worker about
 2x) writes ``worker.prof`` and ``worker-top.txt``. ``--profiler pyinstrument``
 (sampling, ~1 ms, needs pyinstrument importable, e.g. on an extra PYTHONPATH entry;
-it is not a project dependency) writes ``worker-pyinstrument.txt``. The profile is
-written when the worker stops (SIGTERM → Faust shuts down → this wrapper dumps).
+it is not a project dependency) writes ``worker-pyinstrument.txt`` (library frames
+folded), ``worker-pyinstrument-all.txt``, ``worker-pyinstrument-flat.txt`` (self time)
+and ``worker.pyisession``. The profile is written when the worker stops (SIGTERM →
+Faust shuts down → this wrapper dumps).
 """
 
 from __future__ import annotations
@@ -45,8 +47,15 @@ def main(argv: list[str] | None = None) -> int:
             pass
         finally:
             profiler.stop()
+            session = profiler.last_session
+            if session is not None:
+                session.save(str(args.out / "worker.pyisession"))
             text = profiler.output_text(unicode=False, color=False, show_all=False)
             (args.out / "worker-pyinstrument.txt").write_text(text)
+            (args.out / "worker-pyinstrument-all.txt").write_text(
+                profiler.output_text(unicode=False, color=False, show_all=True))
+            (args.out / "worker-pyinstrument-flat.txt").write_text(
+                profiler.output_text(unicode=False, color=False, flat=True, flat_time="self"))
         return 0
 
     import cProfile

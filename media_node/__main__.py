@@ -8,13 +8,16 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 
 from prometheus_client import start_http_server
 
+from media_node.commands import CommandRunner
+from media_node.guard import forbid_codecs
 from media_node.heartbeat import Heartbeat
 from media_node.settings import NodeSettings
-from observability import logs
-from producers.kafka import EventProducer
+from observability import logs, metrics
+from producers.kafka import EventConsumer, EventProducer
 from producers.topics import Topics
 
 log = logging.getLogger("media_node")
@@ -23,21 +26,49 @@ log = logging.getLogger("media_node")
 async def run(settings: NodeSettings) -> None:
     topics = Topics(settings.topic_prefix)
     async with EventProducer(settings.kafka_bootstrap, client_id=settings.node_id) as producer:
+        runner = CommandRunner(settings.node_id, producer, topics)
+        consumer = EventConsumer(settings.kafka_bootstrap, [topics.name("media.commands")],
+                                 group_id=f"roomlog-media-node-{settings.node_id}", address=settings.node_id,
+                                 client_id=settings.node_id)
+        await consumer.start()  # listen before announcing ourselves: no command is missed
         heartbeat = Heartbeat(producer, topics.name("media.nodes"), settings.node_id,
                               settings.announced_address, settings.heartbeat_interval_s)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(heartbeat.run())
+        tasks = [asyncio.create_task(heartbeat.run()), asyncio.create_task(runner.run(consumer)),
+                 asyncio.create_task(maintain(runner, heartbeat))]
         print(f"media node {settings.node_id} heartbeating to {topics.name('media.nodes')}",
               file=sys.stderr, flush=True)
         await stop.wait()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runner.peers.close()
+        await consumer.stop()
         await heartbeat.stopped()
         log.info("stopped", extra={"node_id": settings.node_id})
+
+
+async def maintain(runner: CommandRunner, heartbeat: Heartbeat, interval_s: float = 1.0) -> None:
+    """Once a second: REMB upstream, forwarded-packet metrics, load for the heartbeat."""
+    last_packets, last_at = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await runner.peers.tick()
+        except Exception:  # noqa: BLE001 - one bad source must not stop the loop
+            log.exception("tick failed")
+        packets, _ = runner.peers.forwarded()
+        now = time.monotonic()
+        load = runner.peers.load()
+        heartbeat.peers, heartbeat.legs = load["peers"], load["legs"]
+        heartbeat.packets_per_s = max(0.0, (packets - last_packets) / (now - last_at))
+        metrics.MEDIA_PEERS.set(load["peers"])
+        last_packets, last_at = packets, now
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.node_id:
         settings.node_id = args.node_id
     logs.setup("media_node", settings.log_level)
+    if settings.forbid_codecs:
+        forbid_codecs()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
     asyncio.run(run(settings))

@@ -21,6 +21,8 @@ class NodeSettings(BaseSettings):
     announced_address: str = "127.0.0.1"
     heartbeat_interval_s: float = 1.0
     metrics_port: int = 0
+    #: Make any codec construction raise (tests prove forwarding never decodes/encodes).
+    forbid_codecs: bool = False
     kafka_bootstrap: str = Field(default="127.0.0.1:19092",
 validation_alias=AliasChoices("KAFKA_BOOTSTRAP",
                                                                "ROOMLOG_NODE_KAFKA_BOOTSTRAP"))

@@ -17,5 +17,7 @@ scripts/infra.sh up
 set -a; . "$ROOMLOG_RUN_DIR/infra.env"; set +a
 .venv/bin/python -m db.migrate upgrade head
 rc=0
-.venv/bin/python -m pytest tests/unit tests/integration tests/e2e -v -rA --durations=15 "$@" || rc=$?
+# `scripts/test.sh tests/e2e/test_x.py -k name` runs just that; no argument runs everything
+if [[ "${1:-}" == tests/* ]]; then targets=("$@"); else targets=(tests/unit tests/integration tests/e2e "$@"); fi
+.venv/bin/python -m pytest "${targets[@]}" -v -rA --durations=15 || rc=$?
 exit "$rc"

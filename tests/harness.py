@@ -254,3 +254,22 @@ async def http_ready(url: str, service: Service, timeout: float = 30) -> None:
             return False
 
     await wait_for(ok, timeout, f"{url} to answer 200")
+
+
+def media_stack(infra: Infra, prefix: str, log_dir: Path, nodes: int = 1, **node_settings: Any) -> list[Service]:
+    """A streams worker, ``nodes`` media nodes and an api, not started."""
+    port = free_port()
+    out = [streams_service(infra, prefix, log_dir, node_timeout_s=3)]
+    out += [node_service(infra, prefix, log_dir, f"{prefix}n{i}", **node_settings) for i in range(nodes)]
+    out.append(api_service(infra, prefix, log_dir, port))
+    return out
+
+
+async def mint_token(base_http: str, identity: str, grants: list[str], room: str | None = None) -> str:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        r = await client.post(f"{base_http}/v1/tokens", headers={"X-API-Secret": API_SECRET},
+                              json={"identity": identity, "grants": grants, "room": room, "name": identity})
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])

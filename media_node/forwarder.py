@@ -1,0 +1,392 @@
+"""RTP forwarding without decoding: sources, their encodings, and one downstream per subscriber.
+
+A :class:`Source` is one publisher's camera, microphone or screen. It has up to three
+encodings (``high``/``mid``/``low``, or ``single``), each an incoming stream (an
+:class:`Upstream`, in practice an ``aiortc_glue.InboundTap``). A subscriber of the source
+gets a :class:`Downstream`: packets of its current encoding, rewritten to its own SSRC,
+sequence numbers and timestamps, written to its :class:`Downlink` (an ``OutboundLeg``).
+
+* Video starts, and moves to another encoding, only at a keyframe of that encoding and
+  once the subscriber's leg is connected; the forwarder asks the publisher for one (PLI, at
+  most one per ``pli_interval_s`` per encoding) and keeps asking while a subscriber waits.
+* Across a switch, sequence numbers continue at +1 and timestamps advance by the wall time
+  elapsed, so the subscriber sees one continuous stream; VP8 picture ids are renumbered too.
+* A subscriber's PLI/FIR is relayed to its encoding's publisher (same throttle); the
+  subscribers' REMB estimates, with the node's own uplink estimate, are folded into one REMB
+  per encoding (the minimum), sent upstream by :meth:`Source.tick`.
+
+No aiortc private name is used here (see ``aiortc_glue``); the clock is injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aiortc.rtp import RtpPacket
+
+from media_node.keyframes import keyframe_detector, vp8_picture_id, vp8_with_picture_id
+from observability import metrics
+from producers.fields import Layer
+
+Clock = Callable[[], float]
+LAYER_ORDER: tuple[Layer, ...] = ("high", "mid", "low")
+MAX_TS_JUMP_S = 2.0
+
+
+class Upstream(Protocol):
+    """An incoming encoding as the forwarder drives it (``aiortc_glue.InboundTap``)."""
+
+    @property
+    def uplink_bitrate(self) -> int | None: ...
+    def codec_of(self, payload_type: int) -> tuple[str, int] | None: ...
+    async def request_keyframe(self, media_ssrc: int) -> None: ...
+    async def send_remb(self, bitrate: int, ssrcs: list[int]) -> None: ...
+
+
+class Downlink(Protocol):
+    """A subscriber's outgoing stream (``aiortc_glue.OutboundLeg``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def ready(self) -> bool: ...
+    def payload_type(self, codec_name: str) -> int | None: ...
+    async def write(self, packet: RtpPacket) -> bool: ...
+    def on_keyframe_request(self, callback: Callable[[], Awaitable[None]]) -> None: ...
+    def on_remb(self, callback: Callable[[int], None]) -> None: ...
+
+
+def seq_newer_or_equal(a: int, b: int) -> bool:
+    return (a - b) & 0xFFFF < 0x8000
+
+
+class Encoding:
+    """One incoming stream of a source, and the downstreams that read (or wait for) it."""
+
+    def __init__(self, source: Source, layer: Layer, upstream: Upstream) -> None:
+        self.source = source
+        self.layer = layer
+        self.upstream = upstream
+        self.ssrc: int | None = None
+        self.codec_name = ""
+        self.clock_rate = 90000
+        self.readers: list[Downstream] = []
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.keyframe_requests_sent = 0
+        self._payload_type = -1
+        self._is_keyframe: Callable[[bytes], bool] = keyframe_detector("")
+        self._is_vp8 = False
+        self._last_request_at = float("-inf")
+        self._request_wanted = False
+
+    async def push(self, packet: RtpPacket, arrival_ms: int = 0) -> None:
+        """Forward one incoming packet to every downstream of this encoding."""
+        self.ssrc = packet.ssrc
+        self.packets_in += 1
+        self.bytes_in += len(packet.payload)
+        if packet.payload_type != self._payload_type:
+            self._learn_codec(packet.payload_type)
+        if not self.readers:
+            return
+        source = self.source
+        now = source.clock()
+        if self._request_wanted:
+            await self.request_keyframe(now)
+        keyframe: bool | None = None
+        picture_id = vp8_picture_id(packet.payload) if self._is_vp8 else None
+        for reader in tuple(self.readers):
+            if reader.current is not self:
+                if not reader.leg.ready:
+                    continue
+                if keyframe is None:
+                    keyframe = self._is_keyframe(packet.payload)
+                if not keyframe:
+                    await self.request_keyframe(now)
+                    continue
+                reader.switch(self, packet, picture_id, now)
+            out = reader.rewrite(packet, picture_id, now)
+            if out is not None and await reader.leg.write(out):
+                size = len(out.payload)
+                reader.packets += 1
+                reader.bytes += size
+                source.packets_forwarded += 1
+                source.bytes_forwarded += size
+
+    async def request_keyframe(self, now: float | None = None) -> bool:
+        """Ask the publisher for a keyframe (PLI) unless one was asked for too recently."""
+        if self.source.kind != "video":
+            return False
+        now = self.source.clock() if now is None else now
+        if self.ssrc is None:
+            self._request_wanted = True
+            return False
+        if now - self._last_request_at < self.source.pli_interval_s:
+            return False
+        self._request_wanted = False
+        self._last_request_at = now
+        self.keyframe_requests_sent += 1
+        await self.upstream.request_keyframe(self.ssrc)
+        return True
+
+    def bitrate_limit(self, now: float) -> int | None:
+        """The smallest fresh estimate among this encoding's subscribers and its uplink."""
+        estimates = [r.remb for r in self.readers
+                     if r.current is self and r.remb is not None
+                     and now - r.remb_at <= self.source.remb_timeout_s]
+        if self.upstream.uplink_bitrate is not None:
+            estimates.append(self.upstream.uplink_bitrate)
+        return min(estimates) if estimates else None
+
+    def _learn_codec(self, payload_type: int) -> None:
+        self._payload_type = payload_type
+        codec = self.upstream.codec_of(payload_type)
+        self.codec_name, self.clock_rate = codec if codec is not None else ("", 90000)
+        self._is_keyframe = keyframe_detector(self.codec_name)
+        self._is_vp8 = self.codec_name.lower() == "vp8"
+
+
+class Downstream:
+    """One subscriber of a source: its layer choice and its continuous outgoing numbering."""
+
+    def __init__(self, source: Source, subscriber_id: str, leg: Downlink, target: Encoding,
+                 initial_seq: int | None = None, initial_ts: int | None = None) -> None:
+        self.source = source
+        self.subscriber_id = subscriber_id
+        self.leg = leg
+        self.current: Encoding | None = None
+        self.target = target
+        self.closed = False
+        self.packets = 0
+        self.bytes = 0
+        self.keyframe_requests_relayed = 0
+        self.remb: int | None = None
+        self.remb_at = float("-inf")
+        #: (layer, incoming seq, outgoing seq) at each start or switch, for tests and logs
+        self.switches: list[tuple[Layer, int, int]] = []
+        self._next_seq = random.getrandbits(15) if initial_seq is None else initial_seq
+        self._next_ts = random.getrandbits(32) if initial_ts is None else initial_ts
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._switch_seq = 0
+        self._max_seq: int | None = None
+        self._last_ts = 0
+        self._last_sent_at = 0.0
+        self._pic_offset = 0
+        self._last_pic: int | None = None
+        self._payload_types: dict[str, int | None] = {}
+        target.readers.append(self)
+        leg.on_keyframe_request(self._relay_keyframe_request)
+        leg.on_remb(self._record_remb)
+
+    @property
+    def layer(self) -> Layer | None:
+        """The encoding the subscriber is receiving now (None before its first keyframe)."""
+        return self.current.layer if self.current is not None else None
+
+    def retarget(self, encoding: Encoding) -> None:
+        old = self.target
+        self.target = encoding
+        if old is not encoding and old is not self.current and self in old.readers:
+            old.readers.remove(self)
+        if self not in encoding.readers:
+            encoding.readers.append(self)
+
+    def switch(self, encoding: Encoding, packet: RtpPacket, picture_id: tuple[int, int] | None,
+               now: float) -> None:
+        """Start reading ``encoding`` at ``packet`` (a keyframe start), continuing the numbering."""
+        if self._max_seq is not None:
+            self._next_seq = (self._max_seq + 1) & 0xFFFF
+            elapsed = min(max(now - self._last_sent_at, 0.0), MAX_TS_JUMP_S)
+            self._next_ts = (self._last_ts + max(1, round(elapsed * encoding.clock_rate))) & 0xFFFFFFFF
+        self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
+        self._ts_offset = (self._next_ts - packet.timestamp) & 0xFFFFFFFF
+        self._switch_seq = packet.sequence_number
+        if picture_id is not None and self._last_pic is not None:
+            self._pic_offset = (self._last_pic + 1 - picture_id[0]) & 0x7FFF
+        else:
+            self._pic_offset = 0
+        old = self.current
+        self.current = encoding
+        if old is not None and old is not encoding and old is not self.target and self in old.readers:
+            old.readers.remove(self)
+        self.switches.append((encoding.layer, packet.sequence_number, self._next_seq))
+
+    def rewrite(self, packet: RtpPacket, picture_id: tuple[int, int] | None, now: float) -> RtpPacket | None:
+        """This subscriber's copy of ``packet``, or None for packets from before the switch."""
+        if not seq_newer_or_equal(packet.sequence_number, self._switch_seq):
+            return None
+        encoding = self.current
+        assert encoding is not None
+        payload_type = self._payload_types.get(encoding.codec_name, -1)
+        if payload_type == -1:
+            payload_type = self._payload_types[encoding.codec_name] = self.leg.payload_type(encoding.codec_name)
+        if payload_type is None:
+            return None
+        seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
+        ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        payload = packet.payload
+        pic: int | None = None
+        if picture_id is not None:
+            pic = (picture_id[0] + self._pic_offset) & 0x7FFF
+            if self._pic_offset:
+                payload = vp8_with_picture_id(payload, pic)
+        if self._max_seq is None or seq_newer_or_equal(seq, self._max_seq):
+            self._max_seq = seq
+            self._last_ts = ts
+            self._last_sent_at = now
+            if pic is not None:
+                self._last_pic = pic
+        out = RtpPacket(payload_type=payload_type, marker=packet.marker, sequence_number=seq,
+                        timestamp=ts, payload=payload)
+        out.padding_size = packet.padding_size
+        if packet.extensions.audio_level is not None:
+            out.extensions.audio_level = packet.extensions.audio_level
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+        for encoding in {id(e): e for e in (self.current, self.target) if e is not None}.values():
+            if self in encoding.readers:
+                encoding.readers.remove(self)
+
+    async def _relay_keyframe_request(self) -> None:
+        encoding = self.current or self.target
+        if self.closed:
+            return
+        if await encoding.request_keyframe():
+            self.keyframe_requests_relayed += 1
+
+    def _record_remb(self, bitrate: int) -> None:
+        self.remb = bitrate
+        self.remb_at = self.source.clock()
+
+
+class Source:
+    """One publisher's source (camera, microphone, screen) and everyone subscribed to it."""
+
+    def __init__(self, publisher_id: str, source_id: str, kind: str, *, clock: Clock = time.monotonic,
+                 pli_interval_s: float = 0.5, remb_timeout_s: float = 5.0) -> None:
+        self.publisher_id = publisher_id
+        self.source_id = source_id
+        self.kind = kind
+        self.clock = clock
+        self.pli_interval_s = pli_interval_s
+        self.remb_timeout_s = remb_timeout_s
+        self.encodings: dict[Layer, Encoding] = {}
+        self.downstreams: dict[str, Downstream] = {}
+        self.packets_forwarded = 0
+        self.bytes_forwarded = 0
+        self._flushed = (0, 0)
+
+    def add_encoding(self, layer: Layer, upstream: Upstream) -> Encoding:
+        if layer in self.encodings:
+            raise ValueError(f"source {self.source_id} already has a {layer} encoding")
+        encoding = self.encodings[layer] = Encoding(self, layer, upstream)
+        return encoding
+
+    def resolve(self, layer: Layer) -> Encoding:
+        """The encoding for a requested layer: that one, else the next lower, else the next higher."""
+        if not self.encodings:
+            raise LookupError(f"source {self.source_id} has no encoding")
+        if layer in self.encodings:
+            return self.encodings[layer]
+        if "single" in self.encodings:
+            return self.encodings["single"]
+        start = LAYER_ORDER.index(layer) if layer in LAYER_ORDER else 0
+        for candidate in LAYER_ORDER[start:] + LAYER_ORDER[:start][::-1]:
+            if candidate in self.encodings:
+                return self.encodings[candidate]
+        raise LookupError(f"source {self.source_id} has no usable encoding")
+
+    async def subscribe(self, subscriber_id: str, leg: Downlink, layer: Layer = "high",
+                        initial_seq: int | None = None, initial_ts: int | None = None) -> Downstream:
+        """Start forwarding to ``leg``; video begins at the next keyframe (requested now)."""
+        if subscriber_id in self.downstreams:
+            raise ValueError(f"{subscriber_id} already subscribes to {self.source_id}")
+        target = self.resolve(layer)
+        downstream = Downstream(self, subscriber_id, leg, target, initial_seq, initial_ts)
+        self.downstreams[subscriber_id] = downstream
+        if leg.ready:
+            await target.request_keyframe()
+        return downstream
+
+    async def set_layer(self, subscriber_id: str, layer: Layer) -> Downstream:
+        """Move a subscriber to another encoding at that encoding's next keyframe."""
+        downstream = self.downstreams[subscriber_id]
+        target = self.resolve(layer)
+        downstream.retarget(target)
+        if downstream.current is not target:
+            await target.request_keyframe()
+        return downstream
+
+    def unsubscribe(self, subscriber_id: str) -> None:
+        downstream = self.downstreams.pop(subscriber_id, None)
+        if downstream is not None:
+            downstream.close()
+
+    async def tick(self) -> None:
+        """Periodic work: one REMB per encoding upstream, metrics flushed."""
+        now = self.clock()
+        for encoding in self.encodings.values():
+            limit = encoding.bitrate_limit(now)
+            if limit is not None and encoding.ssrc is not None:
+                await encoding.upstream.send_remb(limit, [encoding.ssrc])
+        self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        """Add what was forwarded since the last flush to the node's Prometheus counters."""
+        kind = self.kind
+        metrics.MEDIA_FORWARDED_PACKETS.labels(kind=kind).inc(self.packets_forwarded - self._flushed[0])
+        metrics.MEDIA_FORWARDED_BYTES.labels(kind=kind).inc(self.bytes_forwarded - self._flushed[1])
+        self._flushed = (self.packets_forwarded, self.bytes_forwarded)
+
+
+class Forwarder:
+    """Every source of one media node process."""
+
+    def __init__(self, *, clock: Clock = time.monotonic, pli_interval_s: float = 0.5,
+                 remb_timeout_s: float = 5.0) -> None:
+        self.clock = clock
+        self.pli_interval_s = pli_interval_s
+        self.remb_timeout_s = remb_timeout_s
+        self.sources: dict[tuple[str, str], Source] = {}
+
+    def source(self, publisher_id: str, source_id: str, kind: str) -> Source:
+        """The source, created on first use."""
+        key = (publisher_id, source_id)
+        if key not in self.sources:
+            self.sources[key] = Source(publisher_id, source_id, kind, clock=self.clock,
+                                       pli_interval_s=self.pli_interval_s,
+                                       remb_timeout_s=self.remb_timeout_s)
+        return self.sources[key]
+
+    def remove_source(self, publisher_id: str, source_id: str) -> Source | None:
+        source = self.sources.pop((publisher_id, source_id), None)
+        if source is not None:
+            for subscriber_id in list(source.downstreams):
+                source.unsubscribe(subscriber_id)
+            source.flush_metrics()
+        return source
+
+    def unsubscribe_all(self, subscriber_id: str) -> None:
+        for source in self.sources.values():
+            source.unsubscribe(subscriber_id)
+
+    @property
+    def packets_forwarded(self) -> int:
+        return sum(s.packets_forwarded for s in self.sources.values())
+
+    async def tick(self) -> None:
+        for source in list(self.sources.values()):
+            await source.tick()
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        """Tick forever (REMB upstream, metrics); cancel to stop."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.tick()

@@ -1,0 +1,235 @@
+"""A media node's peers: per client a publisher and a subscriber connection.
+
+The publisher connection (the client offers) feeds ``Source`` encodings through
+receiver taps; the subscriber connection (the node offers) carries one sendonly
+transceiver per subscribed source, each an ``OutboundLeg``. New subscriptions add
+transceivers and renegotiate the same connection — no new ICE/DTLS handshake.
+Nothing here decodes or encodes media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtp import RtpPacket
+
+from media_node.aiortc_glue import InboundTap, OutboundLeg, tap_receiver
+from media_node.forwarder import Source
+from producers.fields import TrackInfo
+from producers.media import OfferedSource
+
+log = logging.getLogger(__name__)
+
+#: How long new subscriptions are collected before one renegotiation.
+RENEGOTIATE_AFTER_S = 0.02
+
+
+@dataclass
+class Subscription:
+    source: Source
+    transceiver: RTCRtpTransceiver
+    leg: OutboundLeg
+    layer: str
+    active: bool = False
+
+
+@dataclass
+class PeerSession:
+    room_id: str
+    peer_id: str
+    publisher: RTCPeerConnection | None = None
+    subscriber: RTCPeerConnection | None = None
+    sources: dict[str, Source] = field(default_factory=dict)
+    taps: list[InboundTap] = field(default_factory=list)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    negotiating: bool = False
+    dirty: bool = False
+    renegotiation: asyncio.Task[None] | None = None
+
+
+OnTrackStarted = Callable[[PeerSession, TrackInfo], Awaitable[None]]
+OnOffer = Callable[[PeerSession, str, list[OfferedSource]], Awaitable[None]]
+
+
+class Peers:
+    """Every peer session on this node, and the sources they publish."""
+
+    def __init__(self, on_track_started: OnTrackStarted, on_offer: OnOffer) -> None:
+        self.sessions: dict[str, PeerSession] = {}
+        self.sources: dict[tuple[str, str], Source] = {}
+        self._on_track_started = on_track_started
+        self._on_offer = on_offer
+
+    def session(self, room_id: str, peer_id: str) -> PeerSession:
+        session = self.sessions.get(peer_id)
+        if session is None:
+            session = self.sessions[peer_id] = PeerSession(room_id, peer_id)
+        return session
+
+    # --- publishing -------------------------------------------------------------------
+
+    async def open_publisher(self, room_id: str, peer_id: str, sdp: str, tracks: list[TrackInfo]) -> str:
+        """Answer a publish offer; the offer's tracks become sources on this node."""
+        session = self.session(room_id, peer_id)
+        await self._close_publisher(session)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        session.publisher = pc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        by_mid = {t.mid: t for t in tracks}
+        for transceiver in pc.getTransceivers():
+            info = by_mid.get(transceiver.mid)
+            if info is None:
+                transceiver.direction = "inactive"
+                continue
+            transceiver.direction = "recvonly"
+            source = session.sources.get(info.source_id)
+            if source is None:
+                source = session.sources[info.source_id] = Source(peer_id, info.source_id, transceiver.kind)
+                self.sources[(peer_id, info.source_id)] = source
+            tap = tap_receiver(transceiver.receiver)
+            encoding = source.add_encoding(info.layer, tap)
+            tap.on_packet = self._first_packet(session, info, encoding.push, tap)
+            session.taps.append(tap)
+        await pc.setLocalDescription(await pc.createAnswer())
+        return str(pc.localDescription.sdp)
+
+    def _first_packet(self, session: PeerSession, info: TrackInfo,
+                      push: Callable[[RtpPacket, int], Awaitable[None]],
+                      tap: InboundTap) -> Callable[[RtpPacket, int], Awaitable[None]]:
+        async def first(packet: RtpPacket, arrival_ms: int) -> None:
+            tap.on_packet = push  # every later packet goes straight to the encoding
+            await push(packet, arrival_ms)
+            await self._on_track_started(session, info)
+        return first
+
+    async def _close_publisher(self, session: PeerSession) -> None:
+        for source_id, source in list(session.sources.items()):
+            for subscriber_id in list(source.downstreams):
+                source.unsubscribe(subscriber_id)
+                other = self.sessions.get(subscriber_id)
+                if other is not None:
+                    other.subscriptions.pop(source_id, None)
+            self.sources.pop((session.peer_id, source_id), None)
+        session.sources.clear()
+        session.taps.clear()
+        if session.publisher is not None:
+            await session.publisher.close()
+            session.publisher = None
+
+    # --- subscribing ------------------------------------------------------------------
+
+    async def add_subscription(self, room_id: str, peer_id: str, publisher_id: str, source_id: str,
+                               layer: str) -> None:
+        source = self.sources.get((publisher_id, source_id))
+        if source is None:
+            raise LookupError(f"source {publisher_id}/{source_id} is not on this node")
+        session = self.session(room_id, peer_id)
+        if source_id in session.subscriptions:
+            return
+        if session.subscriber is None:
+            pc = session.subscriber = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.on("connectionstatechange", lambda: self._connection_changed(session))
+        transceiver = session.subscriber.addTransceiver(source.kind, direction="sendonly")
+        leg = OutboundLeg(transceiver.sender)
+        session.subscriptions[source_id] = Subscription(source, transceiver, leg, layer)
+        self._renegotiate_soon(session)
+
+    def _renegotiate_soon(self, session: PeerSession) -> None:
+        session.dirty = True
+        if session.renegotiation is None or session.renegotiation.done():
+            session.renegotiation = asyncio.ensure_future(self._renegotiate(session))
+
+    async def _renegotiate(self, session: PeerSession) -> None:
+        await asyncio.sleep(RENEGOTIATE_AFTER_S)
+        if session.negotiating or not session.dirty or session.subscriber is None:
+            return
+        session.dirty = False
+        session.negotiating = True
+        pc = session.subscriber
+        await pc.setLocalDescription(await pc.createOffer())
+        offered = [OfferedSource(source_id=source_id, peer_id=sub.source.publisher_id, kind=sub.source.kind,
+                                 layer=sub.layer, mid=sub.transceiver.mid)
+                   for source_id, sub in session.subscriptions.items()]
+        await self._on_offer(session, str(pc.localDescription.sdp), offered)
+
+    async def apply_answer(self, room_id: str, peer_id: str, sdp: str) -> None:
+        session = self.session(room_id, peer_id)
+        if session.subscriber is None or not session.negotiating:
+            raise LookupError("no subscriber offer is waiting for an answer")
+        await session.subscriber.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        session.negotiating = False
+        await self._activate(session)
+        if session.dirty:
+            self._renegotiate_soon(session)
+
+    def _connection_changed(self, session: PeerSession) -> None:
+        if session.subscriber is not None and session.subscriber.connectionState == "connected":
+            asyncio.ensure_future(self._activate(session))
+
+    async def _activate(self, session: PeerSession) -> None:
+        """Start forwarding on legs whose transceiver is negotiated and connected."""
+        if session.subscriber is None or session.subscriber.connectionState != "connected":
+            return
+        for sub in session.subscriptions.values():
+            if not sub.active and sub.leg.ready:
+                sub.active = True
+                await sub.source.subscribe(session.peer_id, sub.leg, sub.layer)  # type: ignore[arg-type]
+
+    async def remove_subscription(self, peer_id: str, source_id: str) -> None:
+        session = self.sessions.get(peer_id)
+        sub = session.subscriptions.pop(source_id, None) if session else None
+        if sub is not None:
+            sub.source.unsubscribe(peer_id)
+
+    async def set_layer(self, peer_id: str, source_id: str, layer: str) -> None:
+        session = self.sessions.get(peer_id)
+        sub = session.subscriptions.get(source_id) if session else None
+        if sub is None:
+            raise LookupError(f"{peer_id} does not subscribe to {source_id}")
+        sub.layer = layer
+        if sub.active:
+            await sub.source.set_layer(peer_id, layer)  # type: ignore[arg-type]
+
+    # --- teardown ----------------------------------------------------------------------
+
+    async def close_peer(self, peer_id: str) -> None:
+        session = self.sessions.pop(peer_id, None)
+        if session is None:
+            return
+        await self._close_publisher(session)
+        for sub in session.subscriptions.values():
+            sub.source.unsubscribe(peer_id)
+        session.subscriptions.clear()
+        if session.renegotiation is not None:
+            session.renegotiation.cancel()
+        if session.subscriber is not None:
+            with contextlib.suppress(Exception):
+                await session.subscriber.close()
+
+    async def close_room(self, room_id: str) -> None:
+        for peer_id in [p for p, s in self.sessions.items() if s.room_id == room_id]:
+            await self.close_peer(peer_id)
+
+    async def close(self) -> None:
+        for peer_id in list(self.sessions):
+            await self.close_peer(peer_id)
+
+    def load(self) -> dict[str, Any]:
+        legs = sum(len(s.subscriptions) for s in self.sessions.values())
+        legs += sum(len(s.taps) for s in self.sessions.values())
+        return {"peers": len(self.sessions), "legs": legs}
+
+    def forwarded(self) -> tuple[int, int]:
+        packets = sum(s.packets_forwarded for s in self.sources.values())
+        octets = sum(s.bytes_forwarded for s in self.sources.values())
+        return packets, octets
+
+    async def tick(self) -> None:
+        for source in list(self.sources.values()):
+            await source.tick()

@@ -1,0 +1,106 @@
+"""Three Python clients in one SFU room see and hear each other through a media node
+that forwards without decoding (its codec factories raise)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from pathlib import Path
+
+from aiortc.mediastreams import MediaStreamError
+
+from client import LocalTrack, RemoteTrack, Room
+from client.synthetic import PatternVideoTrack, ToneAudioTrack, decode_pattern
+from producers.kafka import EventProducer
+from producers.topics import Topics
+from tests.harness import Infra, Service, http_ready, media_stack, mint_token, streams_ready, unique, wait_for
+
+
+class Watcher:
+    """Consumes a client's remote tracks: decoded (code, counter) per video, frames per audio."""
+
+    def __init__(self) -> None:
+        self.video: dict[int, list[int]] = defaultdict(list)
+        self.audio: dict[str, int] = defaultdict(int)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def attach(self, room: Room) -> None:
+        async def on_event(kind: str, payload: object) -> None:
+            if kind == "track" and isinstance(payload, RemoteTrack):
+                self.tasks.append(asyncio.create_task(self._consume(payload)))
+        room.on(on_event)
+
+    async def _consume(self, remote: RemoteTrack) -> None:
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await remote.track.recv()
+                if remote.track.kind == "video":
+                    code, counter = decode_pattern(frame)  # type: ignore[arg-type]
+                    self.video[code].append(counter)
+                else:
+                    self.audio[remote.peer_id] += 1
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+def advancing(counters: list[int], at_least: int = 15) -> bool:
+    return len(counters) >= at_least and counters[-1] > counters[0] and counters == sorted(counters)
+
+
+async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topics, prefix: str,
+                                                     producer: EventProducer, services: list[Service],
+                                                     tmp_path: Path) -> None:
+    stack = media_stack(infra, prefix, tmp_path, forbid_codecs="true")
+    for service in stack:
+        services.append(service.start())
+    worker, api = stack[0], stack[-1]
+    base = f"http://127.0.0.1:{api.env['ROOMLOG_API_PORT']}"
+    await streams_ready(producer, infra, topics, worker)
+    await http_ready(f"{base}/healthz", api)
+
+    room_id = unique("call-")
+    ws_url = base.replace("http", "ws") + "/v1/rtc"
+    rooms: list[Room] = []
+    watchers: list[Watcher] = []
+    try:
+        for code in (1, 2, 3):
+            token = await mint_token(base, f"user{code}", ["join", "publish", "subscribe"], room_id)
+            room = await Room.connect(ws_url, token, room_id, name=f"user{code}")
+            watcher = Watcher()
+            watcher.attach(room)
+            rooms.append(room)
+            watchers.append(watcher)
+            await room.publish([LocalTrack(PatternVideoTrack(code), f"cam-{code}", "camera"),
+                                LocalTrack(ToneAudioTrack(), f"mic-{code}", "microphone")])
+
+        def everyone_sees_everyone() -> bool:
+            for code, watcher in zip((1, 2, 3), watchers, strict=True):
+                others = {1, 2, 3} - {code}
+                if not all(advancing(watcher.video.get(o, [])) for o in others):
+                    return False
+                if len([p for p, n in watcher.audio.items() if n >= 50]) < 2:
+                    return False
+            return True
+
+        await wait_for(everyone_sees_everyone, 60, "every client decoding the other two and hearing them",
+                       interval=0.5)
+        for code, watcher in zip((1, 2, 3), watchers, strict=True):
+            assert code not in watcher.video, "a client received its own video"
+            assert set(watcher.video) == {1, 2, 3} - {code}
+        # media keeps flowing
+        before = {id(w): {c: len(v) for c, v in w.video.items()} for w in watchers}
+        await asyncio.sleep(2)
+        for w in watchers:
+            assert all(len(w.video[c]) > before[id(w)][c] for c in w.video)
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+        for room in rooms:
+            with contextlib.suppress(Exception):
+                await room.close()
+    node = stack[1]
+    assert node.alive(), node.tail()
+    assert "CodecForbidden" not in node.log_path.read_text()
