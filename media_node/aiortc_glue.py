@@ -234,13 +234,31 @@ def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParamet
     return list(transceiver._codecs)
 
 
-def on_keyframe_request(sender: RTCRtpSender, callback: KeyframeHandler) -> None:
+def observe_keyframe_requests(sender: RTCRtpSender, callback: KeyframeHandler) -> None:
     """Call ``callback`` on every PLI/FIR reaching ``sender``; aiortc still handles it too."""
     original = sender._handle_rtcp_packet
 
     async def handle(packet: Any) -> None:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             await callback()
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def observe_remb(sender: RTCRtpSender, callback: RembHandler) -> None:
+    """Call ``callback(bitrate)`` on every REMB naming ``sender``'s SSRC; aiortc still applies it."""
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                pass
+            else:
+                if sender._ssrc in ssrcs:
+                    callback(bitrate)
         await original(packet)
 
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]

@@ -36,6 +36,7 @@ class Subscription:
     transceiver: RTCRtpTransceiver
     leg: OutboundLeg
     layer: str
+    offered: bool = False
     active: bool = False
 
 
@@ -48,8 +49,10 @@ class PeerSession:
     sources: dict[str, Source] = field(default_factory=dict)
     taps: list[InboundTap] = field(default_factory=list)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    #: Subscriptions waiting for the next offer: the connection is changed only between
+    #: negotiations, never while an offer is out.
+    pending: dict[str, tuple[Source, str]] = field(default_factory=dict)
     negotiating: bool = False
-    dirty: bool = False
     renegotiation: asyncio.Task[None] | None = None
 
 
@@ -130,28 +133,29 @@ class Peers:
         if source is None:
             raise LookupError(f"source {publisher_id}/{source_id} is not on this node")
         session = self.session(room_id, peer_id)
-        if source_id in session.subscriptions:
+        if source_id in session.subscriptions or source_id in session.pending:
             return
         if session.subscriber is None:
             pc = session.subscriber = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             pc.on("connectionstatechange", lambda: self._connection_changed(session))
-        transceiver = session.subscriber.addTransceiver(source.kind, direction="sendonly")
-        leg = OutboundLeg(transceiver.sender)
-        session.subscriptions[source_id] = Subscription(source, transceiver, leg, layer)
+        session.pending[source_id] = (source, layer)
         self._renegotiate_soon(session)
 
     def _renegotiate_soon(self, session: PeerSession) -> None:
-        session.dirty = True
         if session.renegotiation is None or session.renegotiation.done():
             session.renegotiation = asyncio.ensure_future(self._renegotiate(session))
 
     async def _renegotiate(self, session: PeerSession) -> None:
         await asyncio.sleep(RENEGOTIATE_AFTER_S)
-        if session.negotiating or not session.dirty or session.subscriber is None:
+        if session.negotiating or not session.pending or session.subscriber is None:
             return
-        session.dirty = False
         session.negotiating = True
         pc = session.subscriber
+        for source_id, (source, layer) in session.pending.items():
+            transceiver = pc.addTransceiver(source.kind, direction="sendonly")
+            session.subscriptions[source_id] = Subscription(source, transceiver, OutboundLeg(transceiver.sender),
+                                                            layer, offered=True)
+        session.pending.clear()
         await pc.setLocalDescription(await pc.createOffer())
         offered = [OfferedSource(source_id=source_id, peer_id=sub.source.publisher_id, kind=sub.source.kind,
                                  layer=sub.layer, mid=sub.transceiver.mid)
@@ -164,26 +168,41 @@ class Peers:
             raise LookupError("no subscriber offer is waiting for an answer")
         await session.subscriber.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         session.negotiating = False
-        await self._activate(session)
-        if session.dirty:
+        asyncio.ensure_future(self._activate(session))
+        if session.pending:
             self._renegotiate_soon(session)
 
     def _connection_changed(self, session: PeerSession) -> None:
         if session.subscriber is not None and session.subscriber.connectionState == "connected":
             asyncio.ensure_future(self._activate(session))
 
-    async def _activate(self, session: PeerSession) -> None:
-        """Start forwarding on legs whose transceiver is negotiated and connected."""
-        if session.subscriber is None or session.subscriber.connectionState != "connected":
-            return
-        for sub in session.subscriptions.values():
-            if not sub.active and sub.leg.ready:
-                sub.active = True
-                await sub.source.subscribe(session.peer_id, sub.leg, sub.layer)  # type: ignore[arg-type]
+    async def _activate(self, session: PeerSession, timeout_s: float = 10.0) -> None:
+        """Start forwarding on legs once negotiated and connected. aiortc starts senders in
+        a task after the description is applied, so legs become ready a moment later."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while session.subscriber is not None and asyncio.get_running_loop().time() < deadline:
+            waiting = False
+            for sub in list(session.subscriptions.values()):
+                if sub.active or not sub.offered:
+                    continue
+                if sub.leg.ready:
+                    sub.active = True
+                    log.info("forwarding %s/%s to %s on mid %s ssrc %s", sub.source.publisher_id,
+                             sub.source.source_id, session.peer_id, sub.leg.mid, sub.leg.ssrc,
+                             extra={"peer_id": session.peer_id, "room_id": session.room_id})
+                    await sub.source.subscribe(session.peer_id, sub.leg, sub.layer)  # type: ignore[arg-type]
+                else:
+                    waiting = True
+            if not waiting:
+                return
+            await asyncio.sleep(0.05)
 
     async def remove_subscription(self, peer_id: str, source_id: str) -> None:
         session = self.sessions.get(peer_id)
-        sub = session.subscriptions.pop(source_id, None) if session else None
+        if session is None:
+            return
+        session.pending.pop(source_id, None)
+        sub = session.subscriptions.pop(source_id, None)
         if sub is not None:
             sub.source.unsubscribe(peer_id)
 

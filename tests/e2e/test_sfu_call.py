@@ -85,8 +85,13 @@ async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topic
                     return False
             return True
 
-        await wait_for(everyone_sees_everyone, 60, "every client decoding the other two and hearing them",
-                       interval=0.5)
+        try:
+            await wait_for(everyone_sees_everyone, 60, "every client decoding the other two and hearing them",
+                           interval=0.5)
+        except AssertionError as exc:
+            summary = [{c: (len(v), v[:3], v[-3:], v == sorted(v)) for c, v in w.video.items()} | {
+                "audio": dict(w.audio)} for w in watchers]
+            raise AssertionError(f"{exc}\n{summary}") from None
         for code, watcher in zip((1, 2, 3), watchers, strict=True):
             assert code not in watcher.video, "a client received its own video"
             assert set(watcher.video) == {1, 2, 3} - {code}
