@@ -5,49 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 from pathlib import Path
 
-from aiortc.mediastreams import MediaStreamError
-
-from client import LocalTrack, RemoteTrack, Room
-from client.synthetic import PatternVideoTrack, ToneAudioTrack, decode_pattern
+from client import LocalTrack, Room
+from client.synthetic import PatternVideoTrack, ToneAudioTrack
 from producers.kafka import EventProducer
 from producers.topics import Topics
+from tests.e2e.media import Watcher, advancing
 from tests.harness import Infra, Service, http_ready, media_stack, mint_token, streams_ready, unique, wait_for
-
-
-class Watcher:
-    """Consumes a client's remote tracks: decoded (code, counter) per video, frames per audio."""
-
-    def __init__(self) -> None:
-        self.video: dict[int, list[int]] = defaultdict(list)
-        self.audio: dict[str, int] = defaultdict(int)
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def attach(self, room: Room) -> None:
-        async def on_event(kind: str, payload: object) -> None:
-            if kind == "track" and isinstance(payload, RemoteTrack):
-                self.tasks.append(asyncio.create_task(self._consume(payload)))
-        room.on(on_event)
-
-    async def _consume(self, remote: RemoteTrack) -> None:
-        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
-            while True:
-                frame = await remote.track.recv()
-                if remote.track.kind == "video":
-                    code, counter = decode_pattern(frame)  # type: ignore[arg-type]
-                    self.video[code].append(counter)
-                else:
-                    self.audio[remote.peer_id] += 1
-
-    def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-
-
-def advancing(counters: list[int], at_least: int = 15) -> bool:
-    return len(counters) >= at_least and counters[-1] > counters[0] and counters == sorted(counters)
 
 
 async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topics, prefix: str,
