@@ -26,7 +26,7 @@ log = logging.getLogger("media_node")
 async def run(settings: NodeSettings) -> None:
     topics = Topics(settings.topic_prefix)
     async with EventProducer(settings.kafka_bootstrap, client_id=settings.node_id) as producer:
-        runner = CommandRunner(settings.node_id, producer, topics)
+        runner = CommandRunner(settings.node_id, producer, topics, settings.announced_address)
         consumer = EventConsumer(settings.kafka_bootstrap, [topics.name("media.commands")],
                                  group_id=f"roomlog-media-node-{settings.node_id}", address=settings.node_id,
                                  client_id=settings.node_id)

@@ -43,11 +43,11 @@ SEEN_LIMIT = 10_000
 
 
 class CommandRunner:
-    def __init__(self, node_id: str, producer: EventProducer, topics: Topics) -> None:
+    def __init__(self, node_id: str, producer: EventProducer, topics: Topics, announced_address: str = "") -> None:
         self.node_id = node_id
         self._producer = producer
         self._results = topics.name("media.results")
-        self.peers = Peers(self._track_started, self._offer)
+        self.peers = Peers(self._track_started, self._offer, announced_address)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._queues: dict[str, asyncio.Queue[NodeCommand]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}

@@ -20,6 +20,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSe
 from aiortc.rtp import RtpPacket
 
 from media_node.aiortc_glue import InboundTap, OutboundLeg, tap_receiver
+from media_node.announce import announce
 from media_node.forwarder import Source
 from producers.fields import TrackInfo
 from producers.media import OfferedSource
@@ -63,7 +64,8 @@ OnOffer = Callable[[PeerSession, str, list[OfferedSource]], Awaitable[None]]
 class Peers:
     """Every peer session on this node, and the sources they publish."""
 
-    def __init__(self, on_track_started: OnTrackStarted, on_offer: OnOffer) -> None:
+    def __init__(self, on_track_started: OnTrackStarted, on_offer: OnOffer, announced_address: str = "") -> None:
+        self.announced_address = announced_address
         self.sessions: dict[str, PeerSession] = {}
         self.sources: dict[tuple[str, str], Source] = {}
         self._on_track_started = on_track_started
@@ -100,7 +102,7 @@ class Peers:
             tap.on_packet = self._first_packet(session, info, encoding.push, tap)
             session.taps.append(tap)
         await pc.setLocalDescription(await pc.createAnswer())
-        return str(pc.localDescription.sdp)
+        return announce(str(pc.localDescription.sdp), self.announced_address)
 
     def _first_packet(self, session: PeerSession, info: TrackInfo,
                       push: Callable[[RtpPacket, int], Awaitable[None]],
@@ -160,7 +162,7 @@ class Peers:
         offered = [OfferedSource(source_id=source_id, peer_id=sub.source.publisher_id, kind=sub.source.kind,
                                  layer=sub.layer, mid=sub.transceiver.mid)
                    for source_id, sub in session.subscriptions.items()]
-        await self._on_offer(session, str(pc.localDescription.sdp), offered)
+        await self._on_offer(session, announce(str(pc.localDescription.sdp), self.announced_address), offered)
 
     async def apply_answer(self, room_id: str, peer_id: str, sdp: str) -> None:
         session = self.session(room_id, peer_id)

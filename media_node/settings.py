@@ -17,8 +17,9 @@ class NodeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_NODE_", extra="ignore")
 
     node_id: str = Field(default_factory=_default_node_id)
-    #: The address announced in ICE candidates (aiortc has no announcedIp).
-    announced_address: str = "127.0.0.1"
+    #: The address announced in the node's host ICE candidates (aiortc has no announcedIp);
+    #: empty = announce what aiortc gathered.
+    announced_address: str = ""
     heartbeat_interval_s: float = 1.0
     metrics_port: int = 0
     #: Make any codec construction raise (tests prove forwarding never decodes/encodes).
