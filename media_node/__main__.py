@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 from media_node.commands import CommandRunner
 from media_node.guard import forbid_codecs
 from media_node.heartbeat import Heartbeat
+from media_node.quality import QualitySampler
 from media_node.settings import NodeSettings
 from observability import logs, metrics
 from producers.kafka import EventConsumer, EventProducer
@@ -37,8 +38,10 @@ async def run(settings: NodeSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        sampler = QualitySampler(runner.peers, producer, topics.name("quality.samples"))
         tasks = [asyncio.create_task(heartbeat.run()), asyncio.create_task(runner.run(consumer)),
-                 asyncio.create_task(maintain(runner, heartbeat))]
+                 asyncio.create_task(maintain(runner, heartbeat)),
+                 asyncio.create_task(sampler.run(settings.stats_interval_s))]
         print(f"media node {settings.node_id} heartbeating to {topics.name('media.nodes')}",
               file=sys.stderr, flush=True)
         await stop.wait()

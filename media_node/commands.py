@@ -137,14 +137,15 @@ class CommandRunner:
 
     async def _track_started(self, session: PeerSession, track: TrackInfo) -> None:
         cause = self._causes.pop(f"{session.peer_id}/{track.source_id}/{track.layer}", None)
-        fields = dict(room_id=session.room_id, peer_id=session.peer_id, node_id=self.node_id, track=track)
+        fields: dict[str, Any] = dict(room_id=session.room_id, peer_id=session.peer_id, node_id=self.node_id,
+                                      track=track)
         event = TrackStarted.caused_by(cause[0], cause[1], **fields) if cause else TrackStarted.new(**fields)
         await self._emit(event)
 
     async def _offer(self, session: PeerSession, sdp: str, sources: list[OfferedSource]) -> None:
         cause = self._causes.get(f"offer/{session.peer_id}")
-        fields = dict(room_id=session.room_id, peer_id=session.peer_id, node_id=self.node_id, sdp=sdp,
-                      sources=sources)
+        fields: dict[str, Any] = dict(room_id=session.room_id, peer_id=session.peer_id, node_id=self.node_id,
+                                      sdp=sdp, sources=sources)
         # one offer can carry several subscriptions: its id must not collide with an earlier offer's
         event = SubscriberOffered.new(correlation_id=cause[0].correlation_id if cause else None, **fields)
         if cause is not None:

@@ -21,7 +21,7 @@ from aiortc.rtp import RtpPacket
 
 from media_node.aiortc_glue import InboundTap, OutboundLeg, tap_receiver
 from media_node.announce import announce
-from media_node.forwarder import Source
+from media_node.forwarder import Encoding, Source
 from producers.fields import TrackInfo
 from producers.media import OfferedSource
 
@@ -48,7 +48,8 @@ class PeerSession:
     publisher: RTCPeerConnection | None = None
     subscriber: RTCPeerConnection | None = None
     sources: dict[str, Source] = field(default_factory=dict)
-    taps: list[InboundTap] = field(default_factory=list)
+    #: Published encodings: "source/layer" -> (track info, receiver tap, encoding).
+    inbound: dict[str, tuple[TrackInfo, InboundTap, Encoding]] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     #: Subscriptions waiting for the next offer: the connection is changed only between
     #: negotiations, never while an offer is out.
@@ -100,7 +101,7 @@ class Peers:
             tap = tap_receiver(transceiver.receiver)
             encoding = source.add_encoding(info.layer, tap)
             tap.on_packet = self._first_packet(session, info, encoding.push, tap)
-            session.taps.append(tap)
+            session.inbound[f"{info.source_id}/{info.layer}"] = (info, tap, encoding)
         await pc.setLocalDescription(await pc.createAnswer())
         return announce(str(pc.localDescription.sdp), self.announced_address)
 
@@ -122,7 +123,7 @@ class Peers:
                     other.subscriptions.pop(source_id, None)
             self.sources.pop((session.peer_id, source_id), None)
         session.sources.clear()
-        session.taps.clear()
+        session.inbound.clear()
         if session.publisher is not None:
             await session.publisher.close()
             session.publisher = None
@@ -243,7 +244,7 @@ class Peers:
 
     def load(self) -> dict[str, Any]:
         legs = sum(len(s.subscriptions) for s in self.sessions.values())
-        legs += sum(len(s.taps) for s in self.sessions.values())
+        legs += sum(len(s.inbound) for s in self.sessions.values())
         return {"peers": len(self.sessions), "legs": legs}
 
     def forwarded(self) -> tuple[int, int]:

@@ -21,6 +21,8 @@ class NodeSettings(BaseSettings):
     #: empty = announce what aiortc gathered.
     announced_address: str = ""
     heartbeat_interval_s: float = 1.0
+    #: How often per-leg quality samples go to quality.samples.
+    stats_interval_s: float = 5.0
     metrics_port: int = 0
     #: Make any codec construction raise (tests prove forwarding never decodes/encodes).
     forbid_codecs: bool = False

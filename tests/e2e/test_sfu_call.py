@@ -10,15 +10,26 @@ from pathlib import Path
 from client import LocalTrack, Room
 from client.synthetic import PatternVideoTrack, ToneAudioTrack
 from producers.kafka import EventProducer
+from producers.media import QualitySample
 from producers.topics import Topics
 from tests.e2e.media import Watcher, advancing
-from tests.harness import Infra, Service, http_ready, media_stack, mint_token, streams_ready, unique, wait_for
+from tests.harness import (
+    Infra,
+    Service,
+    http_ready,
+    media_stack,
+    mint_token,
+    read_events,
+    streams_ready,
+    unique,
+    wait_for,
+)
 
 
 async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topics, prefix: str,
                                                      producer: EventProducer, services: list[Service],
                                                      tmp_path: Path) -> None:
-    stack = media_stack(infra, prefix, tmp_path, forbid_codecs="true")
+    stack = media_stack(infra, prefix, tmp_path, forbid_codecs="true", stats_interval_s=1)
     for service in stack:
         services.append(service.start())
     worker, api = stack[0], stack[-1]
@@ -73,4 +84,14 @@ async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topic
                 await room.close()
     node = stack[1]
     assert node.alive(), node.tail()
+    # per-leg quality samples from the node: every published encoding and every subscription
+    samples = [e for e in await read_events(infra.kafka, topics.name("quality.samples"))
+               if isinstance(e, QualitySample) and e.room_id == room_id]
+    legs = {(s.peer_id, s.leg) for s in samples}
+    for code, room in zip((1, 2, 3), rooms, strict=True):
+        assert {(room.peer_id, f"pub/cam-{code}/single"), (room.peer_id, f"pub/mic-{code}/single")} <= legs
+        others = {1, 2, 3} - {code}
+        assert {(room.peer_id, f"sub/cam-{o}") for o in others} <= legs
+    flowing = [s for s in samples if s.leg.startswith("sub/cam") and s.bitrate_kbps > 0]
+    assert flowing and all(s.loss_pct < 5 for s in flowing)
     assert "CodecForbidden" not in node.log_path.read_text()
