@@ -139,6 +139,11 @@ class Room:
             {"type": "publish", "sdp": pc.localDescription.sdp, "tracks": specs}, {"publisher-answer"})
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
+    async def restart_ice(self) -> None:
+        """ICE restart, protocol v1 style: a fresh publisher connection and a new publish."""
+        if self._published:
+            await self._open_publisher()
+
     # --- subscribing -----------------------------------------------------------------
 
     async def subscribe(self, source_id: str, layer: str = "high") -> None:
