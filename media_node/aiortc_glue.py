@@ -20,16 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from struct import pack
+from typing import Any, NamedTuple, cast
 
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs import is_rtx
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rate import RemoteBitrateEstimator
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters, RTCRtpSendParameters
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -45,8 +50,6 @@ from aiortc.rtp import (
     unwrap_rtx,
 )
 
-log = logging.getLogger(__name__)
-
 PacketHandler = Callable[[RtpPacket, int], Awaitable[None]]
 KeyframeHandler = Callable[[], Awaitable[None]]
 RembHandler = Callable[[int], None]
@@ -56,9 +59,12 @@ _S = "_RTCRtpSender__"
 RECEIVER_INTERNALS = ("codecs", "rtx_ssrc", "started", "transport", "rtcp_task", "decoder_thread",
                       "remote_streams", "active_ssrc", "nack_generator", "remote_bitrate_estimator",
                       "rtcp_ssrc", "stop_decoder", "kind")
-SENDER_INTERNALS = ("started", "rtp_history", "rtp_header_extensions_map", "packet_count",
+SENDER_INTERNALS = ("started", "transport", "rtp_history", "rtp_header_extensions_map", "packet_count",
                     "octet_count", "ntp_timestamp", "rtp_timestamp")
 NTP_UNIX_OFFSET_S = 2_208_988_800
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 
 class AiortcInternalsChanged(RuntimeError):
@@ -84,6 +90,48 @@ def _ntp_now() -> int:
     """Wall clock as 64-bit NTP, the same value aiortc's ``clock.current_ntp_time`` gives."""
     now = time.time() + NTP_UNIX_OFFSET_S
     return (int(now) << 32) | int((now % 1) * (1 << 32))
+
+
+class ExtensionIds(NamedTuple):
+    """Header extension ids a leg negotiated, for the extensions a forwarded packet carries."""
+
+    mid: int = 0
+    abs_send_time: int = 0
+    audio_level: int = 0
+
+    @classmethod
+    def of(cls, extensions: list[RTCRtpHeaderExtensionParameters]) -> ExtensionIds:
+        ids = {x.uri: x.id for x in extensions}
+        return cls(ids.get(URI_MID, 0), ids.get(URI_ABS_SEND_TIME, 0), ids.get(URI_AUDIO_LEVEL, 0))
+
+
+def serialize(packet: RtpPacket, ids: ExtensionIds) -> bytes | None:
+    """``packet.serialize(extensions_map)`` for the common case, about four times faster.
+
+    Handles packets with at most mid, abs-send-time and audio-level, no CSRC and no padding,
+    with one-byte extension headers; returns None otherwise (use aiortc's serializer).
+    """
+    x = packet.extensions
+    if packet.csrc or packet.padding_size or ids.mid > 14 or ids.abs_send_time > 14 or ids.audio_level > 14 \
+            or x.rtp_stream_id is not None or x.repaired_rtp_stream_id is not None \
+            or x.transmission_offset is not None or x.transport_sequence_number is not None:
+        return None
+    ext = b""
+    if ids.mid and x.mid is not None:
+        mid = x.mid.encode("utf8")
+        if not 0 < len(mid) <= 16:
+            return None
+        ext += bytes(((ids.mid << 4) | (len(mid) - 1),)) + mid
+    if ids.abs_send_time and x.abs_send_time is not None:
+        ext += bytes(((ids.abs_send_time << 4) | 2,)) + (x.abs_send_time & 0xFFFFFF).to_bytes(3, "big")
+    if ids.audio_level and x.audio_level is not None:
+        ext += bytes((ids.audio_level << 4, (0x80 if x.audio_level[0] else 0) | (x.audio_level[1] & 0x7F)))
+    if not ext:
+        return pack("!BBHLL", 0x80, (packet.marker << 7) | packet.payload_type, packet.sequence_number,
+                    packet.timestamp, packet.ssrc) + packet.payload
+    ext += b"\x00" * (-len(ext) % 4)
+    return pack("!BBHLLHH", 0x90, (packet.marker << 7) | packet.payload_type, packet.sequence_number,
+                packet.timestamp, packet.ssrc, 0xBEDE, len(ext) >> 2) + ext + packet.payload
 
 
 class SilentTrack(MediaStreamTrack):
@@ -290,6 +338,9 @@ class OutboundLeg:
         #: Test hook: packets for which it returns True are recorded but not sent.
         self.drop: Callable[[RtpPacket], bool] | None = None
         self._payload_types: dict[str, int] = {}
+        self._state: dict[str, Any] = vars(sender)  # the sender's attributes, written per packet
+        self._ssrc: int = sender._ssrc
+        self._extension_ids = ExtensionIds()
         self._history: dict[int, RtpPacket] = getattr(sender, _S + "rtp_history")
         self._extensions_map = getattr(sender, _S + "rtp_header_extensions_map")
         self._on_keyframe_request: list[KeyframeHandler] = []
@@ -324,29 +375,30 @@ class OutboundLeg:
         """
         if self.mid is None:
             return False
-        sender = self.sender
+        state = self._state
         ntp = _ntp_now()
-        packet.ssrc = sender._ssrc
+        packet.ssrc = self._ssrc
         packet.extensions.mid = self.mid
         packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
         self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
-        data = packet.serialize(self._extensions_map)
-        setattr(sender, _S + "ntp_timestamp", ntp)
-        setattr(sender, _S + "rtp_timestamp", packet.timestamp)
-        setattr(sender, _S + "octet_count", getattr(sender, _S + "octet_count") + len(packet.payload))
-        setattr(sender, _S + "packet_count", getattr(sender, _S + "packet_count") + 1)
+        data = serialize(packet, self._extension_ids) or packet.serialize(self._extensions_map)
+        state[_S + "ntp_timestamp"] = ntp
+        state[_S + "rtp_timestamp"] = packet.timestamp
+        state[_S + "octet_count"] += len(packet.payload)
+        state[_S + "packet_count"] += 1
         self.packets_sent += 1
         self.bytes_sent += len(data)
         if self.drop is not None and self.drop(packet):
             return True
         try:
-            await sender.transport._send_rtp(data)
+            await state[_S + "transport"]._send_rtp(data)
         except ConnectionError:
             return False
         return True
 
     async def _send(self, parameters: RTCRtpSendParameters) -> None:
         self.mid = parameters.muxId
+        self._extension_ids = ExtensionIds.of(parameters.headerExtensions)
         for codec in parameters.codecs:
             if not is_rtx(codec) and codec.payloadType is not None:
                 self._payload_types.setdefault(codec.name.lower(), codec.payloadType)

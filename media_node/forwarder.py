@@ -9,6 +9,8 @@ sequence numbers and timestamps, written to its :class:`Downlink` (an ``Outbound
 * Video starts, and moves to another encoding, only at a keyframe of that encoding and
   once the subscriber's leg is connected; the forwarder asks the publisher for one (PLI, at
   most one per ``pli_interval_s`` per encoding) and keeps asking while a subscriber waits.
+* A switch happens between frames: if the current frame is still open (no marker bit yet),
+  the target's keyframe packets wait (at most ``MAX_HELD_PACKETS`` / ``MAX_HOLD_S``).
 * Across a switch, sequence numbers continue at +1 and timestamps advance by the wall time
   elapsed, so the subscriber sees one continuous stream; VP8 picture ids are renumbered too.
 * A subscriber's PLI/FIR is relayed to its encoding's publisher (same throttle); the
@@ -21,6 +23,7 @@ No aiortc private name is used here (see ``aiortc_glue``); the clock is injected
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +37,10 @@ from producers.fields import Layer
 
 Clock = Callable[[], float]
 LAYER_ORDER: tuple[Layer, ...] = ("high", "mid", "low")
-MAX_TS_JUMP_S = 2.0
+PictureId = tuple[int, int] | None
+MAX_HELD_PACKETS = 64
+MAX_HOLD_S = 0.1
+log = logging.getLogger(__name__)
 
 
 class Upstream(Protocol):
@@ -100,22 +106,19 @@ class Encoding:
         keyframe: bool | None = None
         picture_id = vp8_picture_id(packet.payload) if self._is_vp8 else None
         for reader in tuple(self.readers):
-            if reader.current is not self:
-                if not reader.leg.ready:
-                    continue
+            if reader.current is self:
+                await reader.forward(packet, picture_id, now)
+            elif not reader.leg.ready:
+                continue
+            elif reader.holding:
+                await reader.hold(packet, picture_id, now)
+            else:
                 if keyframe is None:
                     keyframe = self._is_keyframe(packet.payload)
-                if not keyframe:
+                if keyframe:
+                    await reader.start(packet, picture_id, now)
+                else:
                     await self.request_keyframe(now)
-                    continue
-                reader.switch(self, packet, picture_id, now)
-            out = reader.rewrite(packet, picture_id, now)
-            if out is not None and await reader.leg.write(out):
-                size = len(out.payload)
-                reader.packets += 1
-                reader.bytes += size
-                source.packets_forwarded += 1
-                source.bytes_forwarded += size
 
     async def request_keyframe(self, now: float | None = None) -> bool:
         """Ask the publisher for a keyframe (PLI) unless one was asked for too recently."""
@@ -161,6 +164,7 @@ class Downstream:
         self.current: Encoding | None = None
         self.target = target
         self.closed = False
+        self.unsupported_codec = False
         self.packets = 0
         self.bytes = 0
         self.keyframe_requests_relayed = 0
@@ -179,6 +183,9 @@ class Downstream:
         self._pic_offset = 0
         self._last_pic: int | None = None
         self._payload_types: dict[str, int | None] = {}
+        self._frame_open = False
+        self._held: list[tuple[RtpPacket, PictureId]] = []
+        self._held_since = 0.0
         target.readers.append(self)
         leg.on_keyframe_request(self._relay_keyframe_request)
         leg.on_remb(self._record_remb)
@@ -188,20 +195,58 @@ class Downstream:
         """The encoding the subscriber is receiving now (None before its first keyframe)."""
         return self.current.layer if self.current is not None else None
 
+    @property
+    def holding(self) -> bool:
+        """Whether the target's keyframe arrived and waits for the current frame to end."""
+        return bool(self._held)
+
     def retarget(self, encoding: Encoding) -> None:
         old = self.target
         self.target = encoding
+        self._held = []
         if old is not encoding and old is not self.current and self in old.readers:
             old.readers.remove(self)
         if self not in encoding.readers:
             encoding.readers.append(self)
 
-    def switch(self, encoding: Encoding, packet: RtpPacket, picture_id: tuple[int, int] | None,
-               now: float) -> None:
+    async def start(self, packet: RtpPacket, picture_id: PictureId, now: float) -> None:
+        """The target's keyframe begins: switch now, or once the current frame is complete."""
+        if self.current is not None and self._frame_open:
+            self._held = [(packet, picture_id)]
+            self._held_since = now
+            return
+        self.switch(self.target, packet, picture_id, now)
+        await self.forward(packet, picture_id, now)
+
+    async def hold(self, packet: RtpPacket, picture_id: PictureId, now: float) -> None:
+        """Keep a target packet until the current frame ends (or too much time/too many packets)."""
+        self._held.append((packet, picture_id))
+        if len(self._held) >= MAX_HELD_PACKETS or now - self._held_since > MAX_HOLD_S:
+            await self._release(now)
+
+    async def forward(self, packet: RtpPacket, picture_id: PictureId, now: float) -> None:
+        """Rewrite and write one packet of the current encoding."""
+        out = self.rewrite(packet, picture_id, now)
+        if out is not None and await self.leg.write(out):
+            size = len(out.payload)
+            self.packets += 1
+            self.bytes += size
+            self.source.packets_forwarded += 1
+            self.source.bytes_forwarded += size
+        if self._held and not self._frame_open:
+            await self._release(now)
+
+    async def _release(self, now: float) -> None:
+        held, self._held = self._held, []
+        self.switch(self.target, held[0][0], held[0][1], now)
+        for packet, picture_id in held:
+            await self.forward(packet, picture_id, now)
+
+    def switch(self, encoding: Encoding, packet: RtpPacket, picture_id: PictureId, now: float) -> None:
         """Start reading ``encoding`` at ``packet`` (a keyframe start), continuing the numbering."""
         if self._max_seq is not None:
             self._next_seq = (self._max_seq + 1) & 0xFFFF
-            elapsed = min(max(now - self._last_sent_at, 0.0), MAX_TS_JUMP_S)
+            elapsed = max(now - self._last_sent_at, 0.0)
             self._next_ts = (self._last_ts + max(1, round(elapsed * encoding.clock_rate))) & 0xFFFFFFFF
         self._seq_offset = (self._next_seq - packet.sequence_number) & 0xFFFF
         self._ts_offset = (self._next_ts - packet.timestamp) & 0xFFFFFFFF
@@ -215,8 +260,10 @@ class Downstream:
         if old is not None and old is not encoding and old is not self.target and self in old.readers:
             old.readers.remove(self)
         self.switches.append((encoding.layer, packet.sequence_number, self._next_seq))
+        log.debug("layer %s from seq %d", encoding.layer, self._next_seq,
+                  extra={"peer_id": self.subscriber_id, "source_id": self.source.source_id})
 
-    def rewrite(self, packet: RtpPacket, picture_id: tuple[int, int] | None, now: float) -> RtpPacket | None:
+    def rewrite(self, packet: RtpPacket, picture_id: PictureId, now: float) -> RtpPacket | None:
         """This subscriber's copy of ``packet``, or None for packets from before the switch."""
         if not seq_newer_or_equal(packet.sequence_number, self._switch_seq):
             return None
@@ -226,6 +273,10 @@ class Downstream:
         if payload_type == -1:
             payload_type = self._payload_types[encoding.codec_name] = self.leg.payload_type(encoding.codec_name)
         if payload_type is None:
+            if not self.unsupported_codec:
+                self.unsupported_codec = True
+                log.warning("subscriber did not negotiate %s", encoding.codec_name,
+                            extra={"peer_id": self.subscriber_id, "source_id": self.source.source_id})
             return None
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
@@ -239,6 +290,7 @@ class Downstream:
             self._max_seq = seq
             self._last_ts = ts
             self._last_sent_at = now
+            self._frame_open = not packet.marker
             if pic is not None:
                 self._last_pic = pic
         out = RtpPacket(payload_type=payload_type, marker=packet.marker, sequence_number=seq,

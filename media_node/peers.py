@@ -16,7 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtp import RtpPacket
 
 from media_node.aiortc_glue import InboundTap, OutboundLeg, tap_receiver
@@ -139,7 +145,8 @@ class Peers:
         if source_id in session.subscriptions or source_id in session.pending:
             return
         if session.subscriber is None:
-            pc = session.subscriber = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc = session.subscriber = RTCPeerConnection(
+                RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
             pc.on("connectionstatechange", lambda: self._connection_changed(session))
         session.pending[source_id] = (source, layer)
         self._renegotiate_soon(session)

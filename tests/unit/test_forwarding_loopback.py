@@ -1,0 +1,369 @@
+"""A real forwarding loop in one process, over loopback (run inside ``scripts/netns.sh``).
+
+publisher PC (aiortc encodes VP8 + Opus) → node publisher PC (tapped, recvonly)
+→ forwarder → node subscriber PC (offerer, sendonly, SilentTrack + OutboundLeg)
+→ viewer PC (aiortc depayloads and decodes).
+
+aiortc's codec entry points are wrapped by spies that record which sender encoded and
+which receiver depayloaded: the node's objects must never appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
+import pytest
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack, VideoStreamTrack
+from aiortc.rtp import RtpPacket
+from av import VideoFrame
+
+from media_node.aiortc_glue import observe_keyframe_requests, observe_remb
+from media_node.forwarder import Downstream, Forwarder, Source
+from media_node.keyframes import keyframe_detector, vp8_keyframe_start
+from media_node.sessions import PublisherSession, SubscriberSession
+from producers.fields import Layer, SourceKind, TrackInfo
+
+CONFIG = RTCConfiguration(iceServers=[])
+
+
+def loopback_only() -> bool:
+    """True inside ``scripts/netns.sh``: ``lo`` is the only interface, so media stays on it."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+needs_loopback_namespace = pytest.mark.skipif(
+    not loopback_only(), reason="connects real peers: run inside scripts/netns.sh (make test does)")
+pytestmark = needs_loopback_namespace
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait until ``condition()`` holds (polled every 10 ms), failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class CodecSpies:
+    encoded_by: set[int] = field(default_factory=set)
+    depayloaded_by: set[int] = field(default_factory=set)
+    decoders_started: int = 0
+
+
+@pytest.fixture
+def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[CodecSpies]:
+    seen = CodecSpies()
+    real_get_encoder = vars(aiortc.rtcrtpsender)["get_encoder"]
+    real_depayload = vars(aiortc.rtcrtpreceiver)["depayload"]
+    real_worker = aiortc.rtcrtpreceiver.decoder_worker
+
+    def get_encoder(*args: Any) -> Any:
+        seen.encoded_by.add(id(sys._getframe(1).f_locals.get("self")))
+        return real_get_encoder(*args)
+
+    def depayload(*args: Any) -> Any:
+        seen.depayloaded_by.add(id(sys._getframe(1).f_locals.get("self")))
+        return real_depayload(*args)
+
+    def decoder_worker(*args: Any) -> None:
+        seen.decoders_started += 1
+        real_worker(*args)
+
+    monkeypatch.setattr(aiortc.rtcrtpsender, "get_encoder", get_encoder)
+    monkeypatch.setattr(aiortc.rtcrtpreceiver, "depayload", depayload)
+    monkeypatch.setattr(aiortc.rtcrtpreceiver, "decoder_worker", decoder_worker)
+    yield seen
+
+
+class Pattern(VideoStreamTrack):
+    """30 fps frames of a fixed size whose content changes every frame."""
+
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__()
+        self.size = (width, height)
+        self.count = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame(width=self.size[0], height=self.size[1], format="yuv420p")
+        self.count += 1
+        for i, plane in enumerate(frame.planes):
+            plane.update(bytes([(self.count * 3 + i * 40) % 256]) * plane.buffer_size)
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+@dataclass
+class Frame:
+    kind: str
+    pts: int
+    width: int = 0
+    height: int = 0
+
+
+class Viewer:
+    """The subscriber's client: decodes every track it is sent."""
+
+    def __init__(self) -> None:
+        # a browser answering a BUNDLE offer adds no transport for a new m-line; with aiortc's
+        # default (balanced) policy a new kind briefly gets its own ICE transport
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.frames: list[Frame] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.pc.on("track", lambda track: self.tasks.append(asyncio.ensure_future(self._read(track))))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if isinstance(frame, VideoFrame):
+                    self.frames.append(Frame("video", frame.pts or 0, frame.width, frame.height))
+                else:
+                    self.frames.append(Frame("audio", frame.pts or 0))
+        except MediaStreamError:
+            pass
+
+    def video(self) -> list[Frame]:
+        return [f for f in self.frames if f.kind == "video"]
+
+    def audio(self) -> list[Frame]:
+        return [f for f in self.frames if f.kind == "audio"]
+
+    async def answer(self, offer_sdp: str) -> str:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription.sdp
+
+
+class Rig:
+    """Publisher client, node (publisher + subscriber sessions, forwarder), viewer."""
+
+    def __init__(self) -> None:
+        self.forwarder = Forwarder()
+        self.publisher = RTCPeerConnection(CONFIG)
+        self.senders: dict[str, RTCRtpSender] = {}
+        self.node_publisher = PublisherSession("pub1", self.forwarder)
+        self.node_subscriber = SubscriberSession("sub1")
+        self.viewer = Viewer()
+
+    async def publish(self, video: list[tuple[Layer, int, int]], audio: bool = True,
+                      video_codec: str = "video/VP8") -> None:
+        tracks: list[tuple[str, MediaStreamTrack, Layer]] = [
+            (f"cam-{layer}", Pattern(w, h), layer) for layer, w, h in video]
+        if audio:
+            tracks.append(("mic", AudioStreamTrack(), "single"))
+        transceivers = {name: self.publisher.addTransceiver(track, direction="sendonly")
+                        for name, track, _ in tracks}
+        self.senders = {name: t.sender for name, t in transceivers.items()}
+        preferred = [c for c in RTCRtpSender.getCapabilities("video").codecs
+                     if c.mimeType in (video_codec, "video/rtx")]
+        for name, transceiver in transceivers.items():
+            if name != "mic":
+                transceiver.setCodecPreferences(preferred)
+        await self.publisher.setLocalDescription(await self.publisher.createOffer())
+        infos = [TrackInfo(source_id="mic" if name == "mic" else "cam",
+                           kind=SourceKind.MICROPHONE if name == "mic" else SourceKind.CAMERA,
+                           layer=layer, mid=transceivers[name].mid) for name, _, layer in tracks]
+        answer = await self.node_publisher.answer(self.publisher.localDescription.sdp, infos)
+        await self.publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    def source(self, source_id: str) -> Source:
+        return self.forwarder.sources[("pub1", source_id)]
+
+    async def subscribe(self, source_id: str, layer: Layer = "high") -> Downstream:
+        """Add a subscription and renegotiate the subscriber PeerConnection."""
+        downstream = await self.node_subscriber.add(self.source(source_id), layer,
+                                                    self.node_publisher.codecs[source_id])
+        answer = await self.viewer.answer(await self.node_subscriber.offer())
+        await self.node_subscriber.accept(answer)
+        return downstream
+
+    def node_objects(self) -> tuple[set[int], set[int]]:
+        """ids of the node's senders and receivers."""
+        pcs = (self.node_publisher.pc, self.node_subscriber.pc)
+        return ({id(s) for pc in pcs for s in pc.getSenders()},
+                {id(r) for pc in pcs for r in pc.getReceivers()})
+
+    async def close(self) -> None:
+        for pc in (self.publisher, self.viewer.pc):
+            await pc.close()
+        await self.node_subscriber.close()
+        await self.node_publisher.close()
+
+
+@pytest.fixture
+async def rig() -> Any:
+    rig = Rig()
+    yield rig
+    await rig.close()
+
+
+def increasing(values: list[int]) -> bool:
+    return all(b > a for a, b in zip(values, values[1:], strict=False))
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+async def test_forwards_video_and_opus_without_codec_work_on_the_node(rig: Rig, spies: CodecSpies,
+                                                                      codec: str) -> None:
+    await rig.publish([("single", 320, 180)], video_codec=f"video/{codec}")
+    cam, mic = rig.source("cam"), rig.source("mic")
+    await eventually(lambda: cam.encodings["single"].packets_in > 40)  # the publisher runs already
+
+    plis: list[float] = []
+    publisher_rembs: list[int] = []
+
+    async def on_pli() -> None:
+        plis.append(time.monotonic())
+
+    observe_keyframe_requests(rig.senders["cam-single"], on_pli)
+    observe_remb(rig.senders["cam-single"], publisher_rembs.append)
+    subscribed_at = time.monotonic()
+    video = await rig.node_subscriber.add(cam, "high", rig.node_publisher.codecs["cam"])
+    audio = await rig.node_subscriber.add(mic, "high", rig.node_publisher.codecs["mic"])
+    leg = rig.node_subscriber.legs[("pub1", "cam")]
+    written: list[RtpPacket] = []
+    dropped: list[RtpPacket] = []
+
+    def lose_the_40th(packet: RtpPacket) -> bool:
+        written.append(packet)
+        if len(written) == 40:
+            dropped.append(packet)
+            return True
+        return False
+
+    leg.drop = lose_the_40th
+    await rig.node_subscriber.accept(await rig.viewer.answer(await rig.node_subscriber.offer()))
+    ticker = asyncio.ensure_future(rig.forwarder.run(interval_s=0.5))
+    try:
+        await eventually(lambda: len(rig.viewer.video()) >= 60 and len(rig.viewer.audio()) >= 50)
+        await eventually(lambda: bool(publisher_rembs) and video.remb is not None)
+    finally:
+        ticker.cancel()
+
+    frames = rig.viewer.video()
+    assert {(f.width, f.height) for f in frames} == {(320, 180)}
+    assert increasing([f.pts for f in frames])
+    # started at a keyframe the node asked for when the subscriber connected
+    assert plis and min(plis) > subscribed_at
+    assert keyframe_detector(codec)(written[0].payload) and video.switches[0][0] == "single"
+    assert cam.encodings["single"].codec_name == codec and written[0].payload_type == leg.payload_type(codec)
+    # the 40th packet was lost on the way out; the viewer NACKed it and the leg's history answered
+    assert leg.nacked >= 1 and leg.retransmittable >= 1
+    lost_pts = (dropped[0].timestamp - written[0].timestamp) & 0xFFFFFFFF
+    assert lost_pts in {f.pts for f in frames}
+    assert audio.packets > 0 and video.packets == cam.packets_forwarded
+    # no encoder and no depayloader/decoder on the node; the clients did use theirs
+    node_senders, node_receivers = rig.node_objects()
+    assert not spies.encoded_by & node_senders and not spies.depayloaded_by & node_receivers
+    assert {id(s) for s in rig.publisher.getSenders()} <= spies.encoded_by
+    assert {id(r) for r in rig.viewer.pc.getReceivers()} <= spies.depayloaded_by
+    assert spies.decoders_started == 2  # the viewer's video and audio, nothing else
+    assert not any(tap.decoding for tap in rig.node_publisher.taps.values())
+
+
+async def test_adding_and_removing_a_subscription_renegotiates_on_the_same_transport(
+        rig: Rig, spies: CodecSpies) -> None:
+    await rig.publish([("single", 320, 180)])
+    ice_states: list[tuple[str, str]] = []
+    for name, pc in (("viewer", rig.viewer.pc), ("node", rig.node_subscriber.pc)):
+        pc.on("iceconnectionstatechange", lambda name=name, pc=pc: ice_states.append((name, pc.iceConnectionState)))
+    video = await rig.subscribe("cam")
+    await eventually(lambda: len(rig.viewer.video()) >= 20)
+    first = rig.node_subscriber.transceivers[("pub1", "cam")].sender.transport
+    states_before = list(ice_states)
+    assert ("node", "completed") in states_before and ("viewer", "completed") in states_before
+
+    audio = await rig.subscribe("mic")
+    await eventually(lambda: len(rig.viewer.audio()) >= 30)
+    before = len(rig.viewer.video())
+    await eventually(lambda: len(rig.viewer.video()) >= before + 20)
+
+    second = rig.node_subscriber.transceivers[("pub1", "mic")].sender.transport
+    assert second is first and first.state == "connected"
+    assert ice_states == states_before  # no new ICE checks
+    assert len(rig.viewer.pc.getTransceivers()) == 2 and audio.packets > 0 and video.packets > 0
+    assert increasing([f.pts for f in rig.viewer.video()])
+    assert spies.decoders_started == 2
+
+    # and removing it again: the transceiver goes inactive, video carries on
+    rig.node_subscriber.remove(rig.source("mic"))
+    await rig.node_subscriber.accept(await rig.viewer.answer(await rig.node_subscriber.offer()))
+    audio_packets = audio.packets
+    before = len(rig.viewer.video())
+    await eventually(lambda: len(rig.viewer.video()) >= before + 20)
+    assert audio.closed and audio.packets == audio_packets and rig.source("mic").downstreams == {}
+    assert [t.currentDirection for t in rig.viewer.pc.getTransceivers()] == ["recvonly", "inactive"]
+    assert ice_states == states_before
+
+
+async def test_set_layer_switches_only_at_a_keyframe_of_the_target(rig: Rig, spies: CodecSpies) -> None:
+    await rig.publish([("high", 320, 180), ("low", 160, 96)], audio=False)
+    cam = rig.source("cam")
+    low = cam.encodings["low"]
+    held: list[int] = []
+
+    class HeldRequests:
+        """The low encoding's upstream, with keyframe requests held back until released."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        async def request_keyframe(self, media_ssrc: int) -> None:
+            held.append(media_ssrc)
+
+    low.upstream = HeldRequests(low.upstream)
+    down = await rig.subscribe("cam", "high")
+    leg = rig.node_subscriber.legs[("pub1", "cam")]
+    written: list[tuple[str | None, RtpPacket]] = []
+
+    def record(packet: RtpPacket) -> bool:
+        written.append((down.layer, packet))
+        return False
+
+    leg.drop = record
+    await eventually(lambda: len(rig.viewer.video()) >= 20)
+
+    await cam.set_layer("sub1", "low")
+    requested_at = len(rig.viewer.video())
+    await eventually(lambda: len(rig.viewer.video()) >= requested_at + 20 and len(held) >= 2)
+    assert down.layer == "high"  # no keyframe on low yet: still the high encoding
+    assert {(f.width, f.height) for f in rig.viewer.video()} == {(320, 180)}
+
+    viewer_plis = leg.keyframe_requests
+    await low.upstream.inner.request_keyframe(held[0])  # now let one through
+    await eventually(lambda: any(f.width == 160 for f in rig.viewer.video()))
+    frames = rig.viewer.video()
+    switch = next(i for i, f in enumerate(frames) if f.width == 160)
+    assert all(f.width == 320 for f in frames[:switch]) and all(f.width == 160 for f in frames[switch:])
+    assert increasing([f.pts for f in frames])
+    assert frames[switch].pts - frames[switch - 1].pts < 90000 // 2  # timestamps continue
+    first_low = next(p for layer, p in written if layer == "low")
+    assert vp8_keyframe_start(first_low.payload)
+    assert [s[0] for s in down.switches] == ["high", "low"]
+    out_seqs = [p.sequence_number for _, p in written]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(out_seqs, out_seqs[1:], strict=False))
+    stats = await rig.viewer.pc.getReceivers()[0].getStats()
+    assert [s.packetsLost for s in stats.values() if s.type == "inbound-rtp"] == [0]
+    assert leg.keyframe_requests == viewer_plis  # the viewer never had to ask: clean switch
+    assert spies.decoders_started == 1
+
