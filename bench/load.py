@@ -175,8 +175,9 @@ class Watch:
                             self._done.set()
 
     async def wait_all(self, ids: Iterable[str], timeout: float,
-                       check: Callable[[], None] | None = None) -> bool:
-        """Wait until every id has been seen; ``check`` runs every 0.5 s (raise to abort)."""
+                       check: Callable[[], None] | None = None, idle: float = 15.0) -> bool:
+        """Wait until every id has been seen; False after ``timeout``, or after ``idle``
+        seconds without a new record once records flow. ``check`` runs every 0.5 s."""
         self._waiting.update(i for i in ids if i not in self.seen)
         if not self._waiting:
             return True
@@ -187,8 +188,9 @@ class Watch:
                 self._task.result()
             if check is not None:
                 check()
-            left = deadline - time.perf_counter()
-            if left <= 0:
+            now = time.perf_counter()
+            left = deadline - now
+            if left <= 0 or (self.last_at is not None and now - self.last_at > idle):
                 return False
             try:
                 await asyncio.wait_for(self._done.wait(), min(0.5, left))

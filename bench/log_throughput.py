@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
@@ -107,11 +108,12 @@ async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[s
             details["profiled_max"] = await phases.max_rate(
                 bench, "maxprof", projection=True, profile=(args.profile, out, args.profile_path))
             details["profiled_max"]["profile_dir"] = str(out)
-        failed = False
+        failed = any(isinstance(p, dict) and p.get("complete") is False for p in details.values())
     finally:
         await bench.cleanup(keep_data=args.keep_data)
         if failed or args.keep_logs:
-            say(f"children's logs kept in {bench.workdir}")
+            say(f"children's logs kept in {bench.workdir} (a phase failed or was incomplete)"
+                if failed else f"children's logs kept in {bench.workdir}")
         else:
             shutil.rmtree(bench.workdir, ignore_errors=True)
     return summarize(args, srv, run_id, details, args.loadavg)
@@ -129,6 +131,8 @@ def summarize(args: argparse.Namespace, srv: Servers, run_id: str, d: dict[str, 
         "baseline_p50_ms": base_lat.get("p50_ms"), "baseline_p99_ms": base_lat.get("p99_ms"),
         "baseline_max_events_per_s": base_max.get("events_per_s"),
         "events_phase1": lat.get("count"), "events_phase2": top.get("handled"),
+        "missing_phase1": lat.get("missing"), "missing_phase2": top.get("missing"),
+        "missing_phase2_no_projection": noproj.get("missing"),
         "worker_cpu_pct": top.get("worker_cpu_pct"),
         "worker_cpu_pct_no_projection": noproj.get("worker_cpu_pct"),
         "worker_cpu_pct_phase1": lat.get("worker_cpu_pct"),
@@ -177,6 +181,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # aiokafka warns on every retried NotLeaderForPartition while fresh topics elect leaders
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     # SIGTERM unwinds like Ctrl-C, so children, topics and servers are cleaned up
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))

@@ -179,6 +179,32 @@ class CpuMeter:
         return result
 
 
+class CpuSampler:
+    """Samples one process's CPU seconds every ``interval`` s (a cheap /proc read), so its
+    CPU use between two instants known only afterwards can be computed."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+
+    def sample(self) -> None:
+        try:
+            self.samples.append((time.perf_counter(), process_cpu_seconds(self.pid)))
+        except OSError:
+            pass
+
+    def pct_between(self, start: float, end: float) -> float | None:
+        """% of one core used between the samples nearest to ``start`` and ``end``."""
+        if len(self.samples) < 2:
+            return None
+        a = min(self.samples, key=lambda s: abs(s[0] - start))
+        b = min(self.samples, key=lambda s: abs(s[0] - end))
+        if b[0] <= a[0]:
+            return None
+        return round(100.0 * (b[1] - a[1]) / (b[0] - a[0]), 1)
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
