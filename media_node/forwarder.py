@@ -89,6 +89,9 @@ class Encoding:
         self._is_vp8 = False
         self._last_request_at = float("-inf")
         self._request_wanted = False
+        #: a PLI went upstream and no keyframe has arrived since: only then are
+        #: further requests held back (a new subscriber right after a keyframe asks again)
+        self._request_outstanding = False
 
     async def push(self, packet: RtpPacket, arrival_ms: int = 0) -> None:
         """Forward one incoming packet to every downstream of this encoding."""
@@ -97,6 +100,8 @@ class Encoding:
         self.bytes_in += len(packet.payload)
         if packet.payload_type != self._payload_type:
             self._learn_codec(packet.payload_type)
+        if self._request_outstanding and self._is_keyframe(packet.payload):
+            self._request_outstanding = False
         if not self.readers:
             return
         source = self.source
@@ -128,9 +133,10 @@ class Encoding:
         if self.ssrc is None:
             self._request_wanted = True
             return False
-        if now - self._last_request_at < self.source.pli_interval_s:
+        if self._request_outstanding and now - self._last_request_at < self.source.pli_interval_s:
             return False
         self._request_wanted = False
+        self._request_outstanding = True
         self._last_request_at = now
         self.keyframe_requests_sent += 1
         await self.upstream.request_keyframe(self.ssrc)

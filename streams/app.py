@@ -30,6 +30,7 @@ from producers.errors import DecodeError
 from producers.kafka import dead_letter_headers, trace_headers
 from producers.rtc import Tick
 from producers.topics import ROOM_PARTITIONS, Topics, spec
+from streams import faust_fixes
 from streams import registry as registry_decision
 from streams import rooms as room_decision
 from streams.batch import Batch
@@ -162,6 +163,7 @@ class Worker:
 
 
 def build(settings: StreamsSettings) -> Worker:
+    faust_fixes.install()
     topics = Topics(settings.topic_prefix)
     app = faust.App(
         settings.app_id,
@@ -178,6 +180,8 @@ def build(settings: StreamsSettings) -> Worker:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         producer_linger=0.002,
+        # a burst of joins makes hundreds of notifications; 16 KB batches stall on round trips
+        producer_max_batch_size=1_000_000,
         topic_allow_declare=True,
     )
     worker = Worker(

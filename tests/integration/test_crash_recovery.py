@@ -5,6 +5,8 @@ no output twice under different ids."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable
 from pathlib import Path
 
 from producers.catalog import decode
@@ -131,3 +133,48 @@ async def test_sigkill_recovery(infra: Infra, topics: Topics, prefix: str, produ
     report = await replay(infra.kafka, prefix, None, app_id)
     assert report.equal, report.mismatches[:5]
     print(f"handled again after restart: {len(again)}; facts {len(fact_ids)} records, {len(set(fact_ids))} distinct")
+
+
+async def test_restart_with_a_backlog_handles_every_intent(infra: Infra, topics: Topics, prefix: str,
+                                                           producer: EventProducer, services: list[Service],
+                                                           tmp_path: Path) -> None:
+    """A worker stops, intents pile up, a new worker starts: every intent gets its facts
+    (faust-streaming drops messages around recovery unless streams.faust_fixes is installed)."""
+    app_id = f"{prefix}backlog"
+    first = streams_service(infra, prefix, tmp_path, app_id=app_id, name="first", project_to_postgres="false").start()
+    services.append(first)
+    await streams_ready(producer, infra, topics, first)
+    rooms = [unique("bl-") for _ in range(50)]
+    intents = workload(rooms, 4500)
+    topic = topics.name("rtc.intents")
+    for intent in intents[:500]:
+        await producer.send_soon(topic, intent)
+    await producer.flush()
+    predicted_first = await predicted_fact_ids(infra, topics)
+
+    async def first_done() -> bool:
+        return {str(decode(r.value).event_id) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))} \
+            >= predicted_first
+
+    await wait_for(first_done, 60, "the first worker handling its share")
+    first.stop()
+    for intent in intents[500:]:
+        await producer.send_soon(topic, intent)
+    await producer.flush()
+
+    second = streams_service(infra, prefix, tmp_path, app_id=app_id, name="second", project_to_postgres="false").start()
+    services.append(second)
+    predicted = await predicted_fact_ids(infra, topics)
+
+    async def missing() -> set[str]:
+        seen = {str(decode(r.value).event_id) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))}
+        return predicted - seen
+
+    with contextlib.suppress(AssertionError):
+        await wait_for(lambda: _empty(missing()), 120, "every fact of the backlog")
+    lost = await missing()
+    assert not lost, f"{len(lost)} of {len(predicted)} predicted facts never appeared"
+
+
+async def _empty(pending: Awaitable[set[str]]) -> bool:
+    return not await pending
