@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from itertools import groupby
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -33,63 +34,78 @@ Statement = Any
 log = logging.getLogger(__name__)
 
 
-def _upsert(model: Any, values: dict[str, Any], keys: tuple[str, ...]) -> Statement:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column to the new values."""
-    stmt = insert(model).values(**values)
+def _upsert(model: Any, keys: tuple[str, ...]) -> Statement:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column to the new values.
+    Built once; values come as parameters, so the compiled form is cached and a run
+    of rows goes out as one executemany."""
+    stmt = insert(model)
     columns = [c.name for c in model.__table__.columns if c.name not in keys]
     return stmt.on_conflict_do_update(index_elements=list(keys),
                                       set_={c: stmt.excluded[c] for c in columns})
 
 
-def _room_created(f: RoomCreated) -> list[Statement]:
-    values = dict(room_id=f.room_id, room_type=f.room_type.value, creator=f.creator,
-                  max_participants=f.max_participants, empty_timeout_s=f.empty_timeout_s,
-                  status="open", node_id=None, created_at=f.occurred_at, closed_at=None,
-                  meta=dict(f.metadata), last_event_id=str(f.event_id))
-    return [_upsert(Room, values, ("room_id",))]
+def _update(model: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Statement:
+    """UPDATE model SET columns WHERE keys, all bound (parameters ``k_<key>``, ``<column>``)."""
+    where = [getattr(model, k) == bindparam(f"k_{k}") for k in keys]
+    return update(model).where(*where).values({c: bindparam(c) for c in columns})
 
 
-def _room_closed(f: RoomClosed) -> list[Statement]:
-    return [update(Room).where(Room.room_id == f.room_id).values(
-        status="closed", closed_at=f.occurred_at, node_id=None, last_event_id=str(f.event_id))]
+ROOM_UPSERT = _upsert(Room, ("room_id",))
+MEMBER_UPSERT = _upsert(RoomMember, ("room_id", "peer_id"))
+ROOM_CLOSED = _update(Room, ("room_id",), ("status", "closed_at", "node_id", "last_event_id"))
+ROOM_PLACED = _update(Room, ("room_id",), ("node_id", "last_event_id"))
+MEMBER_LEFT = _update(RoomMember, ("room_id", "peer_id"), ("state", "left_at", "left_reason", "last_event_id"))
+MEMBER_STATE = _update(RoomMember, ("room_id", "peer_id"), ("state", "last_event_id"))
+MEMBER_MEDIA = _update(RoomMember, ("room_id", "peer_id"), ("audio_enabled", "video_enabled", "last_event_id"))
+
+Row = tuple[Statement, dict[str, Any]]
 
 
-def _room_placed(f: RoomPlaced) -> list[Statement]:
-    return [update(Room).where(Room.room_id == f.room_id).values(
-        node_id=f.node_id, last_event_id=str(f.event_id))]
+def _room_created(f: RoomCreated) -> Row:
+    return ROOM_UPSERT, dict(room_id=f.room_id, room_type=f.room_type.value, creator=f.creator,
+                             max_participants=f.max_participants, empty_timeout_s=f.empty_timeout_s,
+                             status="open", node_id=None, created_at=f.occurred_at, closed_at=None,
+                             metadata=dict(f.metadata), last_event_id=str(f.event_id))
 
 
-def _member(f: Event, peer_id: str, **values: Any) -> Statement:
-    return update(RoomMember).where(
-        RoomMember.room_id == f.room_id, RoomMember.peer_id == peer_id  # type: ignore[attr-defined]
-    ).values(last_event_id=str(f.event_id), **values)
+def _room_closed(f: RoomClosed) -> Row:
+    return ROOM_CLOSED, dict(k_room_id=f.room_id, status="closed", closed_at=f.occurred_at,
+                             node_id=None, last_event_id=str(f.event_id))
 
 
-def _peer_joined(f: PeerJoined) -> list[Statement]:
-    values = dict(room_id=f.room_id, peer_id=f.peer_id, identity=f.identity, name=f.name,
-                  state="joined", joined_at=f.occurred_at, left_at=None, left_reason=None,
-                  audio_enabled=True, video_enabled=True, last_event_id=str(f.event_id))
-    return [_upsert(RoomMember, values, ("room_id", "peer_id"))]
+def _room_placed(f: RoomPlaced) -> Row:
+    return ROOM_PLACED, dict(k_room_id=f.room_id, node_id=f.node_id, last_event_id=str(f.event_id))
 
 
-def _peer_left(f: PeerLeft) -> list[Statement]:
-    return [_member(f, f.peer_id, state="left", left_at=f.occurred_at, left_reason=f.reason)]
+def _member(stmt: Statement, f: Event, peer_id: str, **values: Any) -> Row:
+    return stmt, dict(k_room_id=getattr(f, "room_id"), k_peer_id=peer_id,  # noqa: B009
+                      last_event_id=str(f.event_id), **values)
 
 
-def _peer_disconnected(f: PeerDisconnected) -> list[Statement]:
-    return [_member(f, f.peer_id, state="disconnected")]
+def _peer_joined(f: PeerJoined) -> Row:
+    return MEMBER_UPSERT, dict(room_id=f.room_id, peer_id=f.peer_id, identity=f.identity, name=f.name,
+                               state="joined", joined_at=f.occurred_at, left_at=None, left_reason=None,
+                               audio_enabled=True, video_enabled=True, last_event_id=str(f.event_id))
 
 
-def _peer_resumed(f: PeerResumed) -> list[Statement]:
-    return [_member(f, f.peer_id, state="joined")]
+def _peer_left(f: PeerLeft) -> Row:
+    return _member(MEMBER_LEFT, f, f.peer_id, state="left", left_at=f.occurred_at, left_reason=f.reason)
 
 
-def _peer_updated(f: PeerUpdated) -> list[Statement]:
-    return [_member(f, f.peer_id, audio_enabled=not f.audio_muted,
-                    video_enabled=not f.video_muted)]
+def _peer_disconnected(f: PeerDisconnected) -> Row:
+    return _member(MEMBER_STATE, f, f.peer_id, state="disconnected")
 
 
-PROJECTORS: dict[type[Event], Callable[[Any], list[Statement]]] = {
+def _peer_resumed(f: PeerResumed) -> Row:
+    return _member(MEMBER_STATE, f, f.peer_id, state="joined")
+
+
+def _peer_updated(f: PeerUpdated) -> Row:
+    return _member(MEMBER_MEDIA, f, f.peer_id, audio_enabled=not f.audio_muted,
+                   video_enabled=not f.video_muted)
+
+
+PROJECTORS: dict[type[Event], Callable[[Any], Row]] = {
     RoomCreated: _room_created,
     RoomClosed: _room_closed,
     RoomPlaced: _room_placed,
@@ -102,16 +118,14 @@ PROJECTORS: dict[type[Event], Callable[[Any], list[Statement]]] = {
 
 
 async def apply_facts(conn: AsyncConnection, facts: Sequence[Event]) -> int:
-    """Apply facts in order on one connection (caller owns the transaction)."""
-    applied = 0
-    for fact in facts:
-        projector = PROJECTORS.get(type(fact))
-        if projector is None:
-            continue
-        for stmt in projector(fact):
-            await conn.execute(stmt)
-        applied += 1
-    return applied
+    """Apply facts in order on one connection (caller owns the transaction). Consecutive
+    rows of the same statement go out as one executemany; order is kept."""
+    rows = [PROJECTORS[type(f)](f) for f in facts if type(f) in PROJECTORS]
+    for _, run in groupby(rows, key=lambda row: id(row[0])):
+        batch = list(run)
+        params = [p for _, p in batch]
+        await conn.execute(batch[0][0], params if len(params) > 1 else params[0])
+    return len(rows)
 
 
 async def project(engine: AsyncEngine, facts: Sequence[Event]) -> int:
