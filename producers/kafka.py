@@ -33,15 +33,18 @@ def partition_for(key: str, partitions: int) -> int:
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-def trace_headers(event: Event) -> Headers:
+def traceparent() -> str:
     """W3C trace context of the current span, or a fresh root context."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    traceparent = carrier.get("traceparent") or (
-        f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-    )
+    return carrier.get("traceparent") or f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def trace_headers(event: Event, parent: str | None = None) -> Headers:
+    """Headers of a record: trace context (``parent`` or the current one), type, version."""
+    parent = parent or traceparent()
     return [
-        ("traceparent", traceparent.encode()),
+        ("traceparent", parent.encode()),
         ("type", event.type.encode()),
         ("schema_version", str(event.schema_version).encode()),
     ]

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import faust
+import mode.loop
 from prometheus_client import start_http_server
 
 from observability import logs
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         "Configured by ROOMLOG_STREAMS_* env vars, KAFKA_BOOTSTRAP and DATABASE_URL.")
     parser.parse_args(argv)
     settings = StreamsSettings()
+    mode.loop.use("uvloop")  # before faust creates its loop: less per-message overhead
     logs.setup("streams", settings.log_level)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from observability import metrics
 from producers.catalog import encode
-from producers.kafka import trace_headers
+from producers.kafka import trace_headers, traceparent
 from producers.topics import Topics
 from streams.outputs import Output
 
@@ -43,11 +43,13 @@ class Batch:
         self._dirty[(id(table), key)] = (table, partition, value)
 
     async def emit(self, outputs: Sequence[Output]) -> None:
+        """Hand one input's outputs to the producer; they share the input's trace context."""
+        parent = traceparent() if outputs else ""
         for output in outputs:
             event = output.event
             self._pending.append(await self._producer.send(
                 self._topics.name(output.topic), event.key.encode(), encode(event), output.partition, None,
-                trace_headers(event)))
+                trace_headers(event, parent)))
             metrics.STREAMS_OUTPUTS.labels(event.type).inc()
 
     async def send_raw(self, topic: str, key: bytes | None, value: bytes | None,
