@@ -52,10 +52,11 @@ class Hub:
             event = received.event
             if not isinstance(event, Notification) or event.gateway_id != self.gateway_id:
                 continue
-            deliver = self._sessions.get(event.session_id)
-            if deliver is None:
-                continue
-            try:
-                await deliver(event.message)
-            except Exception:  # noqa: BLE001 - one broken socket must not stop the others
-                log.exception("delivery failed", extra={"session_id": event.session_id})
+            for session_id in event.sessions():
+                deliver = self._sessions.get(session_id)
+                if deliver is None:
+                    continue
+                try:
+                    await deliver(event.message)
+                except Exception:  # noqa: BLE001 - one broken socket must not stop the others
+                    log.exception("delivery failed", extra={"session_id": session_id})

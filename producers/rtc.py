@@ -261,3 +261,8 @@ class Notification(Event):
     room_id: str | None = None
     peer_id: str | None = None
     message: dict[str, Any]
+    #: The same message for several sessions on this gateway (``session_id`` is the first).
+    session_ids: list[str] = Field(default_factory=list)
+
+    def sessions(self) -> list[str]:
+        return self.session_ids or [self.session_id]

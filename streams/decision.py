@@ -42,10 +42,15 @@ class Decision:
                      message=message)
 
     def notify_others(self, peer_id: str, message: dict[str, Any]) -> None:
+        """One notification per gateway, listing the sessions of every other joined peer."""
         assert self.state is not None
+        by_gateway: dict[str, list[str]] = {}
         for other in self.state.peers.values():
             if other.peer_id != peer_id and other.state == "joined":
-                self.notify(other, message)
+                by_gateway.setdefault(other.gateway_id, []).append(other.session_id)
+        for gateway_id, sessions in sorted(by_gateway.items()):
+            self.out.add("gateway.notifications", Notification, gateway_id=gateway_id, session_id=sessions[0],
+                         session_ids=sessions if len(sessions) > 1 else [], room_id=self.room_id, message=message)
 
     def command(self, cls: type[Any], **fields: Any) -> None:
         if self.state is None or self.state.node_id is None:

@@ -64,7 +64,7 @@ def test_second_peer_sees_first_and_first_is_told() -> None:
     state, out = run(None, join("p1", "alice"), join("p2", "bob"))
     assert state is not None and set(state.peers) == {"p1", "p2"}
     told = [o for o in out if isinstance(o, Notification) and o.message["type"] == "peer-joined"]
-    assert [n.peer_id for n in told] == ["p1"]
+    assert [n.sessions() for n in told] == [["s-p1"]]
 
 
 def test_duplicate_event_id_is_ignored_after_leave() -> None:
@@ -175,3 +175,11 @@ def test_state_is_the_fold_of_its_facts() -> None:
     assert state is not None and replayed is not None
     assert replayed.view() == state.view()
     assert isinstance(facts[0], RoomCreated) and isinstance(facts[1], PeerJoined)
+
+
+def test_one_notification_per_gateway_lists_every_session() -> None:
+    joins = [join(f"p{i}", f"u{i}") for i in range(4)]
+    state, _ = run(None, *joins, RoomPlaced.new(room_id="r1", node_id="n1"))
+    _, out = run(state, join("p9", "u9"))
+    told = [o for o in out if isinstance(o, Notification) and o.message["type"] == "peer-joined"]
+    assert len(told) == 1 and sorted(told[0].sessions()) == ["s-p0", "s-p1", "s-p2", "s-p3"]

@@ -71,7 +71,7 @@ def test_track_started_publishes_and_auto_subscribes_others() -> None:
     state = placed_room()
     state, out = feed(state, TrackStarted.new(room_id="r", peer_id="a", node_id="n1", track=CAM))
     assert [o.track.source_id for o in out if isinstance(o, TrackPublished)] == ["cam-a"]
-    assert [n.peer_id for n in notes(out, "track-published")] == ["b"]
+    assert [n.sessions() for n in notes(out, "track-published")] == [["s-b"]]
     subs = [o for o in out if isinstance(o, AddSubscription)]
     assert [(s.peer_id, s.publisher_peer_id, s.source_id) for s in subs] == [("b", "a", "cam-a")]
     assert state is not None and state.peers["b"].subscriptions == {"cam-a": "high"}
@@ -114,7 +114,7 @@ def test_leaving_publisher_unpublishes_its_sources() -> None:
     state, _ = feed(state, TrackStarted.new(room_id="r", peer_id="a", node_id="n1", track=CAM))
     state, out = feed(state, LeaveRequested.new(room_id="r", peer_id="a"))
     assert [o.source_id for o in out if isinstance(o, TrackUnpublished)] == ["cam-a"]
-    assert [n.peer_id for n in notes(out, "track-unpublished")] == ["b"]
+    assert [n.sessions() for n in notes(out, "track-unpublished")] == [["s-b"]]
     assert [o.peer_id for o in out if isinstance(o, ClosePeer)] == ["a"]
     assert state is not None and state.peers["b"].subscriptions == {}
     assert [(o.peer_id, o.source_id) for o in out if isinstance(o, SubscriptionRemoved)] == [("b", "cam-a")]
