@@ -31,8 +31,9 @@ from producers.rtc import (
     TrackUnpublished,
 )
 
-#: How many recent event ids a room remembers for deduplication.
-SEEN_LIMIT = 512
+#: How many recent input ids a room remembers for deduplication: re-deliveries after a
+#: crash come from the offset-commit window (1 s by default), far below this per room.
+SEEN_LIMIT = 256
 
 
 class PeerState(BaseModel):
