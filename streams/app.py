@@ -169,6 +169,7 @@ def build(settings: StreamsSettings) -> Worker:
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=f"{settings.data_dir}/{settings.app_id}",
         topic_partitions=ROOM_PARTITIONS,
         topic_replication_factor=1,
         processing_guarantee="at_least_once",

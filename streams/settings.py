@@ -37,4 +37,6 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
     metrics_port: int = 0
     #: When set, append "<topic> <partition> <offset> <event_id>" per handled input.
     trace_file: str | None = None
+    #: Where Faust keeps its per-app data directory (tables are in memory + changelog).
+    data_dir: str = ".run/faust"
     log_level: str = "warning"
