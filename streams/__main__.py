@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import faust
 import mode.loop
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("streams", settings.log_level)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     worker = build(settings)
     if settings.trace_file:
         worker.trace = open(settings.trace_file, "a", buffering=1)  # noqa: SIM115
