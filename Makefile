@@ -7,7 +7,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install venv infra-install infra-up infra-down infra-status migrate topics \
-        up down test test-unit test-inside lint golden bench lock
+        up down test test-unit test-inside lint golden bench bench-sfu bench-join lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,12 @@ golden: venv  ## add golden fixtures for new event types (append-only)
 
 bench: install  ## log throughput benchmark (prints JSON)
 	@scripts/netns.sh bash -c '$(PY) -m bench.log_throughput --json'
+
+bench-sfu: install  ## SFU forwarding benchmark: subscribers per core vs MediaRelay (prints JSON)
+	@scripts/netns.sh bash -c '$(PY) -m bench.sfu_forwarding --json'
+
+bench-join: install  ## join latency benchmark: join -> first frame, per hop (prints JSON)
+	@scripts/netns.sh bash -c '$(PY) -m bench.join_latency --json'
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	@UV_CACHE_DIR=$${ROOMLOG_CACHE:-$$HOME/.cache/roomlog}/uv $${ROOMLOG_CACHE:-$$HOME/.cache/roomlog}/bootstrap/bin/uv \

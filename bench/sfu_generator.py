@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
 
 from bench.sfu_media import SOURCE_CODE
 from client.synthetic import BITS, BLOCK
@@ -127,6 +128,7 @@ def count_rtp(pc: RTCPeerConnection, recorder: Recorder) -> dict[int, Stream]:
     dtls = pc.getTransceivers()[0].receiver.transport
     connection = dtls.transport._connection  # noqa: SLF001 - aioice Connection
     streams: dict[int, Stream] = {}
+    kinds: dict[int, str] = {}  # payload type -> kind, from the node's offer
     log = recorder.log
     latencies = recorder.latencies
     audio_latencies = recorder.audio_latencies
@@ -156,6 +158,10 @@ def count_rtp(pc: RTCPeerConnection, recorder: Recorder) -> dict[int, Stream]:
         stream = streams.get(ssrc)
         if stream is None:
             stream = streams[ssrc] = Stream(ssrc, seq, now)
+            if not kinds and pc.remoteDescription is not None:
+                for media in SessionDescription.parse(pc.remoteDescription.sdp).media:
+                    kinds.update({c.payloadType: media.kind for c in media.rtp.codecs if c.payloadType is not None})
+            stream.kind = kinds.get(data[1] & 0x7F, "")
             recorder.streams.append(stream)
         else:
             ahead = (seq - stream.max_ext) & 0xFFFF

@@ -75,9 +75,10 @@ class QualitySampler:
                 lost = remote.packetsLost if remote is not None else 0
                 loss, kbps = self._delta((session.peer_id, f"sub/{source_id}"), outbound.packetsSent, lost,
                                          outbound.bytesSent)
-                rtt = (remote.roundTripTime or 0.0) if remote is not None else 0.0
+                # aiortc's RTT estimate can go negative under load (clock/DLSR rounding)
+                rtt = max(0.0, remote.roundTripTime or 0.0) if remote is not None else 0.0
                 clock = CLOCK_RATE.get(sub.source.kind, 90_000)
-                jitter = (remote.jitter or 0) if remote is not None else 0
+                jitter = max(0, remote.jitter or 0) if remote is not None else 0
                 samples.append(QualitySample.new(
                     room_id=session.room_id, peer_id=session.peer_id, leg=f"sub/{source_id}", source="node",
                     loss_pct=loss, rtt_ms=round(1000 * rtt, 2), jitter_ms=round(1000 * jitter / clock, 2),
