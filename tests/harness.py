@@ -273,3 +273,16 @@ async def mint_token(base_http: str, identity: str, grants: list[str], room: str
                               json={"identity": identity, "grants": grants, "room": room, "name": identity})
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
+
+
+async def start_media_stack(infra: Infra, topics: Any, prefix: str, producer: Any, services: list[Service],
+                            log_dir: Path, nodes: int = 1, **node_settings: Any) -> tuple[list[Service], str]:
+    """Start streams, ``nodes`` media nodes and an api; wait until all answer.
+    Returns the services (worker first, api last) and the api's base URL."""
+    stack = media_stack(infra, prefix, log_dir, nodes=nodes, **node_settings)
+    for service in stack:
+        services.append(service.start())
+    base = f"http://127.0.0.1:{stack[-1].env['ROOMLOG_API_PORT']}"
+    await streams_ready(producer, infra, topics, stack[0])
+    await http_ready(f"{base}/healthz", stack[-1])
+    return stack, base

@@ -19,11 +19,9 @@ from tests.e2e.media import Watcher, advancing
 from tests.harness import (
     Infra,
     Service,
-    http_ready,
-    media_stack,
     mint_token,
     read_events,
-    streams_ready,
+    start_media_stack,
     unique,
     wait_for,
 )
@@ -40,13 +38,7 @@ def chain(event: Event, index: dict[uuid.UUID, Event]) -> list[Event]:
 async def test_requests_reach_their_answers_through_the_log(infra: Infra, topics: Topics, prefix: str,
                                                             producer: EventProducer, services: list[Service],
                                                             tmp_path: Path) -> None:
-    stack = media_stack(infra, prefix, tmp_path)
-    for service in stack:
-        services.append(service.start())
-    worker, api = stack[0], stack[-1]
-    base = f"http://127.0.0.1:{api.env['ROOMLOG_API_PORT']}"
-    await streams_ready(producer, infra, topics, worker)
-    await http_ready(f"{base}/healthz", api)
+    stack, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("cause-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
     rooms: list[Room] = []

@@ -19,11 +19,9 @@ from tests.e2e.media import Watcher, advancing
 from tests.harness import (
     Infra,
     Service,
-    http_ready,
-    media_stack,
     mint_token,
     read_events,
-    streams_ready,
+    start_media_stack,
     unique,
     wait_for,
 )
@@ -42,13 +40,8 @@ async def room_node(infra: Infra, room_id: str) -> str | None:
 async def test_media_resumes_on_another_node_after_sigkill(infra: Infra, topics: Topics, prefix: str,
                                                            producer: EventProducer, services: list[Service],
                                                            tmp_path: Path) -> None:
-    stack = media_stack(infra, prefix, tmp_path, nodes=2)
-    for service in stack:
-        services.append(service.start())
-    worker, nodes, api = stack[0], stack[1:3], stack[-1]
-    base = f"http://127.0.0.1:{api.env['ROOMLOG_API_PORT']}"
-    await streams_ready(producer, infra, topics, worker)
-    await http_ready(f"{base}/healthz", api)
+    stack, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path, nodes=2)
+    nodes = stack[1:3]
 
     room_id = unique("fo-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"

@@ -20,11 +20,9 @@ from tests.e2e.media import Watcher
 from tests.harness import (
     Infra,
     Service,
-    http_ready,
-    media_stack,
     mint_token,
     read_events,
-    streams_ready,
+    start_media_stack,
     unique,
     wait_for,
 )
@@ -59,12 +57,7 @@ def decoder_stats(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 async def test_set_layer_switches_at_a_keyframe(infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
                                                 services: list[Service], tmp_path: Path,
                                                 decoder_stats: dict[str, Any]) -> None:
-    stack = media_stack(infra, prefix, tmp_path, forbid_codecs="true")
-    for service in stack:
-        services.append(service.start())
-    base = f"http://127.0.0.1:{stack[-1].env['ROOMLOG_API_PORT']}"
-    await streams_ready(producer, infra, topics, stack[0])
-    await http_ready(f"{base}/healthz", stack[-1])
+    stack, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path, forbid_codecs="true")
     room_id = unique("layer-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
     publisher = await Room.connect(ws_url, await mint_token(base, "pub", ["join", "publish"], room_id), room_id)

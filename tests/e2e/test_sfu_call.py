@@ -16,11 +16,9 @@ from tests.e2e.media import Watcher, advancing
 from tests.harness import (
     Infra,
     Service,
-    http_ready,
-    media_stack,
     mint_token,
     read_events,
-    streams_ready,
+    start_media_stack,
     unique,
     wait_for,
 )
@@ -29,13 +27,8 @@ from tests.harness import (
 async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topics, prefix: str,
                                                      producer: EventProducer, services: list[Service],
                                                      tmp_path: Path) -> None:
-    stack = media_stack(infra, prefix, tmp_path, forbid_codecs="true", stats_interval_s=1)
-    for service in stack:
-        services.append(service.start())
-    worker, api = stack[0], stack[-1]
-    base = f"http://127.0.0.1:{api.env['ROOMLOG_API_PORT']}"
-    await streams_ready(producer, infra, topics, worker)
-    await http_ready(f"{base}/healthz", api)
+    stack, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path,
+                                          forbid_codecs="true", stats_interval_s=1)
 
     room_id = unique("call-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
