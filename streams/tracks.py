@@ -66,15 +66,19 @@ def subscribe_to_room(d: Decision, subscriber: PeerState) -> None:
             subscribe(d, d.state.peers[subscriber.peer_id], publisher, source_id)
 
 
-def unpublish_all(d: Decision, peer: PeerState) -> None:
-    """The peer's sources go away: tell the others, drop their subscriptions."""
+def unpublish(d: Decision, peer: PeerState, source_id: str) -> None:
+    """A source goes away: record it, drop its subscriptions, tell the others."""
     assert d.state is not None
+    d.fact(TrackUnpublished, peer_id=peer.peer_id, source_id=source_id)
+    for other in list(d.state.peers.values()):
+        if source_id in other.subscriptions:
+            d.fact(SubscriptionRemoved, peer_id=other.peer_id, source_id=source_id)
+    d.notify_others(peer.peer_id, {"type": "track-unpublished", "peer_id": peer.peer_id, "source_id": source_id})
+
+
+def unpublish_all(d: Decision, peer: PeerState) -> None:
     for source_id in peer.source_ids():
-        d.fact(TrackUnpublished, peer_id=peer.peer_id, source_id=source_id)
-        for other in list(d.state.peers.values()):
-            if source_id in other.subscriptions:
-                d.fact(SubscriptionRemoved, peer_id=other.peer_id, source_id=source_id)
-        d.notify_others(peer.peer_id, {"type": "track-unpublished", "peer_id": peer.peer_id, "source_id": source_id})
+        unpublish(d, peer, source_id)
 
 
 def on_publish(d: Decision, intent: PublishRequested) -> None:
@@ -90,9 +94,7 @@ def on_publish(d: Decision, intent: PublishRequested) -> None:
 def on_unpublish(d: Decision, intent: UnpublishRequested) -> None:
     peer = _ready_peer(d, intent)
     if peer is not None and intent.source_id in peer.source_ids():
-        d.fact(TrackUnpublished, peer_id=peer.peer_id, source_id=intent.source_id)
-        d.notify_others(peer.peer_id, {"type": "track-unpublished", "peer_id": peer.peer_id,
-                                       "source_id": intent.source_id})
+        unpublish(d, peer, intent.source_id)
 
 
 def _publisher_of(d: Decision, source_id: str) -> PeerState | None:
@@ -174,9 +176,7 @@ def on_track_started(d: Decision, result: TrackStarted) -> None:
 def on_track_ended(d: Decision, result: TrackEnded) -> None:
     peer = d.peer(result.peer_id)
     if peer is not None and _current_node(d, result.node_id) and result.source_id in peer.source_ids():
-        d.fact(TrackUnpublished, peer_id=peer.peer_id, source_id=result.source_id)
-        d.notify_others(peer.peer_id, {"type": "track-unpublished", "peer_id": peer.peer_id,
-                                       "source_id": result.source_id})
+        unpublish(d, peer, result.source_id)
 
 
 def on_command_failed(d: Decision, result: CommandFailed) -> None:
