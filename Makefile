@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install venv infra-install infra-up infra-down infra-status migrate topics \
+.PHONY: help install venv infra-install browser-install infra-up infra-down infra-status migrate topics \
         up down test test-unit test-inside lint golden bench bench-sfu bench-join lock
 
 help:  ## list targets
@@ -18,7 +18,10 @@ venv:  ## create .venv from requirements.lock (idempotent)
 infra-install:  ## fetch Kafka jars, build MinIO, install Postgres (cached, idempotent)
 	@scripts/infra.sh install
 
-install: venv infra-install  ## everything the platform and tests need
+browser-install:  ## Chromium (apt) for the browser e2e tests (idempotent)
+	@scripts/browser.sh install
+
+install: venv infra-install browser-install  ## everything the platform and tests need
 
 infra-up: infra-install  ## start Kafka (KRaft), Postgres, MinIO on loopback
 	@scripts/infra.sh up
