@@ -25,6 +25,8 @@ class CreateRoomRequested(Event):
     empty_timeout_s: int = Field(default=300, ge=1, le=86_400)
     creator: str | None = Field(default=None, max_length=128)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: When not empty, only these identities may join (a call's p2p room).
+    allowed_identities: list[str] = Field(default_factory=list, max_length=16)
 
 
 class DeleteRoomRequested(Event):
@@ -45,6 +47,8 @@ class JoinRequested(Event):
     session_id: Id
     gateway_id: Id
     grants: list[Grant] = Field(default_factory=list)
+    #: The type of the room if this join creates it (default sfu).
+    room_type: RoomType | None = None
 
 
 class LeaveRequested(Event):
@@ -120,6 +124,18 @@ class MuteRequested(Event):
     muted: bool
 
 
+class PeerSignalRequested(Event):
+    """P2P rooms: relay an offer, answer or ICE candidate to the other peer."""
+
+    type: Literal["PeerSignalRequested"] = "PeerSignalRequested"
+    room_id: Id
+    peer_id: Id
+    to_peer_id: Id
+    kind: Literal["offer", "answer", "candidate"]
+    sdp: str | None = Field(default=None, max_length=60_000)
+    candidate: dict[str, Any] | str | None = None
+
+
 class Tick(Event):
     """Time on the log. Published to every partition of a topic; decisions that
     depend on time (grace periods, timeouts, liveness) read ``now`` from here."""
@@ -141,6 +157,7 @@ class RoomCreated(Event):
     empty_timeout_s: int
     creator: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    allowed_identities: list[str] = Field(default_factory=list)
 
 
 class RoomClosed(Event):
@@ -199,6 +216,14 @@ class PeerUpdated(Event):
     peer_id: Id
     audio_muted: bool
     video_muted: bool
+
+
+class PublisherClaimed(Event):
+    """Broadcast rooms: this peer is the room's one publisher until it leaves."""
+
+    type: Literal["PublisherClaimed"] = "PublisherClaimed"
+    room_id: Id
+    peer_id: Id
 
 
 class RequestRejected(Event):

@@ -14,11 +14,15 @@ from producers.fields import Id
 
 
 class SessionOpened(Event):
+    """A client's socket opened on a gateway (the user is reachable there)."""
+
     KEY_FIELD = "user_id"
     type: Literal["SessionOpened"] = "SessionOpened"
     user_id: Id
     session_id: Id
     gateway_id: Id
+    #: Display name from the token, shown in the lobby.
+    name: str = Field(default="", max_length=128)
 
 
 class SessionPinged(Event):
@@ -29,6 +33,9 @@ class SessionPinged(Event):
 
 
 class SessionClosed(Event):
+    """A socket closed: ``closed`` (clean close by the client: gone at once) or ``lost``
+    (dropped: the session is kept for the resume grace period)."""
+
     KEY_FIELD = "user_id"
     type: Literal["SessionClosed"] = "SessionClosed"
     user_id: Id
@@ -37,29 +44,102 @@ class SessionClosed(Event):
 
 
 class PresenceChanged(Event):
+    """Fact (topic presence.facts): a user's presence as streams derive it."""
+
     KEY_FIELD = "user_id"
     type: Literal["PresenceChanged"] = "PresenceChanged"
     user_id: Id
     status: Literal["online", "busy", "offline"]
+    name: str = ""
+
+
+class SessionExpired(Event):
+    """Fact (topic presence.facts): streams dropped a session: ``ttl`` (no ping for the
+    presence TTL) or ``grace`` (lost and not back within the resume grace period)."""
+
+    KEY_FIELD = "user_id"
+    type: Literal["SessionExpired"] = "SessionExpired"
+    user_id: Id
+    session_id: Id
+    reason: str
+
+
+class CallRequested(Event):
+    """A caller asks to call someone (``POST /v1/calls``). Keyed by the caller so one
+    partition sees all of a user's attempts: the rate limit is decided there. The
+    answer goes to ``reply_session_id`` on ``gateway_id`` (the waiting REST request)."""
+
+    KEY_FIELD = "user_id"
+    type: Literal["CallRequested"] = "CallRequested"
+    user_id: Id
+    call_id: Id
+    callee: Id
+    expires_at: datetime
+    name: str = Field(default="", max_length=128)
+    gateway_id: str | None = None
+    reply_session_id: str | None = None
+
+
+class NotifyCallParty(Event):
+    """Command from the call agent to the users agent of one party: record the party's
+    call state (``over`` releases it) and push ``message`` to every session it has."""
+
+    KEY_FIELD = "user_id"
+    type: Literal["NotifyCallParty"] = "NotifyCallParty"
+    user_id: Id
+    call_id: Id
+    state: Literal["calling", "ringing", "connected", "over"]
+    message: dict[str, Any] = Field(default_factory=dict)
 
 
 # --- calls (topic call.events, keyed by call id) ---------------------------------
 
 
 class CallInviteRequested(Event):
+    """An invite that passed the caller's rate limit (written by the users agent)."""
+
     KEY_FIELD = "call_id"
     type: Literal["CallInviteRequested"] = "CallInviteRequested"
     call_id: Id
     caller: Id
     callee: Id
     expires_at: datetime
+    caller_name: str = ""
+
+
+class CallInvited(Event):
+    """Fact: the call exists and the callee is being rung until ``ring_until``."""
+
+    KEY_FIELD = "call_id"
+    type: Literal["CallInvited"] = "CallInvited"
+    call_id: Id
+    caller: Id
+    callee: Id
+    expires_at: datetime
+    ring_until: datetime
+    caller_name: str = ""
 
 
 class CallRinging(Event):
+    """The callee's users agent alerted ``sessions`` sessions of the callee."""
+
     KEY_FIELD = "call_id"
     type: Literal["CallRinging"] = "CallRinging"
     call_id: Id
     callee: Id
+    sessions: int = 0
+
+
+class CallRefused(Event):
+    """Fact: the call cannot go ahead: ``rate_limited`` (the caller's 11th attempt in a
+    minute), ``callee_offline``, ``callee_busy``."""
+
+    KEY_FIELD = "call_id"
+    type: Literal["CallRefused"] = "CallRefused"
+    call_id: Id
+    reason: str
+    caller: str | None = None
+    callee: str | None = None
 
 
 class CallAnswerRequested(Event):
@@ -68,6 +148,9 @@ class CallAnswerRequested(Event):
     call_id: Id
     user_id: Id
     answer: Literal["accept", "reject", "cancel", "hangup"]
+    #: Where the answer came from: errors go back to this session only.
+    gateway_id: str | None = None
+    session_id: str | None = None
 
 
 class CallAccepted(Event):
@@ -75,6 +158,7 @@ class CallAccepted(Event):
     type: Literal["CallAccepted"] = "CallAccepted"
     call_id: Id
     room_id: Id
+    by: str | None = None
 
 
 class CallRejected(Event):
@@ -101,6 +185,7 @@ class CallEnded(Event):
     type: Literal["CallEnded"] = "CallEnded"
     call_id: Id
     by: str | None = None
+    reason: str = ""
 
 
 # --- stations (station.events / station.commands, keyed by station id) ----------

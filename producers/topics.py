@@ -39,7 +39,8 @@ ROOM_PARTITIONS = 4
 REGISTRY: tuple[TopicSpec, ...] = (
     TopicSpec("rtc.intents", "room_id", ROOM_PARTITIONS, description="client intents, placements, ticks"),
     TopicSpec("rtc.facts", "room_id", ROOM_PARTITIONS, retention_ms=None, description="room decisions; replayable"),
-    TopicSpec("session.events", "user_id", 4, description="sessions, pings, presence"),
+    TopicSpec("session.events", "user_id", 4, description="sessions, pings, call requests, ticks"),
+    TopicSpec("presence.facts", "user_id", 4, description="presence decisions; every gateway reads them"),
     TopicSpec("gateway.notifications", "gateway_id", 4, retention_ms=DAY_MS, description="messages for one gateway"),
     TopicSpec("media.commands", "node_id", 4, retention_ms=DAY_MS, description="commands for one media node"),
     TopicSpec("media.results", "room_id", ROOM_PARTITIONS, description="media node results"),
