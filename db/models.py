@@ -33,6 +33,7 @@ MemberState = Literal["joined", "disconnected", "left"]
 RecordingStatus = Literal["recording", "completed", "failed"]
 QualitySource = Literal["node", "client"]
 CommandStatus = Literal["pending", "acked", "succeeded", "failed", "timed_out"]
+PresenceStatus = Literal["online", "busy", "offline"]
 
 ROOM_TYPES: Final[tuple[str, ...]] = get_args(RoomType)
 ROOM_STATUSES: Final[tuple[str, ...]] = get_args(RoomStatus)
@@ -40,6 +41,7 @@ MEMBER_STATES: Final[tuple[str, ...]] = get_args(MemberState)
 RECORDING_STATUSES: Final[tuple[str, ...]] = get_args(RecordingStatus)
 QUALITY_SOURCES: Final[tuple[str, ...]] = get_args(QualitySource)
 COMMAND_STATUSES: Final[tuple[str, ...]] = get_args(CommandStatus)
+PRESENCE_STATUSES: Final[tuple[str, ...]] = get_args(PresenceStatus)
 
 _EMPTY_OBJECT: Final = sa.text("'{}'::jsonb")
 _EMPTY_ARRAY: Final = sa.text("'[]'::jsonb")
@@ -204,3 +206,19 @@ class StationCommand(Base):
     deadline_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
     error: Mapped[str | None]
+
+
+class Presence(Base):
+    """A user's presence as streams derive it (``PresenceChanged`` on ``presence.facts``)."""
+
+    __tablename__ = "presence"
+    __table_args__ = (
+        sa.CheckConstraint(one_of("status", PRESENCE_STATUSES), name="status"),
+        sa.Index(None, "status"),
+    )
+
+    user_id: Mapped[str] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(default="", server_default="")
+    status: Mapped[PresenceStatus] = mapped_column(sa.Text)
+    changed_at: Mapped[datetime]
+    last_event_id: Mapped[str]

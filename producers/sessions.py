@@ -26,10 +26,14 @@ class SessionOpened(Event):
 
 
 class SessionPinged(Event):
+    """The gateway still holds the session's socket (sent periodically)."""
+
     KEY_FIELD = "user_id"
     type: Literal["SessionPinged"] = "SessionPinged"
     user_id: Id
     session_id: Id
+    #: Lets streams re-open a session they had expired while its socket was alive.
+    gateway_id: str | None = None
 
 
 class SessionClosed(Event):

@@ -5,7 +5,12 @@ Agents
   placement requests. Handles ticks for rooms whose grace/empty deadlines passed.
 - ``registry``: ``media.nodes`` → node registry table → node facts, placements.
 - ``projection``: ``rtc.facts`` → Postgres rows.
-- a timer publishes a ``Tick`` to every partition of ``rtc.intents`` and ``media.nodes``.
+- ``users``: ``session.events`` → user table → presence facts, call requests past the rate
+  limit, rings and call notices for the user's sessions (``streams/users.py``).
+- ``calls``: ``call.events`` → call table → call facts, p2p rooms (``streams/calls.py``).
+- ``presence-projection``: ``presence.facts`` → the Postgres ``presence`` table.
+- a timer publishes a ``Tick`` to every partition of ``rtc.intents``, ``media.nodes``,
+  ``session.events`` and ``call.events``.
 
 Payloads are roomlog JSON (``producers.catalog``), not Faust models. Anything that
 does not parse goes to ``<topic>.dlq`` with the reason in headers; the agent goes on.
@@ -30,14 +35,20 @@ from producers.errors import DecodeError
 from producers.kafka import dead_letter_headers, trace_headers
 from producers.rtc import Tick
 from producers.topics import ROOM_PARTITIONS, Topics, spec
+from streams import calls as call_decision
 from streams import faust_fixes
 from streams import registry as registry_decision
 from streams import rooms as room_decision
+from streams import users as user_decision
 from streams.batch import Batch
+from streams.call_state import CallState
 from streams.decision import RoomConfig
+from streams.keyed import KeyedAgent
+from streams.presence_projection import project_presence
 from streams.projection import project
 from streams.room_state import RoomState
 from streams.settings import StreamsSettings
+from streams.user_state import UserState
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +76,8 @@ class Worker:
     registry_table: faust.Table[str, Any]
     room_config: RoomConfig
     registry_config: registry_decision.RegistryConfig
+    users: KeyedAgent[UserState] | None = None
+    calls: KeyedAgent[CallState] | None = None
     engine: AsyncEngine | None = None
     trace: TextIO | None = None
 
@@ -155,7 +168,7 @@ class Worker:
 
     async def tick(self) -> None:
         now = utcnow()
-        for logical in ("rtc.intents", "media.nodes"):
+        for logical in ("rtc.intents", "media.nodes", "session.events", "call.events"):
             for partition in range(spec(logical).partitions):
                 tick = Tick.new(now=now, occurred_at=now)
                 await self.app.producer.send(self.topics.name(logical), b"tick", encode(tick),
@@ -194,6 +207,7 @@ def build(settings: StreamsSettings) -> Worker:
                                              command_ttl_s=settings.command_ttl_s),
         registry_config=registry_decision.RegistryConfig(node_timeout_s=settings.node_timeout_s),
     )
+    _user_and_call_agents(worker)
     # the room agent reads intents and media-node results: same key, same partition count,
     # so a room's inputs from both topics land in the same partition number (co-partitioned)
     room_inputs = app.topic(topics.name("rtc.intents"), topics.name("media.results"), key_type=bytes,
@@ -233,8 +247,54 @@ def build(settings: StreamsSettings) -> Worker:
                 await project(worker.engine, events)
                 metrics.STREAMS_PROJECTED.inc(len(events))
 
+    if settings.project_to_postgres:
+        presence_facts = _raw_topic(app, topics.name("presence.facts"), spec("presence.facts").partitions)
+
+        @app.agent(presence_facts, name="presence-projection")
+        async def presence_projection_agent(stream: Any) -> None:
+            async for raw_batch in stream.take(500, within=0.05):
+                if worker.engine is None:
+                    worker.engine = make_engine(settings.database_url)
+                await project_presence(worker.engine, raw_batch)
+
     @app.timer(settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def ticker() -> None:
         await worker.tick()
 
     return worker
+
+
+def _user_and_call_agents(worker: Worker) -> None:
+    """The users agent (``session.events``) and the call agent (``call.events``)."""
+    app, settings = worker.app, worker.settings
+    user_config = user_decision.UserConfig(
+        presence_ttl_s=settings.presence_ttl_s, resume_grace_s=settings.disconnect_grace_s,
+        max_call_attempts=settings.call_max_attempts, attempt_window_s=settings.call_attempt_window_s)
+    call_config = call_decision.CallConfig(ring_timeout_s=settings.call_ring_timeout_s)
+    user_parts, call_parts = spec("session.events").partitions, spec("call.events").partitions
+    worker.users = KeyedAgent(
+        UserState, _json_table(app, "users", user_parts), _json_table(app, "user-timers", user_parts),
+        key_of=lambda e: str(getattr(e, "user_id", "")) or None,
+        decide=lambda state, event, key: user_decision.handle(state, event, user_config, user_id=key),
+        deadline=lambda state: user_decision.next_deadline(state, user_config))
+    worker.calls = KeyedAgent(
+        CallState, _json_table(app, "calls", call_parts), _json_table(app, "call-timers", call_parts),
+        key_of=lambda e: str(getattr(e, "call_id", "")) or None,
+        decide=lambda state, event, key: call_decision.handle(state, event, call_config, call_id=key),
+        deadline=call_decision.next_deadline)
+    _keyed(worker, "session.events", "users", worker.users)
+    _keyed(worker, "call.events", "calls", worker.calls)
+
+
+def _keyed(worker: Worker, logical: str, name: str, agent: KeyedAgent[Any]) -> None:
+    settings = worker.settings
+    topic = _raw_topic(worker.app, worker.topics.name(logical), spec(logical).partitions)
+
+    @worker.app.agent(topic, name=name)
+    async def keyed_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            batch = worker.batch()
+            with metrics.STREAMS_HANDLE_SECONDS.labels(name).time():
+                for partition, event in await worker.parsed(batch, events):
+                    await agent.on_input(batch, event, partition)
+                await batch.commit()

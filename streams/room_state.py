@@ -22,6 +22,7 @@ from producers.rtc import (
     PeerLeft,
     PeerResumed,
     PeerUpdated,
+    PublisherClaimed,
     RoomClosed,
     RoomCreated,
     RoomPlaced,
@@ -81,6 +82,10 @@ class RoomState(BaseModel):
     closed_at: datetime | None = None
     empty_since: datetime | None = None
     peers: dict[str, PeerState] = Field(default_factory=dict)
+    #: When not empty, only these identities may join (a call's p2p room).
+    allowed_identities: list[str] = Field(default_factory=list)
+    #: Broadcast rooms: the one peer that may publish (the first to publish).
+    publisher_peer_id: str | None = None
     #: Recent input event ids (dedupe); not part of the fold of facts.
     seen: list[str] = Field(default_factory=list)
 
@@ -104,13 +109,14 @@ def _created(state: RoomState | None, f: RoomCreated) -> RoomState:
         room_id=f.room_id, room_type=f.room_type, max_participants=f.max_participants,
         empty_timeout_s=f.empty_timeout_s, creator=f.creator, metadata=dict(f.metadata),
         created_at=f.occurred_at, empty_since=f.occurred_at,
-        seen=state.seen if state else [],
+        allowed_identities=list(f.allowed_identities), seen=state.seen if state else [],
     )
 
 
 def _closed(state: RoomState, f: RoomClosed) -> RoomState:
     return state.model_copy(update={"status": "closed", "closed_at": f.occurred_at,
-                                    "peers": {}, "node_id": None, "empty_since": None})
+                                    "peers": {}, "node_id": None, "empty_since": None,
+                                    "publisher_peer_id": None})
 
 
 def _placed(state: RoomState, f: RoomPlaced) -> RoomState:
@@ -133,7 +139,13 @@ def _joined(state: RoomState, f: PeerJoined) -> RoomState:
 def _left(state: RoomState, f: PeerLeft) -> RoomState:
     peers = {k: v for k, v in state.peers.items() if k != f.peer_id}
     empty_since = state.empty_since if peers else f.occurred_at
-    return state.model_copy(update={"peers": peers, "empty_since": empty_since})
+    publisher = None if state.publisher_peer_id == f.peer_id else state.publisher_peer_id
+    return state.model_copy(update={"peers": peers, "empty_since": empty_since,
+                                    "publisher_peer_id": publisher})
+
+
+def _claimed(state: RoomState, f: PublisherClaimed) -> RoomState:
+    return state.model_copy(update={"publisher_peer_id": f.peer_id})
 
 
 def _with_peer(room: RoomState, peer_id: str, **changes: Any) -> RoomState:
@@ -195,6 +207,7 @@ EVOLVERS: dict[type[Event], Callable[[Any, Any], RoomState]] = {
     PeerDisconnected: _disconnected,
     PeerResumed: _resumed,
     PeerUpdated: _updated,
+    PublisherClaimed: _claimed,
     TrackPublished: _track_published,
     TrackUnpublished: _track_unpublished,
     SubscriptionAdded: _subscribed,

@@ -35,6 +35,7 @@ from producers.rtc import (
     PeerJoined,
     PeerLeft,
     PeerResumed,
+    PeerSignalRequested,
     PeerUpdated,
     PublishRequested,
     ResumeRequested,
@@ -47,7 +48,7 @@ from producers.rtc import (
     UnpublishRequested,
     UnsubscribeRequested,
 )
-from streams import tracks
+from streams import p2p, tracks
 from streams.decision import Decision, RoomConfig, peer_summary
 from streams.outputs import Outputs
 from streams.room_state import SEEN_LIMIT, PeerState, RoomState
@@ -80,9 +81,10 @@ def on_create(d: Decision, intent: CreateRoomRequested) -> None:
     if d.state is not None and d.state.is_open:
         d.reject(intent, "room_exists", f"room {intent.room_id} already exists")
         return
-    d.fact(RoomCreated, room_type=intent.room_type, max_participants=intent.max_participants,
+    d.fact(RoomCreated, room_type=intent.room_type,
+           max_participants=p2p.capacity(intent.room_type, intent.max_participants),
            empty_timeout_s=intent.empty_timeout_s, creator=intent.creator,
-           metadata=intent.metadata)
+           metadata=intent.metadata, allowed_identities=intent.allowed_identities)
 
 
 def on_delete(d: Decision, intent: DeleteRoomRequested) -> None:
@@ -99,11 +101,15 @@ def on_join(d: Decision, intent: JoinRequested) -> None:
         d.reject(intent, "forbidden", "token does not grant join", **where)
         return
     if d.state is None or not d.state.is_open:
-        d.fact(RoomCreated, room_type=RoomType.SFU, max_participants=50, empty_timeout_s=300,
-               creator=intent.identity)
+        room_type = intent.room_type or RoomType.SFU
+        d.fact(RoomCreated, room_type=room_type, max_participants=p2p.capacity(room_type, 50),
+               empty_timeout_s=300, creator=intent.identity)
     assert d.state is not None
     if intent.peer_id in d.state.peers:
         return  # the same peer id joined already (a re-sent intent with a new event id)
+    if d.state.allowed_identities and intent.identity not in d.state.allowed_identities:
+        d.reject(intent, "forbidden", f"room {intent.room_id} is private to its call", **where)
+        return
     older = d.state.peer_by_identity(intent.identity)
     if older is not None:
         remove_peer(d, older, "replaced", tell_peer=True)
@@ -210,6 +216,7 @@ HANDLERS: dict[type[Event], Callable[[Decision, Any], None]] = {
     ResumeRequested: on_resume,
     MuteRequested: on_mute,
     RoomPlaced: on_placed,
+    PeerSignalRequested: p2p.on_signal,
     PublishRequested: tracks.on_publish,
     UnpublishRequested: tracks.on_unpublish,
     SubscribeRequested: tracks.on_subscribe,

@@ -24,6 +24,13 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
     #: A node whose last heartbeat is older than this is declared dead.
     node_timeout_s: float = 5.0
     command_ttl_s: float = 10.0
+    #: A session without a ping for this long expires; a user without sessions is offline.
+    presence_ttl_s: float = 90.0
+    #: An unanswered call times out after this long (the contract is 30 s).
+    call_ring_timeout_s: float = 30.0
+    #: Call attempts a user may make per window (decided in streams, across all gateways).
+    call_max_attempts: int = 10
+    call_attempt_window_s: float = 60.0
     tick_interval_s: float = 1.0
     #: How often Faust commits consumer offsets.
     commit_interval_s: float = 1.0

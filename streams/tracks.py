@@ -9,6 +9,7 @@ the client answers → ``ApplySubscriberAnswer``. Pure.
 
 from __future__ import annotations
 
+from producers.fields import RoomType
 from producers.media import (
     AddSubscription,
     ApplySubscriberAnswer,
@@ -22,6 +23,7 @@ from producers.media import (
     TrackStarted,
 )
 from producers.rtc import (
+    PublisherClaimed,
     PublishRequested,
     SubscriberAnswerSubmitted,
     SubscribeRequested,
@@ -41,6 +43,9 @@ def _ready_peer(d: Decision, intent: PublishRequested | SubscribeRequested | Uns
     peer = d.peer(intent.peer_id)
     if peer is None:
         d.reject(intent, "not_joined", f"peer {intent.peer_id} is not in the room", peer_id=intent.peer_id)
+        return None
+    if d.state is not None and d.state.room_type == RoomType.P2P:
+        d.reject_to(intent, peer, "unsupported", "p2p rooms carry media peer to peer: use p2p-offer")
         return None
     if d.state is None or d.state.node_id is None:
         d.reject_to(intent, peer, "unavailable", "the room has no media node yet")
@@ -88,6 +93,15 @@ def on_publish(d: Decision, intent: PublishRequested) -> None:
     if not peer.can_publish:
         d.reject_to(intent, peer, "forbidden", "token does not grant publish")
         return
+    assert d.state is not None
+    if d.state.room_type == RoomType.BROADCAST:
+        holder = d.state.publisher_peer_id
+        if holder is not None and holder != peer.peer_id:
+            d.reject_to(intent, peer, "publisher_exists",
+                        f"broadcast room {d.room_id} already has a publisher ({holder}); it has one")
+            return
+        if holder is None:
+            d.fact(PublisherClaimed, peer_id=peer.peer_id)
     d.command(OpenPublisher, peer_id=peer.peer_id, sdp=intent.sdp, tracks=intent.tracks)
 
 

@@ -1,0 +1,178 @@
+"""The users decision: ``handle(state, event, config) -> (state, outputs)``, per user id.
+
+Reads ``session.events`` (keyed by user id): sessions from the gateways, call requests,
+call-party updates from the call agent and ticks. Decides
+- presence (``PresenceChanged`` on ``presence.facts``): offline without sessions, busy
+  while in a connected call, online otherwise. A session without a ping for the
+  presence TTL, or lost and not back within the resume grace, expires (``SessionExpired``);
+- the call rate limit: at most ``max_call_attempts`` per ``attempt_window_s`` per caller.
+  All of a user's attempts land in this user's partition, whichever gateway took them;
+- ringing: a ring request reaches every live session of the callee, or is refused
+  (``callee_offline``, ``callee_busy``);
+- a user who goes offline hangs up the calls in progress.
+Pure: time comes from the events and ticks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from producers.envelope import Event
+from producers.rtc import Notification, Tick
+from producers.sessions import (
+    CallAnswerRequested,
+    CallInviteRequested,
+    CallRefused,
+    CallRequested,
+    CallRinging,
+    NotifyCallParty,
+    PresenceChanged,
+    SessionClosed,
+    SessionExpired,
+    SessionOpened,
+    SessionPinged,
+)
+from streams.outputs import Outputs
+from streams.user_state import SEEN_LIMIT, UserState, evolve
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    presence_ttl_s: float = 90.0
+    resume_grace_s: float = 30.0
+    max_call_attempts: int = 10
+    attempt_window_s: float = 60.0
+
+
+class UserDecision:
+    def __init__(self, state: UserState, cause: Event, at: datetime, config: UserConfig) -> None:
+        self.state = state
+        self.out = Outputs(cause, f"user:{state.user_id}", at)
+        self.config = config
+
+    def fact(self, topic: str, cls: type[Any], **fields: Any) -> Any:
+        event = self.out.add(topic, cls, **fields)
+        self.state = evolve(self.state, event)
+        return event
+
+    def notify_sessions(self, message: dict[str, Any]) -> None:
+        """One notification per gateway holding a live session of this user."""
+        by_gateway: dict[str, list[str]] = {}
+        for info in self.state.live_sessions():
+            by_gateway.setdefault(info.gateway_id, []).append(info.session_id)
+        for gateway_id, sessions in sorted(by_gateway.items()):
+            self.out.add("gateway.notifications", Notification, gateway_id=gateway_id, session_id=sessions[0],
+                         session_ids=sessions if len(sessions) > 1 else [], message=message)
+
+    def reply(self, gateway_id: str | None, session_id: str | None, message: dict[str, Any]) -> None:
+        if gateway_id and session_id:
+            self.out.add("gateway.notifications", Notification, gateway_id=gateway_id, session_id=session_id,
+                         message=message)
+
+    def reconcile(self) -> None:
+        """Emit ``PresenceChanged`` when the derived status differs from the recorded one;
+        a user going offline hangs up its calls."""
+        status = self.state.derived_status()
+        if status == self.state.status:
+            return
+        if status == "offline":
+            for call_id in sorted(self.state.calls):
+                self.out.add("call.events", CallAnswerRequested, call_id=call_id, user_id=self.state.user_id,
+                             answer="hangup")
+        self.fact("presence.facts", PresenceChanged, user_id=self.state.user_id, status=status,
+                  name=self.state.name)
+
+
+def on_observed(d: UserDecision, event: Event) -> None:
+    """A session event from a gateway: fold it, then re-derive presence."""
+    d.state = evolve(d.state, event)
+    d.reconcile()
+
+
+def on_call_requested(d: UserDecision, e: CallRequested) -> None:
+    window = timedelta(seconds=d.config.attempt_window_s)
+    recent = sorted(t for t in d.state.attempts if e.occurred_at - t < window)
+    d.state = d.state.model_copy(update={"attempts": recent})
+    if len(recent) >= d.config.max_call_attempts:
+        retry_after = max(0.0, (recent[0] + window - e.occurred_at).total_seconds())
+        d.out.add("call.events", CallRefused, call_id=e.call_id, reason="rate_limited", caller=e.user_id,
+                  callee=e.callee)
+        d.reply(e.gateway_id, e.reply_session_id, {
+            "type": "error", "code": "rate_limited", "call_id": e.call_id,
+            "message": f"at most {d.config.max_call_attempts} call attempts per "
+                       f"{d.config.attempt_window_s:g} s; retry in {retry_after:.0f} s",
+            "retry_after_s": round(retry_after, 3)})
+        return
+    d.fact("call.events", CallInviteRequested, call_id=e.call_id, caller=e.user_id, callee=e.callee,
+           expires_at=e.expires_at, caller_name=e.name or d.state.name)
+    d.reply(e.gateway_id, e.reply_session_id, {"type": "call-requested", "call_id": e.call_id,
+                                               "callee": e.callee, "expires_at": e.expires_at.isoformat()})
+
+
+def on_party(d: UserDecision, e: NotifyCallParty) -> None:
+    if e.state == "ringing" and e.call_id not in d.state.calls:
+        live = d.state.live_sessions()
+        reason = ("callee_offline" if not live else
+                  "callee_busy" if "connected" in d.state.calls.values() else None)
+        if reason is not None:
+            d.out.add("call.events", CallRefused, call_id=e.call_id, reason=reason, callee=e.user_id)
+            return
+        d.out.add("call.events", CallRinging, call_id=e.call_id, callee=e.user_id, sessions=len(live))
+    d.state = evolve(d.state, e)
+    if e.message:
+        d.notify_sessions(e.message)
+    d.reconcile()
+
+
+def on_tick(d: UserDecision, tick: Tick) -> None:
+    ttl = timedelta(seconds=d.config.presence_ttl_s)
+    grace = timedelta(seconds=d.config.resume_grace_s)
+    for session_id, info in sorted(d.state.sessions.items()):
+        if info.lost_at is not None and tick.now - info.lost_at >= grace:
+            d.fact("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id,
+                   reason="grace")
+        elif tick.now - info.last_seen >= ttl:
+            d.fact("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id,
+                   reason="ttl")
+    d.reconcile()
+
+
+HANDLERS: dict[type[Event], Callable[[UserDecision, Any], None]] = {
+    SessionOpened: on_observed,
+    SessionPinged: on_observed,
+    SessionClosed: on_observed,
+    CallRequested: on_call_requested,
+    NotifyCallParty: on_party,
+}
+
+
+def next_deadline(state: UserState | None, config: UserConfig) -> datetime | None:
+    """When a tick may next change this user: a session's TTL or resume grace."""
+    if state is None:
+        return None
+    times = [info.lost_at + timedelta(seconds=config.resume_grace_s) if info.lost_at is not None
+             else info.last_seen + timedelta(seconds=config.presence_ttl_s) for info in state.sessions.values()]
+    return min(times, default=None)
+
+
+def handle(state: UserState | None, event: Event, config: UserConfig,
+           user_id: str | None = None) -> tuple[UserState | None, Outputs]:
+    """Apply one input to one user. Inputs of other types (the facts other agents
+    write to ``session.events``) change nothing."""
+    user_id = user_id or str(getattr(event, "user_id"))  # noqa: B009
+    current = state or UserState(user_id=user_id)
+    at = event.now if isinstance(event, Tick) else event.occurred_at
+    d = UserDecision(current, event, at, config)
+    if isinstance(event, Tick):
+        on_tick(d, event)
+        return (d.state if state is not None else None), d.out
+    handler = HANDLERS.get(type(event))
+    event_id = str(event.event_id)
+    if handler is None or event_id in current.seen:
+        return state, d.out
+    handler(d, event)
+    d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1):], event_id]})
+    return d.state, d.out
