@@ -9,7 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from api import access, errors, health, rooms, rtc
+from api.calls import router as calls_router
 from api.hub import Hub
+from api.presence import router as presence_router
+from api.presence_feed import PresenceFeed
 from api.services import Services
 from api.settings import ApiSettings
 from api.tokens import TokenIssuer
@@ -28,13 +31,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
         topics = Topics(settings.topic_prefix)
         hub = Hub(settings.kafka_bootstrap, topics.name("gateway.notifications"), settings.gateway_id)
         await hub.start()
+        feed = PresenceFeed(settings.kafka_bootstrap, topics.name("presence.facts"), settings.gateway_id)
+        await feed.start()
         app.state.services = Services(
             settings=settings, producer=producer, engine=engine, sessions=make_sessionmaker(engine),
             issuer=TokenIssuer(settings.jwt_secret.get_secret_value(), settings.jwt_issuer),
-            topics=topics, hub=hub)
+            topics=topics, hub=hub, presence=feed)
         try:
             yield
         finally:
+            await feed.stop()
             await hub.stop()
             await producer.stop()
             await engine.dispose()
@@ -47,6 +53,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(access.router)
     app.include_router(rooms.router)
     app.include_router(rtc.router)
+    app.include_router(calls_router)
+    app.include_router(presence_router)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]],

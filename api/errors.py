@@ -17,10 +17,11 @@ class ApiError(Exception):
     status = 400
     code = "invalid_request"
 
-    def __init__(self, message: str, details: Any = None) -> None:
+    def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers = headers
 
 
 class InvalidRequest(ApiError):
@@ -59,6 +60,11 @@ class RoomExists(ApiError):
     code = "room_exists"
 
 
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+
+
 class Unavailable(ApiError):
     status = 503
     code = "unavailable"
@@ -75,7 +81,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         metrics.API_ERRORS.labels(exc.code).inc()
-        return JSONResponse(body(exc.code, exc.message, exc.details), status_code=exc.status)
+        return JSONResponse(body(exc.code, exc.message, exc.details), status_code=exc.status,
+                            headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,21 +13,26 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from api.errors import ApiError
+from api.presence import subscribe as subscribe_presence
 from api.services import Services
+from api.sessions import SessionTracker, is_user_id
 from api.signaling import (
+    CallAnswer,
     IceCandidate,
     IceRestart,
     Join,
     Leave,
     Message,
     Mute,
+    P2PDescription,
     Ping,
+    PresenceSubscribe,
     Publish,
     SignalingError,
     Subscribe,
@@ -37,18 +42,20 @@ from api.signaling import (
     parse_message,
 )
 from api.tokens import Claims
-from producers.fields import Grant, SourceKind, TrackInfo
+from producers.fields import Grant, RoomType, SourceKind, TrackInfo
 from producers.rtc import (
     ConnectionLost,
     JoinRequested,
     LeaveRequested,
     MuteRequested,
+    PeerSignalRequested,
     PublishRequested,
     ResumeRequested,
     SubscriberAnswerSubmitted,
     SubscribeRequested,
     UnsubscribeRequested,
 )
+from producers.sessions import CallAnswerRequested
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -68,6 +75,7 @@ class Connection:
         self.session_id = f"S{uuid.uuid4().hex[:16]}"
         self.peer_id: str | None = None
         self.room: str | None = None
+        self.room_type: str | None = None
         self.joining = False
         self.left = False
         self._send_lock = asyncio.Lock()
@@ -77,7 +85,8 @@ class Connection:
             Join: self.on_join, Publish: self.on_publish, SubscriberAnswer: self.on_subscriber_answer,
             Subscribe: self.on_subscribe, Unsubscribe: self.on_unsubscribe, Mute: self.on_mute,
             IceRestart: self.on_ice_restart, IceCandidate: self.on_ice_candidate, Ping: self.on_ping,
-            Leave: self.on_leave,
+            Leave: self.on_leave, P2PDescription: self.on_p2p_description, CallAnswer: self.on_call_answer,
+            PresenceSubscribe: self.on_presence_subscribe,
         }
 
     # --- outbound ----------------------------------------------------------------
@@ -96,13 +105,18 @@ class Connection:
         if kind in ("joined", "resumed"):
             self.peer_id, self.joining = message.get("peer_id"), False
             self.room = message.get("room", self.room)
+            self.room_type = message.get("room_type", self.room_type)
             message = {**message, "ice_servers": self.svc.settings.ice_servers}
         elif kind == "error" and self.joining:
             self.joining = False
+        elif kind == "call-accepted" and "answered_session_id" in message:
+            answered = message["answered_session_id"]
+            message = {k: v for k, v in message.items() if k != "answered_session_id"}
+            message["answered_here"] = answered == self.session_id
         await self.send(message)
-        if kind == "left":
-            self.left = True
-            await self.ws.close(1000, "left")
+        if kind == "left" and message.get("peer_id") == self.peer_id:
+            # the socket (the user's session: presence, calls) stays open and may join again
+            self.peer_id, self.room, self.room_type = None, None, None
 
     # --- inbound -----------------------------------------------------------------
 
@@ -143,6 +157,7 @@ class Connection:
         self._require(Grant.JOIN, m.request_id)
         if self.claims.room is not None and self.claims.room != m.room:
             raise SignalingError("forbidden", f"token is for room {self.claims.room!r}", m.request_id)
+        room_type = _room_type(m)
         self.joining, self.room = True, m.room
         gateway = self.svc.settings.gateway_id
         if m.resume_peer_id is not None:
@@ -156,10 +171,15 @@ class Connection:
         await self._publish(JoinRequested.new(
             room_id=m.room, peer_id=f"P{uuid.uuid4().hex[:16]}", identity=self.claims.identity,
             name=m.name or self.claims.name, session_id=self.session_id, gateway_id=gateway,
-            grants=sorted(grants), correlation_id=m.request_id))
+            grants=sorted(grants), room_type=room_type, correlation_id=m.request_id))
+
+    def _media_node_room(self, request_id: str | None) -> None:
+        if self.room_type == RoomType.P2P.value:
+            raise SignalingError("unsupported", "p2p rooms carry media peer to peer: use p2p-offer", request_id)
 
     async def on_publish(self, m: Publish) -> None:
         room, peer = self._joined(m.request_id)
+        self._media_node_room(m.request_id)
         self._require(Grant.PUBLISH, m.request_id)
         check_sdp(m.sdp, "offer", m.request_id, mids=[t.mid for t in m.tracks])
         tracks = [TrackInfo(source_id=t.source_id, kind=t.kind, layer=t.layer, mid=t.mid) for t in m.tracks]
@@ -168,12 +188,14 @@ class Connection:
 
     async def on_subscriber_answer(self, m: SubscriberAnswer) -> None:
         room, peer = self._joined(m.request_id)
+        self._media_node_room(m.request_id)
         check_sdp(m.sdp, "answer", m.request_id)
         await self._publish(SubscriberAnswerSubmitted.new(room_id=room, peer_id=peer, sdp=m.sdp,
                                                           correlation_id=m.request_id))
 
     async def on_subscribe(self, m: Subscribe) -> None:
         room, peer = self._joined(m.request_id)
+        self._media_node_room(m.request_id)
         self._require(Grant.SUBSCRIBE, m.request_id)
         await self._publish(SubscribeRequested.new(room_id=room, peer_id=peer, source_id=m.source_id,
                                                    layer=m.layer, correlation_id=m.request_id))
@@ -193,8 +215,34 @@ class Connection:
         raise SignalingError("unsupported", "ice-restart: open a fresh connection (publish again)", m.request_id)
 
     async def on_ice_candidate(self, m: IceCandidate) -> None:
-        self._joined(m.request_id)
-        raise SignalingError("unsupported", "ice-candidate is for p2p rooms (protocol v2)", m.request_id)
+        room, peer = self._joined(m.request_id)
+        if self.room_type != RoomType.P2P.value:
+            raise SignalingError("unsupported", "ice-candidate is for p2p rooms", m.request_id)
+        if m.to is None:
+            raise SignalingError("invalid_message", "to: the peer id to relay the candidate to", m.request_id)
+        await self._publish(PeerSignalRequested.new(room_id=room, peer_id=peer, to_peer_id=m.to, kind="candidate",
+                                                    candidate=m.candidate, correlation_id=m.request_id))
+
+    async def on_p2p_description(self, m: P2PDescription) -> None:
+        room, peer = self._joined(m.request_id)
+        if self.room_type != RoomType.P2P.value:
+            raise SignalingError("unsupported", f"{m.type} is for p2p rooms", m.request_id)
+        kind: Literal["offer", "answer"] = "offer" if m.type == "p2p-offer" else "answer"
+        check_sdp(m.sdp, kind, m.request_id)
+        await self._publish(PeerSignalRequested.new(room_id=room, peer_id=peer, to_peer_id=m.to, kind=kind,
+                                                    sdp=m.sdp, correlation_id=m.request_id))
+
+    async def on_call_answer(self, m: CallAnswer) -> None:
+        if not is_user_id(self.claims.identity):
+            raise SignalingError("forbidden", "this identity cannot take part in calls", m.request_id)
+        await self.svc.publish("call.events", CallAnswerRequested.new(
+            call_id=m.call_id, user_id=self.claims.identity, answer=m.type.removeprefix("call-"),
+            gateway_id=self.svc.settings.gateway_id, session_id=self.session_id, correlation_id=m.request_id))
+
+    async def on_presence_subscribe(self, m: PresenceSubscribe) -> None:
+        if self.svc.presence is None:
+            raise SignalingError("unavailable", "presence is not available on this gateway", m.request_id)
+        await subscribe_presence(self.svc, self.svc.presence, self.session_id, self.send, m.request_id)
 
     async def on_ping(self, m: Ping) -> None:
         await self.send({"type": "pong", "request_id": m.request_id})
@@ -210,6 +258,22 @@ class Connection:
                                                    session_id=self.session_id))
 
 
+UNSUPPORTED_ROOM_TYPES = {"mcu": "mcu rooms (server-side mixing) are not supported; use sfu"}
+
+
+def _room_type(m: Join) -> RoomType | None:
+    """The type a join asks for if it creates the room; refused types write nothing."""
+    if m.room_type is None:
+        return None
+    if m.room_type in UNSUPPORTED_ROOM_TYPES:
+        raise SignalingError("unsupported_room_type", UNSUPPORTED_ROOM_TYPES[m.room_type], m.request_id)
+    try:
+        return RoomType(m.room_type)
+    except ValueError:
+        raise SignalingError("invalid_message", f"room_type: one of {[t.value for t in RoomType]}",
+                             m.request_id) from None
+
+
 @router.websocket("/v1/rtc")
 async def rtc(ws: WebSocket, token: str | None = None) -> None:
     svc: Services = ws.app.state.services
@@ -222,10 +286,14 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
         return
     conn = Connection(ws, svc, claims)
     svc.hub.register(conn.session_id, conn.deliver)
+    session = SessionTracker(svc, claims.identity, conn.session_id, claims.name)
+    close_code: int | None = None
     try:
+        await session.open()
         while True:
             frame = await ws.receive()
             if frame["type"] == "websocket.disconnect":
+                close_code = frame.get("code")
                 break
             text = frame.get("text")
             if text is None:
@@ -236,7 +304,10 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
         pass
     finally:
         svc.hub.unregister(conn.session_id)
+        if svc.presence is not None:
+            svc.presence.unwatch(conn.session_id)
         try:
             await conn.closed()
+            await session.close(close_code)
         except Exception:  # noqa: BLE001 - the broker may be gone at shutdown
             log.exception("could not record the lost connection", extra={"session_id": conn.session_id})

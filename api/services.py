@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.errors import Unauthorized
 from api.hub import Hub
+from api.presence_feed import PresenceFeed
 from api.settings import ApiSettings
 from api.tokens import Claims, TokenIssuer
 from observability import metrics
@@ -27,6 +28,7 @@ class Services:
     issuer: TokenIssuer
     topics: Topics
     hub: Hub
+    presence: PresenceFeed | None = None
 
     async def publish(self, topic: str, event: Event) -> None:
         """Write an intent to the log and wait for the broker's acknowledgement."""

@@ -37,6 +37,12 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
                                                                "ROOMLOG_API_TOPIC_PREFIX"))
     #: How long POST /v1/rooms waits for the room to appear in the read model.
     create_wait_s: float = 3.0
+    #: How long POST /v1/calls waits for streams' decision (rate limit) before answering 202.
+    call_wait_s: float = 5.0
+    #: A call invite id is valid this long (accepting later: ``invite_expired``).
+    invite_ttl_s: float = 60.0
+    #: How often the gateway writes ``SessionPinged`` for each open socket (presence TTL is 90 s).
+    session_ping_s: float = 30.0
     #: ICE servers the gateway adds to `joined` (never written to the log).
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     log_level: str = "info"

@@ -38,6 +38,9 @@ class Join(Message):
     room: Id
     name: Annotated[str, Field(max_length=128)] = ""
     resume_peer_id: Id | None = None
+    #: The type of the room if this join creates it: ``sfu`` (default), ``p2p``,
+    #: ``broadcast``; ``mcu`` is refused with ``unsupported_room_type``.
+    room_type: Annotated[str, Field(max_length=32)] | None = None
 
 
 class TrackSpec(BaseModel):
@@ -84,6 +87,27 @@ class IceRestart(Message):
 class IceCandidate(Message):
     type: Literal["ice-candidate"]
     candidate: dict[str, Any] | str
+    #: P2P rooms: the peer to relay the candidate to.
+    to: Id | None = None
+
+
+class P2PDescription(Message):
+    """P2P rooms: an offer or answer for the other peer, relayed over the log."""
+
+    type: Literal["p2p-offer", "p2p-answer"]
+    to: Id
+    sdp: Sdp
+
+
+class CallAnswer(Message):
+    """Answer a call: the callee accepts or rejects, the caller cancels, either hangs up."""
+
+    type: Literal["call-accept", "call-reject", "call-cancel", "call-hangup"]
+    call_id: Id
+
+
+class PresenceSubscribe(Message):
+    type: Literal["presence-subscribe"]
 
 
 class Ping(Message):
@@ -95,10 +119,12 @@ class Leave(Message):
 
 
 ClientMessage = Annotated[Union[Join, Publish, SubscriberAnswer, Subscribe, Unsubscribe, Mute,  # noqa: UP007
-                                IceRestart, IceCandidate, Ping, Leave], Field(discriminator="type")]
+                                IceRestart, IceCandidate, Ping, Leave, P2PDescription, CallAnswer,
+                                PresenceSubscribe], Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 TYPES = {"join", "publish", "subscriber-answer", "subscribe", "unsubscribe", "mute", "unmute", "ice-restart",
-         "ice-candidate", "ping", "leave"}
+         "ice-candidate", "ping", "leave", "p2p-offer", "p2p-answer", "call-accept", "call-reject", "call-cancel",
+         "call-hangup", "presence-subscribe"}
 
 
 def parse_message(text: str) -> Message:
