@@ -46,3 +46,6 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
     #: ICE servers the gateway adds to `joined` (never written to the log).
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     log_level: str = "info"
+    #: Development mode: enables POST /v1/dev/login (a name is enough to get a token).
+    #: `make up` and the browser tests set it; never in production.
+    dev_mode: bool = False

@@ -15,6 +15,8 @@ mkdir -p "$run/logs" "$run/pids"
 export ROOMLOG_API_PORT=${ROOMLOG_API_PORT:-8080}
 export ROOMLOG_STREAMS_METRICS_PORT=${ROOMLOG_STREAMS_METRICS_PORT:-9101}
 export ROOMLOG_NODE_METRICS_PORT=${ROOMLOG_NODE_METRICS_PORT:-9102}
+# development mode: the browser pages sign in with POST /v1/dev/login {name}
+export ROOMLOG_API_DEV_MODE=${ROOMLOG_API_DEV_MODE:-true}
 SERVICES=(api streams media-node)
 
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -74,6 +76,7 @@ run_platform() {
 
 roomlog is up:
   api          http://127.0.0.1:$ROOMLOG_API_PORT   (/healthz /readyz /metrics /docs)
+  web client   http://127.0.0.1:$ROOMLOG_API_PORT/web/   (development sign-in)
   streams      worker; metrics http://127.0.0.1:$ROOMLOG_STREAMS_METRICS_PORT/metrics
   media node   ${ROOMLOG_NODE_NODE_ID:-node-1}; metrics http://127.0.0.1:$ROOMLOG_NODE_METRICS_PORT/metrics
   kafka        $KAFKA_BOOTSTRAP

@@ -1,0 +1,69 @@
+// Lobby: device check and selection, the open rooms, create a room, join one.
+import { checkDevices, listDevices, openMedia } from "../sdk/devices.js";
+import { api, el, requireSession, signOut } from "./session.js";
+
+const session = requireSession();
+document.getElementById("who").textContent = `${session.name} (${session.identity})`;
+document.getElementById("signout").addEventListener("click", signOut);
+const $ = (id) => document.getElementById(id);
+
+function roomUrl(roomId, view = false) {
+  const params = new URLSearchParams({ room: roomId });
+  if ($("camera").value) params.set("camera", $("camera").value);
+  if ($("microphone").value) params.set("microphone", $("microphone").value);
+  if (view) params.set("view", "1");
+  return `/web/room.html?${params}`;
+}
+
+async function loadRooms() {
+  const body = $("rooms");
+  try {
+    const rooms = await api("/v1/rooms", { token: session.token });
+    body.replaceChildren(...rooms.map((r) => el("tr", { dataset: { room: r.room_id } },
+      el("td", {}, r.room_id), el("td", {}, r.type), el("td", {}, new Date(r.created_at).toLocaleString()),
+      el("td", {}, el("a", { class: "button", href: roomUrl(r.room_id) }, r.type === "broadcast" ? "Broadcast" : "Join"),
+        r.type === "broadcast" ? el("a", { class: "button secondary", href: roomUrl(r.room_id, true) }, "Watch") : ""))));
+    $("rooms-empty").hidden = rooms.length > 0;
+  } catch (err) {
+    $("rooms-error").textContent = `Could not list rooms: ${err.message}`;
+  }
+}
+
+$("create").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = ev.target;
+  const body = { type: form.elements.type.value };
+  if (form.elements.room_id.value) body.room_id = form.elements.room_id.value;
+  try {
+    const room = await api("/v1/rooms", { method: "POST", body, token: session.token });
+    location.assign(roomUrl(room.room_id));
+  } catch (err) {
+    $("create-error").textContent = err.message;
+  }
+});
+
+async function fillDevices() {
+  const check = await checkDevices();
+  $("device-status").textContent = [`camera ${check.camera ? "ok" : "unavailable"}`,
+    `microphone ${check.microphone ? "ok" : "unavailable"}`, ...check.errors].join(" · ");
+  const { cameras, microphones } = await listDevices();
+  $("camera").replaceChildren(...cameras.map((d, i) => el("option", { value: d.deviceId }, d.label || `Camera ${i + 1}`)));
+  $("microphone").replaceChildren(...microphones.map((d, i) => el("option", { value: d.deviceId }, d.label || `Microphone ${i + 1}`)));
+  await preview();
+}
+
+let previewStream = null;
+async function preview() {
+  previewStream?.getTracks().forEach((t) => t.stop());
+  try {
+    previewStream = await openMedia({ microphone: false, cameraId: $("camera").value || undefined });
+    $("preview").srcObject = previewStream;
+  } catch (err) {
+    $("device-status").textContent += ` · preview failed: ${err.message}`;
+  }
+}
+$("camera").addEventListener("change", preview);
+
+loadRooms();
+setInterval(loadRooms, 5000);
+fillDevices().catch((err) => { $("device-status").textContent = `Device check failed: ${err.message}`; });

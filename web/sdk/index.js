@@ -1,0 +1,9 @@
+// roomlog browser SDK: `import { Room, openMedia } from "/web/sdk/index.js"`.
+export { Backoff, backoffDelay, DEFAULT_BACKOFF } from "./backoff.js";
+export { CallState, InvalidTransition, States, transition, TRANSITIONS } from "./callstate.js";
+export { checkDevices, listDevices, openMedia, openScreen } from "./devices.js";
+export { decodePixels, lumaStats, readVideo } from "./pattern.js";
+export { cameraSlots, LAYERS } from "./publisher.js";
+export { BANDS, DOWN_AFTER_MS, LEVEL_NAMES, qualityLevel, QualityMonitor } from "./quality.js";
+export { Room } from "./room.js";
+export { RoomError } from "./signaling.js";

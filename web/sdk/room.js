@@ -1,0 +1,309 @@
+// Room: join a roomlog room from a browser, publish, receive the others' tracks - the
+// browser twin of client/room.py on protocol v1 (docs/protocol.md).
+//
+// Events (room.on(type, fn)): state {state, previous, event}, joined, resumed,
+// peer-joined, peer-left, peer-updated, track {peerId, sourceId, kind, track, stream},
+// track-removed {peerId, sourceId}, reconnecting {attempt, delayMs}, reconnected
+// {peerId, resumed}, gave-up {attempts, elapsedMs}, quality {level, lossPct, rttMs, ...},
+// screen {sharing}, error {code, message}, left.
+
+import { Backoff } from "./backoff.js";
+import { CallState, States } from "./callstate.js";
+import { Emitter } from "./emitter.js";
+import { cameraSlots, Publisher } from "./publisher.js";
+import { QualityMonitor } from "./quality.js";
+import { RoomError, Signaling } from "./signaling.js";
+import { snapshot } from "./stats.js";
+import { Subscriber } from "./subscriber.js";
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class Room extends Emitter {
+  constructor({ url, token, room, name = "", iceServers = null, iceTransportPolicy = "all", backoff = {},
+                qualityIntervalMs = 2000, random = Math.random } = {}) {
+    super();
+    Object.assign(this, { url, token, room, name, iceServers, iceTransportPolicy });
+    this.peerId = null;
+    this.roomType = null;
+    this.peers = new Map();
+    this.remote = new Map(); // "peer/source" -> remote track
+    this.muted = { camera: false, microphone: false };
+    this.unsynced = new Set(); // kinds whose mute state the server has not heard yet
+    this.tag = Math.floor(random() * 36 ** 6).toString(36).padStart(6, "0");
+    this.call = new CallState((state, previous, event) => this.emit("state", { state, previous, event }));
+    this.backoff = new Backoff(backoff, random);
+    this.signaling = null;
+    this.publisher = null;
+    this.subscriber = null;
+    this.closed = false;
+    this.reconnecting = false;
+    this.quality = new QualityMonitor(() => [this.publisher?.pc, this.subscriber?.pc],
+      (sample) => { this.lastQuality = sample; this.emit("quality", sample); }, qualityIntervalMs);
+  }
+
+  static async connect(options) {
+    const room = new Room(options);
+    await room.join();
+    return room;
+  }
+
+  get state() { return this.call.state; }
+
+  rtcConfig() {
+    return { iceServers: this.iceServers ?? [], iceTransportPolicy: this.iceTransportPolicy };
+  }
+
+  // --- joining and reconnecting ----------------------------------------------------
+
+  async join() {
+    this.call.send("join");
+    try {
+      await this.#openSocket();
+      await this.#join(false);
+    } catch (err) {
+      this.call.send("fail");
+      throw err;
+    }
+    this.call.send("connected");
+    this.quality.start();
+  }
+
+  async #openSocket() {
+    this.signaling?.close();
+    const signaling = new Signaling(this.url, this.token);
+    signaling.on("message", (m) => this.#onMessage(m).catch((err) => this.emit("error", { code: "client", message: String(err) })));
+    signaling.on("closed", () => this.#onSocketLost());
+    this.signaling = signaling;
+    await signaling.open();
+  }
+
+  async #join(resume) {
+    const message = { type: "join", room: this.room, name: this.name };
+    if (resume && this.peerId) message.resume_peer_id = this.peerId;
+    const joined = await this.signaling.request(message, ["joined", "resumed"]);
+    this.peerId = joined.peer_id;
+    this.roomType = joined.room_type ?? this.roomType;
+    if (this.iceServers === null) this.iceServers = joined.ice_servers ?? [];
+    this.peers = new Map((joined.peers ?? []).map((p) => [p.peer_id, p]));
+    return joined;
+  }
+
+  async #onSocketLost() {
+    if (this.closed || this.reconnecting || !this.call.can("lost")) return;
+    this.reconnecting = true;
+    this.call.send("lost");
+    this.backoff.reset();
+    while (!this.closed) {
+      const delay = this.backoff.next(performance.now());
+      if (delay === null) return this.#giveUp();
+      this.emit("reconnecting", { attempt: this.backoff.attempt, delayMs: delay });
+      await sleep(delay);
+      if (this.closed) return;
+      try {
+        const resumed = await this.#reconnectOnce();
+        this.reconnecting = false;
+        this.#flushMutes();
+        this.call.send("connected");
+        this.emit("reconnected", { peerId: this.peerId, resumed });
+        return;
+      } catch (err) {
+        this.emit("reconnect-failed", { attempt: this.backoff.attempt, error: String(err) });
+      }
+    }
+  }
+
+  /** One attempt: resume the peer, or join fully (new peer, republish) when it is gone. */
+  async #reconnectOnce() {
+    await this.#openSocket();
+    try {
+      await this.#join(true);
+      return true;
+    } catch (err) {
+      if (err.code !== "peer_not_found") throw err;
+    }
+    this.peerId = null;
+    await this.#join(false);
+    await this.#freshMedia();
+    return false;
+  }
+
+  #giveUp() {
+    this.reconnecting = false;
+    const info = { attempts: this.backoff.attempt, elapsedMs: this.backoff.elapsed(performance.now()) };
+    this.#teardown();
+    this.call.send("fail");
+    this.emit("gave-up", info);
+  }
+
+  /** New connections on the room's (new) media node: drop remote tracks, publish again. */
+  async #freshMedia() {
+    this.subscriber?.close();
+    this.subscriber = null;
+    for (const key of [...this.remote.keys()]) this.#dropRemote(key);
+    if (this.publisher) await this.publisher.open(this.signaling, this.publisher.specs());
+    for (const kind of ["camera", "microphone"]) {
+      if (this.muted[kind]) this.signaling.send({ type: "mute", source_kind: kind });
+    }
+  }
+
+  async #moveToNewNode(reason) {
+    if (!this.call.can("lost")) return;
+    this.call.send("lost");
+    this.emit("reconnecting", { attempt: 0, delayMs: 0, reason });
+    await this.#freshMedia();
+    this.call.send("connected");
+    this.emit("reconnected", { peerId: this.peerId, resumed: true, reason });
+  }
+
+  // --- publishing --------------------------------------------------------------------
+
+  /** Publish slot specs ({track, sourceId, kind, layer?, encoding?}) on a fresh publisher connection. */
+  async publish(specs) {
+    this.publisher?.close({ stopTracks: false });
+    this.publisher = new Publisher(this.rtcConfig());
+    await this.publisher.open(this.signaling, specs);
+  }
+
+  /** Publish a camera/microphone stream: the camera as `layers` encodings, plus an idle screen slot. */
+  async publishMedia(stream, { layers = 2, screenSlot = true } = {}) {
+    const specs = [];
+    const video = stream.getVideoTracks()[0];
+    const audio = stream.getAudioTracks()[0];
+    if (video) specs.push(...cameraSlots(video, `cam-${this.tag}`, layers));
+    if (audio) specs.push({ track: audio, sourceId: `mic-${this.tag}`, kind: "microphone", layer: "single" });
+    if (screenSlot) specs.push({ track: null, sourceId: `screen-${this.tag}`, kind: "screen", layer: "single", enabled: false });
+    await this.publish(specs);
+  }
+
+  async setCameraEnabled(enabled) { await this.#setKindEnabled("camera", enabled); }
+
+  async setMicrophoneEnabled(enabled) { await this.#setKindEnabled("microphone", enabled); }
+
+  async #setKindEnabled(kind, enabled) {
+    this.muted[kind] = !enabled;
+    const ids = new Set((this.publisher?.slots ?? []).filter((s) => s.kind === kind).map((s) => s.sourceId));
+    for (const id of ids) await this.publisher.setEnabled(id, enabled);
+    this.unsynced.add(kind);
+    this.#flushMutes();
+  }
+
+  /** Tell the server the mute state of kinds changed while the socket was down. */
+  #flushMutes() {
+    if (!this.signaling?.connected) return;
+    for (const kind of this.unsynced) {
+      this.signaling.send({ type: this.muted[kind] ? "mute" : "unmute", source_kind: kind });
+    }
+    this.unsynced.clear();
+  }
+
+  /** Send `track` (e.g. from devices.openScreen()) as this peer's screen source. */
+  async shareScreen(track) {
+    const slot = this.publisher?.slots.find((s) => s.kind === "screen");
+    if (!slot) throw new RoomError("no_screen_slot", "publish with a screen slot first");
+    track.addEventListener("ended", () => this.stopScreen());
+    await this.publisher.setTrack(slot.sourceId, track);
+    this.emit("screen", { sharing: true, sourceId: slot.sourceId });
+  }
+
+  async stopScreen() {
+    const slot = this.publisher?.slots.find((s) => s.kind === "screen");
+    if (!slot?.track) return;
+    slot.track.stop();
+    await this.publisher.setTrack(slot.sourceId, null);
+    this.emit("screen", { sharing: false, sourceId: slot.sourceId });
+  }
+
+  // --- subscribing ---------------------------------------------------------------------
+
+  subscribe(sourceId, layer = "high") { this.signaling.send({ type: "subscribe", source_id: sourceId, layer }); }
+
+  unsubscribe(sourceId) { this.signaling.send({ type: "unsubscribe", source_id: sourceId }); }
+
+  async #onSubscriberOffer(message) {
+    if (this.subscriber === null) this.subscriber = new Subscriber(this.rtcConfig(), (t) => this.#onTrack(t));
+    const sdp = await this.subscriber.applyOffer(message);
+    this.signaling.send({ type: "subscriber-answer", sdp });
+  }
+
+  #onTrack(remote) {
+    const key = `${remote.peerId}/${remote.sourceId}`;
+    // offers name the media kind (audio/video); the peer's track list names the source kind
+    const published = this.peers.get(remote.peerId)?.tracks?.find((t) => t.source_id === remote.sourceId);
+    const kind = published?.kind ?? (remote.track.kind === "audio" ? "microphone" : "camera");
+    const entry = { ...remote, key, kind, mediaKind: remote.track.kind, stream: new MediaStream([remote.track]) };
+    this.remote.set(key, entry);
+    this.emit("track", entry);
+  }
+
+  #dropRemote(key) {
+    const entry = this.remote.get(key);
+    if (!entry) return;
+    this.remote.delete(key);
+    this.emit("track-removed", entry);
+  }
+
+  // --- server messages -----------------------------------------------------------------
+
+  async #onMessage(m) {
+    if (m.type === "subscriber-offer") await this.#onSubscriberOffer(m);
+    else if (m.type === "peer-joined" || m.type === "peer-updated") this.peers.set(m.peer.peer_id, m.peer);
+    else if (m.type === "peer-left") {
+      this.peers.delete(m.peer_id);
+      for (const [key, r] of this.remote) if (r.peerId === m.peer_id) this.#dropRemote(key);
+    } else if (m.type === "track-published") this.#peerTracks(m.peer_id, (ts) => [...ts, m.track]);
+    else if (m.type === "track-unpublished") {
+      this.#peerTracks(m.peer_id, (ts) => ts.filter((t) => t.source_id !== m.source_id));
+      this.#dropRemote(`${m.peer_id}/${m.source_id}`);
+    }
+    else if (m.type === "reconnect") await this.#moveToNewNode(m.reason);
+    else if (m.type === "left" && !this.closed) this.#end();
+    this.emit(m.type, m);
+  }
+
+  #peerTracks(peerId, change) {
+    const peer = this.peers.get(peerId);
+    if (peer) peer.tracks = change(peer.tracks ?? []);
+  }
+
+  // --- leaving ---------------------------------------------------------------------------
+
+  async leave() {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.call.can("hangup")) this.call.send("hangup");
+    try {
+      await this.signaling?.request({ type: "leave" }, ["left"], 5000);
+    } catch (err) {
+      console.debug("leave without answer", err);
+    }
+    this.#end();
+  }
+
+  #end() {
+    this.closed = true;
+    this.#teardown();
+    if (this.call.can("hangup")) this.call.send("hangup");
+    if (this.call.state === States.ENDING) this.call.send("ended");
+  }
+
+  #teardown() {
+    this.quality.stop();
+    this.signaling?.close();
+    this.publisher?.close();
+    this.subscriber?.close();
+    for (const key of [...this.remote.keys()]) this.#dropRemote(key);
+  }
+
+  // --- stats -----------------------------------------------------------------------------
+
+  /** Per remote source: frames decoded, packets, audio level (from the subscriber's getStats). */
+  async stats() {
+    const sub = await snapshot(this.subscriber?.pc);
+    const pub = await snapshot(this.publisher?.pc);
+    const inbound = sub.inbound.map((s) => {
+      const source = this.subscriber?.sourceOf(s.mid);
+      return { ...s, peerId: source?.peer_id ?? null, sourceId: source?.source_id ?? null };
+    });
+    return { inbound, outbound: pub.outbound, localAudioLevel: pub.localAudioLevel, quality: this.lastQuality ?? null };
+  }
+}
