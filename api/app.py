@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from api import access, errors, health, rooms, rtc, web
+from api import access, errors, health, ice, rooms, rtc, web
 from api.calls import router as calls_router
 from api.hub import Hub
 from api.presence import router as presence_router
@@ -53,9 +53,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(access.router)
     app.include_router(rooms.router)
     app.include_router(rtc.router)
-    web.install(app)
     app.include_router(calls_router)
     app.include_router(presence_router)
+    app.include_router(ice.router)
+    web.install(app)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]],

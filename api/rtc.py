@@ -19,6 +19,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from api.errors import ApiError
+from api.ice import ice_servers
 from api.presence import subscribe as subscribe_presence
 from api.services import Services
 from api.sessions import SessionTracker, is_user_id
@@ -106,7 +107,7 @@ class Connection:
             self.peer_id, self.joining = message.get("peer_id"), False
             self.room = message.get("room", self.room)
             self.room_type = message.get("room_type", self.room_type)
-            message = {**message, "ice_servers": self.svc.settings.ice_servers}
+            message = {**message, "ice_servers": ice_servers(self.svc.settings, self.claims.identity)}
         elif kind == "error" and self.joining:
             self.joining = False
         elif kind == "call-accepted" and "answered_session_id" in message:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: A list setting: a JSON array or comma-separated values (``a,b``).
+UrlList = Annotated[list[str], NoDecode]
 
 
 def _default_gateway_id() -> str:
@@ -43,9 +47,55 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
     invite_ttl_s: float = 60.0
     #: How often the gateway writes ``SessionPinged`` for each open socket (presence TTL is 90 s).
     session_ping_s: float = 30.0
-    #: ICE servers the gateway adds to `joined` (never written to the log).
+    #: STUN URLs handed to clients (``stun:host:port``).
+    stun_urls: UrlList = Field(default_factory=list)
+    #: TURN URLs handed to clients with ephemeral credentials (``turn:host:port`` means UDP
+    #: and TCP; ``?transport=`` or ``turns:`` as given). Needs ``turn_secret``.
+    turn_urls: UrlList = Field(default_factory=list)
+    #: coturn's ``static-auth-secret``; signs TURN credentials. Never logged, never sent.
+    turn_secret: SecretStr | None = None
+    #: How long TURN credentials stay valid.
+    turn_ttl_s: int = Field(default=86_400, ge=60)
+    #: Extra ICE servers appended as given (``[{"urls": [...], ...}]``).
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    #: Serve HTTPS with this certificate chain and key (PEM files); both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     log_level: str = "info"
+
+    @field_validator("stun_urls", "turn_urls", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("stun_urls")
+    @classmethod
+    def _stun_scheme(cls, urls: list[str]) -> list[str]:
+        bad = [u for u in urls if not u.startswith(("stun:", "stuns:"))]
+        if bad:
+            raise ValueError(f"STUN URLs start with stun: or stuns: ({bad})")
+        return urls
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_scheme(cls, urls: list[str]) -> list[str]:
+        bad = [u for u in urls if not u.startswith(("turn:", "turns:"))]
+        if bad:
+            raise ValueError(f"TURN URLs start with turn: or turns: ({bad})")
+        return urls
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ApiSettings:
+        if self.turn_urls and (self.turn_secret is None or not self.turn_secret.get_secret_value()):
+            raise ValueError("turn_urls need turn_secret (coturn's static-auth-secret)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        return self
     #: Development mode: enables POST /v1/dev/login (a name is enough to get a token).
     #: `make up` and the browser tests set it; never in production.
     dev_mode: bool = False

@@ -16,13 +16,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 
 from client.signaling import RoomError, Signaling
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalTrack", "RemoteTrack", "Room", "RoomError"]
+__all__ = ["LocalTrack", "RemoteTrack", "Room", "RoomError", "rtc_configuration"]
 
 
 @dataclass
@@ -46,13 +53,29 @@ class RemoteTrack:
 Listener = Callable[[str, Any], Awaitable[None] | None]
 
 
+def rtc_configuration(ice_servers: list[dict[str, Any]], policy: str = "all") -> RTCConfiguration:
+    """``RTCConfiguration`` from the protocol's ``ice_servers`` (``{urls, username?, credential?}``).
+
+    aiortc uses the first STUN and the first TURN URL it supports (``turn:`` over UDP or
+    TCP, ``turns:`` over TCP); the rest are ignored.
+    """
+    servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+               for s in ice_servers]
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy(policy))
+
+
 @dataclass
 class Room:
     url: str
     token: str
     room: str
     name: str = ""
+    #: Overrides the ICE servers the gateway sends in ``joined``/``resumed`` when not None.
     ice_servers: list[dict[str, Any]] | None = None
+    #: ``"all"`` or ``"relay"`` (only TURN relayed candidates: aiortc's iceTransportPolicy).
+    ice_transport_policy: str = "all"
+    #: What the gateway sent last (STUN/TURN with fresh ephemeral credentials).
+    server_ice_servers: list[dict[str, Any]] = field(default_factory=list)
     peer_id: str | None = None
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
     remote: dict[tuple[str, str], RemoteTrack] = field(default_factory=dict)
@@ -60,6 +83,8 @@ class Room:
     reconnects: int = 0
 
     def __post_init__(self) -> None:
+        if self.ice_transport_policy not in ("all", "relay"):
+            raise ValueError(f"ice_transport_policy is 'all' or 'relay', not {self.ice_transport_policy!r}")
         self._signaling = Signaling(self.url, self.token, self._on_message, self._on_socket_lost)
         self._published: list[LocalTrack] = []
         self._publisher: RTCPeerConnection | None = None
@@ -73,9 +98,12 @@ class Room:
 
     @classmethod
     async def connect(cls, url: str, token: str, room: str, *, name: str = "",
-                      ice_servers: list[dict[str, Any]] | None = None) -> Room:
-        """Open the socket and join ``room``. ``ice_servers`` overrides what the server sends."""
-        self = cls(url=url, token=token, room=room, name=name, ice_servers=ice_servers)
+                      ice_servers: list[dict[str, Any]] | None = None,
+                      ice_transport_policy: str = "all") -> Room:
+        """Open the socket and join ``room``. ``ice_servers`` overrides what the server sends;
+        ``ice_transport_policy="relay"`` uses TURN relayed candidates only."""
+        self = cls(url=url, token=token, room=room, name=name, ice_servers=ice_servers,
+                   ice_transport_policy=ice_transport_policy)
         await self._signaling.open()
         await self._join()
         return self
@@ -86,8 +114,7 @@ class Room:
             message["resume_peer_id"] = self.peer_id
         joined = await self._signaling.request(message, {"joined", "resumed"})
         self.peer_id = joined["peer_id"]
-        if self.ice_servers is None:
-            self.ice_servers = joined.get("ice_servers", [])
+        self.server_ice_servers = list(joined.get("ice_servers") or [])
         self.peers = {p["peer_id"]: p for p in joined.get("peers", [])}
         await self._emit(joined["type"], joined)
 
@@ -115,9 +142,9 @@ class Room:
                 await result
 
     def _config(self) -> RTCConfiguration:
-        servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
-                   for s in (self.ice_servers or [])]
-        return RTCConfiguration(iceServers=servers)
+        """aiortc configuration for a new connection: the override, else what the gateway sent."""
+        return rtc_configuration(self.server_ice_servers if self.ice_servers is None else self.ice_servers,
+                                 self.ice_transport_policy)
 
     # --- publishing ------------------------------------------------------------------
 

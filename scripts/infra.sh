@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# roomlog local infrastructure: Kafka (KRaft), PostgreSQL, MinIO - no Docker.
+# roomlog local infrastructure: Kafka (KRaft), PostgreSQL, MinIO, coturn - no Docker.
 #
 # Usage: scripts/infra.sh COMMAND [OPTIONS]
 #
 # Commands:
 #   install        Fetch/build what `up` needs (idempotent, cached outside the repo):
-#                  Kafka 4.1.1 jars (Maven), MinIO (go install, pinned), PostgreSQL (apt, if missing).
-#   up             Start Kafka, PostgreSQL and MinIO on 127.0.0.1, wait until ready,
+#                  Kafka 4.1.1 jars (Maven), MinIO (go install, pinned), PostgreSQL and
+#                  coturn (apt, if missing).
+#   up             Start Kafka, PostgreSQL, MinIO and coturn on loopback, wait until ready,
 #                  write $RUN/infra.env.  Components already running from this RUN dir are left alone.
 #   down [--wipe]  Stop what this RUN dir started (no process left behind).
 #                  --wipe also deletes the data dirs (Kafka log dirs, Postgres cluster, MinIO data).
 #   status         One line per component.
-#   env            Print $RUN/infra.env (KAFKA_BOOTSTRAP, DATABASE_URL, MINIO_*).
+#   env            Print $RUN/infra.env (KAFKA_BOOTSTRAP, DATABASE_URL, MINIO_*, TURN_URL, TURN_SECRET).
 #   help, --help   This text.
 #
 # Environment:
@@ -28,9 +29,20 @@
 #   DATABASE_URL           if set, use that database instead of starting PostgreSQL
 #   MINIO_ENDPOINT         if set, use that S3 endpoint instead of starting MinIO
 #                          (with MINIO_ACCESS_KEY / MINIO_SECRET_KEY; defaults roomlog / roomlog-secret)
+#   TURN_PORT              coturn listener, udp + tcp   (default: 13478)
+#   TURN_LISTEN_IP         coturn listening address     (default: 127.0.0.1)
+#   TURN_RELAY_IP          address of relayed candidates (default: 127.0.0.2)
+#   TURN_EXTERNAL_IP       coturn external-ip (public address behind NAT; default: none)
+#   TURN_PUBLIC_HOST       host written into TURN_URL   (default: TURN_LISTEN_IP)
+#   TURN_MIN_PORT / TURN_MAX_PORT  relay port range      (default: 49160 / 49359)
+#   TURN_ALLOW_LOOPBACK    1 = relay to 127.x peers (needed on one machine; default: 1)
+#   TURN_SECRET            coturn static-auth-secret    (default: a dev value; the api needs the same)
+#   TURN_URL               if set (turn:host:port), use that coturn instead of starting one
+#                          (TURN_SECRET must then be its static-auth-secret)
 #
 # Layout under $RUN:  kafka/ (server.properties, log4j2.properties, data/), pg -> Postgres
-# cluster dir (see below), minio/data/, logs/{kafka,postgres,minio}.log, pids/*.pid, infra.env.
+# cluster dir (see below), minio/data/, coturn/turnserver.conf (mode 600: it holds the secret),
+# logs/{kafka,postgres,minio,coturn}.log, pids/*.pid, infra.env (mode 600).
 #
 # PostgreSQL data dir: postgres refuses to run as root, so the cluster runs as the
 # `postgres` user, which must be able to traverse every parent of its data dir.  If it
@@ -64,6 +76,7 @@ LOGS="$RUN/logs"
 STATE_FILE="$RUN/ports.env"   # ports/modes used by the last `up`, read by status/down/env
 
 MINIO_USER_DEFAULT=roomlog
+TURN_SECRET_DEFAULT=roomlog-dev-turn-secret
 MINIO_PASSWORD_DEFAULT=roomlog-secret
 
 log()  { printf '[infra] %s\n' "$*"; }
@@ -79,7 +92,7 @@ load_ports() {  # load_ports [--recorded]
     if [[ "${1-}" = --recorded && -f "$STATE_FILE" ]]; then
         while IFS='=' read -r k v; do
             case "$k" in
-                KAFKA_PORT|KAFKA_CONTROLLER_PORT|PG_PORT|MINIO_PORT|MINIO_CONSOLE_PORT)
+                KAFKA_PORT|KAFKA_CONTROLLER_PORT|PG_PORT|MINIO_PORT|MINIO_CONSOLE_PORT|TURN_PORT|TURN_LISTEN_IP)
                     [[ -n "${!k-}" ]] || printf -v "$k" '%s' "$v" ;;
             esac
         done < "$STATE_FILE"
@@ -89,6 +102,12 @@ load_ports() {  # load_ports [--recorded]
     PG_PORT="${PG_PORT:-15432}"
     MINIO_PORT="${MINIO_PORT:-19000}"
     MINIO_CONSOLE_PORT="${MINIO_CONSOLE_PORT:-19001}"
+    TURN_PORT="${TURN_PORT:-13478}"
+    TURN_LISTEN_IP="${TURN_LISTEN_IP:-127.0.0.1}"
+    TURN_RELAY_IP="${TURN_RELAY_IP:-127.0.0.2}"
+    TURN_MIN_PORT="${TURN_MIN_PORT:-49160}"
+    TURN_MAX_PORT="${TURN_MAX_PORT:-49359}"
+    TURN_ALLOW_LOOPBACK="${TURN_ALLOW_LOOPBACK:-1}"
     TIMEOUT="${INFRA_TIMEOUT:-60}"
 }
 
@@ -250,6 +269,16 @@ install_postgres() {
     ensure_cmd psql postgresql-client
 }
 
+install_coturn() {
+    if command -v turnserver >/dev/null 2>&1; then
+        log "coturn: present ($(command -v turnserver))"
+        return 0
+    fi
+    log "coturn: installing with apt-get (the package's own service stays disabled)"
+    apt_install coturn
+    command -v turnserver >/dev/null 2>&1 || die "coturn installed but no turnserver in PATH"
+}
+
 cmd_install() {
     mkdir -p "$CACHE"
     ensure_cmd flock util-linux
@@ -260,6 +289,8 @@ cmd_install() {
     fi
     ensure_cmd curl curl
     ensure_cmd ip iproute2
+    ensure_cmd openssl openssl
+    install_coturn
     install_postgres
     install_kafka
     install_minio
@@ -593,6 +624,95 @@ minio_down() {
     rm -f "$PIDS/minio.pid"
 }
 
+# ---------------------------------------------------------------- coturn
+
+turn_pid() { pid_of coturn "turnserver -c $RUN/coturn/turnserver.conf"; }
+
+turn_port_open() {  # turn_port_open HOST PORT: something accepts TCP there
+    # shellcheck disable=SC2016  # $1/$2 expand in the child bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+turn_write_config() {  # the secret goes to a 0600 file, never onto a command line
+    mkdir -p "$RUN/coturn"
+    (
+        umask 077
+        cat > "$RUN/coturn/turnserver.conf" <<CONF
+# generated by scripts/infra.sh - coturn with ephemeral (TURN REST API) credentials
+listening-ip=$TURN_LISTEN_IP
+listening-port=$TURN_PORT
+relay-ip=$TURN_RELAY_IP
+${TURN_EXTERNAL_IP:+external-ip=$TURN_EXTERNAL_IP}
+min-port=$TURN_MIN_PORT
+max-port=$TURN_MAX_PORT
+use-auth-secret
+static-auth-secret=$TURN_SECRET
+realm=roomlog
+fingerprint
+no-tls
+no-dtls
+no-cli
+no-multicast-peers
+$([[ "$TURN_ALLOW_LOOPBACK" = 1 ]] && echo allow-loopback-peers || echo "# loopback peers denied")
+userdb=$RUN/coturn/turndb
+pidfile=$RUN/coturn/turnserver.pid
+log-file=$LOGS/coturn.log
+simple-log
+no-stdout-log
+CONF
+    )
+}
+
+turn_up() {
+    local logf="$LOGS/coturn.log" pid
+    if [[ -n "${TURN_URL-}" ]]; then
+        [[ -n "${TURN_SECRET-}" ]] || die "TURN_URL is set: also set TURN_SECRET (the server's static-auth-secret)"
+        log "coturn: using existing server TURN_URL=$TURN_URL (not started)"
+        TURN_MODE=external; TURN_ADDR="$TURN_URL"
+        return 0
+    fi
+    TURN_MODE=managed
+    TURN_SECRET="${TURN_SECRET:-$TURN_SECRET_DEFAULT}"
+    if pid="$(turn_pid)"; then
+        TURN_PORT="$(sed -n 's/^listening-port=//p' "$RUN/coturn/turnserver.conf")"
+        TURN_LISTEN_IP="$(sed -n 's/^listening-ip=//p' "$RUN/coturn/turnserver.conf")"
+        TURN_SECRET="$(sed -n 's/^static-auth-secret=//p' "$RUN/coturn/turnserver.conf")"
+        TURN_ADDR="turn:${TURN_PUBLIC_HOST:-$TURN_LISTEN_IP}:$TURN_PORT"
+        log "coturn: already running (pid $pid) on $TURN_LISTEN_IP:$TURN_PORT"
+        return 0
+    fi
+    command -v turnserver >/dev/null || die "coturn not installed: run scripts/infra.sh install"
+    turn_port_open "$TURN_LISTEN_IP" "$TURN_PORT" \
+        && die "port $TURN_LISTEN_IP:$TURN_PORT is already in use (set TURN_PORT=..., or TURN_URL=turn:host:port to use that server)"
+    turn_write_config
+    log "coturn: starting on $TURN_LISTEN_IP:$TURN_PORT udp+tcp (relay $TURN_RELAY_IP:$TURN_MIN_PORT-$TURN_MAX_PORT)"
+    echo "===== $(date -u +%FT%TZ) infra.sh up =====" >> "$logf"
+    setsid nohup turnserver -c "$RUN/coturn/turnserver.conf" >> "$logf" 2>&1 < /dev/null 8>&- &
+    echo $! > "$PIDS/coturn.pid"
+    TURN_STARTED_PID=$!
+    TURN_ADDR="turn:${TURN_PUBLIC_HOST:-$TURN_LISTEN_IP}:$TURN_PORT"
+}
+
+turn_wait() {
+    [[ "$TURN_MODE" = managed && -n "${TURN_STARTED_PID-}" ]] || return 0
+    local logf="$LOGS/coturn.log" pid="$TURN_STARTED_PID" deadline=$((SECONDS + TIMEOUT))
+    until turn_port_open "$TURN_LISTEN_IP" "$TURN_PORT"; do
+        kill -0 "$pid" 2>/dev/null || fail_start coturn "$logf" "process $pid exited"
+        (( SECONDS < deadline )) || fail_start coturn "$logf" "not listening after ${TIMEOUT}s"
+        sleep 0.2
+    done
+    log "coturn: ready on $TURN_LISTEN_IP:$TURN_PORT"
+}
+
+turn_down() {
+    local pid
+    if pid="$(turn_pid)"; then
+        log "coturn: stopping (pid $pid)"
+        stop_pid coturn "$pid" 10
+    fi
+    rm -f "$PIDS/coturn.pid"
+}
+
 # ---------------------------------------------------------------- commands
 
 lock_run() {  # serialize up/down on one RUN dir
@@ -607,8 +727,10 @@ cmd_up() {
     # Kafka and MinIO start in the background; Postgres starts while they boot.
     kafka_up
     minio_up
+    turn_up
     pg_up
     minio_wait
+    turn_wait
     kafka_wait
     {
         echo "KAFKA_PORT=$KAFKA_PORT"
@@ -619,6 +741,9 @@ cmd_up() {
         echo "KAFKA_MODE=$KAFKA_MODE"
         echo "PG_MODE=$PG_MODE"
         echo "MINIO_MODE=$MINIO_MODE"
+        echo "TURN_PORT=$TURN_PORT"
+        echo "TURN_LISTEN_IP=$TURN_LISTEN_IP"
+        echo "TURN_MODE=$TURN_MODE"
     } > "$STATE_FILE"
     {
         echo "KAFKA_BOOTSTRAP=$KAFKA_URL"
@@ -626,13 +751,17 @@ cmd_up() {
         echo "MINIO_ENDPOINT=$MINIO_URL"
         echo "MINIO_ACCESS_KEY=$MINIO_USER"
         echo "MINIO_SECRET_KEY=$MINIO_PASS"
+        echo "TURN_URL=$TURN_ADDR"
+        echo "TURN_SECRET=$TURN_SECRET"
     } > "$RUN/infra.env.tmp"
+    chmod 600 "$RUN/infra.env.tmp"
     mv "$RUN/infra.env.tmp" "$RUN/infra.env"
     echo
     printf '  %-9s %-9s %s\n' COMPONENT MODE ADDRESS
     printf '  %-9s %-9s %s\n' kafka "$KAFKA_MODE" "$KAFKA_URL$([[ $KAFKA_MODE = managed ]] && echo "  (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)")"
     printf '  %-9s %-9s %s\n' postgres "$PG_MODE" "$PG_URL"
     printf '  %-9s %-9s %s\n' minio "$MINIO_MODE" "$MINIO_URL$([[ $MINIO_MODE = managed ]] && echo "  (console 127.0.0.1:$MINIO_CONSOLE_PORT)")"
+    printf '  %-9s %-9s %s\n' coturn "$TURN_MODE" "$TURN_ADDR$([[ $TURN_MODE = managed ]] && echo "  (relay $TURN_RELAY_IP:$TURN_MIN_PORT-$TURN_MAX_PORT)")"
     echo
     log "up in $((SECONDS - t0))s; env: $RUN/infra.env (load with: set -a; . $RUN/infra.env; set +a)"
 }
@@ -648,6 +777,7 @@ cmd_down() {
     lock_run
     # stop in parallel-ish order: clients of nothing, so any order works
     minio_down
+    turn_down
     kafka_down
     pg_down
     rm -f "$RUN/infra.env"
@@ -655,7 +785,7 @@ cmd_down() {
         local d
         d="$(pg_dir)"
         log "wiping data: $RUN/kafka $RUN/minio $d"
-        rm -rf "$RUN/kafka" "$RUN/minio" "$STATE_FILE"
+        rm -rf "$RUN/kafka" "$RUN/minio" "$RUN/coturn" "$STATE_FILE"
         [[ -L "$RUN/pg" ]] && rm -f "$RUN/pg"
         [[ -L "$LOGS/postgres.log" ]] && rm -f "$LOGS/postgres.log"
         rm -rf "$d"
@@ -694,6 +824,16 @@ cmd_status() {
         printf '%-9s external  (see infra.env)\n' minio
     else
         printf '%-9s stopped\n' minio
+    fi
+    mode="$(sed -n 's/^TURN_MODE=//p' "$STATE_FILE" 2>/dev/null || true)"
+    if [[ -n "${TURN_URL-}" ]]; then
+        printf '%-9s external  %s\n' coturn "$TURN_URL"
+    elif pid="$(turn_pid)"; then
+        printf '%-9s running   pid %-7s %s:%s %s\n' coturn "$pid" "$TURN_LISTEN_IP" "$TURN_PORT" "$(turn_port_open "$TURN_LISTEN_IP" "$TURN_PORT" && echo listening || echo 'NOT reachable from this netns')"
+    elif [[ "$mode" = external ]]; then
+        printf '%-9s external  (see infra.env)\n' coturn
+    else
+        printf '%-9s stopped\n' coturn
     fi
     return 0
 }

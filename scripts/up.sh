@@ -3,8 +3,13 @@
 #   scripts/up.sh run    infra + migrations + topics + api + streams + one media node;
 #                        stays in the foreground, Ctrl-C stops everything
 #   scripts/up.sh down   stop everything `run` started (from another terminal)
+#   scripts/up.sh cert   write a self-signed certificate into $ROOMLOG_RUN_DIR/tls, print its paths
 # Ports: ROOMLOG_API_PORT (8080), ROOMLOG_STREAMS_METRICS_PORT (9101),
 # ROOMLOG_NODE_METRICS_PORT (9102), plus the infra ports of scripts/infra.sh.
+# HTTPS: ROOMLOG_API_TLS_CERT + ROOMLOG_API_TLS_KEY (PEM files), or ROOMLOG_API_TLS=self-signed
+# (certificate for localhost, 127.0.0.1 and the names in ROOMLOG_API_TLS_HOSTS, comma-separated).
+# TURN: the api hands out the coturn of scripts/infra.sh (TURN_URL, TURN_SECRET in infra.env)
+# unless ROOMLOG_API_TURN_URLS / ROOMLOG_API_TURN_SECRET / ROOMLOG_API_STUN_URLS are set.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -19,7 +24,7 @@ export ROOMLOG_NODE_METRICS_PORT=${ROOMLOG_NODE_METRICS_PORT:-9102}
 export ROOMLOG_API_DEV_MODE=${ROOMLOG_API_DEV_MODE:-true}
 SERVICES=(api streams media-node)
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 stop_services() {
   for name in media-node api streams; do
@@ -48,9 +53,53 @@ start() {  # name, command...
   echo $! >"$run/pids/$name.pid"
 }
 
+self_signed_cert() {  # writes $run/tls/{cert,key}.pem (reused while valid for the same names)
+  local dir=$run/tls names="DNS:localhost,IP:127.0.0.1" h
+  IFS=',' read -ra hosts <<<"${ROOMLOG_API_TLS_HOSTS:-}"
+  for h in "${hosts[@]}"; do
+    h=${h// /}; [[ -n "$h" ]] || continue
+    if [[ "$h" =~ ^[0-9.]+$ || "$h" == *:* ]]; then names+=",IP:$h"; else names+=",DNS:$h"; fi
+  done
+  mkdir -p "$dir"
+  if [[ -f "$dir/cert.pem" && -f "$dir/key.pem" && "$(cat "$dir/names" 2>/dev/null)" == "$names" ]] \
+      && openssl x509 -checkend 86400 -noout -in "$dir/cert.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v openssl >/dev/null || { echo "openssl not found: run make install" >&2; return 1; }
+  (umask 077; openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=roomlog-dev" \
+      -addext "subjectAltName=$names" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null) \
+    || { echo "openssl could not create a certificate" >&2; return 1; }
+  echo "$names" >"$dir/names"
+  echo "==> self-signed certificate for $names: $dir/cert.pem" >&2
+}
+
+setup_tls() {  # sets SCHEME and exports ROOMLOG_API_TLS_CERT/KEY for the api
+  case "${ROOMLOG_API_TLS:-}" in
+    ""|off) ;;
+    self-signed)
+      self_signed_cert
+      export ROOMLOG_API_TLS_CERT=$run/tls/cert.pem ROOMLOG_API_TLS_KEY=$run/tls/key.pem ;;
+    *) echo "ROOMLOG_API_TLS is 'self-signed' or unset (got '$ROOMLOG_API_TLS')" >&2; return 2 ;;
+  esac
+  SCHEME=http
+  if [[ -n "${ROOMLOG_API_TLS_CERT:-}${ROOMLOG_API_TLS_KEY:-}" ]]; then
+    for f in "${ROOMLOG_API_TLS_CERT:-}" "${ROOMLOG_API_TLS_KEY:-}"; do
+      [[ -n "$f" && -r "$f" ]] || { echo "set ROOMLOG_API_TLS_CERT and ROOMLOG_API_TLS_KEY to readable PEM files ('$f')" >&2; return 2; }
+    done
+    SCHEME=https
+  fi
+}
+
+setup_turn() {  # the coturn from infra.env, unless the api's own settings say otherwise
+  [[ -n "${TURN_URL:-}" ]] || return 0
+  export ROOMLOG_API_TURN_URLS=${ROOMLOG_API_TURN_URLS:-$TURN_URL}
+  export ROOMLOG_API_TURN_SECRET=${ROOMLOG_API_TURN_SECRET:-$TURN_SECRET}
+  export ROOMLOG_API_STUN_URLS=${ROOMLOG_API_STUN_URLS:-${TURN_URL/#turn:/stun:}}
+}
+
 wait_http() {  # url, seconds, name
   local deadline=$((SECONDS + $2))
-  until curl -sf -o /dev/null "$1"; do
+  until curl -sfk -o /dev/null "$1"; do
     if ((SECONDS > deadline)); then
       echo "$3 did not answer $1 within $2 s; see $run/logs/$3.log" >&2
       tail -20 "$run/logs/$3.log" >&2 || true
@@ -61,8 +110,10 @@ wait_http() {  # url, seconds, name
 }
 
 run_platform() {
+  setup_tls
   scripts/infra.sh up
   set -a; . "$run/infra.env"; set +a
+  setup_turn
   echo "==> migrations";  .venv/bin/python -m db.migrate upgrade head
   echo "==> topics";      .venv/bin/python -m producers.admin create-topics
   echo $$ >"$run/up.pid"
@@ -71,17 +122,18 @@ run_platform() {
   start streams .venv/bin/python -m streams
   start api .venv/bin/python -m api
   start media-node .venv/bin/python -m media_node --node-id "${ROOMLOG_NODE_NODE_ID:-node-1}"
-  wait_http "http://127.0.0.1:$ROOMLOG_API_PORT/readyz" 60 api
+  wait_http "$SCHEME://127.0.0.1:$ROOMLOG_API_PORT/readyz" 60 api
   cat <<MSG
 
 roomlog is up:
-  api          http://127.0.0.1:$ROOMLOG_API_PORT   (/healthz /readyz /metrics /docs)
-  web client   http://127.0.0.1:$ROOMLOG_API_PORT/web/   (development sign-in)
+  api          $SCHEME://127.0.0.1:$ROOMLOG_API_PORT   (/healthz /readyz /metrics /docs)
+  web client   $SCHEME://127.0.0.1:$ROOMLOG_API_PORT/web/   (development sign-in)
   streams      worker; metrics http://127.0.0.1:$ROOMLOG_STREAMS_METRICS_PORT/metrics
   media node   ${ROOMLOG_NODE_NODE_ID:-node-1}; metrics http://127.0.0.1:$ROOMLOG_NODE_METRICS_PORT/metrics
   kafka        $KAFKA_BOOTSTRAP
   postgres     $DATABASE_URL
   minio        http://$MINIO_ENDPOINT
+  turn         ${ROOMLOG_API_TURN_URLS:-(none)}
 Ctrl-C or 'make down' stops everything.
 MSG
   while true; do
@@ -100,6 +152,7 @@ MSG
 
 case "${1:-}" in
   run) run_platform ;;
+  cert) self_signed_cert && echo "$run/tls/cert.pem $run/tls/key.pem" ;;
   down)
     if [[ -f "$run/up.pid" ]] && kill -0 "$(cat "$run/up.pid")" 2>/dev/null; then
       kill -TERM "$(cat "$run/up.pid")"
