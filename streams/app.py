@@ -281,7 +281,7 @@ def _user_and_call_agents(worker: Worker) -> None:
         CallState, _json_table(app, "calls", call_parts), _json_table(app, "call-timers", call_parts),
         key_of=lambda e: str(getattr(e, "call_id", "")) or None,
         decide=lambda state, event, key: call_decision.handle(state, event, call_config, call_id=key),
-        deadline=call_decision.next_deadline)
+        deadline=lambda state: call_decision.next_deadline(state, call_config))
     _keyed(worker, "session.events", "users", worker.users)
     _keyed(worker, "call.events", "calls", worker.calls)
 

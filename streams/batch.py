@@ -62,7 +62,10 @@ class Batch:
         for (_, key), (table, partition, value) in self._dirty.items():
             if isinstance(value, BaseModel):
                 value = value.model_dump(mode="json")
-            table.data[key] = value
+            if value is None:  # a forgotten key (a finished call): drop it, tombstone in the changelog
+                table.data.pop(key, None)
+            else:
+                table.data[key] = value
             table.send_changelog(partition, key, value)
         self._pending.clear()
         self._dirty.clear()

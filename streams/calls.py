@@ -43,6 +43,9 @@ class CallConfig:
     ring_timeout_s: float = 30.0
     #: A call's p2p room closes after this long without peers.
     room_empty_timeout_s: int = 60
+    #: A finished call is forgotten this long after its invite expired (later answers:
+    #: ``call_not_found``); until then they get ``call_over`` / ``invite_expired``.
+    retention_s: float = 3600.0
 
 
 def room_for(call_id: str) -> str:
@@ -169,6 +172,9 @@ def on_tick(d: CallDecision, tick: Tick) -> None:
     if d.state is not None and d.state.unanswered and tick.now >= d.state.ring_until:
         d.fact(CallTimedOut)
         d.tell_both("over", {"type": "call-timed-out"})
+    elif d.state is not None and d.state.status != "connected" and not d.state.unanswered:
+        if tick.now >= forget_at(d.state, d.config):
+            d.state = None  # the call is over and its invite long expired
 
 
 HANDLERS: dict[type[Event], Callable[[CallDecision, Any], None]] = {
@@ -179,8 +185,15 @@ HANDLERS: dict[type[Event], Callable[[CallDecision, Any], None]] = {
 }
 
 
-def next_deadline(state: CallState | None) -> datetime | None:
-    return state.ring_until if state is not None and state.unanswered else None
+def forget_at(state: CallState, config: CallConfig) -> datetime:
+    return max(state.expires_at, state.ended_at or state.expires_at) + timedelta(seconds=config.retention_s)
+
+
+def next_deadline(state: CallState | None, config: CallConfig) -> datetime | None:
+    """Unanswered: when it times out; over: when it is forgotten; connected: none."""
+    if state is None or state.status == "connected":
+        return None
+    return state.ring_until if state.unanswered else forget_at(state, config)
 
 
 def handle(state: CallState | None, event: Event, config: CallConfig,

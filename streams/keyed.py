@@ -43,7 +43,8 @@ class KeyedAgent(Generic[S]):
         return raw or {}
 
     def store(self, batch: Batch, key: str, before: S | None, after: S | None, partition: int) -> None:
-        if after is None or after is before:
+        """Stage the new state (``None`` after a state forgets its key) and its deadline."""
+        if after is before:
             return
         batch.put(self.table, key, partition, after)
         deadline = self.deadline(after)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -49,6 +52,7 @@ from tests.harness import (
 )
 
 USER_GRANTS = ["join", "publish", "subscribe"]
+T = TypeVar("T")
 
 
 class Stack:
@@ -123,13 +127,15 @@ class Socket:
 
 async def start(infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
                 tmp_path: Path, **streams_settings: Any) -> Stack:
-    worker = streams_service(infra, prefix, tmp_path, tick_interval_s=0.5, **streams_settings).start()
+    worker = streams_service(infra, prefix, tmp_path, tick_interval_s=0.5, trace_file=tmp_path / "handled.txt",
+                             **streams_settings).start()
     gateways = [api_service(infra, prefix, tmp_path, free_port(), name=f"api{i}", session_ping_s=1).start()
                 for i in range(2)]
     services += [worker, *gateways]
-    await streams_ready(producer, infra, topics, worker)
+    # generous: the test machine is shared, and a cold worker starts five agents
+    await streams_ready(producer, infra, topics, worker, timeout=150)
     for gateway in gateways:
-        await http_ready(f"http://127.0.0.1:{gateway.env['ROOMLOG_API_PORT']}/healthz", gateway)
+        await http_ready(f"http://127.0.0.1:{gateway.env['ROOMLOG_API_PORT']}/healthz", gateway, timeout=60)
     return Stack(infra, topics, worker, gateways)
 
 
@@ -144,7 +150,22 @@ async def online(stack: Stack, token: str, *users: str) -> None:
     async def check() -> bool:
         now = await stack.presence(token)
         return all(now.get(u) == "online" for u in users)
-    await wait_for(check, 20, f"{users} online")
+    await diagnosed(stack, wait_for(check, 20, f"{users} online"))
+
+
+async def diagnosed(stack: Stack, waiting: Awaitable[T]) -> T:
+    """Await ``waiting``; if it times out, add what the worker handled and its task stacks
+    (mode dumps them on SIGUSR1) to the failure. Under heavy machine load the users agent
+    has been seen to stop consuming ``session.events``."""
+    try:
+        return await waiting
+    except AssertionError as exc:
+        os.kill(stack.worker.pid, signal.SIGUSR1)
+        await asyncio.sleep(3)
+        log = [(e.type, getattr(e, "user_id", getattr(e, "call_id", "")))
+               for logical in ("session.events", "call.events")
+               for e in await stack.events(logical) if e.type not in ("Tick", "SessionPinged")]
+        raise AssertionError(f"{exc}\nlog: {log}\nworker:\n{stack.worker.tail(300)}") from None
 
 
 async def offer_sdp() -> str:
@@ -167,7 +188,7 @@ async def test_invite_accept_p2p_relay_and_hang_up(stack: Stack) -> None:
     call = r.json()
     assert call["status"] == "inviting" and call["caller"] == "alice" and call["callee"] == "bob"
     call_id = call["call_id"]
-    incoming = await bob.expect("call-incoming", call_id=call_id)
+    incoming = await diagnosed(stack, bob.expect("call-incoming", call_id=call_id))
     assert incoming["caller"] == "alice" and incoming["caller_name"] == "Alice"
     await alice.expect("call-ringing", call_id=call_id)
 

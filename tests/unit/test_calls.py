@@ -69,7 +69,7 @@ def test_invite_rings_the_callee_and_tells_the_caller() -> None:
     invited = [e for e in out if isinstance(e, CallInvited)]
     assert len(invited) == 1 and invited[0].ring_until == at(30) and invited[0].expires_at == at(60)
     assert told(out) == [("bob", "ringing", "call-incoming")]
-    assert next_deadline(state) == at(30)
+    assert next_deadline(state, CFG) == at(30)
     state, out = run(state, CallRinging.new(call_id="c1", callee="bob", sessions=2, occurred_at=at(0.1)))
     assert told(out) == [("alice", "calling", "call-ringing")]
     # the same invite again changes nothing
@@ -87,7 +87,7 @@ def test_accept_creates_a_private_p2p_room_for_both() -> None:
     assert told(out) == [("alice", "connected", "call-accepted"), ("bob", "connected", "call-accepted")]
     to_bob = [e for e in out if isinstance(e, NotifyCallParty) and e.user_id == "bob"][0]
     assert to_bob.message["answered_session_id"] == "s-bob" and to_bob.message["room"] == "call-c1"
-    assert state is not None and state.status == "connected" and next_deadline(state) is None
+    assert state is not None and state.status == "connected" and next_deadline(state, CFG) is None
     # no timeout once connected
     _, out = run(state, Tick.new(now=at(31), occurred_at=at(31)))
     assert out == []
@@ -137,6 +137,17 @@ def test_unanswered_times_out_after_30_s_of_ticks() -> None:
     assert errors(out) == ["call_over"]
     _, out = run(state, answer("bob", "accept", t=60))
     assert errors(out) == ["invite_expired"]
+
+
+def test_a_finished_call_is_forgotten_after_its_retention() -> None:
+    state, _ = run(ringing(), answer("bob", "reject"))
+    assert state is not None and next_deadline(state, CFG) == at(60 + 3600)
+    state, out = run(state, Tick.new(now=at(3659), occurred_at=at(3659)))
+    assert state is not None and out == []
+    state, out = run(state, Tick.new(now=at(3660), occurred_at=at(3660)))
+    assert state is None and out == []
+    _, out = run(state, answer("bob", "accept", t=3661))
+    assert errors(out) == ["call_not_found"]
 
 
 def test_refused_by_the_callee_side() -> None:
