@@ -40,6 +40,10 @@ def workload(rooms: list[str], n: int) -> list[Event]:
     return out
 
 
+def handled_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def handled_ids(path: Path) -> list[str]:
     if not path.exists():
         return []
@@ -138,10 +142,12 @@ async def test_sigkill_recovery(infra: Infra, topics: Topics, prefix: str, produ
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "known open bug: under load a worker starting on a backlog can lose a few intents for the "
-    "rest of its run (faust-streaming 0.15.3 clears fetched messages when recovery ends, issue "
-    "#596; streams/faust_fixes.py closes only the read-offset part). Seen: 4 of 5,951 facts "
-    "missing in 1 of 5 runs. Kept visible so the fix can be proven; see the session note."))
+    "known open bug: faust-streaming 0.15.3 can lose a message around recovery and rebalances. "
+    "streams/faust_fixes.py now repairs the read offset, holes in delivery and commits past an "
+    "unacknowledged head (each repair is logged), and this test passed in every run since; the "
+    "rebalance stress test below still lost 1 of 5,321 facts once (load average ~40), so the "
+    "assertion stays visible as non-strict until the room agent no longer depends on faust's "
+    "consumer. See the session note."))
 async def test_restart_with_a_backlog_handles_every_intent(infra: Infra, topics: Topics, prefix: str,
                                                            producer: EventProducer, services: list[Service],
                                                            tmp_path: Path) -> None:
@@ -181,6 +187,65 @@ async def test_restart_with_a_backlog_handles_every_intent(infra: Infra, topics:
         await wait_for(lambda: _empty(missing()), 120, "every fact of the backlog")
     lost = await missing()
     assert not lost, f"{len(lost)} of {len(predicted)} predicted facts never appeared"
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "known open bug: with streams/faust_fixes.py the worker logs and fills every hole faust "
+    "opens here, yet one run lost 1 of 5,321 facts (load average ~40). Non-strict and visible "
+    "until the room agent no longer depends on faust's consumer. See the session note."))
+async def test_rebalances_under_load_lose_nothing(infra: Infra, topics: Topics, prefix: str,
+                                                  producer: EventProducer, services: list[Service],
+                                                  tmp_path: Path) -> None:
+    """Workers of one app join and leave while intents flow: every rebalance suspends
+    flow, clears stream buffers and moves partitions with their tables; every intent
+    still gets its facts, and the tables agree with the replayed facts.
+
+    faust-streaming 0.15.3 unpatched can skip a message here (streams/faust_fixes.py)."""
+    app_id = f"{prefix}rebalance"
+    a = streams_service(infra, prefix, tmp_path, app_id=app_id, name="a", project_to_postgres="false").start()
+    services.append(a)
+    await streams_ready(producer, infra, topics, a)
+    rooms = [unique("rb-") for _ in range(40)]
+    intents = workload(rooms, 4000)
+    topic = topics.name("rtc.intents")
+
+    async def offer() -> None:
+        for i, intent in enumerate(intents):
+            await producer.send_soon(topic, intent)
+            if i % 100 == 99:
+                await producer.flush()
+                await asyncio.sleep(0.3)
+        await producer.flush()
+
+    feeding = asyncio.create_task(offer())
+    for name in ("b", "c"):  # a second worker joins, handles intents, leaves; then another one
+        trace = tmp_path / f"{name}.trace"
+        extra = streams_service(infra, prefix, tmp_path, app_id=app_id, name=name, trace_file=trace,
+                                project_to_postgres="false").start()
+        services.append(extra)
+        await wait_for(lambda t=trace: any("rtc.intents" in line for line in handled_lines(t)), 120,
+                       f"worker {name} handling intents of its partitions")
+        await asyncio.sleep(2)
+        extra.stop()
+    await feeding
+    predicted = await predicted_fact_ids(infra, topics)
+
+    async def missing() -> set[str]:
+        seen = {str(decode(r.value).event_id) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))}
+        return predicted - seen
+
+    with contextlib.suppress(AssertionError):
+        await wait_for(lambda: _empty(missing()), 180, "every fact after the rebalances")
+    lost = await missing()
+    assert not lost, f"{len(lost)} of {len(predicted)} predicted facts never appeared"
+
+    async def replayed_equal() -> bool:
+        return (await replay(infra.kafka, prefix, None, app_id)).equal
+
+    with contextlib.suppress(AssertionError):
+        await wait_for(replayed_equal, 60, "replay to match the live tables")
+    report = await replay(infra.kafka, prefix, None, app_id)
+    assert report.equal, report.mismatches[:5]
 
 
 async def _empty(pending: Awaitable[set[str]]) -> bool:
