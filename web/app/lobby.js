@@ -1,5 +1,7 @@
-// Lobby: device check and selection, the open rooms, create a room, join one.
+// Lobby: device check and selection, the open rooms, create a room, join one; people
+// online and 1:1 calls (app/calls.js). `?ice=relay` makes calls relay-only (TURN).
 import { checkDevices, listDevices, openMedia } from "../sdk/devices.js";
+import { setupCalls } from "./calls.js";
 import { api, el, requireSession, signOut } from "./session.js";
 
 const session = requireSession();
@@ -64,6 +66,10 @@ async function preview() {
 }
 $("camera").addEventListener("change", preview);
 
+window.lobbyPage = setupCalls(session, {
+  mediaOptions: () => ({ cameraId: $("camera").value || undefined, microphoneId: $("microphone").value || undefined }),
+  iceTransportPolicy: new URLSearchParams(location.search).get("ice") === "relay" ? "relay" : "all",
+});
 loadRooms();
 setInterval(loadRooms, 5000);
 fillDevices().catch((err) => { $("device-status").textContent = `Device check failed: ${err.message}`; });

@@ -3,7 +3,7 @@
 import { openMedia, openScreen } from "../sdk/devices.js";
 import { Room } from "../sdk/room.js";
 import { Grid } from "./grid.js";
-import { requireSession, signalingUrl } from "./session.js";
+import { requireSession, signalingUrls } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const session = requireSession();
@@ -13,7 +13,7 @@ const watching = params.get("view") === "1" || !session.grants.includes("publish
 const SPEAKING_LEVEL = 0.02;
 
 const grid = new Grid($("grid"), $("audio"));
-const room = new Room({ url: signalingUrl(), token: session.token, room: roomId, name: session.name, qualityIntervalMs: 1000 });
+const room = new Room({ urls: signalingUrls(), token: session.token, room: roomId, name: session.name, qualityIntervalMs: 1000 });
 window.roomlogPage = { room, grid, published: false, errors: [] };
 $("room-name").textContent = roomId;
 

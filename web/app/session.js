@@ -51,6 +51,14 @@ export function signalingUrl() {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/rtc`;
 }
 
+/** This gateway's socket URL, then any others from `?gateways=ws://a/v1/rtc,ws://b/v1/rtc`
+ * (the SDK tries the next one when a gateway goes away). */
+export function signalingUrls() {
+  const extra = (new URLSearchParams(location.search).get("gateways") ?? "").split(",").map((u) => u.trim())
+    .filter((u) => /^wss?:\/\//.test(u));
+  return [...new Set(extra.length ? extra : [signalingUrl()])];
+}
+
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {

@@ -5,5 +5,7 @@ export { checkDevices, listDevices, openMedia, openScreen } from "./devices.js";
 export { decodePixels, lumaStats, readVideo } from "./pattern.js";
 export { cameraSlots, LAYERS } from "./publisher.js";
 export { BANDS, DOWN_AFTER_MS, LEVEL_NAMES, qualityLevel, QualityMonitor } from "./quality.js";
+export { P2PLink } from "./p2p.js";
+export { Phone } from "./phone.js";
 export { Room } from "./room.js";
 export { RoomError } from "./signaling.js";

@@ -19,10 +19,12 @@ import { Subscriber } from "./subscriber.js";
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class Room extends Emitter {
-  constructor({ url, token, room, name = "", iceServers = null, iceTransportPolicy = "all", backoff = {},
-                qualityIntervalMs = 2000, random = Math.random } = {}) {
+  constructor({ url = null, urls = null, token, room, name = "", iceServers = null, iceTransportPolicy = "all",
+                backoff = {}, qualityIntervalMs = 2000, random = Math.random } = {}) {
     super();
-    Object.assign(this, { url, token, room, name, iceServers, iceTransportPolicy });
+    Object.assign(this, { token, room, name, iceServers, iceTransportPolicy });
+    this.urls = urls ?? [url]; // gateways: a reconnection tries the next one first
+    this.urlIndex = 0;
     this.peerId = null;
     this.roomType = null;
     this.peers = new Map();
@@ -48,6 +50,8 @@ export class Room extends Emitter {
   }
 
   get state() { return this.call.state; }
+
+  get url() { return this.urls[this.urlIndex % this.urls.length]; }
 
   rtcConfig() {
     return { iceServers: this.iceServers ?? [], iceTransportPolicy: this.iceTransportPolicy };
@@ -99,12 +103,13 @@ export class Room extends Emitter {
       this.emit("reconnecting", { attempt: this.backoff.attempt, delayMs: delay });
       await sleep(delay);
       if (this.closed) return;
+      this.urlIndex += 1; // the gateway we were on went away: try the next one first
       try {
         const resumed = await this.#reconnectOnce();
         this.reconnecting = false;
         this.#flushMutes();
         this.call.send("connected");
-        this.emit("reconnected", { peerId: this.peerId, resumed });
+        this.emit("reconnected", { peerId: this.peerId, resumed, url: this.url });
         return;
       } catch (err) {
         this.emit("reconnect-failed", { attempt: this.backoff.attempt, error: String(err) });
@@ -123,6 +128,7 @@ export class Room extends Emitter {
     }
     this.peerId = null;
     await this.#join(false);
+    this.#renameSources();
     await this.#freshMedia();
     return false;
   }
@@ -144,6 +150,13 @@ export class Room extends Emitter {
     for (const kind of ["camera", "microphone"]) {
       if (this.muted[kind]) this.signaling.send({ type: "mute", source_kind: kind });
     }
+  }
+
+  /** A new peer publishes under new source ids (the old peer's may still be leaving the room). */
+  #renameSources() {
+    const old = this.tag;
+    this.tag = Math.floor(Math.random() * 36 ** 6).toString(36).padStart(6, "0");
+    for (const slot of this.publisher?.slots ?? []) slot.sourceId = slot.sourceId.replace(old, this.tag);
   }
 
   async #moveToNewNode(reason) {
