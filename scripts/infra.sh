@@ -24,7 +24,7 @@
 #   MINIO_PORT             MinIO S3 API                 (default: 19000)
 #   MINIO_CONSOLE_PORT     MinIO console                (default: 19001)
 #   KAFKA_HEAP_OPTS        JVM heap for the broker      (default: -Xms256m -Xmx768m)
-#   INFRA_TIMEOUT          readiness timeout, seconds   (default: 60)
+#   INFRA_TIMEOUT          readiness timeout, seconds   (default: 180)
 #   KAFKA_BOOTSTRAP        if set, use that Kafka instead of starting one
 #   DATABASE_URL           if set, use that database instead of starting PostgreSQL
 #   MINIO_ENDPOINT         if set, use that S3 endpoint instead of starting MinIO
@@ -108,7 +108,7 @@ load_ports() {  # load_ports [--recorded]
     TURN_MIN_PORT="${TURN_MIN_PORT:-49160}"
     TURN_MAX_PORT="${TURN_MAX_PORT:-49359}"
     TURN_ALLOW_LOOPBACK="${TURN_ALLOW_LOOPBACK:-1}"
-    TIMEOUT="${INFRA_TIMEOUT:-60}"
+    TIMEOUT="${INFRA_TIMEOUT:-180}"
 }
 
 # ---------------------------------------------------------------- helpers

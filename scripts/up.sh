@@ -122,7 +122,7 @@ run_platform() {
   start streams .venv/bin/python -m streams
   start api .venv/bin/python -m api
   start media-node .venv/bin/python -m media_node --node-id "${ROOMLOG_NODE_NODE_ID:-node-1}"
-  wait_http "$SCHEME://127.0.0.1:$ROOMLOG_API_PORT/readyz" 60 api
+  wait_http "$SCHEME://127.0.0.1:$ROOMLOG_API_PORT/readyz" "${UP_TIMEOUT:-180}" api
   cat <<MSG
 
 roomlog is up:

@@ -203,7 +203,7 @@ def node_service(infra: Infra, prefix: str, log_dir: Path, node_id: str, **setti
     return Service(node_id, "media_node", env, log_dir / f"{node_id}.log")
 
 
-async def streams_ready(producer: Any, infra: Infra, topics: Any, service: Service, timeout: float = 60) -> None:
+async def streams_ready(producer: Any, infra: Infra, topics: Any, service: Service, timeout: float = 120) -> None:
     """Wait until the worker handles intents: a probe room must show up as a fact."""
     from producers.rtc import CreateRoomRequested, RoomCreated
 
