@@ -4,7 +4,8 @@ Two peer connections with the room's media node, as in the protocol: a publisher
 connection (we offer) and a subscriber connection (the node offers; every new
 subscription renegotiates it). On ``reconnect`` (the room moved to another node) the
 SDK rejoins and republishes by itself; when the socket drops it resumes the peer, or
-joins again when the server no longer has it.
+joins again when the server no longer has it. Received video recovers from a packet nobody
+could retransmit within a fraction of a second (``client.aiortc_glue``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from client.aiortc_glue import recover_losses
 from client.signaling import RoomError, Signaling
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,9 @@ class Room:
     ice_transport_policy: str = "all"
     #: What the gateway sent last (STUN/TURN with fresh ephemeral credentials).
     server_ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    #: Received video asks for a keyframe (and skips to it) when a lost packet is not
+    #: retransmitted, instead of aiortc's wait for 512 packets (``client.aiortc_glue``).
+    recover_video: bool = True
     peer_id: str | None = None
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
     remote: dict[tuple[str, str], RemoteTrack] = field(default_factory=dict)
@@ -190,6 +195,9 @@ class Room:
                     self._offered[source["mid"]] = source
             pc = self._subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+            if self.recover_video:
+                for transceiver in pc.getTransceivers():
+                    recover_losses(transceiver.receiver)
             await pc.setLocalDescription(await pc.createAnswer())
             await self._signaling.send({"type": "subscriber-answer", "sdp": pc.localDescription.sdp})
 

@@ -10,7 +10,9 @@ module bends its public objects into an RTP-level forwarder:
   ``RTCRtpSender`` whose track is a :class:`SilentTrack` (so its own loop never encodes):
   its SSRC, mid and header extension ids, its retransmission history (aiortc answers the
   subscriber's NACKs from it), its sender-report counters and its DTLS/SRTP transport.
-* :func:`request_keyframe` and :func:`send_remb` speak RTCP upstream from a receiver.
+* :func:`request_keyframe` and :func:`send_remb` speak RTCP upstream from a receiver;
+  :meth:`InboundTap.request_retransmission` NACKs again what is still missing, and an
+  ``OutboundLeg`` reports the NACKed packets its history cannot answer (``on_nack_miss``).
 
 Nothing else in roomlog may use an aiortc name that starts with an underscore. When aiortc
 is upgraded, :func:`check_internals` (run by this module's tests) names what moved.
@@ -53,6 +55,7 @@ from aiortc.rtp import (
 PacketHandler = Callable[[RtpPacket, int], Awaitable[None]]
 KeyframeHandler = Callable[[], Awaitable[None]]
 RembHandler = Callable[[int], None]
+NackMissHandler = Callable[[list[int]], Awaitable[None]]
 
 _R = "_RTCRtpReceiver__"
 _S = "_RTCRtpSender__"
@@ -165,7 +168,11 @@ class InboundTap:
         self.uplink_bitrate: int | None = None
         self.media_ssrc: int | None = None
         self.packets = 0
+        #: NACK packets sent upstream: aiortc's one per new gap, plus retries
         self.nacks_sent = 0
+        #: Test hook: packets (after RTX unwrap) for which it returns True are discarded, as if
+        #: lost on the wire (they are still counted in the receiver's statistics).
+        self.drop: Callable[[RtpPacket], bool] | None = None
         # aiortc creates these once per receiver and never rebinds them: look them up once
         self._codecs: dict[int, RTCRtpCodecParameters] = getattr(receiver, _R + "codecs")
         self._rtx_ssrc: dict[int, int] = getattr(receiver, _R + "rtx_ssrc")
@@ -190,6 +197,11 @@ class InboundTap:
 
     async def request_keyframe(self, media_ssrc: int) -> None:
         await request_keyframe(self.receiver, media_ssrc)
+
+    async def request_retransmission(self, media_ssrc: int, seqs: list[int]) -> None:
+        """NACK ``seqs`` of ``media_ssrc`` (again): a generic NACK on the receiver's transport."""
+        self.nacks_sent += 1
+        await self.receiver._send_rtcp_nack(media_ssrc, sorted(seqs))
 
     async def send_remb(self, bitrate: int, ssrcs: list[int]) -> None:
         await send_remb(self.receiver, bitrate, ssrcs)
@@ -238,6 +250,8 @@ class InboundTap:
                     or apt not in self._codecs:
                 return
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+        if self.drop is not None and self.drop(packet):
+            return
         if self._nack_generator is not None and self._nack_generator.add(packet):
             self.nacks_sent += 1
             await r._send_rtcp_nack(packet.ssrc, sorted(self._nack_generator.missing))
@@ -334,6 +348,8 @@ class OutboundLeg:
         self.keyframe_requests = 0
         self.nacked = 0
         self.retransmittable = 0
+        #: NACKed packets the history could not answer (never written, or overwritten)
+        self.nack_misses = 0
         self.remb: int | None = None
         #: Test hook: packets for which it returns True are recorded but not sent.
         self.drop: Callable[[RtpPacket], bool] | None = None
@@ -345,6 +361,7 @@ class OutboundLeg:
         self._extensions_map = getattr(sender, _S + "rtp_header_extensions_map")
         self._on_keyframe_request: list[KeyframeHandler] = []
         self._on_remb: list[RembHandler] = []
+        self._on_nack_miss: list[NackMissHandler] = []
         self._original_send = sender.send
         self._original_rtcp = sender._handle_rtcp_packet
         sender.send = self._send  # type: ignore[method-assign]
@@ -367,6 +384,10 @@ class OutboundLeg:
 
     def on_remb(self, callback: RembHandler) -> None:
         self._on_remb.append(callback)
+
+    def on_nack_miss(self, callback: NackMissHandler) -> None:
+        """Call ``callback(seqs)`` with the NACKed seqs this leg could not retransmit."""
+        self._on_nack_miss.append(callback)
 
     async def write(self, packet: RtpPacket) -> bool:
         """Send ``packet`` (payload type already mapped) as this leg's stream.
@@ -415,11 +436,17 @@ class OutboundLeg:
                 self._handle_remb(packet.fci)
                 return
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            missed = [seq for seq in packet.lost
+                      if (kept := self._history.get(seq % RTP_HISTORY_SIZE)) is None
+                      or kept.sequence_number != seq]
             self.nacked += len(packet.lost)
-            self.retransmittable += sum(
-                1 for seq in packet.lost
-                if (kept := self._history.get(seq % RTP_HISTORY_SIZE)) is not None
-                and kept.sequence_number == seq)
+            self.retransmittable += len(packet.lost) - len(missed)
+            self.nack_misses += len(missed)
+            await self._original_rtcp(packet)  # aiortc retransmits what the history has
+            if missed:
+                for miss_callback in self._on_nack_miss:
+                    await miss_callback(missed)
+            return
         await self._original_rtcp(packet)
 
     def _handle_remb(self, fci: bytes) -> None:

@@ -16,6 +16,12 @@ sequence numbers and timestamps, written to its :class:`Downlink` (an ``Outbound
 * A subscriber's PLI/FIR is relayed to its encoding's publisher (same throttle); the
   subscribers' REMB estimates, with the node's own uplink estimate, are folded into one REMB
   per encoding (the minimum), sent upstream by :meth:`Source.tick`.
+* Losses on a publisher leg (``repair.LossRepair``): a missing packet is NACKed upstream
+  again every ``nack_retry_s``; one still missing after ``repair_give_up_s`` cannot reach any
+  subscriber, so the node asks the publisher for a keyframe (unless one already started after
+  the hole). A subscriber's NACK the node cannot answer (never received, or no longer in the
+  leg's history), that no retransmission is on its way for and that no later keyframe has
+  made moot asks for one at once.
 
 No aiortc private name is used here (see ``aiortc_glue``); the clock is injected.
 """
@@ -32,6 +38,7 @@ from typing import Protocol
 from aiortc.rtp import RtpPacket
 
 from media_node.keyframes import keyframe_detector, vp8_picture_id, vp8_with_picture_id
+from media_node.repair import LossRepair, seq_newer
 from observability import metrics
 from producers.fields import Layer
 
@@ -50,6 +57,7 @@ class Upstream(Protocol):
     def uplink_bitrate(self) -> int | None: ...
     def codec_of(self, payload_type: int) -> tuple[str, int] | None: ...
     async def request_keyframe(self, media_ssrc: int) -> None: ...
+    async def request_retransmission(self, media_ssrc: int, seqs: list[int]) -> None: ...
     async def send_remb(self, bitrate: int, ssrcs: list[int]) -> None: ...
 
 
@@ -64,6 +72,7 @@ class Downlink(Protocol):
     async def write(self, packet: RtpPacket) -> bool: ...
     def on_keyframe_request(self, callback: Callable[[], Awaitable[None]]) -> None: ...
     def on_remb(self, callback: Callable[[int], None]) -> None: ...
+    def on_nack_miss(self, callback: Callable[[list[int]], Awaitable[None]]) -> None: ...
 
 
 def seq_newer_or_equal(a: int, b: int) -> bool:
@@ -84,6 +93,12 @@ class Encoding:
         self.packets_in = 0
         self.bytes_in = 0
         self.keyframe_requests_sent = 0
+        #: keyframe requests sent upstream by reason: start, layer, relay, loss, nack_miss
+        self.keyframe_requests_by_reason: dict[str, int] = {}
+        #: packets missing from this publisher leg (video only: audio is not retransmitted)
+        self.repair = LossRepair(source.nack_retry_s, source.repair_give_up_s) if source.kind == "video" else None
+        #: (incoming seq, packets_in) of the last keyframe start (video)
+        self._last_keyframe: tuple[int, int] | None = None
         self._payload_type = -1
         self._is_keyframe: Callable[[bytes], bool] = keyframe_detector("")
         self._is_vp8 = False
@@ -102,10 +117,17 @@ class Encoding:
             self._learn_codec(packet.payload_type)
         if self._request_outstanding and self._is_keyframe(packet.payload):
             self._request_outstanding = False
-        if not self.readers:
-            return
         source = self.source
         now = source.clock()
+        repair = self.repair
+        if repair is not None:
+            if self._is_keyframe(packet.payload):
+                self._last_keyframe = (packet.sequence_number, self.packets_in)
+            repair.received(packet.sequence_number, now)
+            if repair.missing:
+                await self.check_repair(now)
+        if not self.readers:
+            return
         if self._request_wanted:
             await self.request_keyframe(now)
         keyframe: bool | None = None
@@ -125,7 +147,39 @@ class Encoding:
                 else:
                     await self.request_keyframe(now)
 
-    async def request_keyframe(self, now: float | None = None) -> bool:
+    def keyframe_after(self, seq: int) -> bool:
+        """Whether a keyframe started after incoming packet ``seq`` (decoders resume there)."""
+        last = self._last_keyframe
+        return last is not None and self.packets_in - last[1] < 0x4000 and seq_newer(last[0], seq)
+
+    async def check_repair(self, now: float) -> None:
+        """NACK again what is due; ask for a keyframe for what was given up."""
+        if self.repair is None or not self.repair.missing or self.ssrc is None:
+            return
+        retry, lost = self.repair.due(now)
+        if retry:
+            metrics.MEDIA_UPSTREAM_NACKS.inc()
+            await self.upstream.request_retransmission(self.ssrc, retry)
+        if not lost:
+            return
+        metrics.MEDIA_UNREPAIRED_PACKETS.inc(len(lost))
+        recovered = all(self.keyframe_after(s) for s in lost)
+        if not recovered and any(r.current is self for r in self.readers):
+            log.info("%d packets lost upstream and not retransmitted: asking for a keyframe", len(lost),
+                     extra={"peer_id": self.source.publisher_id, "source_id": self.source.source_id})
+            await self.request_keyframe(now, reason="loss")
+
+    async def subscriber_missed(self, seqs: list[int]) -> None:
+        """A subscriber NACKed these incoming seqs and the node could not answer."""
+        # holes before a keyframe the subscriber got do not matter (aiortc NACKs them for a while)
+        seqs = [s for s in seqs if not self.keyframe_after(s)]
+        if not seqs or (self.repair is not None and all(self.repair.pending(s) for s in seqs)):
+            return  # a retransmission may still come; check_repair asks for a keyframe if not
+        if await self.request_keyframe(reason="nack_miss"):
+            log.info("a subscriber NACKed %d packets the node does not have: asked for a keyframe", len(seqs),
+                     extra={"peer_id": self.source.publisher_id, "source_id": self.source.source_id})
+
+    async def request_keyframe(self, now: float | None = None, reason: str = "start") -> bool:
         """Ask the publisher for a keyframe (PLI) unless one was asked for too recently."""
         if self.source.kind != "video":
             return False
@@ -139,6 +193,8 @@ class Encoding:
         self._request_outstanding = True
         self._last_request_at = now
         self.keyframe_requests_sent += 1
+        self.keyframe_requests_by_reason[reason] = self.keyframe_requests_by_reason.get(reason, 0) + 1
+        metrics.MEDIA_KEYFRAME_REQUESTS.labels(reason=reason).inc()
         await self.upstream.request_keyframe(self.ssrc)
         return True
 
@@ -195,6 +251,7 @@ class Downstream:
         target.readers.append(self)
         leg.on_keyframe_request(self._relay_keyframe_request)
         leg.on_remb(self._record_remb)
+        leg.on_nack_miss(self._nack_missed)
 
     @property
     def layer(self) -> Layer | None:
@@ -316,8 +373,18 @@ class Downstream:
         encoding = self.current or self.target
         if self.closed:
             return
-        if await encoding.request_keyframe():
+        if await encoding.request_keyframe(reason="relay"):
             self.keyframe_requests_relayed += 1
+
+    async def _nack_missed(self, seqs: list[int]) -> None:
+        """The leg could not answer a NACK for these outgoing seqs: map them to the publisher's."""
+        encoding = self.current
+        if encoding is None or self.closed:
+            return
+        since = self.switches[-1][2]  # holes before the last switch's keyframe do not matter
+        seqs = [s for s in seqs if seq_newer_or_equal(s, since)]
+        if seqs:
+            await encoding.subscriber_missed([(s - self._seq_offset) & 0xFFFF for s in seqs])
 
     def _record_remb(self, bitrate: int) -> None:
         self.remb = bitrate
@@ -328,13 +395,16 @@ class Source:
     """One publisher's source (camera, microphone, screen) and everyone subscribed to it."""
 
     def __init__(self, publisher_id: str, source_id: str, kind: str, *, clock: Clock = time.monotonic,
-                 pli_interval_s: float = 0.5, remb_timeout_s: float = 5.0) -> None:
+                 pli_interval_s: float = 0.5, remb_timeout_s: float = 5.0, nack_retry_s: float = 0.05,
+                 repair_give_up_s: float = 0.2) -> None:
         self.publisher_id = publisher_id
         self.source_id = source_id
         self.kind = kind
         self.clock = clock
         self.pli_interval_s = pli_interval_s
         self.remb_timeout_s = remb_timeout_s
+        self.nack_retry_s = nack_retry_s
+        self.repair_give_up_s = repair_give_up_s
         self.encodings: dict[Layer, Encoding] = {}
         self.downstreams: dict[str, Downstream] = {}
         self.packets_forwarded = 0
@@ -379,7 +449,7 @@ class Source:
         target = self.resolve(layer)
         downstream.retarget(target)
         if downstream.current is not target:
-            await target.request_keyframe()
+            await target.request_keyframe(reason="layer")
         return downstream
 
     def unsubscribe(self, subscriber_id: str) -> None:
@@ -388,9 +458,10 @@ class Source:
             downstream.close()
 
     async def tick(self) -> None:
-        """Periodic work: one REMB per encoding upstream, metrics flushed."""
+        """Periodic work: losses given up, one REMB per encoding upstream, metrics flushed."""
         now = self.clock()
         for encoding in self.encodings.values():
+            await encoding.check_repair(now)
             limit = encoding.bitrate_limit(now)
             if limit is not None and encoding.ssrc is not None:
                 await encoding.upstream.send_remb(limit, [encoding.ssrc])

@@ -35,3 +35,12 @@ MEDIA_FORWARDED_BYTES = Counter("roomlog_media_node_forwarded_bytes_total",
                                 "RTP bytes forwarded", ["kind"])
 MEDIA_COMMANDS = Counter("roomlog_media_node_commands_total", "Commands received",
                          ["type", "outcome"])
+MEDIA_KEYFRAME_REQUESTS = Counter("roomlog_media_node_keyframe_requests_total",
+                                  "Keyframe requests (PLI) sent to publishers, by why: start (a subscriber "
+                                  "waits for its first keyframe), layer, relay (a subscriber's PLI/FIR), "
+                                  "loss (a publisher packet not retransmitted in time), nack_miss (a "
+                                  "subscriber NACK the node could not answer)", ["reason"])
+MEDIA_UPSTREAM_NACKS = Counter("roomlog_media_node_upstream_nack_retries_total",
+                               "NACKs sent to publishers again for packets still missing")
+MEDIA_UNREPAIRED_PACKETS = Counter("roomlog_media_node_unrepaired_packets_total",
+                                   "Publisher packets lost and not retransmitted before the node gave up")

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 from collections import Counter
@@ -77,6 +78,9 @@ def main() -> int:
     parser.add_argument("room")
     parser.add_argument("--name", default="python")
     parser.add_argument("--code", type=int, required=True)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("client").setLevel(logging.INFO)  # video recovery steps, into the test's log
     asyncio.run(run(parser.parse_args()))
     return 0
 

@@ -249,3 +249,27 @@ async def test_tapping_a_started_receiver_stops_its_decoder() -> None:
     await eventually(lambda: len(received) == 3)
     await publisher.close()
     await node.close()
+
+
+@needs_loopback_namespace
+async def test_nack_again_from_the_tap_and_misses_reported_by_the_leg(no_codecs: list[str]) -> None:
+    pair = Pair()
+    await pair.connect()
+    misses: list[list[int]] = []
+
+    async def on_miss(seqs: list[int]) -> None:
+        misses.append(seqs)
+
+    pair.a.on_nack_miss(on_miss)
+    pair.tap.drop = lambda p: p.sequence_number == 105  # lost on the way in, retransmission too
+    await pair.send(range(100, 110))
+    await eventually(lambda: len(pair.received) == 9 and pair.a.retransmittable == 1)
+    assert 105 not in [p.sequence_number for p in pair.received] and pair.tap.nacks_sent == 1
+
+    pair.tap.drop = None
+    await pair.tap.request_retransmission(pair.a.ssrc, [105, 60])  # 60 was never sent
+    await eventually(lambda: len(pair.received) == 10 and bool(misses))
+    assert pair.received[-1].sequence_number == 105 and pair.tap.nacks_sent == 2
+    assert misses == [[60]] and pair.a.nacked == 3 and pair.a.nack_misses == 1 and pair.a.retransmittable == 2
+    assert no_codecs == []
+    await pair.close()

@@ -22,6 +22,7 @@ from media_node.keyframes import (
     vp8_picture_id,
     vp8_with_picture_id,
 )
+from media_node.repair import LossRepair
 from producers.fields import Layer
 
 # --- synthetic payloads -------------------------------------------------------------------
@@ -131,6 +132,7 @@ class FakeUpstream:
         self.codec = (codec, clock_rate)
         self.uplink_bitrate: int | None = None
         self.keyframe_requests: list[int] = []
+        self.nacks: list[tuple[int, list[int]]] = []
         self.rembs: list[tuple[int, list[int]]] = []
 
     def codec_of(self, payload_type: int) -> tuple[str, int] | None:
@@ -138,6 +140,9 @@ class FakeUpstream:
 
     async def request_keyframe(self, media_ssrc: int) -> None:
         self.keyframe_requests.append(media_ssrc)
+
+    async def request_retransmission(self, media_ssrc: int, seqs: list[int]) -> None:
+        self.nacks.append((media_ssrc, seqs))
 
     async def send_remb(self, bitrate: int, ssrcs: list[int]) -> None:
         self.rembs.append((bitrate, ssrcs))
@@ -150,6 +155,7 @@ class FakeLeg:
         self.written: list[RtpPacket] = []
         self.keyframe_callbacks: list[Callable[[], Awaitable[None]]] = []
         self.remb_callbacks: list[Callable[[int], None]] = []
+        self.nack_miss_callbacks: list[Callable[[list[int]], Awaitable[None]]] = []
 
     def payload_type(self, codec_name: str) -> int | None:
         return {"vp8": 120, "h264": 121, "opus": 109}.get(codec_name.lower())
@@ -163,6 +169,9 @@ class FakeLeg:
 
     def on_remb(self, callback: Callable[[int], None]) -> None:
         self.remb_callbacks.append(callback)
+
+    def on_nack_miss(self, callback: Callable[[list[int]], Awaitable[None]]) -> None:
+        self.nack_miss_callbacks.append(callback)
 
     @property
     def seqs(self) -> list[int]:
@@ -441,3 +450,114 @@ async def test_forwarder_flushes_forwarded_counters_to_metrics() -> None:
     assert sample() - before == 2
     forwarder.remove_source("pub1", "cam")
     assert forwarder.sources == {} and source.downstreams == {}
+
+
+# --- loss repair (repair.py and the forwarder's use of it) --------------------------------
+
+
+def test_loss_repair_tracks_holes_retries_and_gives_up() -> None:
+    repair = LossRepair(retry_s=0.05, give_up_s=0.2)
+    assert not repair.received(65534, 0.0)
+    assert not repair.received(1, 0.0)  # 65535 and 0 missing, across the wrap
+    assert sorted(repair.missing) == [0, 65535] and repair.pending(0) and not repair.pending(1)
+    assert repair.due(0.04) == ([], [])
+    assert repair.due(0.05) == ([65535, 0], [])  # the receiver's NACK was the first try
+    assert repair.received(0, 0.07) and not repair.pending(0)
+    assert not repair.received(0, 0.08)  # a duplicate is not a repair
+    assert repair.due(0.2) == ([], [65535])
+    assert (repair.detected, repair.repaired, repair.given_up, repair.retries) == (2, 1, 1, 2)
+    assert not repair.received(5000, 0.3) and repair.missing == {}  # a jump is a new stream
+
+
+async def lossy_start(clock: Clock) -> tuple[Source, FakeUpstream, FakeLeg]:
+    """A subscriber receiving seqs 10.. (out 500..); packet 12 is lost on the way to the node."""
+    source, ups = video_source(clock)
+    leg = FakeLeg()
+    await source.subscribe("sub1", leg, initial_seq=500, initial_ts=0)
+    enc = source.encodings["single"]
+    await enc.push(rtp(10, 0, vp8(keyframe=True), marker=1))
+    await enc.push(rtp(11, 3000, vp8(keyframe=False), marker=1))
+    clock.now += 1  # the start's keyframe request is no longer throttling
+    await enc.push(rtp(13, 9000, vp8(keyframe=False), marker=1))
+    return source, ups["single"], leg
+
+
+def loss_requests() -> float:
+    return REGISTRY.get_sample_value("roomlog_media_node_keyframe_requests_total", {"reason": "loss"}) or 0.0
+
+
+async def test_a_packet_lost_upstream_is_nacked_again_then_a_keyframe_is_asked_for() -> None:
+    clock = Clock()
+    source, up, leg = await lossy_start(clock)
+    enc = source.encodings["single"]
+    before = loss_requests()
+    assert len(up.keyframe_requests) == 1 and up.nacks == []  # the start; aiortc NACKed once
+    clock.now += 0.06
+    await enc.push(rtp(14, 12000, vp8(keyframe=False), marker=1))
+    assert up.nacks == [(1111, [12])]
+    clock.now += 0.15
+    await enc.push(rtp(15, 15000, vp8(keyframe=False), marker=1))
+    assert up.keyframe_requests == [1111, 1111] and enc.keyframe_requests_by_reason == {"start": 1, "loss": 1}
+    assert loss_requests() - before == 1 and not enc.repair.missing  # type: ignore[union-attr]
+    assert leg.seqs == [500, 501, 503, 504, 505]  # forwarding never waited for the hole
+
+
+async def test_a_retransmission_in_time_needs_no_keyframe() -> None:
+    clock = Clock()
+    source, up, leg = await lossy_start(clock)
+    clock.now += 0.1
+    await source.encodings["single"].push(rtp(12, 6000, vp8(keyframe=False), marker=1))
+    clock.now += 1
+    await source.tick()
+    assert len(up.keyframe_requests) == 1 and leg.seqs == [500, 501, 503, 502]
+
+
+async def test_the_tick_gives_up_when_no_packet_follows_the_hole() -> None:
+    clock = Clock()
+    source, up, _ = await lossy_start(clock)
+    clock.now += 0.3
+    await source.tick()
+    assert source.encodings["single"].keyframe_requests_by_reason.get("loss") == 1
+
+
+async def test_no_keyframe_request_when_one_already_started_after_the_hole() -> None:
+    clock = Clock()
+    source, up, _ = await lossy_start(clock)
+    enc = source.encodings["single"]
+    await enc.push(rtp(14, 12000, vp8(keyframe=True), marker=1))  # the publisher's own keyframe
+    clock.now += 0.3
+    await enc.push(rtp(15, 15000, vp8(keyframe=False), marker=1))
+    assert len(up.keyframe_requests) == 1 and enc.repair is not None and enc.repair.given_up == 1
+    await enc.push(rtp(17, 21000, vp8(keyframe=False), marker=1))  # a later hole: that keyframe is old
+    clock.now += 0.3
+    await enc.push(rtp(18, 24000, vp8(keyframe=False), marker=1))
+    assert len(up.keyframe_requests) == 2 and enc.keyframe_requests_by_reason["loss"] == 1
+
+
+async def test_a_subscriber_nack_the_node_cannot_answer() -> None:
+    clock = Clock()
+    source, up, leg = await lossy_start(clock)
+    enc = source.encodings["single"]
+    miss = leg.nack_miss_callbacks[0]
+    clock.now += 1
+    await miss([502])  # = incoming 12, still being repaired: wait for the retransmission
+    assert len(up.keyframe_requests) == 1
+    await miss([501])  # = incoming 11, which the leg's history no longer has: nothing will come
+    assert len(up.keyframe_requests) == 2 and enc.keyframe_requests_by_reason["nack_miss"] == 1
+    await miss([501])
+    assert len(up.keyframe_requests) == 2  # throttled like relayed PLIs until a keyframe comes
+    await enc.push(rtp(14, 12000, vp8(keyframe=True), marker=1))
+    clock.now += 1
+    await miss([501])  # older than the keyframe the subscriber got since: it does not matter
+    assert len(up.keyframe_requests) == 2 and leg.seqs[-1] == 504
+    await miss([504])  # the keyframe itself (the leg's history lost it): that one does
+    assert len(up.keyframe_requests) == 3 and enc.keyframe_requests_by_reason["nack_miss"] == 2
+
+
+async def test_audio_losses_are_not_tracked() -> None:
+    source = Source("pub1", "mic", "audio", clock=Clock())
+    enc = source.add_encoding("single", FakeUpstream("opus", 48000))
+    await source.subscribe("sub1", FakeLeg("audio"))
+    await enc.push(rtp(1, 0, b"\xfc", pt=111))
+    await enc.push(rtp(5, 960, b"\xfc", pt=111))
+    assert enc.repair is None

@@ -32,6 +32,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamT
 from aiortc.rtp import RtpPacket
 from av import VideoFrame
 
+from client.aiortc_glue import RecoveringJitterBuffer, recover_losses
 from media_node.aiortc_glue import observe_keyframe_requests, observe_remb
 from media_node.forwarder import Downstream, Forwarder, Source
 from media_node.keyframes import keyframe_detector, vp8_keyframe_start
@@ -116,12 +117,16 @@ class Frame:
     pts: int
     width: int = 0
     height: int = 0
+    at: float = 0.0
 
 
 class Viewer:
-    """The subscriber's client: decodes every track it is sent."""
+    """The subscriber's client: decodes every track it is sent (as ``client.Room`` does, with
+    ``client.aiortc_glue.recover_losses`` timings when ``recovery`` is given)."""
 
-    def __init__(self) -> None:
+    def __init__(self, recovery: dict[str, float] | None = None) -> None:
+        self.recovery = recovery
+        self.buffers: list[RecoveringJitterBuffer] = []
         # a browser answering a BUNDLE offer adds no transport for a new m-line; with aiortc's
         # default (balanced) policy a new kind briefly gets its own ICE transport
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
@@ -134,7 +139,7 @@ class Viewer:
             while True:
                 frame = await track.recv()
                 if isinstance(frame, VideoFrame):
-                    self.frames.append(Frame("video", frame.pts or 0, frame.width, frame.height))
+                    self.frames.append(Frame("video", frame.pts or 0, frame.width, frame.height, time.monotonic()))
                 else:
                     self.frames.append(Frame("audio", frame.pts or 0))
         except MediaStreamError:
@@ -148,6 +153,11 @@ class Viewer:
 
     async def answer(self, offer_sdp: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        if self.recovery is not None:
+            for transceiver in self.pc.getTransceivers():
+                buffer = recover_losses(transceiver.receiver, **self.recovery)
+                if buffer is not None and buffer not in self.buffers:
+                    self.buffers.append(buffer)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription.sdp
 
@@ -155,13 +165,13 @@ class Viewer:
 class Rig:
     """Publisher client, node (publisher + subscriber sessions, forwarder), viewer."""
 
-    def __init__(self) -> None:
+    def __init__(self, viewer: Viewer | None = None) -> None:
         self.forwarder = Forwarder()
         self.publisher = RTCPeerConnection(CONFIG)
         self.senders: dict[str, RTCRtpSender] = {}
         self.node_publisher = PublisherSession("pub1", self.forwarder)
         self.node_subscriber = SubscriberSession("sub1")
-        self.viewer = Viewer()
+        self.viewer = viewer or Viewer()
 
     async def publish(self, video: list[tuple[Layer, int, int]], audio: bool = True,
                       video_codec: str = "video/VP8") -> None:
@@ -367,3 +377,93 @@ async def test_set_layer_switches_only_at_a_keyframe_of_the_target(rig: Rig, spi
     assert leg.keyframe_requests == viewer_plis  # the viewer never had to ask: clean switch
     assert spies.decoders_started == 1
 
+
+
+async def stream_until_decoding(rig: Rig) -> tuple[Downstream, dict[int, int]]:
+    """Publish 320x180 VP8, subscribe the viewer; returns the downstream and every incoming
+    seq -> timestamp the node's tap has seen."""
+    await rig.publish([("single", 320, 180)], audio=False)
+    seen: dict[int, int] = {}
+    tap = next(iter(rig.node_publisher.taps.values()))
+
+    def record(packet: RtpPacket) -> bool:
+        seen.setdefault(packet.sequence_number, packet.timestamp)
+        return False
+
+    tap.drop = record
+    video = await rig.subscribe("cam")
+    await eventually(lambda: len(rig.viewer.video()) >= 20)
+    return video, seen
+
+
+def viewer_pts(video: Downstream, seen: dict[int, int], seq: int) -> int:
+    """The pts the viewer gives the frame of incoming packet ``seq`` (its first frame is 0)."""
+    return (seen[seq] - seen[video.switches[0][1]]) & 0xFFFFFFFF
+
+
+async def test_a_packet_lost_before_the_node_is_recovered_by_a_keyframe_within_a_second() -> None:
+    # the viewer skips to a keyframe behind a hole but never asks for one itself (nor NACKs
+    # again): the keyframe must come from the node giving up on the publisher's retransmission
+    rig = Rig(Viewer(recovery={"renack_s": 60, "pli_after_s": 60}))
+    try:
+        video, seen = await stream_until_decoding(rig)
+        cam = rig.source("cam").encodings["single"]
+        tap = next(iter(rig.node_publisher.taps.values()))
+        plis: list[float] = []
+
+        async def on_pli() -> None:
+            plis.append(time.monotonic())
+
+        observe_keyframe_requests(rig.senders["cam-single"], on_pli)
+        lost = (max(seen) + 10) & 0xFFFF
+        dropped: list[float] = []
+
+        def lose(packet: RtpPacket) -> bool:
+            seen.setdefault(packet.sequence_number, packet.timestamp)
+            if packet.sequence_number == lost:  # the original and every retransmission
+                dropped.append(time.monotonic())
+                return True
+            return False
+
+        tap.drop = lose
+        await eventually(lambda: bool(dropped))
+        lost_pts = viewer_pts(video, seen, lost)
+        await eventually(lambda: any(f.pts > lost_pts for f in rig.viewer.video()), timeout=5)
+        resumed = next(f for f in rig.viewer.video() if f.pts > lost_pts)
+        assert resumed.at - dropped[0] < 1.0, f"video resumed {resumed.at - dropped[0]:.2f} s after the loss"
+        assert lost_pts not in {f.pts for f in rig.viewer.video()}  # the broken frame was skipped
+        assert len(dropped) >= 2 and tap.nacks_sent >= 2  # NACKed again; the retransmissions were lost too
+        assert plis and min(plis) > dropped[0] and cam.keyframe_requests_by_reason.get("loss") == 1
+        assert rig.node_subscriber.legs[("pub1", "cam")].keyframe_requests == 0  # the viewer never asked
+        assert rig.viewer.buffers[0].skips == 1 and rig.viewer.buffers[0].plis == 0
+    finally:
+        await rig.close()
+
+
+async def test_a_packet_lost_on_the_way_to_the_viewer_is_nacked_again_by_the_viewer() -> None:
+    # the node has the packet; its first retransmission is lost too: the viewer NACKs again
+    # (aiortc alone NACKs a hole once, then waits for 512 packets), and no keyframe is needed
+    rig = Rig(Viewer(recovery={}))
+    try:
+        video, seen = await stream_until_decoding(rig)
+        buffer = rig.viewer.buffers[0]
+        lost = (max(seen) + 10) & 0xFFFF
+        copies: list[float] = []
+        real_add = buffer.add
+
+        def add(packet: RtpPacket) -> Any:
+            if packet.sequence_number == (lost + video.switches[0][2] - video.switches[0][1]) & 0xFFFF:
+                copies.append(time.monotonic())
+                if len(copies) <= 2:  # the original and the first retransmission
+                    return False, None
+            return real_add(packet)
+
+        buffer.add = add  # type: ignore[method-assign]
+        await eventually(lambda: len(copies) >= 3, timeout=5)
+        lost_pts = viewer_pts(video, seen, lost)
+        await eventually(lambda: any(f.pts == lost_pts for f in rig.viewer.video()), timeout=5)
+        repaired = next(f for f in rig.viewer.video() if f.pts == lost_pts)
+        assert repaired.at - copies[0] < 1.0 and buffer.renacks >= 1 and buffer.plis == 0
+        assert rig.source("cam").encodings["single"].keyframe_requests_by_reason.get("loss") is None
+    finally:
+        await rig.close()
