@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,27 @@ def workload(rooms: list[str], n: int) -> list[Event]:
     return out
 
 
+async def offer(producer: EventProducer, topic: str, intents: list[Event], every: int, pause_s: float) -> None:
+    """Send the intents in steps of ``every``, pausing between steps, so they arrive while workers run."""
+    for i, intent in enumerate(intents):
+        await producer.send_soon(topic, intent)
+        if i % every == every - 1:
+            await producer.flush()
+            await asyncio.sleep(pause_s)
+    await producer.flush()
+
+
+async def missing_facts(infra: Infra, topics: Topics, predicted: set[str]) -> set[str]:
+    seen = {str(decode(r.value).event_id) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))}
+    return predicted - seen
+
+
 def handled_lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+def handles_intents(trace: Path) -> bool:
+    return any("rtc.intents" in line for line in handled_lines(trace))
 
 
 def handled_ids(path: Path) -> list[str]:
@@ -83,15 +103,7 @@ async def test_sigkill_recovery(infra: Infra, topics: Topics, prefix: str, produ
     intents = workload(rooms, 3000)
     topic = topics.name("rtc.intents")
 
-    async def offer() -> None:
-        for i, intent in enumerate(intents):
-            await producer.send_soon(topic, intent)
-            if i % 50 == 49:
-                await producer.flush()
-                await asyncio.sleep(0.05)
-        await producer.flush()
-
-    feeding = asyncio.create_task(offer())
+    feeding = asyncio.create_task(offer(producer, topic, intents, every=50, pause_s=0.05))
     await wait_for(lambda: len(handled_ids(trace_a)) > 1000, 60, "worker A handling input")
     a.kill()
     handled_by_a = set(handled_ids(trace_a))
@@ -179,13 +191,9 @@ async def test_restart_with_a_backlog_handles_every_intent(infra: Infra, topics:
     services.append(second)
     predicted = await predicted_fact_ids(infra, topics)
 
-    async def missing() -> set[str]:
-        seen = {str(decode(r.value).event_id) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))}
-        return predicted - seen
-
     with contextlib.suppress(AssertionError):
-        await wait_for(lambda: _empty(missing()), 120, "every fact of the backlog")
-    lost = await missing()
+        await wait_for(lambda: _empty(missing_facts(infra, topics, predicted)), 120, "every fact of the backlog")
+    lost = await missing_facts(infra, topics, predicted)
     assert not lost, f"{len(lost)} of {len(predicted)} predicted facts never appeared"
 
 
@@ -209,34 +217,21 @@ async def test_rebalances_under_load_lose_nothing(infra: Infra, topics: Topics, 
     intents = workload(rooms, 4000)
     topic = topics.name("rtc.intents")
 
-    async def offer() -> None:
-        for i, intent in enumerate(intents):
-            await producer.send_soon(topic, intent)
-            if i % 100 == 99:
-                await producer.flush()
-                await asyncio.sleep(0.3)
-        await producer.flush()
-
-    feeding = asyncio.create_task(offer())
+    feeding = asyncio.create_task(offer(producer, topic, intents, every=100, pause_s=0.3))
     for name in ("b", "c"):  # a second worker joins, handles intents, leaves; then another one
         trace = tmp_path / f"{name}.trace"
         extra = streams_service(infra, prefix, tmp_path, app_id=app_id, name=name, trace_file=trace,
                                 project_to_postgres="false").start()
         services.append(extra)
-        await wait_for(lambda t=trace: any("rtc.intents" in line for line in handled_lines(t)), 120,
-                       f"worker {name} handling intents of its partitions")
+        await wait_for(partial(handles_intents, trace), 120, f"worker {name} handling intents of its partitions")
         await asyncio.sleep(2)
         extra.stop()
     await feeding
     predicted = await predicted_fact_ids(infra, topics)
 
-    async def missing() -> set[str]:
-        seen = {str(decode(r.value).event_id) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))}
-        return predicted - seen
-
     with contextlib.suppress(AssertionError):
-        await wait_for(lambda: _empty(missing()), 180, "every fact after the rebalances")
-    lost = await missing()
+        await wait_for(lambda: _empty(missing_facts(infra, topics, predicted)), 180, "every fact after the rebalances")
+    lost = await missing_facts(infra, topics, predicted)
     assert not lost, f"{len(lost)} of {len(predicted)} predicted facts never appeared"
 
     async def replayed_equal() -> bool:
