@@ -144,13 +144,6 @@ def install() -> None:
 
     async def seek_to_committed(self: Any) -> Mapping[Any, int]:
         committed: Mapping[Any, int] = await original_seek_to_committed(self)
-        # aiokafka leaves a partition without a committed offset (or at 0) where its
-        # position happens to be, which after a rebalance can be past messages fetched
-        # and dropped: start those from the beginning (auto_offset_reset is earliest)
-        fresh = [tp for tp, off in committed.items()
-                 if not (off and off > 0) and not self._is_changelog_tp(tp)]
-        if fresh:
-            await self._thread.seek_to_beginning(*fresh)
         self._delivery.reset(committed)
         return committed
 
