@@ -52,8 +52,8 @@ def png_std(path: Path) -> float:
 
 @pytest.mark.xfail(strict=False, reason=(
     "known open bug, not solved: the Python participant sometimes receives nothing from the "
-    "browsers (passed, then 'Carol hears nobody' in two consecutive full runs on a quiet "
-    "machine; under load the node's ICE consent to it expires). Assertions unchanged; see "
+    "browsers (one full run on a quiet machine passed, the next failed with 'Carol hears nobody'; "
+    "under load the node's ICE consent to it expires). Assertions unchanged; see "
     "the session note."))
 @pytest.mark.timeout(600)
 async def test_browsers_and_python_client_in_sfu_room(infra: Infra, topics: Topics, prefix: str,
