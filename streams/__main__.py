@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = build(settings)
     if settings.trace_file:
         worker.trace = open(settings.trace_file, "a", buffering=1)  # noqa: SIM115
-    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level.upper(), quiet=True,
+    faust_worker = faust.Worker(worker.app, worker.driver, loglevel=settings.log_level.upper(), quiet=True,
                                 override_logging=False)
     faust_worker.execute_from_commandline()
     return 0

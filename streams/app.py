@@ -1,13 +1,18 @@
-"""The Faust app: agents that read inputs, call the pure decisions, write outputs.
+"""The streams worker: a Faust app hosting the agents that read inputs, call the pure
+decisions and write outputs.
 
-Agents
-- ``rooms``: ``rtc.intents`` + ``media.results`` → room table → facts, notifications, node commands,
-  placement requests. Handles ticks for rooms whose grace/empty deadlines passed.
+Stateful agents — run by ``streams/driver.py`` on plain aiokafka consumers (why: that
+module's docstring), one consumer group ``<app_id>-<agent>`` each, tables restored from
+``<app_id>-<table>-changelog``:
+- ``rooms``: ``rtc.intents`` + ``media.results`` → room table → facts, notifications, node
+  commands, placement requests. Handles ticks for rooms whose grace/empty deadlines passed.
 - ``registry``: ``media.nodes`` → node registry table → node facts, placements.
-- ``projection``: ``rtc.facts`` → Postgres rows.
 - ``users``: ``session.events`` → user table → presence facts, call requests past the rate
   limit, rings and call notices for the user's sessions (``streams/users.py``).
 - ``calls``: ``call.events`` → call table → call facts, p2p rooms (``streams/calls.py``).
+
+Faust agents (stateless, idempotent writes):
+- ``projection``: ``rtc.facts`` → Postgres rows.
 - ``presence-projection``: ``presence.facts`` → the Postgres ``presence`` table.
 - a timer publishes a ``Tick`` to every partition of ``rtc.intents``, ``media.nodes``,
   ``session.events`` and ``call.events``.
@@ -19,12 +24,13 @@ does not parse goes to ``<topic>.dlq`` with the reason in headers; the agent goe
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
 import faust
+from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import make_engine
@@ -43,6 +49,7 @@ from streams import users as user_decision
 from streams.batch import Batch
 from streams.call_state import CallState
 from streams.decision import RoomConfig
+from streams.driver import DrivenAgent, Driver, DriverSettings, Table
 from streams.keyed import KeyedAgent
 from streams.presence_projection import project_presence
 from streams.projection import project
@@ -58,22 +65,17 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
                      value_serializer="raw", partitions=partitions)
 
 
-def _json_table(app: faust.App, name: str, partitions: int) -> faust.Table[str, Any]:
-    """A table of plain JSON values (dicts) keyed by str; changelog serializer json."""
-    table: faust.Table[str, Any] = app.Table(name, default=None, partitions=partitions, key_type=str)  # type: ignore[assignment]
-    return table
-
-
 @dataclass
 class Worker:
-    """The app and everything its agents share."""
+    """The app, the driver of the stateful agents, and everything they share."""
 
     app: faust.App
+    driver: Driver
     settings: StreamsSettings
     topics: Topics
-    room_table: faust.Table[str, Any]
-    timer_table: faust.Table[str, Any]
-    registry_table: faust.Table[str, Any]
+    room_table: Table
+    timer_table: Table
+    registry_table: Table
     room_config: RoomConfig
     registry_config: registry_decision.RegistryConfig
     users: KeyedAgent[UserState] | None = None
@@ -82,32 +84,39 @@ class Worker:
     trace: TextIO | None = None
 
     def batch(self) -> Batch:
-        return Batch(self.app.producer, self.topics)
+        return Batch(self.driver.producer, self.topics)
 
-    async def dead_letter(self, batch: Batch, message: Any, exc: DecodeError) -> None:
-        metrics.STREAMS_DEAD_LETTERS.labels(message.topic, exc.reason).inc()
-        log.warning("dead letter topic=%s offset=%s reason=%s", message.topic, message.offset, exc.reason)
-        await batch.send_raw(f"{message.topic}.dlq", message.key, message.value,
-                             dead_letter_headers(message.topic, message.partition, message.offset, exc))
+    async def dead_letter(self, batch: Batch, record: ConsumerRecord, exc: DecodeError) -> None:
+        metrics.STREAMS_DEAD_LETTERS.labels(record.topic, exc.reason).inc()
+        log.warning("dead letter topic=%s offset=%s reason=%s", record.topic, record.offset, exc.reason)
+        await batch.send_raw(f"{record.topic}.dlq", record.key, record.value,
+                             dead_letter_headers(record.topic, record.partition, record.offset, exc))
 
-    def traced(self, message: Any, event: Event) -> None:
-        metrics.STREAMS_INPUTS.labels(message.topic, event.type).inc()
-        if self.trace is not None:
-            self.trace.write(f"{message.topic} {message.partition} {message.offset} {event.event_id}\n")
-
-    async def parsed(self, batch: Batch, events: Sequence[Any]) -> list[tuple[int, Event]]:
+    async def parsed(self, batch: Batch, records: Sequence[ConsumerRecord]) -> list[tuple[int, Event]]:
         """Decode a batch; dead-letter what does not parse."""
         out: list[tuple[int, Event]] = []
-        for item in events:
-            message = item.message
+        for record in records:
             try:
-                event = decode(message.value)
+                event = decode(record.value)
             except DecodeError as exc:
-                await self.dead_letter(batch, message, exc)
+                await self.dead_letter(batch, record, exc)
                 continue
-            self.traced(message, event)
-            out.append((message.partition, event))
+            metrics.STREAMS_INPUTS.labels(record.topic, event.type).inc()
+            if self.trace is not None:
+                self.trace.write(f"{record.topic} {record.partition} {record.offset} {event.event_id}\n")
+            out.append((record.partition, event))
         return out
+
+    def agent(self, name: str, logical: Sequence[str], tables: list[Table],
+              on_input: Callable[[Batch, Event, int], Awaitable[None]]) -> DrivenAgent:
+        """A driven agent: decode each record, hand it to ``on_input``, return the batch."""
+        async def handle(records: Sequence[ConsumerRecord]) -> Batch:
+            batch = self.batch()
+            for partition, event in await self.parsed(batch, records):
+                await on_input(batch, event, partition)
+            return batch
+
+        return DrivenAgent(name, [self.topics.name(t) for t in logical], tables, handle)
 
     # --- rooms -------------------------------------------------------------------
 
@@ -194,44 +203,34 @@ def build(settings: StreamsSettings) -> Worker:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         producer_linger=0.002,
-        # a burst of joins makes hundreds of notifications; 16 KB batches stall on round trips
         producer_max_batch_size=1_000_000,
         topic_allow_declare=True,
     )
+
+    def table(name: str, logical: str) -> Table:
+        return Table(name, f"{settings.app_id}-{name}-changelog", spec(logical).partitions)
+
+    driver = Driver(DriverSettings(bootstrap=settings.kafka_bootstrap, app_id=settings.app_id,
+                                   batch_max=settings.batch_max, commit_interval_s=settings.commit_interval_s,
+                                   session_timeout_s=settings.session_timeout_s), [])
     worker = Worker(
-        app=app, settings=settings, topics=topics,
-        room_table=_json_table(app, "rooms", ROOM_PARTITIONS),
-        timer_table=_json_table(app, "room-timers", ROOM_PARTITIONS),
-        registry_table=_json_table(app, "node-registry", spec("media.nodes").partitions),
+        app=app, driver=driver, settings=settings, topics=topics,
+        room_table=table("rooms", "rtc.intents"),
+        timer_table=table("room-timers", "rtc.intents"),
+        registry_table=table("node-registry", "media.nodes"),
         room_config=RoomConfig(disconnect_grace_s=settings.disconnect_grace_s,
-                                             command_ttl_s=settings.command_ttl_s),
+                               command_ttl_s=settings.command_ttl_s),
         registry_config=registry_decision.RegistryConfig(node_timeout_s=settings.node_timeout_s),
     )
-    _user_and_call_agents(worker)
     # the room agent reads intents and media-node results: same key, same partition count,
     # so a room's inputs from both topics land in the same partition number (co-partitioned)
-    room_inputs = app.topic(topics.name("rtc.intents"), topics.name("media.results"), key_type=bytes,
-                            value_type=bytes, key_serializer="raw", value_serializer="raw")
-    nodes = _raw_topic(app, topics.name("media.nodes"), spec("media.nodes").partitions)
+    driver.agents.append(worker.agent("rooms", ["rtc.intents", "media.results"],
+                                      [worker.room_table, worker.timer_table], worker.on_room_input))
+    driver.agents.append(worker.agent("registry", ["media.nodes"], [worker.registry_table],
+                                      worker.on_registry_input))
+    _user_and_call_agents(worker, table)
+
     facts = _raw_topic(app, topics.name("rtc.facts"), spec("rtc.facts").partitions)
-
-    @app.agent(room_inputs, name="rooms")
-    async def rooms_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            batch = worker.batch()
-            with metrics.STREAMS_HANDLE_SECONDS.labels("rooms").time():
-                for partition, event in await worker.parsed(batch, events):
-                    await worker.on_room_input(batch, event, partition)
-                await batch.commit()
-
-    @app.agent(nodes, name="registry")
-    async def registry_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            batch = worker.batch()
-            for partition, event in await worker.parsed(batch, events):
-                await worker.on_registry_input(batch, event, partition)
-            await batch.commit()
-
     if settings.project_to_postgres:
         @app.agent(facts, name="projection")
         async def projection_agent(stream: Any) -> None:
@@ -247,7 +246,6 @@ def build(settings: StreamsSettings) -> Worker:
                 await project(worker.engine, events)
                 metrics.STREAMS_PROJECTED.inc(len(events))
 
-    if settings.project_to_postgres:
         presence_facts = _raw_topic(app, topics.name("presence.facts"), spec("presence.facts").partitions)
 
         @app.agent(presence_facts, name="presence-projection")
@@ -264,37 +262,24 @@ def build(settings: StreamsSettings) -> Worker:
     return worker
 
 
-def _user_and_call_agents(worker: Worker) -> None:
+def _user_and_call_agents(worker: Worker, table: Callable[[str, str], Table]) -> None:
     """The users agent (``session.events``) and the call agent (``call.events``)."""
-    app, settings = worker.app, worker.settings
+    settings = worker.settings
     user_config = user_decision.UserConfig(
         presence_ttl_s=settings.presence_ttl_s, resume_grace_s=settings.disconnect_grace_s,
         max_call_attempts=settings.call_max_attempts, attempt_window_s=settings.call_attempt_window_s)
     call_config = call_decision.CallConfig(ring_timeout_s=settings.call_ring_timeout_s)
-    user_parts, call_parts = spec("session.events").partitions, spec("call.events").partitions
-    worker.users = KeyedAgent(
-        UserState, _json_table(app, "users", user_parts), _json_table(app, "user-timers", user_parts),
+    worker.users = users = KeyedAgent(
+        UserState, table("users", "session.events"), table("user-timers", "session.events"),
         key_of=lambda e: str(getattr(e, "user_id", "")) or None,
         decide=lambda state, event, key: user_decision.handle(state, event, user_config, user_id=key),
         deadline=lambda state: user_decision.next_deadline(state, user_config))
-    worker.calls = KeyedAgent(
-        CallState, _json_table(app, "calls", call_parts), _json_table(app, "call-timers", call_parts),
+    worker.calls = calls = KeyedAgent(
+        CallState, table("calls", "call.events"), table("call-timers", "call.events"),
         key_of=lambda e: str(getattr(e, "call_id", "")) or None,
         decide=lambda state, event, key: call_decision.handle(state, event, call_config, call_id=key),
         deadline=lambda state: call_decision.next_deadline(state, call_config))
-    _keyed(worker, "session.events", "users", worker.users)
-    _keyed(worker, "call.events", "calls", worker.calls)
-
-
-def _keyed(worker: Worker, logical: str, name: str, agent: KeyedAgent[Any]) -> None:
-    settings = worker.settings
-    topic = _raw_topic(worker.app, worker.topics.name(logical), spec(logical).partitions)
-
-    @worker.app.agent(topic, name=name)
-    async def keyed_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            batch = worker.batch()
-            with metrics.STREAMS_HANDLE_SECONDS.labels(name).time():
-                for partition, event in await worker.parsed(batch, events):
-                    await agent.on_input(batch, event, partition)
-                await batch.commit()
+    worker.driver.agents.append(worker.agent("users", ["session.events"], [users.table, users.timers],
+                                             users.on_input))
+    worker.driver.agents.append(worker.agent("calls", ["call.events"], [calls.table, calls.timers],
+                                             calls.on_input))

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-import faust
 from pydantic import BaseModel
 
 from producers.envelope import Event
 from producers.rtc import Tick
 from streams.batch import Batch
+from streams.driver import Table
 from streams.outputs import Outputs
 
 S = TypeVar("S", bound=BaseModel)
@@ -26,8 +26,8 @@ S = TypeVar("S", bound=BaseModel)
 @dataclass
 class KeyedAgent(Generic[S]):
     model: type[S]
-    table: faust.Table[str, Any]
-    timers: faust.Table[str, Any]
+    table: Table
+    timers: Table
     key_of: Callable[[Event], str | None]
     decide: Callable[[S | None, Event, str], tuple[S | None, Outputs]]
     deadline: Callable[[S | None], datetime | None]
