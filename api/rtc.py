@@ -25,6 +25,7 @@ from api.services import Services
 from api.sessions import SessionTracker, is_user_id
 from api.signaling import (
     CallAnswer,
+    Chat,
     IceCandidate,
     IceRestart,
     Join,
@@ -43,8 +44,10 @@ from api.signaling import (
     parse_message,
 )
 from api.tokens import Claims
-from producers.fields import Grant, RoomType, SourceKind, TrackInfo
+from producers.errors import InvalidChatText
+from producers.fields import Grant, RoomType, SourceKind, TrackInfo, chat_text
 from producers.rtc import (
+    ChatMessageRequested,
     ConnectionLost,
     JoinRequested,
     LeaveRequested,
@@ -87,7 +90,7 @@ class Connection:
             Subscribe: self.on_subscribe, Unsubscribe: self.on_unsubscribe, Mute: self.on_mute,
             IceRestart: self.on_ice_restart, IceCandidate: self.on_ice_candidate, Ping: self.on_ping,
             Leave: self.on_leave, P2PDescription: self.on_p2p_description, CallAnswer: self.on_call_answer,
-            PresenceSubscribe: self.on_presence_subscribe,
+            PresenceSubscribe: self.on_presence_subscribe, Chat: self.on_chat,
         }
 
     # --- outbound ----------------------------------------------------------------
@@ -244,6 +247,16 @@ class Connection:
         if self.svc.presence is None:
             raise SignalingError("unavailable", "presence is not available on this gateway", m.request_id)
         await subscribe_presence(self.svc, self.svc.presence, self.session_id, self.send, m.request_id)
+
+    async def on_chat(self, m: Chat) -> None:
+        room, peer = self._joined(m.request_id)
+        try:
+            text = chat_text(m.text)
+        except InvalidChatText as exc:
+            raise SignalingError(exc.code, exc.message, m.request_id) from None
+        await self._publish(ChatMessageRequested.new(
+            room_id=room, peer_id=peer, text=text, gateway_id=self.svc.settings.gateway_id,
+            session_id=self.session_id, correlation_id=m.request_id))
 
     async def on_ping(self, m: Ping) -> None:
         await self.send({"type": "pong", "request_id": m.request_id})

@@ -106,6 +106,14 @@ class CallAnswer(Message):
     call_id: Id
 
 
+class Chat(Message):
+    """Post to the room's chat. Length and emptiness are checked by the handler (with
+    their own error codes, ``chat_too_long``/``chat_empty``), not here."""
+
+    type: Literal["chat"]
+    text: str
+
+
 class PresenceSubscribe(Message):
     type: Literal["presence-subscribe"]
 
@@ -120,11 +128,11 @@ class Leave(Message):
 
 ClientMessage = Annotated[Union[Join, Publish, SubscriberAnswer, Subscribe, Unsubscribe, Mute,  # noqa: UP007
                                 IceRestart, IceCandidate, Ping, Leave, P2PDescription, CallAnswer,
-                                PresenceSubscribe], Field(discriminator="type")]
+                                PresenceSubscribe, Chat], Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 TYPES = {"join", "publish", "subscriber-answer", "subscribe", "unsubscribe", "mute", "unmute", "ice-restart",
          "ice-candidate", "ping", "leave", "p2p-offer", "p2p-answer", "call-accept", "call-reject", "call-cancel",
-         "call-hangup", "presence-subscribe"}
+         "call-hangup", "presence-subscribe", "chat"}
 
 
 def parse_message(text: str) -> Message:

@@ -5,7 +5,8 @@ connection (we offer) and a subscriber connection (the node offers; every new
 subscription renegotiates it). On ``reconnect`` (the room moved to another node) the
 SDK rejoins and republishes by itself; when the socket drops it resumes the peer, or
 joins again when the server no longer has it. Received video recovers from a packet nobody
-could retransmit within a fraction of a second (``client.aiortc_glue``).
+could retransmit within a fraction of a second (``client.aiortc_glue``). ``send_chat`` posts
+to the room's chat; every peer gets each message as a ``("chat", ChatMessage)`` event.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiortc import (
@@ -31,7 +34,7 @@ from client.signaling import RoomError, Signaling
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalTrack", "RemoteTrack", "Room", "RoomError", "rtc_configuration"]
+__all__ = ["ChatMessage", "LocalTrack", "RemoteTrack", "Room", "RoomError", "rtc_configuration"]
 
 
 @dataclass
@@ -51,6 +54,27 @@ class RemoteTrack:
     kind: str
     track: MediaStreamTrack
 
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """A message of the room's chat (the ``chat`` server message). ``id`` is the id of
+    its ``ChatMessagePosted`` fact; ``at`` when the gateway received it."""
+
+    id: str
+    peer_id: str
+    identity: str
+    name: str
+    text: str
+    at: datetime
+
+    @classmethod
+    def from_message(cls, m: dict[str, Any]) -> ChatMessage:
+        return cls(id=m["id"], peer_id=m["peer_id"], identity=m.get("identity", ""), name=m.get("name", ""),
+                   text=m["text"], at=datetime.fromisoformat(m["at"]))
+
+
+#: How many chat message ids a room remembers to drop a re-delivered message.
+CHAT_SEEN = 512
 
 Listener = Callable[[str, Any], Awaitable[None] | None]
 
@@ -96,6 +120,7 @@ class Room:
         self._subscriber: RTCPeerConnection | None = None
         self._offered: dict[str, dict[str, Any]] = {}
         self._listeners: list[Listener] = []
+        self._chat_seen: deque[str] = deque(maxlen=CHAT_SEEN)
         self._closed = False
         self._lock = asyncio.Lock()
 
@@ -220,6 +245,16 @@ class Room:
     async def ping(self) -> None:
         await self._signaling.request({"type": "ping"}, {"pong"})
 
+    # --- chat ------------------------------------------------------------------------
+
+    async def send_chat(self, text: str, timeout: float = 15.0) -> ChatMessage:
+        """Post ``text`` to the room's chat; returns the message as everyone receives it
+        (text stripped). Raises ``RoomError`` ``chat_empty``, ``chat_too_long`` or
+        ``not_joined``; every peer, this one included, gets it as a ``("chat",
+        ChatMessage)`` event."""
+        posted = await self._signaling.request({"type": "chat", "text": text}, {"chat"}, timeout=timeout)
+        return ChatMessage.from_message(posted)
+
     # --- server messages -------------------------------------------------------------
 
     async def _on_message(self, message: dict[str, Any]) -> None:
@@ -232,6 +267,12 @@ class Room:
             self.peers.pop(message["peer_id"], None)
         elif kind == "reconnect":
             asyncio.ensure_future(self._move_to_new_node())
+        elif kind == "chat":
+            if message["id"] in self._chat_seen:
+                return  # delivered again (the log is at-least-once)
+            self._chat_seen.append(message["id"])
+            await self._emit(kind, ChatMessage.from_message(message))
+            return
         await self._emit(kind, message)
 
     async def _move_to_new_node(self) -> None:

@@ -14,3 +14,12 @@ class DecodeError(ValueError):
 
 class UnknownTopicError(KeyError):
     """A topic name that is not in the registry."""
+
+
+class InvalidChatText(ValueError):
+    """Chat text the platform does not carry. ``code`` is the protocol's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

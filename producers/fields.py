@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from producers.errors import InvalidChatText
+
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 """Room, peer, node, station, session, user ids: url- and key-safe."""
 
@@ -60,3 +62,27 @@ class NodeLoad(BaseModel):
     legs: int = Field(default=0, ge=0)
     packets_per_s: float = Field(default=0.0, ge=0)
     cpu_pct: float = Field(default=0.0, ge=0)
+
+
+#: In-room chat: the longest message, in characters (Unicode code points), counted after
+#: the surrounding whitespace is stripped. The gateway and streams both apply it.
+CHAT_MAX_CHARS = 2000
+
+ChatText = Annotated[str, Field(max_length=16_000)]
+"""Chat text on the log: a schema bound well above ``CHAT_MAX_CHARS`` (the policy limit,
+checked by ``chat_text``), so the limit can change without a schema change."""
+
+
+def chat_text(text: str) -> str:
+    """The text a chat message carries: ``text`` without surrounding whitespace.
+
+    Raises ``InvalidChatText`` with code ``chat_empty`` (nothing but whitespace) or
+    ``chat_too_long`` (more than ``CHAT_MAX_CHARS`` characters).
+    """
+    stripped = text.strip()
+    if not stripped:
+        raise InvalidChatText("chat_empty", "a chat message needs some text")
+    if len(stripped) > CHAT_MAX_CHARS:
+        raise InvalidChatText("chat_too_long",
+                              f"a chat message is at most {CHAT_MAX_CHARS} characters, not {len(stripped)}")
+    return stripped

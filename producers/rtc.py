@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from producers.envelope import Event
-from producers.fields import Grant, Id, Layer, RoomType, Sdp, SourceKind, TrackInfo
+from producers.fields import ChatText, Grant, Id, Layer, RoomType, Sdp, SourceKind, TrackInfo
 
 # --- intents (topic rtc.intents) -------------------------------------------------
 
@@ -136,6 +136,19 @@ class PeerSignalRequested(Event):
     candidate: dict[str, Any] | str | None = None
 
 
+class ChatMessageRequested(Event):
+    """A peer posts a text message to its room's chat. The gateway has checked that the
+    socket joined and the text (``producers.fields.chat_text``); streams re-check both.
+    ``gateway_id``/``session_id`` say where to send a refusal when the peer is gone."""
+
+    type: Literal["ChatMessageRequested"] = "ChatMessageRequested"
+    room_id: Id
+    peer_id: Id
+    text: ChatText
+    gateway_id: Id | None = None
+    session_id: Id | None = None
+
+
 class Tick(Event):
     """Time on the log. Published to every partition of a topic; decisions that
     depend on time (grace periods, timeouts, liveness) read ``now`` from here."""
@@ -216,6 +229,19 @@ class PeerUpdated(Event):
     peer_id: Id
     audio_muted: bool
     video_muted: bool
+
+
+class ChatMessagePosted(Event):
+    """A chat message in a room: who (peer, identity, display name), what (the text,
+    stripped) and when (``occurred_at``, the gateway's receipt time). Its ``event_id`` is
+    the message id clients see. Not folded into room state: chat is not room state."""
+
+    type: Literal["ChatMessagePosted"] = "ChatMessagePosted"
+    room_id: Id
+    peer_id: Id
+    identity: str
+    name: str = ""
+    text: ChatText
 
 
 class PublisherClaimed(Event):

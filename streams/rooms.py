@@ -25,6 +25,7 @@ from producers.media import (
     TrackStarted,
 )
 from producers.rtc import (
+    ChatMessageRequested,
     ConnectionLost,
     CreateRoomRequested,
     DeleteRoomRequested,
@@ -48,7 +49,7 @@ from producers.rtc import (
     UnpublishRequested,
     UnsubscribeRequested,
 )
-from streams import p2p, tracks
+from streams import chat, p2p, tracks
 from streams.decision import Decision, RoomConfig, peer_summary
 from streams.outputs import Outputs
 from streams.room_state import SEEN_LIMIT, PeerState, RoomState
@@ -217,6 +218,7 @@ HANDLERS: dict[type[Event], Callable[[Decision, Any], None]] = {
     MuteRequested: on_mute,
     RoomPlaced: on_placed,
     PeerSignalRequested: p2p.on_signal,
+    ChatMessageRequested: chat.on_chat,
     PublishRequested: tracks.on_publish,
     UnpublishRequested: tracks.on_unpublish,
     SubscribeRequested: tracks.on_subscribe,

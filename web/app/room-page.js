@@ -1,7 +1,8 @@
 // The room page: join, publish camera and microphone (unless watching), the video grid,
-// controls (microphone, camera, screen, leave), connection state, quality and speaker.
+// controls (microphone, camera, screen, leave), connection state, quality, speaker and chat.
 import { openMedia, openScreen } from "../sdk/devices.js";
 import { Room } from "../sdk/room.js";
+import { ChatPanel } from "./chat.js";
 import { Grid } from "./grid.js";
 import { requireSession, signalingUrls } from "./session.js";
 
@@ -32,6 +33,10 @@ for (const kind of ["joined", "resumed", "peer-joined", "peer-updated", "peer-le
   room.on(kind, () => grid.syncPeers(room.peers, room.peerId));
 }
 room.on("track", (remote) => grid.attach(remote, room.peers));
+const chat = new ChatPanel({ log: $("chat-log"), form: $("chat-form"), input: $("chat-text"), send: $("chat-send"),
+                             error: $("chat-error") }, (text) => room.sendChat(text));
+room.on("chat", (message) => chat.add(message));
+room.on("state", ({ state }) => chat.setEnabled(state === "connected"));
 room.on("track-removed", (remote) => grid.detach(remote));
 room.on("quality", (sample) => { showQuality(sample); grid.highlight(activeSpeaker(sample)); });
 

@@ -5,7 +5,7 @@
 // peer-joined, peer-left, peer-updated, track {peerId, sourceId, kind, track, stream},
 // track-removed {peerId, sourceId}, reconnecting {attempt, delayMs}, reconnected
 // {peerId, resumed}, gave-up {attempts, elapsedMs}, quality {level, lossPct, rttMs, ...},
-// screen {sharing}, error {code, message}, left.
+// screen {sharing}, chat {id, peerId, identity, name, text, at: Date, own}, error {code, message}, left.
 
 import { Backoff } from "./backoff.js";
 import { CallState, States } from "./callstate.js";
@@ -17,6 +17,7 @@ import { snapshot } from "./stats.js";
 import { Subscriber } from "./subscriber.js";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const CHAT_SEEN = 512; // chat message ids remembered to drop a re-delivered message
 
 export class Room extends Emitter {
   constructor({ url = null, urls = null, token, room, name = "", iceServers = null, iceTransportPolicy = "all",
@@ -37,6 +38,7 @@ export class Room extends Emitter {
     this.signaling = null;
     this.publisher = null;
     this.subscriber = null;
+    this.chatSeen = new Set();
     this.closed = false;
     this.reconnecting = false;
     this.quality = new QualityMonitor(() => [this.publisher?.pc, this.subscriber?.pc],
@@ -255,6 +257,27 @@ export class Room extends Emitter {
     this.emit("track-removed", entry);
   }
 
+  // --- chat ---------------------------------------------------------------------------
+
+  /** Post `text` to the room's chat; resolves with the message as everyone gets it (text
+   *  stripped). Rejects with RoomError `chat_empty`, `chat_too_long` or `not_joined`. */
+  async sendChat(text) {
+    if (!this.signaling?.connected) throw new RoomError("disconnected", "not connected to the room");
+    return this.#chatMessage(await this.signaling.request({ type: "chat", text }, ["chat"]));
+  }
+
+  #chatMessage(m) {
+    return { id: m.id, peerId: m.peer_id, identity: m.identity ?? "", name: m.name ?? "", text: m.text,
+             at: new Date(m.at), own: m.peer_id === this.peerId };
+  }
+
+  #onChat(m) {
+    if (this.chatSeen.has(m.id)) return; // delivered again (the log is at-least-once)
+    this.chatSeen.add(m.id);
+    if (this.chatSeen.size > CHAT_SEEN) this.chatSeen.delete(this.chatSeen.values().next().value);
+    this.emit("chat", this.#chatMessage(m));
+  }
+
   // --- server messages -----------------------------------------------------------------
 
   async #onMessage(m) {
@@ -269,6 +292,7 @@ export class Room extends Emitter {
       this.#dropRemote(`${m.peer_id}/${m.source_id}`);
     }
     else if (m.type === "reconnect") await this.#moveToNewNode(m.reason);
+    else if (m.type === "chat") return this.#onChat(m);
     else if (m.type === "left" && !this.closed) this.#end();
     this.emit(m.type, m);
   }
