@@ -11,9 +11,13 @@ STREAMS_OUTPUTS = Counter("roomlog_streams_outputs_total", "Events emitted by st
                           ["type"])
 STREAMS_DEAD_LETTERS = Counter("roomlog_streams_dead_letters_total",
                                "Payloads sent to a dead-letter topic", ["topic", "reason"])
-STREAMS_HANDLE_SECONDS = Histogram("roomlog_streams_handle_seconds",
-                                   "Time to handle one input", ["agent"],
-                                   buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5))
+STREAMS_BATCH_SECONDS = Histogram("roomlog_streams_batch_seconds",
+                                  "Time per batch of a driven agent, by step: decide (decode, decide, "
+                                  "hand outputs to the producer), outputs (until acknowledged), changelog "
+                                  "(written and acknowledged)", ["agent", "step"],
+                                  buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+STREAMS_BATCH_RECORDS = Histogram("roomlog_streams_batch_records", "Records per batch of a driven agent",
+                                  ["agent"], buckets=(1, 5, 10, 50, 100, 250, 500, 1000))
 STREAMS_PROJECTED = Counter("roomlog_streams_projected_facts_total",
                             "Facts projected to Postgres")
 

@@ -62,9 +62,17 @@ class Batch:
                                                        headers=headers))
 
     async def commit(self) -> None:
+        await self.acknowledged()
+        await self.persist()
+
+    async def acknowledged(self) -> None:
+        """Wait until the broker acknowledged every output handed to the producer."""
         if self._pending:
             await asyncio.gather(*self._pending)
         self._pending.clear()
+
+    async def persist(self) -> None:
+        """Write the staged state changes to their tables and changelogs; wait for the acks."""
         written = []
         for (_, key), (table, partition, value) in self._dirty.items():
             if isinstance(value, BaseModel):

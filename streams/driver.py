@@ -135,9 +135,14 @@ class Table:
 
 
 class Committable(Protocol):
-    """What a handler returns: ``commit`` puts the batch's outputs and state on the log."""
+    """What a handler returns: the batch's outputs are handed to the producer, its state
+    changes staged."""
 
-    async def commit(self) -> None: ...
+    async def acknowledged(self) -> None:
+        """Wait until every output is acknowledged by the broker."""
+
+    async def persist(self) -> None:
+        """Write the state changes to the tables and changelogs; wait for their acks."""
 
 
 #: What a driven agent does with one batch of records: decide and stage; the driver
@@ -244,9 +249,19 @@ class _Runner:
                     self.consumer.seek(tp, records[0].offset)
             return
         records = [record for tp in sorted(got, key=lambda t: (t.topic, t.partition)) for record in got[tp]]
-        with metrics.STREAMS_HANDLE_SECONDS.labels(self.agent.name).time():
-            batch = await self.agent.handle(records)
-            await batch.commit()
+        name = self.agent.name
+        t0 = time.perf_counter()
+        batch = await self.agent.handle(records)
+        t1 = time.perf_counter()
+        await batch.acknowledged()
+        t2 = time.perf_counter()
+        await batch.persist()
+        t3 = time.perf_counter()
+        metrics.STREAMS_BATCH_RECORDS.labels(name).observe(len(records))
+        for step, seconds in (("decide", t1 - t0), ("outputs", t2 - t1), ("changelog", t3 - t2)):
+            metrics.STREAMS_BATCH_SECONDS.labels(name, step).observe(seconds)
+        log.debug("agent %s: %d records: decide %.1f ms, outputs acked %.1f ms, changelog %.1f ms",
+                  name, len(records), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         for tp, tp_records in got.items():
             self.handled[tp] = tp_records[-1].offset + 1
 

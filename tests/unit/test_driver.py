@@ -52,8 +52,11 @@ class Done:
     def __init__(self, log: list[str]) -> None:
         self.log = log
 
-    async def commit(self) -> None:
-        self.log.append("batch on the log")
+    async def acknowledged(self) -> None:
+        self.log.append("outputs acknowledged")
+
+    async def persist(self) -> None:
+        self.log.append("state persisted")
 
 
 def runner(handled: list[int], log: list[str]) -> _Runner:
@@ -88,7 +91,7 @@ async def test_a_batch_is_committable_only_after_it_is_on_the_log() -> None:
     log: list[str] = []
     r = runner(handled, log)
     await r._handle(r.generation, {TP0: [record(TP0, 7), record(TP0, 8)], TP1: [record(TP1, 3)]})
-    assert handled == [7, 8, 3] and log == ["batch on the log"]
+    assert handled == [7, 8, 3] and log == ["outputs acknowledged", "state persisted"]
     assert r.handled == {TP0: 9, TP1: 4}
     await r._commit()
     assert r.consumer.commits == [{TP0: 9, TP1: 4}]  # type: ignore[union-attr]
