@@ -165,7 +165,9 @@ class DriverSettings:
     batch_max: int = 500
     commit_interval_s: float = 1.0
     session_timeout_s: float = 10.0
-    fetch_wait_ms: int = 5
+    #: how long the broker holds a fetch when there is nothing to read (it answers as soon as
+    #: there is): a long poll, so idle agents cost nothing and busy ones wait for nothing
+    fetch_wait_ms: int = 500
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
