@@ -1,21 +1,20 @@
-"""The streams worker: a Faust app hosting the agents that read inputs, call the pure
+"""The streams worker: a Faust worker hosting the agents that read inputs, call the pure
 decisions and write outputs.
 
-Stateful agents — run by ``streams/driver.py`` on plain aiokafka consumers (why: that
-module's docstring), one consumer group ``<app_id>-<agent>`` each, tables restored from
-``<app_id>-<table>-changelog``:
+Every agent runs on a plain aiokafka consumer driven by ``streams/driver.py`` (why:
+that module's docstring), one consumer group ``<app_id>-<agent>`` each:
 - ``rooms``: ``rtc.intents`` + ``media.results`` → room table → facts, notifications, node
   commands, placement requests. Handles ticks for rooms whose grace/empty deadlines passed.
 - ``registry``: ``media.nodes`` → node registry table → node facts, placements.
 - ``users``: ``session.events`` → user table → presence facts, call requests past the rate
   limit, rings and call notices for the user's sessions (``streams/users.py``).
 - ``calls``: ``call.events`` → call table → call facts, p2p rooms (``streams/calls.py``).
+- ``projection``: ``rtc.facts`` → Postgres rows; ``presence-projection``: ``presence.facts``
+  → the Postgres ``presence`` table (stateless, idempotent writes).
 
-Faust agents (stateless, idempotent writes):
-- ``projection``: ``rtc.facts`` → Postgres rows.
-- ``presence-projection``: ``presence.facts`` → the Postgres ``presence`` table.
-- a timer publishes a ``Tick`` to every partition of ``rtc.intents``, ``media.nodes``,
-  ``session.events`` and ``call.events``.
+Tables are restored from ``<app_id>-<table>-changelog``. A Faust timer publishes a
+``Tick`` to every partition of ``rtc.intents``, ``media.nodes``, ``session.events`` and
+``call.events``; the Faust worker starts and stops the driver, handles signals and logs.
 
 Payloads are roomlog JSON (``producers.catalog``), not Faust models. Anything that
 does not parse goes to ``<topic>.dlq`` with the reason in headers; the agent goes on.
@@ -27,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 import faust
 from aiokafka.structs import ConsumerRecord
@@ -40,9 +39,8 @@ from producers.envelope import Event, utcnow
 from producers.errors import DecodeError
 from producers.kafka import dead_letter_headers, trace_headers
 from producers.rtc import Tick
-from producers.topics import ROOM_PARTITIONS, Topics, spec
+from producers.topics import Topics, spec
 from streams import calls as call_decision
-from streams import faust_fixes
 from streams import registry as registry_decision
 from streams import rooms as room_decision
 from streams import users as user_decision
@@ -60,9 +58,14 @@ from streams.user_state import UserState
 log = logging.getLogger(__name__)
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
-    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
-                     value_serializer="raw", partitions=partitions)
+class Projected:
+    """A projection batch: written to Postgres by its handler, nothing left to wait for."""
+
+    async def acknowledged(self) -> None:
+        return None
+
+    async def persist(self) -> None:
+        return None
 
 
 @dataclass
@@ -117,6 +120,28 @@ class Worker:
             return batch
 
         return DrivenAgent(name, [self.topics.name(t) for t in logical], tables, handle)
+
+    # --- projections (stateless: a batch is in Postgres when its handler returns) ---
+
+    def _engine(self) -> AsyncEngine:
+        if self.engine is None:
+            self.engine = make_engine(self.settings.database_url)
+        return self.engine
+
+    async def project_facts(self, records: Sequence[ConsumerRecord]) -> Projected:
+        events = []
+        for record in records:
+            try:
+                events.append(decode(record.value))
+            except DecodeError:
+                continue  # the facts topic is written by streams only
+        await project(self._engine(), events)
+        metrics.STREAMS_PROJECTED.inc(len(events))
+        return Projected()
+
+    async def project_presence(self, records: Sequence[ConsumerRecord]) -> Projected:
+        await project_presence(self._engine(), [r.value for r in records if r.value is not None])
+        return Projected()
 
     # --- rooms -------------------------------------------------------------------
 
@@ -185,26 +210,16 @@ class Worker:
 
 
 def build(settings: StreamsSettings) -> Worker:
-    faust_fixes.install()
     topics = Topics(settings.topic_prefix)
+    # Faust runs the worker (signals, logging, the ticker); it reads no topic itself
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         datadir=f"{settings.data_dir}/{settings.app_id}",
-        topic_partitions=ROOM_PARTITIONS,
         topic_replication_factor=1,
-        processing_guarantee="at_least_once",
         web_enabled=False,
-        broker_commit_interval=settings.commit_interval_s,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        table_standby_replicas=0,
-        consumer_auto_offset_reset="earliest",
-        stream_wait_empty=False,
         producer_linger=0.002,
-        producer_max_batch_size=1_000_000,
-        topic_allow_declare=True,
     )
 
     def table(name: str, logical: str) -> Table:
@@ -230,30 +245,10 @@ def build(settings: StreamsSettings) -> Worker:
                                       worker.on_registry_input))
     _user_and_call_agents(worker, table)
 
-    facts = _raw_topic(app, topics.name("rtc.facts"), spec("rtc.facts").partitions)
     if settings.project_to_postgres:
-        @app.agent(facts, name="projection")
-        async def projection_agent(stream: Any) -> None:
-            async for batch in stream.take(500, within=0.05):
-                events = []
-                for raw in batch:
-                    try:
-                        events.append(decode(raw))
-                    except DecodeError:
-                        continue  # the facts topic is written by streams only
-                if worker.engine is None:
-                    worker.engine = make_engine(settings.database_url)
-                await project(worker.engine, events)
-                metrics.STREAMS_PROJECTED.inc(len(events))
-
-        presence_facts = _raw_topic(app, topics.name("presence.facts"), spec("presence.facts").partitions)
-
-        @app.agent(presence_facts, name="presence-projection")
-        async def presence_projection_agent(stream: Any) -> None:
-            async for raw_batch in stream.take(500, within=0.05):
-                if worker.engine is None:
-                    worker.engine = make_engine(settings.database_url)
-                await project_presence(worker.engine, raw_batch)
+        driver.agents.append(DrivenAgent("projection", [topics.name("rtc.facts")], [], worker.project_facts))
+        driver.agents.append(DrivenAgent("presence-projection", [topics.name("presence.facts")], [],
+                                         worker.project_presence))
 
     @app.timer(settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def ticker() -> None:

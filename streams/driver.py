@@ -1,13 +1,12 @@
-"""Stateful agents on a plain aiokafka loop, started and stopped with the Faust worker.
+"""Agents on a plain aiokafka loop, started and stopped with the Faust worker.
 
-The rooms, registry, users and calls agents keep state, so they need exactly this
-discipline from their consumer: hand a record to the handler once per read, never
-commit an offset before its record's outputs and state changes are on the log, and
-never decide on a table while it is being recovered. faust-streaming 0.15.3's agent
-consumer breaks each of these in some path (streams/faust_fixes.py repairs three;
-docs/architecture.md, "Stateful agents"), and costs a worker most of its throughput.
-So those agents run here, on one consumer group per agent (``<app_id>-<agent>``), and
-Faust keeps the stateless projections and the ticker.
+An agent needs exactly this discipline from its consumer: hand a record to the handler
+once per read, never commit an offset before its record's outputs and state changes
+are on the log, and never decide on a table while it is being recovered.
+faust-streaming 0.15.3's agent consumer breaks each of these in some path
+(docs/architecture.md, "Agents on aiokafka"), and its per-message machinery cost a
+worker most of its throughput. So every agent runs here, on one consumer group per
+agent (``<app_id>-<agent>``); the Faust worker hosts this service and the ticker.
 
 Per batch of records (``getmany``, at most ``batch_max``):
 

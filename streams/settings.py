@@ -32,18 +32,17 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
     call_max_attempts: int = 10
     call_attempt_window_s: float = 60.0
     tick_interval_s: float = 1.0
-    #: How often Faust commits consumer offsets.
+    #: How often the agents commit the offsets of handled batches.
     commit_interval_s: float = 1.0
     #: Kafka consumer-group session timeout: how soon a killed worker's partitions move.
     session_timeout_s: float = 10.0
-    #: Inputs handled per batch, and how long a batch waits to fill. Outputs of a batch
-    #: are acknowledged before its state changes are written (see streams/batch.py).
+    #: Inputs handled per batch at most (a batch is what one fetch returned). Outputs of a
+    #: batch are acknowledged before its state changes are written (see streams/batch.py).
     batch_max: int = 500
-    batch_within_s: float = 0.005
     project_to_postgres: bool = True
     metrics_port: int = 0
     #: When set, append "<topic> <partition> <offset> <event_id>" per handled input.
     trace_file: str | None = None
-    #: Where Faust keeps its per-app data directory (tables are in memory + changelog).
+    #: Faust's per-app data directory (tables are in memory, restored from their changelogs).
     data_dir: str = ".run/faust"
     log_level: str = "warning"

@@ -10,8 +10,6 @@ from collections.abc import Awaitable
 from functools import partial
 from pathlib import Path
 
-import pytest
-
 from producers.catalog import decode
 from producers.envelope import Event
 from producers.errors import DecodeError
@@ -153,18 +151,11 @@ async def test_sigkill_recovery(infra: Infra, topics: Topics, prefix: str, produ
     print(f"handled again after restart: {len(again)}; facts {len(fact_ids)} records, {len(set(fact_ids))} distinct")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known open bug: faust-streaming 0.15.3 can lose a message around recovery and rebalances. "
-    "streams/faust_fixes.py now repairs the read offset, holes in delivery and commits past an "
-    "unacknowledged head (each repair is logged), and this test passed in every run since; the "
-    "rebalance stress test below still lost 1 of 5,321 facts once (load average ~40), so the "
-    "assertion stays visible as non-strict until the room agent no longer depends on faust's "
-    "consumer. See the session note."))
 async def test_restart_with_a_backlog_handles_every_intent(infra: Infra, topics: Topics, prefix: str,
                                                            producer: EventProducer, services: list[Service],
                                                            tmp_path: Path) -> None:
     """A worker stops, intents pile up, a new worker starts: every intent gets its facts
-    (faust-streaming drops messages around recovery unless streams.faust_fixes is installed)."""
+    (faust-streaming 0.15.3's consumer dropped messages here; docs/architecture.md)."""
     app_id = f"{prefix}backlog"
     first = streams_service(infra, prefix, tmp_path, app_id=app_id, name="first", project_to_postgres="false").start()
     services.append(first)
@@ -197,20 +188,16 @@ async def test_restart_with_a_backlog_handles_every_intent(infra: Infra, topics:
     assert not lost, f"{len(lost)} of {len(predicted)} predicted facts never appeared"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known open bug: with streams/faust_fixes.py the worker logs and fills every hole faust "
-    "opens here, yet one run lost 1 of 5,321 facts (load average ~40). Non-strict and visible "
-    "until the room agent no longer depends on faust's consumer. See the session note."))
 async def test_rebalances_under_load_lose_nothing(infra: Infra, topics: Topics, prefix: str,
                                                   producer: EventProducer, services: list[Service],
                                                   tmp_path: Path) -> None:
-    """Workers of one app join and leave while intents flow: every rebalance suspends
-    flow, clears stream buffers and moves partitions with their tables; every intent
-    still gets its facts, and the tables agree with the replayed facts.
-
-    faust-streaming 0.15.3 unpatched can skip a message here (streams/faust_fixes.py)."""
+    """Workers of one app join and leave (SIGTERM) while intents flow: every rebalance
+    moves partitions with their tables, and a worker leaving stops its agents mid-batch;
+    every intent still gets its facts, and both the tables and the Postgres read model
+    agree with the replayed facts (faust-streaming 0.15.3's consumer lost facts and
+    projection rows here; docs/architecture.md, "Agents on aiokafka")."""
     app_id = f"{prefix}rebalance"
-    a = streams_service(infra, prefix, tmp_path, app_id=app_id, name="a", project_to_postgres="false").start()
+    a = streams_service(infra, prefix, tmp_path, app_id=app_id, name="a").start()
     services.append(a)
     await streams_ready(producer, infra, topics, a)
     rooms = [unique("rb-") for _ in range(40)]
@@ -220,8 +207,7 @@ async def test_rebalances_under_load_lose_nothing(infra: Infra, topics: Topics, 
     feeding = asyncio.create_task(offer(producer, topic, intents, every=100, pause_s=0.3))
     for name in ("b", "c"):  # a second worker joins, handles intents, leaves; then another one
         trace = tmp_path / f"{name}.trace"
-        extra = streams_service(infra, prefix, tmp_path, app_id=app_id, name=name, trace_file=trace,
-                                project_to_postgres="false").start()
+        extra = streams_service(infra, prefix, tmp_path, app_id=app_id, name=name, trace_file=trace).start()
         services.append(extra)
         await wait_for(partial(handles_intents, trace), 120, f"worker {name} handling intents of its partitions")
         await asyncio.sleep(2)
@@ -235,11 +221,11 @@ async def test_rebalances_under_load_lose_nothing(infra: Infra, topics: Topics, 
     assert not lost, f"{len(lost)} of {len(predicted)} predicted facts never appeared"
 
     async def replayed_equal() -> bool:
-        return (await replay(infra.kafka, prefix, None, app_id)).equal
+        return (await replay(infra.kafka, prefix, infra.database_url, app_id)).equal
 
     with contextlib.suppress(AssertionError):
-        await wait_for(replayed_equal, 60, "replay to match the live tables")
-    report = await replay(infra.kafka, prefix, None, app_id)
+        await wait_for(replayed_equal, 60, "replay to match the live tables and Postgres")
+    report = await replay(infra.kafka, prefix, infra.database_url, app_id)
     assert report.equal, report.mismatches[:5]
 
 
