@@ -194,11 +194,12 @@ class Worker:
 
     async def on_registry_input(self, batch: Batch, event: Event, partition: int) -> None:
         raw = batch.get(self.registry_table, registry_decision.REGISTRY_KEY)
-        state = registry_decision.RegistryState.model_validate(raw) if raw else None
+        state = raw if isinstance(raw, registry_decision.RegistryState) or raw is None else \
+            registry_decision.RegistryState.model_validate(raw)
         new_state, out = registry_decision.handle(state, event, self.registry_config)
         await batch.emit(out.items)
         if out.items or not isinstance(event, Tick):
-            batch.put(self.registry_table, registry_decision.REGISTRY_KEY, partition, new_state.model_dump(mode="json"))
+            batch.put(self.registry_table, registry_decision.REGISTRY_KEY, partition, new_state)
 
     async def tick(self) -> None:
         now = utcnow()

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from pydantic import BaseModel
 
 from observability import metrics
 from producers.catalog import encode
@@ -40,7 +39,8 @@ class Batch:
         return entry[2] if entry is not None else table.get(key)
 
     def put(self, table: Table, key: str, partition: int, value: Any) -> None:
-        """Stage a new value (a JSON-able dict or a pydantic model; ``None`` forgets the key)."""
+        """Stage a new value (a JSON-able dict or a pydantic model; ``None`` forgets the key).
+        The table keeps a model as it is (the next load needs no validation)."""
         self._dirty[(id(table), key)] = (table, partition, value)
 
     async def emit(self, outputs: Sequence[Output]) -> None:
@@ -75,8 +75,6 @@ class Batch:
         """Write the staged state changes to their tables and changelogs; wait for the acks."""
         written = []
         for (_, key), (table, partition, value) in self._dirty.items():
-            if isinstance(value, BaseModel):
-                value = value.model_dump(mode="json")
             written.append(await table.write(partition, key, value))
         self._dirty.clear()
         if written:

@@ -49,6 +49,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord
 from mode import Service
+from pydantic import BaseModel
 
 from observability import metrics
 
@@ -56,11 +57,12 @@ log = logging.getLogger(__name__)
 
 
 class Table:
-    """JSON values by string key for the partitions this member owns, with a changelog.
+    """Values by string key for the partitions this member owns, with a changelog.
 
-    ``data`` is what the handlers read (through ``Batch.get``); ``write`` changes one
-    entry and sends it to the changelog partition of the input partition it belongs to
-    (``None`` forgets the key: a tombstone)."""
+    ``data`` is what the handlers read (through ``Batch.get``): JSON values as restored, or
+    the pydantic models handlers stored (kept as they are, so the next load of a hot key
+    costs no validation); ``write`` changes one entry and sends its JSON to the changelog
+    partition of the input partition it belongs to (``None`` forgets the key: a tombstone)."""
 
     def __init__(self, name: str, changelog: str, partitions: int) -> None:
         self.name = name
@@ -81,7 +83,12 @@ class Table:
         if self._producer is None:
             raise RuntimeError(f"table {self.name} is not bound to a producer")
         self._apply(partition, key, value)
-        payload = None if value is None else json.dumps(value, separators=(",", ":")).encode()
+        if value is None:
+            payload = None
+        elif isinstance(value, BaseModel):
+            payload = value.model_dump_json().encode()
+        else:
+            payload = json.dumps(value, separators=(",", ":")).encode()
         future: asyncio.Future[Any] = await self._producer.send(
             self.changelog, payload, key=json.dumps(key).encode(), partition=partition)
         return future
