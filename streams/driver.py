@@ -200,6 +200,10 @@ class _Runner:
     last_commit: float = 0.0
     stopping: bool = False
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: seconds per step since the last summary: fetch (waiting in getmany), decide, outputs,
+    #: changelog, commit, lock (waiting for a rebalance listener); and records, batches
+    spent: dict[str, float] = field(default_factory=dict)
+    last_summary: float = field(default_factory=time.monotonic)
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.lock:  # the batch in flight finishes first
@@ -237,12 +241,19 @@ class _Runner:
         try:
             while not self.stopping:
                 generation = self.generation
+                t0 = time.perf_counter()
                 got = await consumer.getmany(timeout_ms=200, max_records=s.batch_max)
+                t1 = time.perf_counter()
                 async with self.lock:
+                    self._spend("fetch", t1 - t0)
+                    self._spend("lock", time.perf_counter() - t1)
                     if got:
                         await self._handle(generation, got)
                     if time.monotonic() - self.last_commit >= s.commit_interval_s:
+                        t2 = time.perf_counter()
                         await self._commit()
+                        self._spend("commit", time.perf_counter() - t2)
+                self._summarize()
         finally:
             async with self.lock:
                 await self._commit()
@@ -268,10 +279,29 @@ class _Runner:
         metrics.STREAMS_BATCH_RECORDS.labels(name).observe(len(records))
         for step, seconds in (("decide", t1 - t0), ("outputs", t2 - t1), ("changelog", t3 - t2)):
             metrics.STREAMS_BATCH_SECONDS.labels(name, step).observe(seconds)
+            self._spend(step, seconds)
+        self._spend("records", len(records))
+        self._spend("batches", 1)
         log.debug("agent %s: %d records: decide %.1f ms, outputs acked %.1f ms, changelog %.1f ms",
                   name, len(records), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         for tp, tp_records in got.items():
             self.handled[tp] = tp_records[-1].offset + 1
+
+    def _spend(self, what: str, amount: float) -> None:
+        self.spent[what] = self.spent.get(what, 0.0) + amount
+
+    def _summarize(self, every_s: float = 10.0) -> None:
+        """Every ``every_s`` with work done, one INFO line: where this agent's time went."""
+        now = time.monotonic()
+        if now - self.last_summary < every_s:
+            return
+        spent, self.spent, elapsed, self.last_summary = self.spent, {}, now - self.last_summary, now
+        if not spent.get("records"):
+            return
+        steps = ", ".join(f"{k} {spent.get(k, 0.0):.2f}s"
+                          for k in ("fetch", "lock", "decide", "outputs", "changelog", "commit"))
+        log.info("agent %s: %d records in %d batches in the last %.1fs; %s", self.agent.name,
+                 spent["records"], spent["batches"], elapsed, steps)
 
     async def _commit(self) -> None:
         self.last_commit = time.monotonic()
