@@ -61,6 +61,9 @@ golden: venv  ## add golden fixtures for new event types (append-only)
 bench: install  ## log throughput benchmark (prints JSON)
 	@scripts/netns.sh bash -c '$(PY) -m bench.log_throughput --json'
 
+bench-decide: venv  ## the room agent's CPU ceiling without Kafka: decide + encode per core (prints JSON)
+	@$(PY) -m bench.decide_cpu
+
 bench-sfu: install  ## SFU forwarding benchmark: subscribers per core vs MediaRelay (prints JSON)
 	@scripts/netns.sh bash -c '$(PY) -m bench.sfu_forwarding --json'
 
