@@ -39,6 +39,7 @@ from api.signaling import (
     SignalingError,
     Subscribe,
     SubscriberAnswer,
+    Unpublish,
     Unsubscribe,
     check_sdp,
     parse_message,
@@ -57,6 +58,7 @@ from producers.rtc import (
     ResumeRequested,
     SubscriberAnswerSubmitted,
     SubscribeRequested,
+    UnpublishRequested,
     UnsubscribeRequested,
 )
 from producers.sessions import CallAnswerRequested
@@ -82,11 +84,19 @@ class Connection:
         self.room_type: str | None = None
         self.joining = False
         self.left = False
+        #: Sources this peer declared (its accepted `publish` requests, `resumed.tracks`) and
+        #: the other peers' sources by id (from what streams told this session): `unpublish`
+        #: of an unknown or someone else's source is refused here and writes nothing. A
+        #: declared source that is not live (never started, already unpublished) is refused
+        #: by streams (`source_not_found`, a RequestRejected fact): a slot may carry media again.
+        self.own_sources: set[str] = set()
+        self.other_sources: dict[str, str] = {}
         self._send_lock = asyncio.Lock()
         self._tokens = RATE_BURST
         self._last = time.monotonic()
         self.handlers: dict[type[Message], Callable[[Any], Awaitable[None]]] = {
             Join: self.on_join, Publish: self.on_publish, SubscriberAnswer: self.on_subscriber_answer,
+            Unpublish: self.on_unpublish,
             Subscribe: self.on_subscribe, Unsubscribe: self.on_unsubscribe, Mute: self.on_mute,
             IceRestart: self.on_ice_restart, IceCandidate: self.on_ice_candidate, Ping: self.on_ping,
             Leave: self.on_leave, P2PDescription: self.on_p2p_description, CallAnswer: self.on_call_answer,
@@ -117,10 +127,28 @@ class Connection:
             answered = message["answered_session_id"]
             message = {k: v for k, v in message.items() if k != "answered_session_id"}
             message["answered_here"] = answered == self.session_id
+        self._track_sources(message)
         await self.send(message)
         if kind == "left" and message.get("peer_id") == self.peer_id:
             # the socket (the user's session: presence, calls) stays open and may join again
             self.peer_id, self.room, self.room_type = None, None, None
+            self.own_sources.clear()
+            self.other_sources.clear()
+
+    def _track_sources(self, message: dict[str, Any]) -> None:
+        """Keep who publishes which source, from the notifications this session gets."""
+        kind = message.get("type")
+        if kind in ("joined", "resumed"):
+            self.other_sources = {t["source_id"]: p["peer_id"] for p in message.get("peers", [])
+                                  for t in p.get("tracks", [])}
+            if kind == "resumed":
+                self.own_sources = {t["source_id"] for t in message.get("tracks", [])}
+        elif kind == "track-published":
+            self.other_sources[message["track"]["source_id"]] = message["peer_id"]
+        elif kind == "track-unpublished":
+            self.other_sources.pop(message["source_id"], None)
+        elif kind == "peer-left":
+            self.other_sources = {s: p for s, p in self.other_sources.items() if p != message.get("peer_id")}
 
     # --- inbound -----------------------------------------------------------------
 
@@ -189,6 +217,18 @@ class Connection:
         tracks = [TrackInfo(source_id=t.source_id, kind=t.kind, layer=t.layer, mid=t.mid) for t in m.tracks]
         await self._publish(PublishRequested.new(room_id=room, peer_id=peer, sdp=m.sdp, tracks=tracks,
                                                  correlation_id=m.request_id))
+        self.own_sources |= {t.source_id for t in m.tracks}
+
+    async def on_unpublish(self, m: Unpublish) -> None:
+        room, peer = self._joined(m.request_id)
+        self._media_node_room(m.request_id)
+        if m.source_id not in self.own_sources:
+            if m.source_id in self.other_sources:
+                raise SignalingError("forbidden", f"source {m.source_id} is published by another peer",
+                                     m.request_id)
+            raise SignalingError("source_not_found", f"you publish no source {m.source_id}", m.request_id)
+        await self._publish(UnpublishRequested.new(room_id=room, peer_id=peer, source_id=m.source_id,
+                                                   correlation_id=m.request_id))
 
     async def on_subscriber_answer(self, m: SubscriberAnswer) -> None:
         room, peer = self._joined(m.request_id)

@@ -58,6 +58,13 @@ class Publish(Message):
     tracks: Annotated[list[TrackSpec], Field(min_length=1, max_length=16)]
 
 
+class Unpublish(Message):
+    """Stop publishing one of this peer's sources (e.g. stop sharing the screen)."""
+
+    type: Literal["unpublish"]
+    source_id: Id
+
+
 class SubscriberAnswer(Message):
     type: Literal["subscriber-answer"]
     sdp: Sdp
@@ -126,13 +133,13 @@ class Leave(Message):
     type: Literal["leave"]
 
 
-ClientMessage = Annotated[Union[Join, Publish, SubscriberAnswer, Subscribe, Unsubscribe, Mute,  # noqa: UP007
+ClientMessage = Annotated[Union[Join, Publish, Unpublish, SubscriberAnswer, Subscribe, Unsubscribe, Mute,  # noqa: UP007
                                 IceRestart, IceCandidate, Ping, Leave, P2PDescription, CallAnswer,
                                 PresenceSubscribe, Chat], Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientMessage)
-TYPES = {"join", "publish", "subscriber-answer", "subscribe", "unsubscribe", "mute", "unmute", "ice-restart",
-         "ice-candidate", "ping", "leave", "p2p-offer", "p2p-answer", "call-accept", "call-reject", "call-cancel",
-         "call-hangup", "presence-subscribe", "chat"}
+TYPES = {"join", "publish", "unpublish", "subscriber-answer", "subscribe", "unsubscribe", "mute", "unmute",
+         "ice-restart", "ice-candidate", "ping", "leave", "p2p-offer", "p2p-answer", "call-accept", "call-reject",
+         "call-cancel", "call-hangup", "presence-subscribe", "chat"}
 
 
 def parse_message(text: str) -> Message:

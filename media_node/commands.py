@@ -30,6 +30,7 @@ from producers.media import (
     OpenPublisher,
     OpenSubscriber,
     PublisherAnswered,
+    RemoveSource,
     RemoveSubscription,
     SetLayer,
     SubscriberOffered,
@@ -56,7 +57,7 @@ class CommandRunner:
             OpenPublisher: self.open_publisher, OpenSubscriber: self.open_subscriber,
             AddSubscription: self.add_subscription, ApplySubscriberAnswer: self.apply_answer,
             RemoveSubscription: self.remove_subscription, SetLayer: self.set_layer,
-            ClosePeer: self.close_peer, CloseRoom: self.close_room,
+            ClosePeer: self.close_peer, CloseRoom: self.close_room, RemoveSource: self.remove_source,
         }
 
     async def run(self, consumer: EventConsumer) -> None:
@@ -123,6 +124,9 @@ class CommandRunner:
 
     async def remove_subscription(self, c: RemoveSubscription) -> None:
         await self.peers.remove_subscription(c.peer_id, c.source_id)
+
+    async def remove_source(self, c: RemoveSource) -> None:
+        await self.peers.remove_source(c.peer_id, c.source_id)
 
     async def set_layer(self, c: SetLayer) -> None:
         await self.peers.set_layer(c.peer_id, c.source_id, c.layer)

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: How long new subscriptions are collected before one renegotiation.
 RENEGOTIATE_AFTER_S = 0.02
+#: After ``RemoveSource``, packets still draining from the publisher's pacer are dropped;
+#: the first packet after this much silence announces the source again (sharing again).
+REANNOUNCE_QUIET_S = 0.5
 
 
 @dataclass
@@ -62,6 +65,8 @@ class PeerSession:
     pending: dict[str, tuple[Source, str]] = field(default_factory=dict)
     negotiating: bool = False
     renegotiation: asyncio.Task[None] | None = None
+    #: Transceivers of unpublished sources, set inactive at the next offer.
+    retired: list[RTCRtpTransceiver] = field(default_factory=list)
 
 
 OnTrackStarted = Callable[[PeerSession, TrackInfo], Awaitable[None]]
@@ -157,10 +162,13 @@ class Peers:
 
     async def _renegotiate(self, session: PeerSession) -> None:
         await asyncio.sleep(RENEGOTIATE_AFTER_S)
-        if session.negotiating or not session.pending or session.subscriber is None:
+        if session.negotiating or not (session.pending or session.retired) or session.subscriber is None:
             return
         session.negotiating = True
         pc = session.subscriber
+        for transceiver in session.retired:
+            transceiver.direction = "inactive"
+        session.retired.clear()
         for source_id, (source, layer) in session.pending.items():
             transceiver = pc.addTransceiver(source.kind, direction="sendonly")
             session.subscriptions[source_id] = Subscription(source, transceiver, OutboundLeg(transceiver.sender),
@@ -179,7 +187,7 @@ class Peers:
         await session.subscriber.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         session.negotiating = False
         asyncio.ensure_future(self._activate(session))
-        if session.pending:
+        if session.pending or session.retired:
             self._renegotiate_soon(session)
 
     def _connection_changed(self, session: PeerSession) -> None:
@@ -215,6 +223,51 @@ class Peers:
         sub = session.subscriptions.pop(source_id, None)
         if sub is not None:
             sub.source.unsubscribe(peer_id)
+
+    async def remove_source(self, peer_id: str, source_id: str) -> None:
+        """The publisher unpublished ``source_id``: stop forwarding it and retire every
+        subscriber's transceiver for it (inactive at that subscriber's next offer, which is
+        made now). The publisher's transceiver stays; if it carries media again after a
+        quiet spell, the source is announced anew (``TrackStarted``) as a fresh Source."""
+        session = self.sessions.get(peer_id)
+        source = session.sources.pop(source_id, None) if session is not None else None
+        if session is None or source is None:
+            return
+        self.sources.pop((peer_id, source_id), None)
+        for subscriber_id in list(source.downstreams):
+            source.unsubscribe(subscriber_id)
+        for other in self.sessions.values():
+            if other.pending.get(source_id, (None,))[0] is source:
+                del other.pending[source_id]
+            sub = other.subscriptions.get(source_id)
+            if sub is not None and sub.source is source:
+                del other.subscriptions[source_id]
+                other.retired.append(sub.transceiver)
+                self._renegotiate_soon(other)
+        fresh = session.sources[source_id] = Source(peer_id, source_id, source.kind)
+        self.sources[(peer_id, source_id)] = fresh
+        for key, (info, tap, _) in list(session.inbound.items()):
+            if info.source_id == source_id:
+                encoding = fresh.add_encoding(info.layer, tap)
+                session.inbound[key] = (info, tap, encoding)
+                tap.on_packet = self._after_quiet(tap, self._first_packet(session, info, encoding.push, tap))
+        log.info("unpublished %s/%s", peer_id, source_id, extra={"peer_id": peer_id, "room_id": session.room_id})
+
+    @staticmethod
+    def _after_quiet(tap: InboundTap, then: Callable[[RtpPacket, int], Awaitable[None]],
+                     quiet_s: float = REANNOUNCE_QUIET_S) -> Callable[[RtpPacket, int], Awaitable[None]]:
+        """Drop packets until none came for ``quiet_s``; from then on hand them to ``then``."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+
+        async def wait(packet: RtpPacket, arrival_ms: int) -> None:
+            nonlocal last
+            now = loop.time()
+            quiet, last = now - last >= quiet_s, now
+            if quiet:
+                tap.on_packet = then
+                await then(packet, arrival_ms)
+        return wait
 
     async def set_layer(self, peer_id: str, source_id: str, layer: str) -> None:
         session = self.sessions.get(peer_id)

@@ -49,6 +49,16 @@ class RemoveSubscription(NodeCommand):
     source_id: Id
 
 
+class RemoveSource(NodeCommand):
+    """A publisher unpublished a source: stop forwarding it, drop every subscriber's leg
+    for it (their connections renegotiate the transceiver to inactive). If the publisher's
+    transceiver carries media again, the node announces the source anew (``TrackStarted``)."""
+
+    type: Literal["RemoveSource"] = "RemoveSource"
+    peer_id: Id
+    source_id: Id
+
+
 class ApplySubscriberAnswer(NodeCommand):
     type: Literal["ApplySubscriberAnswer"] = "ApplySubscriberAnswer"
     peer_id: Id

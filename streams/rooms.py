@@ -50,7 +50,7 @@ from producers.rtc import (
     UnsubscribeRequested,
 )
 from streams import chat, p2p, tracks
-from streams.decision import Decision, RoomConfig, peer_summary
+from streams.decision import Decision, RoomConfig, peer_summary, track_summary
 from streams.outputs import Outputs
 from streams.room_state import SEEN_LIMIT, PeerState, RoomState
 
@@ -161,7 +161,8 @@ def on_resume(d: Decision, intent: ResumeRequested) -> None:
     assert d.state is not None
     me = d.state.peers[peer.peer_id]
     d.notify(me, {"type": "resumed", "request_id": intent.correlation_id, "peer_id": me.peer_id,
-                  "peers": [peer_summary(p) for p in d.state.peers.values() if p is not me]})
+                  "peers": [peer_summary(p) for p in d.state.peers.values() if p is not me],
+                  "tracks": track_summary(me)})
 
 
 def on_mute(d: Decision, intent: MuteRequested) -> None:

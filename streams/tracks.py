@@ -16,6 +16,7 @@ from producers.media import (
     CommandFailed,
     OpenPublisher,
     PublisherAnswered,
+    RemoveSource,
     RemoveSubscription,
     SetLayer,
     SubscriberOffered,
@@ -106,9 +107,27 @@ def on_publish(d: Decision, intent: PublishRequested) -> None:
 
 
 def on_unpublish(d: Decision, intent: UnpublishRequested) -> None:
+    """The peer stops publishing one of its sources (e.g. stops sharing its screen).
+
+    Recorded (``TrackUnpublished``, a ``SubscriptionRemoved`` per subscriber), every other
+    peer gets ``track-unpublished``, the node drops the source and its subscriber legs
+    (``RemoveSource``) and the requester gets ``unpublished``. The gateway refuses unknown
+    sources and other peers' sources; refusals here are the backstop (``source_not_found``,
+    ``forbidden``). A re-delivered intent is dropped by event id before this runs.
+    """
     peer = _ready_peer(d, intent)
-    if peer is not None and intent.source_id in peer.source_ids():
-        unpublish(d, peer, intent.source_id)
+    if peer is None:
+        return
+    if intent.source_id not in peer.source_ids():
+        owner = _publisher_of(d, intent.source_id)
+        if owner is not None:
+            d.reject_to(intent, peer, "forbidden", f"source {intent.source_id} is another peer's")
+        else:
+            d.reject_to(intent, peer, "source_not_found", f"you publish no source {intent.source_id}")
+        return
+    unpublish(d, peer, intent.source_id)
+    d.command(RemoveSource, peer_id=peer.peer_id, source_id=intent.source_id)
+    d.notify(peer, {"type": "unpublished", "request_id": intent.correlation_id, "source_id": intent.source_id})
 
 
 def _publisher_of(d: Decision, source_id: str) -> PeerState | None:
