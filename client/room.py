@@ -26,6 +26,7 @@ from aiortc import (
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
 
@@ -117,6 +118,8 @@ class Room:
         self._signaling = Signaling(self.url, self.token, self._on_message, self._on_socket_lost)
         self._published: list[LocalTrack] = []
         self._publisher: RTCPeerConnection | None = None
+        #: The publisher connection's transceivers, one per published LocalTrack.
+        self._senders: list[tuple[LocalTrack, RTCRtpTransceiver]] = []
         self._subscriber: RTCPeerConnection | None = None
         self._offered: dict[str, dict[str, Any]] = {}
         self._listeners: list[Listener] = []
@@ -189,12 +192,28 @@ class Room:
         pc = RTCPeerConnection(self._config())
         self._publisher = pc
         transceivers = [pc.addTransceiver(t.track, direction="sendonly") for t in self._published]
+        self._senders = list(zip(self._published, transceivers, strict=True))
         await pc.setLocalDescription(await pc.createOffer())
         specs = [{"source_id": t.source_id, "kind": t.kind, "layer": t.layer, "mid": tr.mid}
                  for t, tr in zip(self._published, transceivers, strict=True)]
         answer = await self._signaling.request(
             {"type": "publish", "sdp": pc.localDescription.sdp, "tracks": specs}, {"publisher-answer"})
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    async def unpublish(self, source_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Stop sending ``source_id`` and unpublish it: the others get ``track-unpublished``.
+
+        Returns the server's ``unpublished`` answer; raises :class:`RoomError` with
+        ``source_not_found``, ``forbidden`` (another peer's source) or ``not_joined``. The
+        source is no longer republished by :meth:`restart_ice` or a move to another node.
+        """
+        for local, transceiver in self._senders:
+            if local.source_id == source_id:
+                transceiver.sender.replaceTrack(None)
+        answer = await self._signaling.request({"type": "unpublish", "source_id": source_id}, {"unpublished"},
+                                               timeout=timeout)
+        self._published = [t for t in self._published if t.source_id != source_id]
+        return answer
 
     async def restart_ice(self) -> None:
         """ICE restart, protocol v1 style: a fresh publisher connection and a new publish."""
@@ -265,6 +284,8 @@ class Room:
             self.peers[message["peer"]["peer_id"]] = message["peer"]
         elif kind == "peer-left":
             self.peers.pop(message["peer_id"], None)
+        elif kind == "track-unpublished":
+            self.remote.pop((message["peer_id"], message["source_id"]), None)
         elif kind == "reconnect":
             asyncio.ensure_future(self._move_to_new_node())
         elif kind == "chat":

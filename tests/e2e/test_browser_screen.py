@@ -282,11 +282,6 @@ class ScreenNotUnpublished(AssertionError):
     """The viewer's page kept the stopped screen (no track-unpublished, the tile stayed)."""
 
 
-@pytest.mark.xfail(strict=True, raises=ScreenNotUnpublished, reason=(
-    "known gap, not in web/: a client has no way to unpublish a source. The protocol has no "
-    "`unpublish` message (api/signaling.py), and the media node never reports TrackEnded, so "
-    "streams' on_unpublish/on_track_ended (which would send `track-unpublished`) are never "
-    "reached; stopping a share only stops its frames. Assertions unchanged."))
 @pytest.mark.timeout(420)
 async def test_stopping_the_share_unpublishes_the_screen_for_the_other_page(
         infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],

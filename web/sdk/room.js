@@ -220,12 +220,35 @@ export class Room extends Emitter {
     this.emit("screen", { sharing: true, sourceId: slot.sourceId });
   }
 
+  /** Stop sharing: the capture ends and the screen source is unpublished, so the others drop
+   *  it (`track-unpublished`). Sharing again announces the source anew. */
   async stopScreen() {
     const slot = this.publisher?.slots.find((s) => s.kind === "screen");
     if (!slot?.track) return;
-    slot.track.stop();
-    await this.publisher.setTrack(slot.sourceId, null);
-    this.emit("screen", { sharing: false, sourceId: slot.sourceId });
+    const { sourceId } = slot;
+    await this.#stopSending(sourceId);
+    this.emit("screen", { sharing: false, sourceId });
+    try {
+      await this.unpublish(sourceId);
+    } catch (err) {
+      // stopped before the node saw any of it: there was nothing to unpublish
+      if (err.code !== "source_not_found") throw err;
+    }
+  }
+
+  /** Stop sending `sourceId` and unpublish it: the others get `track-unpublished` and drop it.
+   *  Resolves with the server's `unpublished` answer; rejects with RoomError `source_not_found`,
+   *  `forbidden` (another peer's source) or `not_joined`. The slot stays: putting a track in it
+   *  again (setTrack / shareScreen) publishes the source again. */
+  async unpublish(sourceId) {
+    await this.#stopSending(sourceId);
+    if (!this.signaling?.connected) throw new RoomError("disconnected", "not connected to the room");
+    return this.signaling.request({ type: "unpublish", source_id: sourceId }, ["unpublished"]);
+  }
+
+  async #stopSending(sourceId) {
+    for (const slot of this.publisher?.slots ?? []) if (slot.sourceId === sourceId) slot.track?.stop();
+    if (this.publisher?.slots.some((s) => s.sourceId === sourceId)) await this.publisher.setTrack(sourceId, null);
   }
 
   // --- subscribing ---------------------------------------------------------------------
