@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from producers.kafka import EventProducer
-from producers.rtc import TrackPublished
+from producers.rtc import TrackPublished, TrackUnpublished
 from producers.topics import Topics
 from tests.e2e.browser import ARTIFACTS, User, chromium, open_user, start_web_stack
 from tests.harness import Infra, Service, read_events, unique, wait_for
@@ -272,10 +272,14 @@ async def test_a_screen_shared_from_the_room_page_reaches_the_other_page(
         tiles = [t for t in await screen_tiles(viewer) if t["peerId"] == room.sharer_id]
         assert len(tiles) == 1 and tiles[0]["sourceId"] == source_id and green(tiles[0]["rgb"]), tiles
 
-    published = [e for e in await read_events(infra.kafka, topics.name("rtc.facts"))
-                 if isinstance(e, TrackPublished) and e.room_id == room.room_id and e.peer_id == room.sharer_id]
-    assert [(e.track.kind.value, e.track.layer) for e in published if e.track.source_id == source_id] == [
-        ("screen", "single")], published
+    # stopping unpublished the screen; sharing again published it anew
+    facts = [e for e in await read_events(infra.kafka, topics.name("rtc.facts"))
+             if isinstance(e, TrackPublished | TrackUnpublished) and e.room_id == room.room_id
+             and e.peer_id == room.sharer_id]
+    history = [(e.type, e.track.kind.value, e.track.layer) if isinstance(e, TrackPublished) else (e.type,)
+               for e in facts if (e.track.source_id if isinstance(e, TrackPublished) else e.source_id) == source_id]
+    assert history == [("TrackPublished", "screen", "single"), ("TrackUnpublished",),
+                       ("TrackPublished", "screen", "single")], facts
 
 
 class ScreenNotUnpublished(AssertionError):

@@ -21,7 +21,16 @@ export class Subscriber {
 
   async #apply(message) {
     if (this.pc === null) this.pc = new RTCPeerConnection(this.rtcConfig);
-    for (const source of message.sources ?? []) if (source.mid != null) this.sources.set(source.mid, source);
+    for (const source of message.sources ?? []) {
+      if (source.mid == null) continue;
+      // a source unpublished and published again comes on a new mid: the old one is retired
+      for (const [mid, known] of this.sources) {
+        if (mid !== source.mid && known.peer_id === source.peer_id && known.source_id === source.source_id) {
+          this.sources.delete(mid);
+        }
+      }
+      this.sources.set(source.mid, source);
+    }
     const pc = this.pc;
     await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
     await pc.setLocalDescription(await pc.createAnswer());
