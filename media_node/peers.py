@@ -206,6 +206,12 @@ class Peers:
             if not waiting:
                 return
             await asyncio.sleep(0.05)
+        waiting_legs = [f"{sid} (mid {sub.leg.mid}, transport {sub.leg.sender.transport.state})"
+                        for sid, sub in session.subscriptions.items() if sub.offered and not sub.active]
+        if waiting_legs and session.subscriber is not None:
+            log.warning("legs not ready after %.0f s (connection %s): %s", timeout_s,
+                        session.subscriber.connectionState, ", ".join(waiting_legs),
+                        extra={"peer_id": session.peer_id, "room_id": session.room_id})
 
     async def remove_subscription(self, peer_id: str, source_id: str) -> None:
         session = self.sessions.get(peer_id)
