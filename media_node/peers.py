@@ -37,6 +37,18 @@ log = logging.getLogger(__name__)
 RENEGOTIATE_AFTER_S = 0.02
 
 
+def publisher_configuration() -> RTCConfiguration:
+    """The node's end of a publisher connection: every m-line on one transport.
+
+    aiortc's default (``balanced``) puts a new m-line on the transport of the first m-line of
+    its kind; with an offer like microphone, camera high, camera low, the low layer shares the
+    high layer's provisional transport, is taken as bundled, and is left on that transport
+    when aiortc closes it (aiortc issue #1414): the layer never arrives. aiortc answers
+    with a BUNDLE group of every m-line whatever the policy, so nothing else changes.
+    """
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
 @dataclass
 class Subscription:
     source: Source
@@ -90,7 +102,7 @@ class Peers:
         """Answer a publish offer; the offer's tracks become sources on this node."""
         session = self.session(room_id, peer_id)
         await self._close_publisher(session)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = RTCPeerConnection(publisher_configuration())
         session.publisher = pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         by_mid = {t.mid: t for t in tracks}

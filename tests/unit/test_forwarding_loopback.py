@@ -170,18 +170,18 @@ class Rig:
                  forwarder: Forwarder | None = None) -> None:
         self.forwarder = forwarder or Forwarder()
         self.publisher_id = publisher_id
-        self.publisher = RTCPeerConnection(CONFIG)
+        self.publisher = RTCPeerConnection(rtc_configuration([]))  # as client.room publishes
         self.senders: dict[str, RTCRtpSender] = {}
         self.node_publisher = PublisherSession(publisher_id, self.forwarder)
         self.node_subscriber = SubscriberSession("sub1")
         self.viewer = viewer or Viewer()
 
     async def publish(self, video: list[tuple[Layer, int, int]], audio: bool = True,
-                      video_codec: str = "video/VP8") -> None:
+                      video_codec: str = "video/VP8", audio_first: bool = False) -> None:
         tracks: list[tuple[str, MediaStreamTrack, Layer]] = [
             (f"cam-{layer}", Pattern(w, h), layer) for layer, w, h in video]
         if audio:
-            tracks.append(("mic", AudioStreamTrack(), "single"))
+            tracks.insert(0 if audio_first else len(tracks), ("mic", AudioStreamTrack(), "single"))
         transceivers = {name: self.publisher.addTransceiver(track, direction="sendonly")
                         for name, track, _ in tracks}
         self.senders = {name: t.sender for name, t in transceivers.items()}
@@ -355,6 +355,17 @@ async def test_one_offer_adding_two_microphones_reaches_both_of_the_clients_rece
             assert len(inbound) == 1, (transceiver.mid, inbound)
     finally:
         await other.close()
+
+
+async def test_every_layer_of_a_publisher_that_offers_its_microphone_first_reaches_the_node(rig: Rig) -> None:
+    # m-lines audio, video, video: the second video m-line must not be left on a closed transport
+    await rig.publish([("high", 320, 180), ("low", 160, 96)], audio_first=True)
+    cam, mic = rig.source("cam"), rig.source("mic")
+    await eventually(lambda: all(e.packets_in > 20 for e in (cam.encodings["high"], cam.encodings["low"],
+                                                              mic.encodings["single"])))
+    transceivers = rig.node_publisher.pc.getTransceivers()
+    assert [t.kind for t in transceivers] == ["audio", "video", "video"]
+    assert {id(t.receiver.transport) for t in transceivers} == {id(transceivers[0].receiver.transport)}
 
 
 async def test_set_layer_switches_only_at_a_keyframe_of_the_target(rig: Rig, spies: CodecSpies) -> None:
