@@ -22,6 +22,7 @@ from typing import Any
 
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCIceTransportPolicy,
@@ -85,10 +86,17 @@ def rtc_configuration(ice_servers: list[dict[str, Any]], policy: str = "all") ->
 
     aiortc uses the first STUN and the first TURN URL it supports (``turn:`` over UDP or
     TCP, ``turns:`` over TCP); the rest are ignored.
+
+    Every m-line rides one transport (``max-bundle``), as the media node's offers have it.
+    With aiortc's default (``balanced``), an offer that adds two m-lines of one kind at once
+    (a subscriber joining a room with two microphones in it) leaves the second on a
+    transport aiortc closes while bundling: that track never receives a packet, and its
+    packets are routed by payload type into the other track's receiver (aiortc issue #1414).
     """
     servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
                for s in ice_servers]
-    return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy(policy))
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy(policy),
+                            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 @dataclass
@@ -191,6 +199,7 @@ class Room:
             await self._publisher.close()
         pc = RTCPeerConnection(self._config())
         self._publisher = pc
+        self._log_states(pc, "publisher")
         transceivers = [pc.addTransceiver(t.track, direction="sendonly") for t in self._published]
         self._senders = list(zip(self._published, transceivers, strict=True))
         await pc.setLocalDescription(await pc.createOffer())
@@ -234,9 +243,13 @@ class Room:
                 pc = RTCPeerConnection(self._config())
                 self._subscriber = pc
                 pc.on("track", lambda track: asyncio.ensure_future(self._on_track(pc, track)))
+                self._log_states(pc, "subscriber")
             for source in message.get("sources", []):
                 if source.get("mid") is not None:
                     self._offered[source["mid"]] = source
+            log.info("subscriber offer: %s", ", ".join(
+                f"mid {s.get('mid')} {s.get('kind')} {s.get('peer_id')}/{s.get('source_id')}"
+                for s in message.get("sources", [])), extra={"peer_id": self.peer_id, "room_id": self.room})
             pc = self._subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             if self.recover_video:
@@ -251,7 +264,35 @@ class Room:
         remote = RemoteTrack(peer_id=source.get("peer_id", ""), source_id=source.get("source_id", ""),
                              kind=source.get("kind", track.kind), track=track)
         self.remote[(remote.peer_id, remote.source_id)] = remote
+        log.info("track %s on mid %s from %s/%s", track.kind, mid, remote.peer_id, remote.source_id,
+                 extra={"peer_id": self.peer_id, "room_id": self.room})
         await self._emit("track", remote)
+
+    def _log_states(self, pc: RTCPeerConnection, role: str) -> None:
+        """ICE and connection state changes of ``pc``, at INFO (diagnosing media that never arrives)."""
+        extra = {"peer_id": self.peer_id, "room_id": self.room}
+        pc.on("iceconnectionstatechange",
+              lambda: log.info("%s ICE %s", role, pc.iceConnectionState, extra=extra))
+        pc.on("connectionstatechange",
+              lambda: log.info("%s connection %s", role, pc.connectionState, extra=extra))
+
+    async def receive_stats(self) -> dict[str, dict[str, int]]:
+        """Per received track (``peer/source``): packets received and lost, and how many RTP
+        streams (SSRCs) arrived on its receiver (one, unless packets were misrouted)."""
+        out: dict[str, dict[str, int]] = {}
+        pc = self._subscriber
+        if pc is None:
+            return out
+        for transceiver in pc.getTransceivers():
+            source = self._offered.get(transceiver.mid or "", {})
+            totals = {"received": 0, "lost": 0, "streams": 0}
+            for stat in (await transceiver.receiver.getStats()).values():
+                if getattr(stat, "type", None) == "inbound-rtp":
+                    totals["received"] += stat.packetsReceived
+                    totals["lost"] += stat.packetsLost
+                    totals["streams"] += 1
+            out[f"{source.get('peer_id')}/{source.get('source_id')}"] = totals
+        return out
 
     # --- control ---------------------------------------------------------------------
 

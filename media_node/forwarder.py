@@ -248,6 +248,7 @@ class Downstream:
         self._frame_open = False
         self._held: list[tuple[RtpPacket, PictureId]] = []
         self._held_since = 0.0
+        self._subscribed_at = source.clock()
         target.readers.append(self)
         leg.on_keyframe_request(self._relay_keyframe_request)
         leg.on_remb(self._record_remb)
@@ -274,6 +275,10 @@ class Downstream:
 
     async def start(self, packet: RtpPacket, picture_id: PictureId, now: float) -> None:
         """The target's keyframe begins: switch now, or once the current frame is complete."""
+        if self.current is None:
+            log.info("first %s packet of %s/%s to %s %.2f s after subscribing", self.source.kind,
+                     self.source.publisher_id, self.source.source_id, self.subscriber_id, now - self._subscribed_at,
+                     extra={"peer_id": self.source.publisher_id, "source_id": self.source.source_id})
         if self.current is not None and self._frame_open:
             self._held = [(packet, picture_id)]
             self._held_since = now

@@ -40,6 +40,18 @@ RENEGOTIATE_AFTER_S = 0.02
 REANNOUNCE_QUIET_S = 0.5
 
 
+def publisher_configuration() -> RTCConfiguration:
+    """The node's end of a publisher connection: every m-line on one transport.
+
+    aiortc's default (``balanced``) puts a new m-line on the transport of the first m-line of
+    its kind; with an offer like microphone, camera high, camera low, the low layer shares the
+    high layer's provisional transport, is taken as bundled, and is left on that transport
+    when aiortc closes it (aiortc issue #1414): the layer never arrives. aiortc answers
+    with a BUNDLE group of every m-line whatever the policy, so nothing else changes.
+    """
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
 @dataclass
 class Subscription:
     source: Source
@@ -95,7 +107,7 @@ class Peers:
         """Answer a publish offer; the offer's tracks become sources on this node."""
         session = self.session(room_id, peer_id)
         await self._close_publisher(session)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = RTCPeerConnection(publisher_configuration())
         session.publisher = pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         by_mid = {t.mid: t for t in tracks}
@@ -214,6 +226,12 @@ class Peers:
             if not waiting:
                 return
             await asyncio.sleep(0.05)
+        waiting_legs = [f"{sid} (mid {sub.leg.mid}, transport {sub.leg.sender.transport.state})"
+                        for sid, sub in session.subscriptions.items() if sub.offered and not sub.active]
+        if waiting_legs and session.subscriber is not None:
+            log.warning("legs not ready after %.0f s (connection %s): %s", timeout_s,
+                        session.subscriber.connectionState, ", ".join(waiting_legs),
+                        extra={"peer_id": session.peer_id, "room_id": session.room_id})
 
     async def remove_subscription(self, peer_id: str, source_id: str) -> None:
         session = self.sessions.get(peer_id)

@@ -24,6 +24,7 @@ from aiortc import (
 
 from media_node.aiortc_glue import InboundTap, OutboundLeg, SilentTrack, negotiated_codecs, tap_receiver
 from media_node.forwarder import Downstream, Encoding, Forwarder, Source
+from media_node.peers import publisher_configuration
 from producers.fields import Layer, TrackInfo
 
 
@@ -49,7 +50,7 @@ class PublisherSession:
                  configuration: RTCConfiguration | None = None) -> None:
         self.publisher_id = publisher_id
         self.forwarder = forwarder
-        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(configuration or publisher_configuration())
         self.taps: dict[str, InboundTap] = {}
         self.encodings: dict[str, Encoding] = {}
         #: codec preferences per source id, for subscribers' transceivers

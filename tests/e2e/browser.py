@@ -180,9 +180,14 @@ class PythonParticipant:
 
     async def start(self, timeout_s: float = 30) -> PythonParticipant:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # its own session, as the services (tests.harness.Service) and Playwright's browsers
+        # have: with the kernel's autogroup scheduling a session is one CPU group, and in the
+        # test's session the participant would share one group's CPU with pytest and the
+        # Playwright driver (and anything else started from the same shell)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.e2e.pattern_client", *self.args, cwd=REPO, env=env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self.log_path.open("ab"))
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self.log_path.open("ab"),
+            start_new_session=True)
         self._reader = asyncio.create_task(self._read())
         deadline = time.monotonic() + timeout_s
         while self.peer_id is None:

@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -30,10 +31,19 @@ def emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
+log = logging.getLogger("tests.e2e.pattern_client")
+
+
 async def consume(remote: RemoteTrack, audio: Counter[str]) -> None:
+    started = time.monotonic()
+    first = True
     with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
         while True:
             frame = await remote.track.recv()
+            if first:
+                first = False
+                log.info("first %s frame from %s/%s %.2f s after its track", remote.track.kind, remote.peer_id,
+                         remote.source_id, time.monotonic() - started)
             if remote.track.kind != "video":
                 audio[remote.peer_id] += 1
                 continue
@@ -62,10 +72,14 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.readline() else None)
+    ticks = 0
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1)
         emit("audio", counts=dict(audio))
+        ticks += 1
+        if ticks % 5 == 0:
+            log.info("audio frames so far: %s; received %s", dict(audio), await room.receive_stats())
     for task in tasks:
         task.cancel()
     await room.leave()
@@ -80,7 +94,8 @@ def main() -> int:
     parser.add_argument("--code", type=int, required=True)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("client").setLevel(logging.INFO)  # video recovery steps, into the test's log
+    for name in ("client", "tests.e2e.pattern_client", "aioice"):  # tracks, states, recovery: the test's log
+        logging.getLogger(name).setLevel(logging.INFO)
     asyncio.run(run(parser.parse_args()))
     return 0
 

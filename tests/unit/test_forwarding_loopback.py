@@ -22,7 +22,6 @@ import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import pytest
 from aiortc import (
-    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
@@ -33,6 +32,7 @@ from aiortc.rtp import RtpPacket
 from av import VideoFrame
 
 from client.aiortc_glue import RecoveringJitterBuffer, recover_losses
+from client.room import rtc_configuration
 from media_node.aiortc_glue import observe_keyframe_requests, observe_remb
 from media_node.forwarder import Downstream, Forwarder, Source
 from media_node.keyframes import keyframe_detector, vp8_keyframe_start
@@ -118,6 +118,7 @@ class Frame:
     width: int = 0
     height: int = 0
     at: float = 0.0
+    track_id: str = ""
 
 
 class Viewer:
@@ -127,9 +128,8 @@ class Viewer:
     def __init__(self, recovery: dict[str, float] | None = None) -> None:
         self.recovery = recovery
         self.buffers: list[RecoveringJitterBuffer] = []
-        # a browser answering a BUNDLE offer adds no transport for a new m-line; with aiortc's
-        # default (balanced) policy a new kind briefly gets its own ICE transport
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        # the connection the Python client (client.room) answers the node's offers with
+        self.pc = RTCPeerConnection(rtc_configuration([]))
         self.frames: list[Frame] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.pc.on("track", lambda track: self.tasks.append(asyncio.ensure_future(self._read(track))))
@@ -139,9 +139,10 @@ class Viewer:
             while True:
                 frame = await track.recv()
                 if isinstance(frame, VideoFrame):
-                    self.frames.append(Frame("video", frame.pts or 0, frame.width, frame.height, time.monotonic()))
+                    self.frames.append(Frame("video", frame.pts or 0, frame.width, frame.height, time.monotonic(),
+                                             track.id))
                 else:
-                    self.frames.append(Frame("audio", frame.pts or 0))
+                    self.frames.append(Frame("audio", frame.pts or 0, track_id=track.id))
         except MediaStreamError:
             pass
 
@@ -165,20 +166,22 @@ class Viewer:
 class Rig:
     """Publisher client, node (publisher + subscriber sessions, forwarder), viewer."""
 
-    def __init__(self, viewer: Viewer | None = None) -> None:
-        self.forwarder = Forwarder()
-        self.publisher = RTCPeerConnection(CONFIG)
+    def __init__(self, viewer: Viewer | None = None, publisher_id: str = "pub1",
+                 forwarder: Forwarder | None = None) -> None:
+        self.forwarder = forwarder or Forwarder()
+        self.publisher_id = publisher_id
+        self.publisher = RTCPeerConnection(rtc_configuration([]))  # as client.room publishes
         self.senders: dict[str, RTCRtpSender] = {}
-        self.node_publisher = PublisherSession("pub1", self.forwarder)
+        self.node_publisher = PublisherSession(publisher_id, self.forwarder)
         self.node_subscriber = SubscriberSession("sub1")
         self.viewer = viewer or Viewer()
 
     async def publish(self, video: list[tuple[Layer, int, int]], audio: bool = True,
-                      video_codec: str = "video/VP8") -> None:
+                      video_codec: str = "video/VP8", audio_first: bool = False) -> None:
         tracks: list[tuple[str, MediaStreamTrack, Layer]] = [
             (f"cam-{layer}", Pattern(w, h), layer) for layer, w, h in video]
         if audio:
-            tracks.append(("mic", AudioStreamTrack(), "single"))
+            tracks.insert(0 if audio_first else len(tracks), ("mic", AudioStreamTrack(), "single"))
         transceivers = {name: self.publisher.addTransceiver(track, direction="sendonly")
                         for name, track, _ in tracks}
         self.senders = {name: t.sender for name, t in transceivers.items()}
@@ -195,7 +198,7 @@ class Rig:
         await self.publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
     def source(self, source_id: str) -> Source:
-        return self.forwarder.sources[("pub1", source_id)]
+        return self.forwarder.sources[(self.publisher_id, source_id)]
 
     async def subscribe(self, source_id: str, layer: Layer = "high") -> Downstream:
         """Add a subscription and renegotiate the subscriber PeerConnection."""
@@ -321,6 +324,48 @@ async def test_adding_and_removing_a_subscription_renegotiates_on_the_same_trans
     assert audio.closed and audio.packets == audio_packets and rig.source("mic").downstreams == {}
     assert [t.currentDirection for t in rig.viewer.pc.getTransceivers()] == ["recvonly", "inactive"]
     assert ice_states == states_before
+
+
+async def test_one_offer_adding_two_microphones_reaches_both_of_the_clients_receivers(rig: Rig) -> None:
+    # a client joining a room where two people already publish: its first offer may carry only
+    # the first camera, the next one the rest. Every track must arrive on its own receiver.
+    other = Rig(publisher_id="pub2", forwarder=rig.forwarder)
+    try:
+        await rig.publish([("single", 320, 180)])
+        await other.publish([("single", 320, 180)])
+        await rig.subscribe("cam")
+        await eventually(lambda: len(rig.viewer.video()) >= 10)
+        for publisher, source_id in ((rig, "mic"), (other, "cam"), (other, "mic")):
+            await rig.node_subscriber.add(publisher.source(source_id), "high",
+                                          publisher.node_publisher.codecs[source_id])
+        await rig.node_subscriber.accept(await rig.viewer.answer(await rig.node_subscriber.offer()))
+
+        transceivers = rig.viewer.pc.getTransceivers()
+        assert [t.kind for t in transceivers] == ["video", "audio", "video", "audio"]
+        assert {id(t.receiver.transport) for t in transceivers} == {id(transceivers[0].receiver.transport)}
+        tracks = [t.receiver.track.id for t in transceivers]
+
+        def frames(track_id: str) -> int:
+            return sum(1 for f in rig.viewer.frames if f.track_id == track_id)
+
+        await eventually(lambda: all(frames(t) >= 25 for t in tracks))
+        # each microphone on its own receiver: one RTP stream each, nothing misrouted
+        for transceiver in transceivers:
+            inbound = [s for s in (await transceiver.receiver.getStats()).values() if s.type == "inbound-rtp"]
+            assert len(inbound) == 1, (transceiver.mid, inbound)
+    finally:
+        await other.close()
+
+
+async def test_every_layer_of_a_publisher_that_offers_its_microphone_first_reaches_the_node(rig: Rig) -> None:
+    # m-lines audio, video, video: the second video m-line must not be left on a closed transport
+    await rig.publish([("high", 320, 180), ("low", 160, 96)], audio_first=True)
+    cam, mic = rig.source("cam"), rig.source("mic")
+    await eventually(lambda: all(e.packets_in > 20 for e in (cam.encodings["high"], cam.encodings["low"],
+                                                              mic.encodings["single"])))
+    transceivers = rig.node_publisher.pc.getTransceivers()
+    assert [t.kind for t in transceivers] == ["audio", "video", "video"]
+    assert {id(t.receiver.transport) for t in transceivers} == {id(transceivers[0].receiver.transport)}
 
 
 async def test_set_layer_switches_only_at_a_keyframe_of_the_target(rig: Rig, spies: CodecSpies) -> None:
