@@ -206,6 +206,11 @@ class InboundTap:
     async def send_remb(self, bitrate: int, ssrcs: list[int]) -> None:
         await send_remb(self.receiver, bitrate, ssrcs)
 
+    @property
+    def connection(self) -> object:
+        """The receiver's DTLS transport: one per publisher connection (max-bundle)."""
+        return self.receiver.transport
+
     async def _receive(self, parameters: RTCRtpReceiveParameters) -> None:
         """``RTCRtpReceiver.receive`` minus the decoder thread."""
         r = self.receiver

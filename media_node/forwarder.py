@@ -32,7 +32,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from aiortc.rtp import RtpPacket
@@ -55,6 +55,9 @@ class Upstream(Protocol):
 
     @property
     def uplink_bitrate(self) -> int | None: ...
+    @property
+    def connection(self) -> object:
+        """What identifies the publisher connection this encoding arrives on."""
     def codec_of(self, payload_type: int) -> tuple[str, int] | None: ...
     async def request_keyframe(self, media_ssrc: int) -> None: ...
     async def request_retransmission(self, media_ssrc: int, seqs: list[int]) -> None: ...
@@ -463,14 +466,22 @@ class Source:
             downstream.close()
 
     async def tick(self) -> None:
-        """Periodic work: losses given up, one REMB per encoding upstream, metrics flushed."""
+        """Periodic work: losses given up, metrics flushed. REMB: ``remb_limits`` and
+        ``send_rembs``, once per publisher connection."""
         now = self.clock()
         for encoding in self.encodings.values():
             await encoding.check_repair(now)
+        self.flush_metrics()
+
+    def remb_limits(self) -> list[tuple[Upstream, int, int]]:
+        """(upstream, ssrc, bitrate limit) of every encoding with a fresh estimate."""
+        now = self.clock()
+        out = []
+        for encoding in self.encodings.values():
             limit = encoding.bitrate_limit(now)
             if limit is not None and encoding.ssrc is not None:
-                await encoding.upstream.send_remb(limit, [encoding.ssrc])
-        self.flush_metrics()
+                out.append((encoding.upstream, encoding.ssrc, limit))
+        return out
 
     def flush_metrics(self) -> None:
         """Add what was forwarded since the last flush to the node's Prometheus counters."""
@@ -524,3 +535,15 @@ class Forwarder:
         while True:
             await asyncio.sleep(interval_s)
             await self.tick()
+
+
+async def send_rembs(limits: Sequence[tuple[Upstream, int, int]]) -> None:
+    """One REMB per publisher connection: the sum of its encodings' limits, naming all
+    their SSRCs. Chromium applies a REMB as a cap on the whole connection's send rate
+    whatever SSRCs it names, so a REMB per encoding capped a camera's three layers and
+    its microphone at the low layer's estimate."""
+    by_connection: dict[int, list[tuple[Upstream, int, int]]] = {}
+    for limit in limits:
+        by_connection.setdefault(id(limit[0].connection), []).append(limit)
+    for group in by_connection.values():
+        await group[0][0].send_remb(sum(bitrate for _, _, bitrate in group), [ssrc for _, ssrc, _ in group])

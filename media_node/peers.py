@@ -27,7 +27,7 @@ from aiortc.rtp import RtpPacket
 
 from media_node.aiortc_glue import InboundTap, OutboundLeg, tap_receiver
 from media_node.announce import announce
-from media_node.forwarder import Encoding, Source
+from media_node.forwarder import Encoding, Source, send_rembs
 from producers.fields import TrackInfo
 from producers.media import OfferedSource
 
@@ -331,5 +331,8 @@ class Peers:
         return packets, octets
 
     async def tick(self) -> None:
+        limits = []
         for source in list(self.sources.values()):
             await source.tick()
+            limits += source.remb_limits()
+        await send_rembs(limits)

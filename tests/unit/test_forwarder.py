@@ -13,7 +13,7 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtp import RtpPacket
 from prometheus_client import REGISTRY
 
-from media_node.forwarder import Forwarder, Source
+from media_node.forwarder import Forwarder, Source, send_rembs
 from media_node.keyframes import (
     h264_keyframe_start,
     keyframe_detector,
@@ -134,6 +134,7 @@ class FakeUpstream:
         self.keyframe_requests: list[int] = []
         self.nacks: list[tuple[int, list[int]]] = []
         self.rembs: list[tuple[int, list[int]]] = []
+        self.connection: object = self
 
     def codec_of(self, payload_type: int) -> tuple[str, int] | None:
         return self.codec if payload_type in (96, 97, 111) else None
@@ -375,10 +376,11 @@ async def test_subscriber_pli_is_relayed_upstream_throttled() -> None:
     assert down.keyframe_requests_relayed == 2
 
 
-async def test_remb_upstream_is_the_smallest_fresh_estimate() -> None:
+async def test_remb_upstream_is_the_smallest_fresh_estimate_summed_per_connection() -> None:
     clock = Clock()
     source, ups = video_source(clock, "high", "low")
     high, low = source.encodings["high"], source.encodings["low"]
+    ups["low"].connection = ups["high"].connection  # both layers on one publisher connection
     legs = [FakeLeg(), FakeLeg(), FakeLeg()]
     for i, leg in enumerate(legs):
         await source.subscribe(f"s{i}", leg, layer="low" if i == 2 else "high")
@@ -389,12 +391,26 @@ async def test_remb_upstream_is_the_smallest_fresh_estimate() -> None:
     legs[1].remb_callbacks[0](400_000)
     legs[2].remb_callbacks[0](100_000)  # on low: does not limit high
     await source.tick()
-    assert ups["high"].rembs == [(400_000, [1111])]
-    assert ups["low"].rembs == [(100_000, [2222])]
+    assert source.remb_limits() == [(ups["high"], 1111, 400_000), (ups["low"], 2222, 100_000)]
+    await send_rembs(source.remb_limits())
+    # one REMB for the connection: a browser caps its whole send rate by it
+    assert ups["high"].rembs == [(500_000, [1111, 2222])] and ups["low"].rembs == []
     clock.now += 6  # subscriber estimates are stale; the uplink estimate remains
-    await source.tick()
+    await send_rembs(source.remb_limits())
     assert ups["high"].rembs[-1] == (2_000_000, [1111])
-    assert len(ups["low"].rembs) == 1
+
+
+async def test_rembs_of_two_connections_stay_apart() -> None:
+    clock = Clock()
+    camera, cam_ups = video_source(clock, "single")
+    screen, screen_ups = video_source(clock, "single")
+    await camera.encodings["single"].push(rtp(1, 0, vp8(keyframe=True)))
+    await screen.encodings["single"].push(rtp(1, 0, vp8(keyframe=True)))
+    cam_ups["single"].uplink_bitrate = 300_000
+    screen_ups["single"].uplink_bitrate = 700_000
+    await send_rembs(camera.remb_limits() + screen.remb_limits())
+    assert cam_ups["single"].rembs == [(300_000, [1111])]
+    assert screen_ups["single"].rembs == [(700_000, [1111])]
 
 
 async def test_audio_starts_at_once_without_pli_and_keeps_audio_level() -> None:
