@@ -32,7 +32,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from aiortc.rtp import RtpPacket
@@ -527,8 +527,7 @@ class Forwarder:
         return sum(s.packets_forwarded for s in self.sources.values())
 
     async def tick(self) -> None:
-        for source in list(self.sources.values()):
-            await source.tick()
+        await tick_sources(self.sources.values())
 
     async def run(self, interval_s: float = 1.0) -> None:
         """Tick forever (REMB upstream, metrics); cancel to stop."""
@@ -547,3 +546,12 @@ async def send_rembs(limits: Sequence[tuple[Upstream, int, int]]) -> None:
         by_connection.setdefault(id(limit[0].connection), []).append(limit)
     for group in by_connection.values():
         await group[0][0].send_remb(sum(bitrate for _, _, bitrate in group), [ssrc for _, ssrc, _ in group])
+
+
+async def tick_sources(sources: Iterable[Source]) -> None:
+    """Periodic work of a node's sources, then one REMB per publisher connection."""
+    limits = []
+    for source in list(sources):
+        await source.tick()
+        limits += source.remb_limits()
+    await send_rembs(limits)

@@ -27,7 +27,7 @@ from aiortc.rtp import RtpPacket
 
 from media_node.aiortc_glue import InboundTap, OutboundLeg, tap_receiver
 from media_node.announce import announce
-from media_node.forwarder import Encoding, Source, send_rembs
+from media_node.forwarder import Encoding, Source, tick_sources
 from producers.fields import TrackInfo
 from producers.media import OfferedSource
 
@@ -331,8 +331,4 @@ class Peers:
         return packets, octets
 
     async def tick(self) -> None:
-        limits = []
-        for source in list(self.sources.values()):
-            await source.tick()
-            limits += source.remb_limits()
-        await send_rembs(limits)
+        await tick_sources(self.sources.values())
