@@ -1,13 +1,13 @@
 """One batch of inputs: outputs first, acknowledged, then state.
 
 A driven agent (``streams/driver.py``) handles its inputs in batches. Outputs go to the
-producer as they are decided; state changes are kept here. ``commit`` waits until
-every output is acknowledged by the broker (``acks=all``) and only then writes the
-changed table entries to their changelogs, and waits for those too. So a persisted
+producer as they are decided; state changes are kept here. ``acknowledged`` waits
+until every output is acknowledged by the broker (``acks=all``); only then does
+``persist`` write the changed table entries to their changelogs, and wait for those. So a persisted
 state change always has its outputs on the log before it: a crash can lose the state
 change (the input is re-handled: same decision, same output ids, deduplicated
 downstream) but never leave a state change whose outputs are missing. The driver
-commits the inputs' offsets only after ``commit`` returned.
+commits the inputs' offsets only after ``persist`` returned.
 """
 
 from __future__ import annotations
@@ -60,10 +60,6 @@ class Batch:
                     headers: list[tuple[str, bytes]]) -> None:
         self._pending.append(await self._producer.send(topic, value, key=key, partition=partition,
                                                        headers=headers))
-
-    async def commit(self) -> None:
-        await self.acknowledged()
-        await self.persist()
 
     async def acknowledged(self) -> None:
         """Wait until the broker acknowledged every output handed to the producer."""

@@ -107,37 +107,41 @@ class Table:
             self.data.pop(key, None)
             del self._partition_of[key]
 
-    async def restore(self, bootstrap: str, partitions: set[int]) -> int:
-        """Read the changelog partitions from their beginning to their end now; returns
-        how many records were applied."""
-        if not partitions:
-            return 0
-        self.forget(partitions)
-        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                  auto_offset_reset="earliest", client_id=f"restore-{self.name}")
-        await reader.start()
-        applied = 0
-        try:
-            tps = [TopicPartition(self.changelog, p) for p in sorted(partitions)]
-            reader.assign(tps)
-            ends = await reader.end_offsets(tps)
-            await reader.seek_to_beginning(*tps)
-            remaining = {tp for tp in tps if await reader.position(tp) < ends[tp]}
-            while remaining:
-                got = await reader.getmany(*remaining, timeout_ms=500)
-                for tp, records in got.items():
-                    for record in records:
-                        if record.offset >= ends[tp]:
-                            break
-                        key = json.loads(record.key) if record.key else ""
-                        self._apply(tp.partition, key, None if record.value is None else json.loads(record.value))
-                        applied += 1
-                for tp in list(remaining):
-                    if await reader.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
-        finally:
-            await reader.stop()
-        return applied
+
+async def restore(bootstrap: str, tables: Sequence[Table], partitions: set[int]) -> int:
+    """Read the tables' changelog partitions from their beginning to their end now, with
+    one reader for all of them; returns how many records were applied."""
+    if not partitions or not tables:
+        return 0
+    by_topic = {table.changelog: table for table in tables}
+    for table in tables:
+        table.forget(partitions)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                              auto_offset_reset="earliest", client_id="restore")
+    await reader.start()
+    applied = 0
+    try:
+        tps = [TopicPartition(topic, p) for topic in by_topic for p in sorted(partitions)]
+        reader.assign(tps)
+        ends = await reader.end_offsets(tps)
+        await reader.seek_to_beginning(*tps)
+        remaining = {tp for tp in tps if await reader.position(tp) < ends[tp]}
+        while remaining:
+            got = await reader.getmany(*remaining, timeout_ms=500)
+            for tp, records in got.items():
+                table = by_topic[tp.topic]
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        break
+                    key = json.loads(record.key) if record.key else ""
+                    table._apply(tp.partition, key, None if record.value is None else json.loads(record.value))
+                    applied += 1
+            for tp in list(remaining):
+                if await reader.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await reader.stop()
+    return applied
 
 
 class Committable(Protocol):
@@ -199,7 +203,6 @@ class _Runner:
     handled: dict[TopicPartition, int] = field(default_factory=dict)
     last_commit: float = 0.0
     stopping: bool = False
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
     #: seconds per step since the last summary: fetch (waiting in getmany), decide, outputs,
     #: changelog, commit, lock (waiting for a rebalance listener); and records, batches
     spent: dict[str, float] = field(default_factory=dict)
@@ -217,15 +220,13 @@ class _Runner:
             before = {tp.partition for tp in self.owned}
             now = {tp.partition for tp in assigned}
             started = time.monotonic()
-            restored = 0
             for table in self.agent.tables:
                 table.forget(before - now)
-                restored += await table.restore(self.settings.bootstrap, now - before)
+            restored = await restore(self.settings.bootstrap, self.agent.tables, now - before)
             self.owned = set(assigned)
             self.handled = {tp: o for tp, o in self.handled.items() if tp in assigned}
             log.info("agent %s: partitions assigned %s; restored %d changelog records of partitions %s in %.2fs",
                      self.agent.name, _names(assigned), restored, sorted(now - before), time.monotonic() - started)
-            self.ready.set()
 
     async def run(self) -> None:
         s = self.settings
