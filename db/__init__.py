@@ -3,6 +3,7 @@
 from db.engine import DbSettings, make_engine, make_sessionmaker
 from db.models import (
     Base,
+    QualityDecision,
     QualityStat,
     Recording,
     Room,
@@ -14,6 +15,7 @@ from db.models import (
 __all__ = [
     "Base",
     "DbSettings",
+    "QualityDecision",
     "QualityStat",
     "Recording",
     "Room",

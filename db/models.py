@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal, get_args
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION: Final[dict[str, str]] = {
@@ -40,6 +40,7 @@ ROOM_STATUSES: Final[tuple[str, ...]] = get_args(RoomStatus)
 MEMBER_STATES: Final[tuple[str, ...]] = get_args(MemberState)
 RECORDING_STATUSES: Final[tuple[str, ...]] = get_args(RecordingStatus)
 QUALITY_SOURCES: Final[tuple[str, ...]] = get_args(QualitySource)
+QUALITY_LAYERS: Final[tuple[str, ...]] = ("low", "mid", "high", "paused")
 COMMAND_STATUSES: Final[tuple[str, ...]] = get_args(CommandStatus)
 PRESENCE_STATUSES: Final[tuple[str, ...]] = get_args(PresenceStatus)
 
@@ -167,6 +168,42 @@ class QualityStat(Base):
     rtt_ms: Mapped[float | None] = mapped_column(sa.Double)
     bitrate_kbps: Mapped[float | None] = mapped_column(sa.Double)
     source: Mapped[QualitySource] = mapped_column(sa.Text)
+    # Since 0003_quality a row is a 10 s bucket: the metrics above are means over
+    # ``samples`` samples, whose ids are in ``event_ids`` (a re-delivered one is not
+    # counted twice).
+    samples: Mapped[int] = mapped_column(default=1, server_default=sa.text("1"))
+    loss_max: Mapped[Decimal | None] = mapped_column(sa.Numeric(5, 2))
+    packets: Mapped[int | None] = mapped_column(sa.BigInteger)
+    nacks: Mapped[int | None] = mapped_column(sa.BigInteger)
+    plis: Mapped[int | None] = mapped_column(sa.BigInteger)
+    layer: Mapped[str | None]
+    bandwidth_kbps: Mapped[float | None] = mapped_column(sa.Double)
+    event_ids: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), default=list, server_default=sa.text("'{}'"))
+
+
+class QualityDecision(Base):
+    """One ``QualityDecided`` fact: a subscriber of a video source moved to a layer,
+    paused or resumed (``quality.facts``)."""
+
+    __tablename__ = "quality_decisions"
+    __table_args__ = (
+        sa.CheckConstraint(one_of("layer", QUALITY_LAYERS), name="layer"),
+        sa.Index(None, "room_id", "decided_at"),
+        sa.Index(None, "peer_id", "decided_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(primary_key=True)
+    room_id: Mapped[str]
+    peer_id: Mapped[str]
+    source_id: Mapped[str]
+    publisher_peer_id: Mapped[str | None]
+    layer: Mapped[str]
+    previous: Mapped[str | None]
+    reason: Mapped[str] = mapped_column(default="", server_default="")
+    loss_pct: Mapped[float] = mapped_column(sa.Double)
+    level: Mapped[int | None]
+    bandwidth_kbps: Mapped[float | None] = mapped_column(sa.Double)
+    decided_at: Mapped[datetime]
 
 
 class Station(Base):

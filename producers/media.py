@@ -193,10 +193,40 @@ class NodeMarkedDead(Event):
     last_seen_at: datetime | None = None
 
 
-# --- quality (topic quality.samples, keyed by room id) ---------------------------
+# --- quality (samples on quality.samples, decisions on quality.facts, keyed by room id) ---
+
+#: What a decision can put a subscriber of a video source on: an encoding, or no video.
+QualityLayer = Literal["low", "mid", "high", "paused"]
+
+
+class ClientLeg(BaseModel):
+    """One remote source as a client's getStats sees it (downlink), in a client sample."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    peer_id: Id
+    source_id: Id
+    kind: Literal["audio", "video"] = "video"
+    loss_pct: float = Field(default=0.0, ge=0, le=100, allow_inf_nan=False)
+    jitter_ms: float = Field(default=0.0, ge=0, le=60_000, allow_inf_nan=False)
+    bitrate_kbps: float = Field(default=0.0, ge=0, le=1_000_000, allow_inf_nan=False)
+    packets: int = Field(default=0, ge=0, le=10_000_000)
+    frames_decoded: int = Field(default=0, ge=0, le=10_000_000)
+    #: Seconds since this leg's last packet (the client's level 6 "down" after 5 s).
+    silent_s: float = Field(default=0.0, ge=0, le=86_400, allow_inf_nan=False)
 
 
 class QualitySample(Event):
+    """Stats of one leg over the last interval (every 2 s).
+
+    ``source`` node: ``leg`` is ``pub/<source_id>/<layer>`` (a published encoding, as the
+    node receives it) or ``sub/<source_id>`` (one subscriber's copy of a source, as the node
+    sends it: loss and RTT from the subscriber's RTCP receiver reports). ``source`` client: a
+    client's own getStats summary (``leg`` ``client``), sent over the socket as
+    ``quality-report``; the uplink in the top-level fields, remote sources in ``downlink``.
+    Optional fields were added after v1; old payloads parse unchanged.
+    """
+
     type: Literal["QualitySample"] = "QualitySample"
     room_id: Id
     peer_id: Id
@@ -206,12 +236,65 @@ class QualitySample(Event):
     rtt_ms: float = Field(default=0.0, ge=0)
     jitter_ms: float = Field(default=0.0, ge=0)
     bitrate_kbps: float = Field(default=0.0, ge=0)
+    #: The source this leg carries (node samples).
+    source_id: str | None = Field(default=None, max_length=64)
+    #: The publisher of that source (subscriber legs).
+    publisher_peer_id: str | None = Field(default=None, max_length=64)
+    kind: Literal["audio", "video"] | None = None
+    #: Published encoding (``pub/`` legs) or the encoding being forwarded (``sub/`` legs;
+    #: None before the first keyframe or while paused).
+    layer: str | None = Field(default=None, max_length=16)
+    #: Encodings the source has on the node (``sub/`` legs): what a decision can choose from.
+    layers: list[str] = Field(default_factory=list, max_length=4)
+    paused: bool = False
+    packets: int = Field(default=0, ge=0)
+    nacks: int = Field(default=0, ge=0)
+    plis: int = Field(default=0, ge=0)
+    #: The subscriber's bandwidth estimate (its REMB), where it sends one.
+    bandwidth_kbps: float | None = Field(default=None, ge=0)
+    #: Client samples: the remote sources the client receives (bounded).
+    downlink: list[ClientLeg] = Field(default_factory=list, max_length=64)
+    #: Client samples: the network-quality level the client shows for its uplink (1-6).
+    level: int | None = Field(default=None, ge=1, le=6)
 
 
 class QualityDecided(Event):
+    """Streams moved one subscriber of a video source to another layer, paused or resumed
+    its video. ``previous`` is where it was; ``reason`` says why (``loss``, ``bandwidth``,
+    ``recovered``, ``resumed``, ``subscribed``); ``level`` is the network-quality level
+    (1-6) the subscriber is told."""
+
     type: Literal["QualityDecided"] = "QualityDecided"
     room_id: Id
     peer_id: Id
     source_id: Id
-    layer: Literal["low", "mid", "high", "paused"]
+    layer: QualityLayer
     loss_pct: float
+    previous: QualityLayer | None = None
+    reason: str = ""
+    publisher_peer_id: str | None = None
+    level: int | None = None
+    bandwidth_kbps: float | None = None
+
+
+class EncodingsChanged(Event):
+    """Dynacast: which encodings of a published source some subscriber receives. The
+    publisher's client sends only these (``active``); the others are stopped until a
+    subscriber needs them again."""
+
+    type: Literal["EncodingsChanged"] = "EncodingsChanged"
+    room_id: Id
+    peer_id: Id
+    source_id: Id
+    active: list[Layer]
+    reason: str = ""
+
+
+class SetPaused(NodeCommand):
+    """Stop forwarding one subscriber's video of a source (audio is a separate source and
+    is never paused), or resume it at the subscriber's layer from its next keyframe."""
+
+    type: Literal["SetPaused"] = "SetPaused"
+    peer_id: Id
+    source_id: Id
+    paused: bool

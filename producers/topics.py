@@ -47,6 +47,8 @@ REGISTRY: tuple[TopicSpec, ...] = (
     TopicSpec("media.nodes", "node_id", 1, retention_ms=DAY_MS, description="heartbeats, placement requests"),
     TopicSpec("node.facts", "node_id", 1, retention_ms=None, description="node liveness decisions"),
     TopicSpec("quality.samples", "room_id", ROOM_PARTITIONS, retention_ms=3 * DAY_MS, description="stats samples"),
+    TopicSpec("quality.facts", "room_id", ROOM_PARTITIONS, retention_ms=30 * DAY_MS,
+              description="quality decisions (layers, pauses, dynacast)"),
     TopicSpec("station.events", "station_id", 4, description="station registry and command results"),
     TopicSpec("station.commands", "station_id", 4, retention_ms=DAY_MS, description="commands for edge agents"),
     TopicSpec("call.events", "call_id", 4, description="invites and outcomes"),
