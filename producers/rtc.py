@@ -200,6 +200,8 @@ class PeerJoined(Event):
     gateway_id: Id
     can_publish: bool = True
     can_subscribe: bool = True
+    #: A recorder (``record`` grant without ``publish``): not shown to the other peers.
+    hidden: bool = False
 
 
 class PeerLeft(Event):

@@ -277,38 +277,73 @@ class StreamReady(Event):
 
 
 class StartRecording(Event):
+    """Command (topic recording.commands): record a room. ``segment_s`` is the segment
+    length the recorder closes files at (its own default when None)."""
+
     type: Literal["StartRecording"] = "StartRecording"
     room_id: Id
     recording_id: Id
+    segment_s: float | None = Field(default=None, gt=0, le=600)
 
 
 class StopRecording(Event):
+    """Command: stop a recording and assemble its files (``reason``: requested, room-closed)."""
+
     type: Literal["StopRecording"] = "StopRecording"
     room_id: Id
     recording_id: Id
+    reason: str = Field(default="requested", max_length=64)
 
 
 class RecordingStarted(Event):
+    """The recorder joined the room (``recorder_id``: the instance; a takeover after a
+    crash reports again with ``takeover`` true)."""
+
     type: Literal["RecordingStarted"] = "RecordingStarted"
     room_id: Id
     recording_id: Id
+    recorder_id: str | None = None
+    takeover: bool = False
 
 
 class RecordingSegmentUploaded(Event):
+    """One closed segment of one track is in MinIO at ``object_key``. ``track_id`` is
+    ``<peer>/<source>`` with a ``#<n>`` suffix from the second publication on; ``index`` is
+    the segment's number in its track (a gap in the numbers is a lost segment)."""
+
     type: Literal["RecordingSegmentUploaded"] = "RecordingSegmentUploaded"
     room_id: Id
     recording_id: Id
     object_key: str
     size_bytes: int = Field(ge=0)
     duration_s: float = Field(ge=0)
+    track_id: str | None = None
+    peer_id: str | None = None
+    identity: str | None = None
+    source_id: str | None = None
+    kind: str | None = None
+    codec: str | None = None
+    index: int | None = Field(default=None, ge=0)
+    #: Seconds from the recording's start to the segment's first frame.
+    start_s: float | None = None
+    frames: int | None = Field(default=None, ge=0)
+    width: int | None = None
+    height: int | None = None
 
 
 class RecordingCompleted(Event):
+    """Every track is assembled into one file and ``manifest_key`` lists them. ``tracks``
+    are the manifest's track entries (key, codec, start offset, duration, size, gaps)."""
+
     type: Literal["RecordingCompleted"] = "RecordingCompleted"
     room_id: Id
     recording_id: Id
     duration_s: float
     size_bytes: int
+    manifest_key: str | None = None
+    tracks: list[dict[str, Any]] = Field(default_factory=list)
+    participants: list[str] = Field(default_factory=list)
+    codecs: list[str] = Field(default_factory=list)
 
 
 class RecordingFailed(Event):

@@ -54,6 +54,9 @@ REGISTRY: tuple[TopicSpec, ...] = (
     TopicSpec("call.events", "call_id", 4, description="invites and outcomes"),
     TopicSpec("recording.commands", "room_id", 4, description="recorder commands"),
     TopicSpec("recording.events", "room_id", 4, description="recording progress"),
+    TopicSpec("recording.intents", "room_id", 4, description="recording start/stop requests"),
+    TopicSpec("recording.facts", "room_id", 4, retention_ms=None,
+              description="recording decisions; replayable"),
 )
 
 _BY_NAME = {spec.name: spec for spec in REGISTRY}

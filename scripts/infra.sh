@@ -6,7 +6,8 @@
 # Commands:
 #   install        Fetch/build what `up` needs (idempotent, cached outside the repo):
 #                  Kafka 4.1.1 jars (Maven), MinIO (go install, pinned), PostgreSQL and
-#                  coturn (apt, if missing).
+#                  coturn (apt, if missing), ffmpeg (apt, if missing: the recorder's
+#                  composite and ffprobe checks).
 #   up             Start Kafka, PostgreSQL, MinIO and coturn on loopback, wait until ready,
 #                  write $RUN/infra.env.  Components already running from this RUN dir are left alone.
 #   down [--wipe]  Stop what this RUN dir started (no process left behind).
@@ -294,6 +295,8 @@ cmd_install() {
     install_postgres
     install_kafka
     install_minio
+    # the recorder's tests probe files with ffprobe; the composite renders with ffmpeg
+    ensure_cmd ffprobe ffmpeg
     log "install complete (cache: $CACHE)"
 }
 

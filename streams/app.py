@@ -9,6 +9,8 @@ that module's docstring), one consumer group ``<app_id>-<agent>`` each:
 - ``users``: ``session.events`` → user table → presence facts, call requests past the rate
   limit, rings and call notices for the user's sessions (``streams/users.py``).
 - ``calls``: ``call.events`` → call table → call facts, p2p rooms (``streams/calls.py``).
+- ``recordings``: ``recording.intents`` + ``recording.events`` + ``rtc.facts`` → recording
+  table → recording facts, recorder commands, ``recording`` notices (``streams/recordings.py``).
 - ``projection``: ``rtc.facts`` → Postgres rows; ``presence-projection``: ``presence.facts``
   → the Postgres ``presence`` table (stateless, idempotent writes).
 
@@ -41,6 +43,7 @@ from producers.kafka import dead_letter_headers, trace_headers
 from producers.rtc import Tick
 from producers.topics import Topics, spec
 from streams import calls as call_decision
+from streams import recordings as recording_decision
 from streams import registry as registry_decision
 from streams import rooms as room_decision
 from streams import users as user_decision
@@ -245,6 +248,7 @@ def build(settings: StreamsSettings) -> Worker:
     driver.agents.append(worker.agent("registry", ["media.nodes"], [worker.registry_table],
                                       worker.on_registry_input))
     _user_and_call_agents(worker, table)
+    _recording_agent(worker, table)
 
     if settings.project_to_postgres:
         driver.agents.append(DrivenAgent("projection", [topics.name("rtc.facts")], [], worker.project_facts))
@@ -256,6 +260,21 @@ def build(settings: StreamsSettings) -> Worker:
         await worker.tick()
 
     return worker
+
+
+def _recording_agent(worker: Worker, table: Callable[[str, str], Table]) -> None:
+    """The recording agent: ``recording.intents`` + ``recording.events`` + ``rtc.facts`` →
+    recording facts, recorder commands, ``recording`` notices (``streams/recordings.py``)."""
+    config = recording_decision.RecordingConfig()
+    recordings = KeyedAgent(
+        recording_decision.RoomRecordings, table("recordings", "recording.intents"),
+        table("recording-timers", "recording.intents"),
+        key_of=lambda e: str(getattr(e, "room_id", "")) or None,
+        decide=lambda state, event, key: recording_decision.handle(state, event, config, room_id=key),
+        deadline=lambda state: None)
+    worker.driver.agents.append(worker.agent(
+        "recordings", ["recording.intents", "recording.events", "rtc.facts"],
+        [recordings.table, recordings.timers], recordings.on_input))
 
 
 def _user_and_call_agents(worker: Worker, table: Callable[[str, str], Table]) -> None:

@@ -82,7 +82,9 @@ def _member(stmt: Statement, f: Event, peer_id: str, **values: Any) -> Row:
                       last_event_id=str(f.event_id), **values)
 
 
-def _peer_joined(f: PeerJoined) -> Row:
+def _peer_joined(f: PeerJoined) -> Row | None:
+    if f.hidden:
+        return None  # a recorder is not a member anyone lists
     return MEMBER_UPSERT, dict(room_id=f.room_id, peer_id=f.peer_id, identity=f.identity, name=f.name,
                                state="joined", joined_at=f.occurred_at, left_at=None, left_reason=None,
                                audio_enabled=True, video_enabled=True, last_event_id=str(f.event_id))
@@ -105,7 +107,7 @@ def _peer_updated(f: PeerUpdated) -> Row:
                    video_enabled=not f.video_muted)
 
 
-PROJECTORS: dict[type[Event], Callable[[Any], Row]] = {
+PROJECTORS: dict[type[Event], Callable[[Any], Row | None]] = {
     RoomCreated: _room_created,
     RoomClosed: _room_closed,
     RoomPlaced: _room_placed,
@@ -120,7 +122,7 @@ PROJECTORS: dict[type[Event], Callable[[Any], Row]] = {
 async def apply_facts(conn: AsyncConnection, facts: Sequence[Event]) -> int:
     """Apply facts in order on one connection (caller owns the transaction). Consecutive
     rows of the same statement go out as one executemany; order is kept."""
-    rows = [PROJECTORS[type(f)](f) for f in facts if type(f) in PROJECTORS]
+    rows = [row for f in facts if type(f) in PROJECTORS and (row := PROJECTORS[type(f)](f)) is not None]
     for _, run in groupby(rows, key=lambda row: id(row[0])):
         batch = list(run)
         params = [p for _, p in batch]

@@ -110,7 +110,7 @@ def expected_rows(rooms: dict[str, RoomState]) -> tuple[Rows, MemberRows]:
     member_rows = {
         (r.room_id, p.peer_id): {"identity": p.identity, "name": p.name, "state": p.state,
                                  "audio_enabled": not p.audio_muted, "video_enabled": not p.video_muted}
-        for r in rooms.values() for p in r.peers.values()}
+        for r in rooms.values() for p in r.peers.values() if not p.hidden}
     return room_rows, member_rows
 
 

@@ -58,6 +58,8 @@ class PeerState(BaseModel):
     subscriptions: dict[str, str] = Field(default_factory=dict)
     #: The request id of the join, for the ``joined`` answer sent once the room is placed.
     join_request_id: str | None = None
+    #: A recorder: other peers are not told about it and it does not keep the room open.
+    hidden: bool = False
 
     def source_ids(self) -> list[str]:
         return sorted({t.source_id for t in self.tracks.values()})
@@ -92,6 +94,10 @@ class RoomState(BaseModel):
     @property
     def is_open(self) -> bool:
         return self.status == "open"
+
+    def visible_peers(self) -> list[PeerState]:
+        """The peers other peers are told about (every one but a recorder)."""
+        return [p for p in self.peers.values() if not p.hidden]
 
     def peer_by_identity(self, identity: str) -> PeerState | None:
         return next((p for p in self.peers.values() if p.identity == identity), None)
@@ -131,14 +137,16 @@ def _joined(state: RoomState, f: PeerJoined) -> RoomState:
     peer = PeerState(peer_id=f.peer_id, identity=f.identity, name=f.name,
                      session_id=f.session_id, gateway_id=f.gateway_id, joined_at=f.occurred_at,
                      can_publish=f.can_publish, can_subscribe=f.can_subscribe,
-                     join_request_id=f.correlation_id)
+                     join_request_id=f.correlation_id, hidden=f.hidden)
+    empty_since = state.empty_since if f.hidden else None
     return state.model_copy(update={"peers": {**state.peers, f.peer_id: peer},
-                                    "empty_since": None})
+                                    "empty_since": empty_since})
 
 
 def _left(state: RoomState, f: PeerLeft) -> RoomState:
     peers = {k: v for k, v in state.peers.items() if k != f.peer_id}
-    empty_since = state.empty_since if peers else f.occurred_at
+    visible = any(not p.hidden for p in peers.values())
+    empty_since = state.empty_since if visible or state.empty_since is not None else f.occurred_at
     publisher = None if state.publisher_peer_id == f.peer_id else state.publisher_peer_id
     return state.model_copy(update={"peers": peers, "empty_since": empty_since,
                                     "publisher_peer_id": publisher})

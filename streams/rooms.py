@@ -59,8 +59,9 @@ def remove_peer(d: Decision, peer: PeerState, reason: str, *, tell_peer: bool = 
     tracks.unpublish_all(d, peer)
     d.fact(PeerLeft, peer_id=peer.peer_id, reason=reason)
     d.command(ClosePeer, peer_id=peer.peer_id)
-    d.notify_others(peer.peer_id, {"type": "peer-left", "peer_id": peer.peer_id,
-                                   "reason": reason})
+    if not peer.hidden:
+        d.notify_others(peer.peer_id, {"type": "peer-left", "peer_id": peer.peer_id,
+                                       "reason": reason})
     if tell_peer:
         d.notify(peer, {"type": "left", "peer_id": peer.peer_id, "reason": reason})
 
@@ -120,9 +121,11 @@ def on_join(d: Decision, intent: JoinRequested) -> None:
     peer = d.fact(PeerJoined, peer_id=intent.peer_id, identity=intent.identity, name=intent.name,
                   session_id=intent.session_id, gateway_id=intent.gateway_id,
                   can_publish=Grant.PUBLISH in intent.grants,
-                  can_subscribe=Grant.SUBSCRIBE in intent.grants)
+                  can_subscribe=Grant.SUBSCRIBE in intent.grants,
+                  hidden=Grant.RECORD in intent.grants and Grant.PUBLISH not in intent.grants)
     me = d.state.peers[peer.peer_id]
-    d.notify_others(me.peer_id, {"type": "peer-joined", "peer": peer_summary(me)})
+    if not me.hidden:
+        d.notify_others(me.peer_id, {"type": "peer-joined", "peer": peer_summary(me)})
     if d.state.node_id is None and d.state.room_type != RoomType.P2P:
         # `joined` is sent once the room is placed on a media node (see on_placed)
         d.out.add("media.nodes", PlacementRequested, room_id=d.room_id)
@@ -135,7 +138,7 @@ def send_joined(d: Decision, me: PeerState) -> None:
     assert d.state is not None
     d.notify(me, {"type": "joined", "request_id": me.join_request_id, "room": d.room_id,
                   "room_type": d.state.room_type.value, "peer_id": me.peer_id,
-                  "peers": [peer_summary(p) for p in d.state.peers.values() if p.peer_id != me.peer_id]})
+                  "peers": [peer_summary(p) for p in d.state.visible_peers() if p.peer_id != me.peer_id]})
 
 
 def on_leave(d: Decision, intent: LeaveRequested) -> None:
@@ -161,7 +164,7 @@ def on_resume(d: Decision, intent: ResumeRequested) -> None:
     assert d.state is not None
     me = d.state.peers[peer.peer_id]
     d.notify(me, {"type": "resumed", "request_id": intent.correlation_id, "peer_id": me.peer_id,
-                  "peers": [peer_summary(p) for p in d.state.peers.values() if p is not me],
+                  "peers": [peer_summary(p) for p in d.state.visible_peers() if p is not me],
                   "tracks": track_summary(me)})
 
 
@@ -203,7 +206,7 @@ def on_tick(d: Decision, tick: Tick) -> None:
         ):
             remove_peer(d, peer, "disconnect-timeout")
     empty_since = d.state.empty_since
-    if not d.state.peers and empty_since is not None and (
+    if not d.state.visible_peers() and empty_since is not None and (
         tick.now - empty_since >= timedelta(seconds=d.state.empty_timeout_s)
     ):
         close_room(d, "empty-timeout")
@@ -239,7 +242,7 @@ def next_deadline(state: RoomState | None, config: RoomConfig) -> datetime | Non
         return None
     times = [p.disconnected_at + timedelta(seconds=config.disconnect_grace_s)
              for p in state.peers.values() if p.disconnected_at is not None]
-    if not state.peers and state.empty_since is not None:
+    if not state.visible_peers() and state.empty_since is not None:
         times.append(state.empty_since + timedelta(seconds=state.empty_timeout_s))
     return min(times, default=None)
 
