@@ -62,6 +62,18 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
     tls_cert: str | None = None
     tls_key: str | None = None
     log_level: str = "info"
+    #: MinIO holding recordings: GET /v1/recordings/{id} presigns download URLs with these.
+    minio_endpoint: str = Field(default="127.0.0.1:19000",
+                                validation_alias=AliasChoices("MINIO_ENDPOINT", "ROOMLOG_API_MINIO_ENDPOINT"))
+    minio_access_key: str = Field(default="roomlog",
+                                  validation_alias=AliasChoices("MINIO_ACCESS_KEY", "ROOMLOG_API_MINIO_ACCESS_KEY"))
+    minio_secret_key: SecretStr = Field(default=SecretStr("roomlog-secret"), validation_alias=AliasChoices(
+        "MINIO_SECRET_KEY", "ROOMLOG_API_MINIO_SECRET_KEY"))
+    minio_secure: bool = False
+    recording_bucket: str = Field(default="roomlog-recordings", validation_alias=AliasChoices(
+        "ROOMLOG_RECORDING_BUCKET", "ROOMLOG_API_RECORDING_BUCKET"))
+    #: How long a presigned recording download URL stays valid.
+    recording_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 86_400)
 
     @field_validator("stun_urls", "turn_urls", mode="before")
     @classmethod

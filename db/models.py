@@ -30,7 +30,7 @@ NAMING_CONVENTION: Final[dict[str, str]] = {
 RoomType = Literal["sfu", "p2p", "broadcast"]
 RoomStatus = Literal["open", "closed"]
 MemberState = Literal["joined", "disconnected", "left"]
-RecordingStatus = Literal["recording", "completed", "failed"]
+RecordingStatus = Literal["recording", "stopping", "completed", "failed"]
 QualitySource = Literal["node", "client"]
 CommandStatus = Literal["pending", "acked", "succeeded", "failed", "timed_out"]
 PresenceStatus = Literal["online", "busy", "offline"]
@@ -132,6 +132,58 @@ class Recording(Base):
     object_keys: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
     participants: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
     error: Mapped[str | None]
+    requested_by: Mapped[str] = mapped_column(default="", server_default="")
+    stop_reason: Mapped[str | None]
+    manifest_key: Mapped[str | None]
+    last_event_id: Mapped[str | None]
+    # The composite render (POST /v1/recordings/{id}/composite): pending | rendering | done | failed.
+    composite_status: Mapped[str | None]
+    composite_layout: Mapped[str | None]
+    composite_key: Mapped[str | None]
+    composite_progress: Mapped[float | None] = mapped_column(sa.Double)
+    composite_error: Mapped[str | None]
+
+
+class RecordingTrack(Base):
+    """One track file of a recording (a peer that publishes a source again gets a new one)."""
+
+    __tablename__ = "recording_tracks"
+
+    recording_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("recordings.recording_id", ondelete="CASCADE"), primary_key=True
+    )
+    track_id: Mapped[str] = mapped_column(primary_key=True)
+    peer_id: Mapped[str]
+    identity: Mapped[str] = mapped_column(default="", server_default="")
+    source_id: Mapped[str]
+    kind: Mapped[str]
+    codec: Mapped[str]
+    object_key: Mapped[str | None]
+    # Seconds from the recording's start to the track's first frame.
+    start_s: Mapped[float] = mapped_column(sa.Double)
+    duration_s: Mapped[float] = mapped_column(sa.Double)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    frames: Mapped[int | None] = mapped_column(sa.BigInteger)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    segments: Mapped[int]
+    # Segment numbers that never arrived (a recorder killed with the segment open).
+    gaps: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
+
+
+class RecordingSegment(Base):
+    __tablename__ = "recording_segments"
+
+    recording_id: Mapped[str] = mapped_column(primary_key=True)
+    track_id: Mapped[str] = mapped_column(primary_key=True)
+    index: Mapped[int] = mapped_column(primary_key=True)
+    object_key: Mapped[str]
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    duration_s: Mapped[float] = mapped_column(sa.Double)
+    start_s: Mapped[float | None] = mapped_column(sa.Double)
+    frames: Mapped[int | None]
+    uploaded_at: Mapped[datetime]
+    event_id: Mapped[str]
 
 
 class QualityStat(Base):

@@ -54,6 +54,7 @@ from streams.driver import DrivenAgent, Driver, DriverSettings, Table
 from streams.keyed import KeyedAgent
 from streams.presence_projection import project_presence
 from streams.projection import project
+from streams.recording_projection import project_recordings
 from streams.room_state import RoomState
 from streams.settings import StreamsSettings
 from streams.user_state import UserState
@@ -275,6 +276,20 @@ def _recording_agent(worker: Worker, table: Callable[[str, str], Table]) -> None
     worker.driver.agents.append(worker.agent(
         "recordings", ["recording.intents", "recording.events", "rtc.facts"],
         [recordings.table, recordings.timers], recordings.on_input))
+    if worker.settings.project_to_postgres:
+        async def project(records: Sequence[ConsumerRecord]) -> Projected:
+            events = []
+            for record in records:
+                try:
+                    events.append(decode(record.value))
+                except DecodeError:
+                    continue  # the recorder's topic dead-letters in the recording agent
+            await project_recordings(worker._engine(), events)
+            return Projected()
+
+        worker.driver.agents.append(DrivenAgent(
+            "recording-projection", [worker.topics.name(t) for t in ("recording.facts", "recording.events")],
+            [], project))
 
 
 def _user_and_call_agents(worker: Worker, table: Callable[[str, str], Table]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import groupby
 from typing import Any
 
@@ -133,11 +133,16 @@ async def apply_facts(conn: AsyncConnection, facts: Sequence[Event]) -> int:
 async def project(engine: AsyncEngine, facts: Sequence[Event]) -> int:
     """Apply a batch in one transaction, retrying until Postgres takes it: an outage
     delays the projection (the batch is not acknowledged meanwhile), never loses it."""
+    return await retrying(engine, lambda conn: apply_facts(conn, facts))
+
+
+async def retrying(engine: AsyncEngine, apply: Callable[[AsyncConnection], Awaitable[int]]) -> int:
+    """Run ``apply`` in one transaction until Postgres takes it (backoff up to 5 s)."""
     delay = 0.2
     while True:
         try:
             async with engine.begin() as conn:
-                return await apply_facts(conn, facts)
+                return await apply(conn)
         except (OSError, DBAPIError) as exc:
             log.warning("projection failed, retrying in %.1fs: %s", delay, exc)
             await asyncio.sleep(delay)
