@@ -114,6 +114,9 @@ class Room:
     #: Received video asks for a keyframe (and skips to it) when a lost packet is not
     #: retransmitted, instead of aiortc's wait for 512 packets (``client.aiortc_glue``).
     recover_video: bool = True
+    #: Called with each subscriber-side transceiver and the source offered on it, before media
+    #: arrives, instead of ``recover_video`` (the recorder taps encoded packets: ``client.recording``).
+    receiver_hook: Callable[[RTCRtpTransceiver, dict[str, Any]], None] | None = None
     peer_id: str | None = None
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
     remote: dict[tuple[str, str], RemoteTrack] = field(default_factory=dict)
@@ -140,11 +143,12 @@ class Room:
     @classmethod
     async def connect(cls, url: str, token: str, room: str, *, name: str = "",
                       ice_servers: list[dict[str, Any]] | None = None,
-                      ice_transport_policy: str = "all") -> Room:
+                      ice_transport_policy: str = "all",
+                      receiver_hook: Callable[[RTCRtpTransceiver, dict[str, Any]], None] | None = None) -> Room:
         """Open the socket and join ``room``. ``ice_servers`` overrides what the server sends;
         ``ice_transport_policy="relay"`` uses TURN relayed candidates only."""
         self = cls(url=url, token=token, room=room, name=name, ice_servers=ice_servers,
-                   ice_transport_policy=ice_transport_policy)
+                   ice_transport_policy=ice_transport_policy, receiver_hook=receiver_hook)
         await self._signaling.open()
         await self._join()
         return self
@@ -252,7 +256,10 @@ class Room:
                 for s in message.get("sources", [])), extra={"peer_id": self.peer_id, "room_id": self.room})
             pc = self._subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
-            if self.recover_video:
+            if self.receiver_hook is not None:
+                for transceiver in pc.getTransceivers():
+                    self.receiver_hook(transceiver, self._offered.get(transceiver.mid or "", {}))
+            elif self.recover_video:
                 for transceiver in pc.getTransceivers():
                     recover_losses(transceiver.receiver)
             await pc.setLocalDescription(await pc.createAnswer())

@@ -1,0 +1,1 @@
+"""The recorder: records rooms to MinIO without transcoding (see README.md)."""
