@@ -78,6 +78,7 @@ class RoomRecording:
         self.room: Room | None = None
         self.taps = PacketTaps(self._on_packet)
         self.lost_frames = 0
+        self.kinds: dict[tuple[str, str], str] = {}
         self._poller: asyncio.Task[None] | None = None
         self._on_segment_queued = on_segment_queued
 
@@ -137,7 +138,8 @@ class RoomRecording:
         if meta is None:
             peer = (self.room.peers.get(peer_id, {}) if self.room else {})
             meta = {"track_id": track_id, "peer_id": peer_id, "identity": peer.get("identity", ""),
-                    "source_id": source_id, "kind": source.get("kind", ""), "codec": codec,
+                    "source_id": source_id, "kind": self._kind(peer_id, source_id, source.get("kind", "")),
+                    "codec": codec,
                     "start_wall": time.time(), "start_s": round(time.time() - self.started_at, 3)}
             self._queue_json(f"{track_id}/track.json", meta)
         writer = TrackWriter(track_id, codec, self.spool / track_id.replace("/", "_"), self.segment_s, first_index,
@@ -187,9 +189,19 @@ class RoomRecording:
         else:
             track.writer.abandon()
 
+    def _kind(self, peer_id: str, source_id: str, fallback: str) -> str:
+        """The source's kind (camera, microphone, screen) as published, else the media kind."""
+        if (peer_id, source_id) in self.kinds:
+            return self.kinds[(peer_id, source_id)]
+        peer = self.room.peers.get(peer_id, {}) if self.room else {}
+        return next((str(t["kind"]) for t in peer.get("tracks", []) if t.get("source_id") == source_id), fallback)
+
     async def _on_room_event(self, kind: str, message: Any) -> None:
         now = time.time()
-        if kind == "track-unpublished":
+        if kind == "track-published":
+            track = message.get("track", {})
+            self.kinds[(message["peer_id"], track.get("source_id", ""))] = track.get("kind", "")
+        elif kind == "track-unpublished":
             track = self.tracks.get((message["peer_id"], message["source_id"]))
             if track is not None:
                 self._end(track, now)

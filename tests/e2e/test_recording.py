@@ -1,0 +1,120 @@
+"""Recording a room end to end: api → streams → recorder (codec factories raising) →
+MinIO files ffprobe reads, Postgres rows, presigned downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from producers.kafka import EventProducer
+from producers.sessions import RecordingSegmentUploaded, RecordingStarted
+from producers.topics import Topics
+from tests.e2e.recording_stack import (
+    admin_headers,
+    close_all,
+    create_room,
+    ffprobe,
+    minio,
+    object_bytes,
+    pattern_counters,
+    publisher,
+    record_headers,
+    start_recording_stack,
+    wait_status,
+)
+from tests.harness import Infra, Service, of_type, read_events, unique, wait_for
+
+RECORD_S = 30
+
+
+async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, topics: Topics, prefix: str,
+                                                                producer: EventProducer, services: list[Service],
+                                                                tmp_path: Path) -> None:
+    base, (recorder,) = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path)
+    room_id = unique("recroom-")
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        await create_room(client, room_id, await admin_headers(base))
+        alice = await publisher(base, room_id, "alice", 11)
+        bob = await publisher(base, room_id, "bob", 22)
+        rec = await record_headers(base, room_id)
+        try:
+            await asyncio.sleep(2)
+            r = await client.post(f"/v1/rooms/{room_id}/recordings", json={"segment_s": 5}, headers=rec)
+            assert r.status_code == 201, r.text
+            recording_id = r.json()["recording_id"]
+
+            async def started() -> bool:
+                events = await read_events(infra.kafka, topics.name("recording.events"))
+                assert recorder.alive(), recorder.tail()
+                return any(e.recording_id == recording_id for e in of_type(events, RecordingStarted))
+            await wait_for(started, 30, "RecordingStarted")
+            # every peer is told the room is being recorded; the recorder is not a participant
+            for p in (alice, bob):
+                await wait_for(lambda p=p: any(k == "recording" and m["active"] for k, m in p.events), 10,
+                               f"{p.identity} told about the recording")
+                assert not any(k == "peer-joined" and "recorder" in str(m) for k, m in p.events)
+            members = (await client.get(f"/v1/rooms/{room_id}", headers=await admin_headers(base))).json()["members"]
+            assert sorted(m["identity"] for m in members) == ["alice", "bob"]
+
+            await asyncio.sleep(RECORD_S)
+            stop_at = time.time()
+            r = await client.delete(f"/v1/recordings/{recording_id}", headers=rec)
+            assert r.status_code == 202, r.text
+            done = await wait_status(client, recording_id, rec, "completed", 60)
+        finally:
+            await close_all(alice.room, bob.room)
+
+    assert recorder.alive(), recorder.tail()
+    assert "CodecForbidden" not in recorder.log_path.read_text(), "the recorder never builds a codec"
+    # segments were acknowledged as they closed, in order per track
+    uploads = [e for e in of_type(await read_events(infra.kafka, topics.name("recording.events")),
+                                  RecordingSegmentUploaded) if e.recording_id == recording_id]
+    by_track: dict[str, list[int]] = {}
+    for e in uploads:
+        by_track.setdefault(str(e.track_id), []).append(int(e.index or 0))
+    assert sorted(by_track) == sorted(t["track_id"] for t in done["tracks"])
+    assert all(idx == list(range(len(idx))) and len(idx) >= RECORD_S // 5 for idx in by_track.values()), by_track
+
+    # one file per track in MinIO; the presigned URL downloads the same bytes
+    assert sorted((t["identity"], t["kind"], t["codec"]) for t in done["tracks"]) == [
+        ("alice", "camera", "vp8"), ("alice", "microphone", "opus"),
+        ("bob", "camera", "vp8"), ("bob", "microphone", "opus")]
+    assert sorted(done["participants"]) == ["alice", "bob"]
+    assert done["size_bytes"] == sum(t["size_bytes"] for t in done["tracks"]) > 0
+    store = minio(infra)
+    manifest = json.loads(object_bytes(store, done["manifest"]["object_key"]))
+    started_at = datetime.fromisoformat(manifest["started_at"]).timestamp()
+    code_of = {"alice": 11, "bob": 22}
+    for track in done["tracks"]:
+        key = track["file"]["object_key"]
+        data = object_bytes(store, key)
+        async with httpx.AsyncClient(timeout=30) as plain:
+            downloaded = (await plain.get(track["file"]["url"])).content
+        assert downloaded == data and len(data) == track["size_bytes"]
+        path = tmp_path / key.replace("/", "_")
+        path.write_bytes(data)
+        probe = ffprobe(path)
+        (stream,) = probe["streams"]
+        wall = stop_at - started_at - track["start_s"]  # the recorder's time in the room for this track
+        duration = float(probe["format"]["duration"])
+        assert abs(duration - wall) < 0.5, (track, duration, wall)
+        assert abs(track["duration_s"] - duration) < 0.1
+        if track["kind"] == "camera":
+            assert (stream["codec_name"], stream["width"], stream["height"]) == ("vp8", 320, 180)
+            frames = pattern_counters(path)
+            codes = {c for c, _ in frames}
+            assert codes == {code_of[track["identity"]]}, codes
+            counters = [n for _, n in frames]
+            assert counters == sorted(counters) and len(set(counters)) == len(counters)
+            sent = counters[-1] - counters[0] + 1  # what the publisher sent over the file's span
+            assert int(stream["nb_read_frames"]) == len(frames) == track["frames"]
+            assert sent - len(frames) <= 2, f"{sent - len(frames)} of {sent} frames missing"
+            assert abs((counters[-1] - counters[0]) / 15 - duration) < 0.5
+        else:
+            assert stream["codec_name"] == "opus"
+            assert abs(int(stream["nb_read_frames"]) * 0.02 - duration) < 0.5
