@@ -6,6 +6,8 @@ reads come from the Postgres rows streams project (``recordings``, ``recording_t
   when the room does not exist or is closed, 409 ``recording_active`` while the room is
   being recorded (unless ``concurrent``). Waits briefly for the row: 201, else 202.
 - ``DELETE /v1/recordings/{id}`` (grant ``record``): 404 unknown, 409 ``recording_ended``.
+- ``POST /v1/recordings/{id}/composite {layout: grid|speaker}`` (grant ``record``): 409
+  ``recording_not_completed`` unless completed (a failed recording has no composite).
 - ``GET /v1/recordings?room=`` and ``GET /v1/recordings/{id}``: a token for the room (or
   admin). Finished recordings list each track file, the manifest and the composite
   with a presigned download URL.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from minio import Minio
@@ -28,7 +30,7 @@ from api.services import Services, claims, request_id, services
 from api.tokens import Claims
 from db.models import Recording, RecordingSegment, RecordingTrack, Room
 from producers.fields import Grant, Id
-from producers.recordings import RecordingRequested, RecordingStopRequested
+from producers.recordings import CompositeRequested, RecordingRequested, RecordingStopRequested
 
 router = APIRouter(tags=["recordings"])
 ACTIVE = ("recording", "stopping")
@@ -194,6 +196,37 @@ async def stop_recording(recording_id: Id, who: Claims = Depends(claims), svc: S
     await svc.publish("recording.intents", intent)
     return Accepted(recording_id=recording_id, room_id=row.room_id, status="stopping",
                     event_id=str(intent.event_id))
+
+
+class CompositeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layout: Literal["grid", "speaker"] = "grid"
+
+
+class RecordingNotCompleted(ApiError):
+    status = 409
+    code = "recording_not_completed"
+
+
+@router.post("/v1/recordings/{recording_id}/composite", status_code=202, response_model=Accepted,
+             responses={403: {}, 404: {}, 409: {}})
+async def render_composite(recording_id: Id, req: CompositeRequest | None = None, who: Claims = Depends(claims),
+                           svc: Services = Depends(services), rid: str | None = Depends(request_id)) -> Accepted:
+    """Render a completed recording into one MP4 (grant ``record``); progress shows in
+    ``GET /v1/recordings/{id}`` (``composite``)."""
+    req = req or CompositeRequest()
+    who.require(Grant.RECORD)
+    row = await _load(svc, recording_id)
+    if row is None:
+        raise RecordingNotFound(f"recording {recording_id} does not exist")
+    who.require(Grant.RECORD, room=row.room_id)
+    if row.status != "completed":
+        raise RecordingNotCompleted(f"recording {recording_id} is {row.status}, not completed")
+    intent = CompositeRequested.new(room_id=row.room_id, recording_id=recording_id, layout=req.layout,
+                                    requested_by=who.identity, correlation_id=rid)
+    await svc.publish("recording.intents", intent)
+    return Accepted(recording_id=recording_id, room_id=row.room_id, status="rendering", event_id=str(intent.event_id))
 
 
 @router.get("/v1/recordings", response_model=list[RecordingView])

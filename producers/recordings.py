@@ -59,3 +59,62 @@ class RecordingStopping(Event):
     room_id: Id
     recording_id: Id
     reason: str = "requested"
+
+
+# --- composites (a rendered MP4 of a completed recording) -----------------------------
+
+
+class CompositeRequested(Event):
+    """Intent: render a completed recording into one MP4 (``grid`` or ``speaker`` layout)."""
+
+    type: Literal["CompositeRequested"] = "CompositeRequested"
+    room_id: Id
+    recording_id: Id
+    layout: Literal["grid", "speaker"] = "grid"
+    requested_by: str = Field(default="", max_length=128)
+
+
+class CompositeAccepted(Event):
+    """Fact: streams commanded a render (``RenderComposite``)."""
+
+    type: Literal["CompositeAccepted"] = "CompositeAccepted"
+    room_id: Id
+    recording_id: Id
+    layout: Literal["grid", "speaker"] = "grid"
+
+
+class RenderComposite(Event):
+    """Command (recording.commands): render the recording's track files into one MP4."""
+
+    type: Literal["RenderComposite"] = "RenderComposite"
+    room_id: Id
+    recording_id: Id
+    layout: Literal["grid", "speaker"] = "grid"
+
+
+class CompositeProgress(Event):
+    """The render's progress (from ffmpeg's ``-progress`` output), in percent."""
+
+    type: Literal["CompositeProgress"] = "CompositeProgress"
+    room_id: Id
+    recording_id: Id
+    percent: float = Field(ge=0, le=100)
+
+
+class CompositeRendered(Event):
+    type: Literal["CompositeRendered"] = "CompositeRendered"
+    room_id: Id
+    recording_id: Id
+    object_key: str
+    size_bytes: int = Field(ge=0)
+    duration_s: float = Field(ge=0)
+    #: Wall time of the render (the benchmark's speed is duration / render time).
+    render_s: float = Field(ge=0)
+    layout: Literal["grid", "speaker"] = "grid"
+
+
+class CompositeFailed(Event):
+    type: Literal["CompositeFailed"] = "CompositeFailed"
+    room_id: Id
+    recording_id: Id
+    error: str

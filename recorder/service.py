@@ -12,6 +12,8 @@ Start → join hidden and record (``recorder.session``); each uploaded segment �
 ``RecordingSegmentUploaded``; stop → close the tracks, wait for their uploads, assemble
 one file per track and the manifest (``recorder.assemble``) → ``RecordingCompleted``. A
 spool overflow, MinIO refusing too long, or a join that fails → ``RecordingFailed``.
+``RenderComposite`` → ffmpeg renders the track files into one MP4 (``recorder.composite``):
+``CompositeProgress`` as it goes, then ``CompositeRendered`` (or ``CompositeFailed``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import urllib3
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from minio import Minio
@@ -36,6 +41,7 @@ from producers.catalog import decode
 from producers.envelope import Event
 from producers.errors import DecodeError
 from producers.kafka import EventProducer
+from producers.recordings import CompositeFailed, CompositeProgress, CompositeRendered, RenderComposite
 from producers.sessions import (
     RecordingCompleted,
     RecordingFailed,
@@ -45,13 +51,15 @@ from producers.sessions import (
     StopRecording,
 )
 from producers.topics import Topics
-from recorder.assemble import assemble_async, list_tracks, recording_prefix
+from recorder import composite
+from recorder.assemble import assemble, list_tracks, recording_prefix
 from recorder.segments import Segment
 from recorder.session import Resumed, RoomRecording
 from recorder.settings import RecorderSettings
-from recorder.uploads import Upload, Uploader
+from recorder.uploads import Upload, Uploader, put
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -142,6 +150,12 @@ class Recorder:
             await self.start(command, tp, record.offset)
         elif isinstance(command, StopRecording):
             await self.stop(command)
+        elif isinstance(command, RenderComposite) and str(command.event_id) not in self.executed:
+            self.executed.add(str(command.event_id))
+            key = f"composite:{command.event_id}"
+            self.holds.running[key] = (tp, record.offset)  # a crash mid-render renders again elsewhere
+            task = asyncio.create_task(self._composite(command))
+            task.add_done_callback(lambda _: self.holds.running.pop(key, None))
         self.holds.next[tp] = record.offset + 1
 
     async def start(self, command: StartRecording, tp: TopicPartition, offset: int) -> None:
@@ -150,9 +164,9 @@ class Recorder:
             return  # redelivered
         self.executed.add(key)
         prefix = recording_prefix(command.room_id, command.recording_id)
-        if await asyncio.to_thread(self._exists, prefix + "manifest.json"):
+        if await self._storage(self._exists, prefix + "manifest.json"):
             return  # finished before (a re-read after a takeover or restart)
-        resumed = await asyncio.to_thread(self._resumed, prefix)
+        resumed = await self._storage(self._resumed, prefix)
         run = Running(command, tp, offset)
         self.running[command.recording_id] = run
         self.holds.running[command.recording_id] = (tp, offset)
@@ -197,9 +211,9 @@ class Recorder:
             run = Running(StartRecording.new(room_id=command.room_id, recording_id=command.recording_id),
                           TopicPartition("", 0), 0)
             prefix = recording_prefix(command.room_id, command.recording_id)
-            if await asyncio.to_thread(self._exists, prefix + "manifest.json"):
+            if await self._storage(self._exists, prefix + "manifest.json"):
                 return  # finished before (a re-read after a takeover or restart)
-            if not await asyncio.to_thread(self._exists, prefix + "recording.json"):
+            if not await self._storage(self._exists, prefix + "recording.json"):
                 await self.emit(RecordingFailed.new(room_id=command.room_id, recording_id=command.recording_id,
                                                     error="stopped before anything was recorded"))
                 return
@@ -221,8 +235,8 @@ class Recorder:
             return  # failed meanwhile
         started = run.recording.started_at if run.recording else None
         try:
-            manifest = await assemble_async(
-                self.minio, self.settings.bucket, c.room_id, c.recording_id,
+            manifest = await self._storage(
+                assemble, self.minio, self.settings.bucket, c.room_id, c.recording_id,
                 datetime.fromtimestamp(started, UTC).isoformat() if started else None, datetime.now(UTC).isoformat())
         except Exception as exc:  # noqa: BLE001 - reported as the recording's failure
             await self.fail(c.recording_id, f"assembling the track files failed: {exc}")
@@ -236,7 +250,63 @@ class Recorder:
         log.info("recording %s completed: %d tracks", c.recording_id, len(manifest["tracks"]),
                  extra={"room_id": c.room_id})
 
+    async def _composite(self, c: RenderComposite) -> None:
+        prefix = recording_prefix(c.room_id, c.recording_id)
+        last = -100.0
+
+        async def progress(percent: float) -> None:
+            nonlocal last
+            if percent - last >= 5:
+                last = percent
+                await self.emit(CompositeProgress.new(room_id=c.room_id, recording_id=c.recording_id,
+                                                      percent=round(percent, 1)))
+        try:
+            with tempfile.TemporaryDirectory(prefix="roomlog-composite-") as tmp:
+                work = Path(tmp)
+                manifest = json.loads(await asyncio.to_thread(self._get, prefix + "manifest.json"))
+                tracks = [t for t in manifest["tracks"] if t.get("object_key")]
+                inputs = []
+                for n, track in enumerate(tracks):
+                    path = work / f"{n}.webm"
+                    await asyncio.to_thread(self.minio.fget_object, self.settings.bucket, track["object_key"],
+                                            str(path))
+                    inputs.append(path)
+                out = work / "composite.mp4"
+                duration = float(manifest["duration_s"])
+                render_s = await composite.render(inputs, tracks, c.layout, duration, out, progress)
+                key = f"{prefix}composite-{c.layout}.mp4"
+                await asyncio.to_thread(put, self.minio, self.settings.bucket,
+                                        Upload(c.recording_id, key, path=out, content_type="video/mp4"))
+                size = out.stat().st_size
+        except Exception as exc:  # noqa: BLE001 - reported as the render's failure
+            log.exception("composite of %s failed", c.recording_id, extra={"room_id": c.room_id})
+            await self.emit(CompositeFailed.new(room_id=c.room_id, recording_id=c.recording_id, error=str(exc)))
+            return
+        await self.emit(CompositeRendered.new(room_id=c.room_id, recording_id=c.recording_id, object_key=key,
+                                              size_bytes=size, duration_s=duration, render_s=round(render_s, 3),
+                                              layout=c.layout))
+
+    def _get(self, key: str) -> bytes:
+        response = self.minio.get_object(self.settings.bucket, key)
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
     # --- MinIO lookups -----------------------------------------------------------------
+
+    async def _storage(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking MinIO call, retrying while MinIO is unreachable (an outage delays
+        a command, it does not crash the consumer)."""
+        delay = 0.2
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
+                log.warning("MinIO unreachable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _exists(self, key: str) -> bool:
         try:

@@ -14,13 +14,21 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.models import Recording, RecordingSegment, RecordingTrack
 from producers.envelope import Event
-from producers.recordings import RecordingAccepted, RecordingStopping
+from producers.recordings import (
+    CompositeAccepted,
+    CompositeFailed,
+    CompositeProgress,
+    CompositeRendered,
+    RecordingAccepted,
+    RecordingStopping,
+)
 from producers.sessions import RecordingCompleted, RecordingFailed, RecordingSegmentUploaded
 from streams.projection import retrying
 
@@ -43,6 +51,16 @@ STOPPING = (update(Recording).where(Recording.recording_id == bindparam("k_recor
                                     Recording.status == "recording")
             .values(status="stopping", stop_reason=bindparam("stop_reason"),
                     last_event_id=bindparam("last_event_id")))
+_COMPOSITE = update(Recording).where(Recording.recording_id == bindparam("k_recording_id"))
+COMPOSITE_PENDING = _COMPOSITE.values(composite_status="pending", composite_layout=bindparam("layout"),
+                                      composite_progress=0.0, composite_error=None)
+#: Progress moves forward only, and never after the render finished.
+COMPOSITE_PROGRESS = (_COMPOSITE.where(Recording.composite_status.in_(("pending", "rendering")),
+                                       sa.func.coalesce(Recording.composite_progress, 0) <= bindparam("percent"))
+                      .values(composite_status="rendering", composite_progress=bindparam("percent")))
+COMPOSITE_DONE = _COMPOSITE.values(composite_status="done", composite_progress=100.0,
+                                   composite_key=bindparam("key"), composite_layout=bindparam("layout"))
+COMPOSITE_FAILED = _COMPOSITE.values(composite_status="failed", composite_error=bindparam("error"))
 _segment = insert(RecordingSegment)
 SEGMENT = _segment.on_conflict_do_nothing(index_elements=["recording_id", "track_id", "index"])
 _track = insert(RecordingTrack)
@@ -98,6 +116,11 @@ def _failed(f: RecordingFailed) -> list[Row]:
 
 
 PROJECTORS: dict[type[Event], Callable[[Any], list[Row]]] = {
+    CompositeAccepted: lambda f: [(COMPOSITE_PENDING, dict(k_recording_id=f.recording_id, layout=f.layout))],
+    CompositeProgress: lambda f: [(COMPOSITE_PROGRESS, dict(k_recording_id=f.recording_id, percent=f.percent))],
+    CompositeRendered: lambda f: [(COMPOSITE_DONE, dict(k_recording_id=f.recording_id, key=f.object_key,
+                                                        layout=f.layout))],
+    CompositeFailed: lambda f: [(COMPOSITE_FAILED, dict(k_recording_id=f.recording_id, error=f.error))],
     RecordingAccepted: _accepted,
     RecordingStopping: _stopping,
     RecordingSegmentUploaded: _segment_uploaded,

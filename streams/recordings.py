@@ -12,6 +12,8 @@ Decides:
   a room created with ``metadata.auto_record`` true is recorded from its creation;
 - stop: the recording must be active (``recording_not_found``) → ``RecordingStopping`` +
   ``StopRecording``; a room that closes stops its recordings (reason ``room-closed``);
+- composite: a completed recording (``recording_not_completed`` otherwise) →
+  ``CompositeAccepted`` + ``RenderComposite``;
 - what peers see: a ``recording`` message (``active``, ``recording_ids``) to every visible
   peer when the set of active recordings changes, and to each peer that joins while it is
   not empty. The recorder itself (a hidden peer) is not told.
@@ -30,10 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from producers.envelope import Event, derived_id
 from producers.recordings import (
+    CompositeAccepted,
+    CompositeRequested,
     RecordingAccepted,
     RecordingRequested,
     RecordingStopping,
     RecordingStopRequested,
+    RenderComposite,
 )
 from producers.rtc import (
     Notification,
@@ -54,6 +59,7 @@ from producers.sessions import (
 from streams.outputs import Outputs
 
 SEEN_LIMIT = 256
+COMPLETED_LIMIT = 256
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class RoomRecordings(BaseModel):
     peers: dict[str, PeerAddress] = Field(default_factory=dict)
     #: Recordings not yet completed or failed, by id.
     active: dict[str, RecordingEntry] = Field(default_factory=dict)
+    #: The latest completed recordings (a composite may be rendered from them).
+    completed: list[str] = Field(default_factory=list)
     seen: list[str] = Field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
@@ -126,7 +134,8 @@ EVOLVERS: dict[type[Event], Callable[[RoomRecordings, Any], RoomRecordings]] = {
     RecordingStarted: lambda s, f: s if s.active.get(f.recording_id, None) is None or
     s.active[f.recording_id].status != "accepted" else _status(s, f.recording_id, "recording"),
     RecordingStopping: lambda s, f: _status(s, f.recording_id, "stopping"),
-    RecordingCompleted: lambda s, f: _with(s, active=_without(s.active, f.recording_id)),
+    RecordingCompleted: lambda s, f: _with(s, active=_without(s.active, f.recording_id), completed=[
+        *[r for r in s.completed if r != f.recording_id][-(COMPLETED_LIMIT - 1):], f.recording_id]),
     RecordingFailed: lambda s, f: _with(s, active=_without(s.active, f.recording_id)),
 }
 
@@ -206,6 +215,14 @@ def on_stop_requested(d: Decision, intent: RecordingStopRequested) -> None:
         d.stop(intent.recording_id, "requested")
 
 
+def on_composite_requested(d: Decision, intent: CompositeRequested) -> None:
+    if intent.recording_id not in d.state.completed:
+        d.reject(intent, "recording_not_completed", f"recording {intent.recording_id} is not completed")
+        return
+    d.fact(CompositeAccepted, recording_id=intent.recording_id, layout=intent.layout)
+    d.command(RenderComposite, recording_id=intent.recording_id, layout=intent.layout)
+
+
 def on_room_created(d: Decision, fact: RoomCreated) -> None:
     d.state = evolve(d.state, fact) or d.state
     if fact.metadata.get("auto_record") is True:
@@ -236,6 +253,7 @@ def on_ended(d: Decision, fact: RecordingCompleted | RecordingFailed) -> None:
 HANDLERS: dict[type[Event], Callable[[Decision, Any], None]] = {
     RecordingRequested: on_requested,
     RecordingStopRequested: on_stop_requested,
+    CompositeRequested: on_composite_requested,
     RoomCreated: on_room_created,
     RoomClosed: on_room_closed,
     PeerJoined: on_peer_joined,

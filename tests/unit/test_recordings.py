@@ -157,3 +157,18 @@ def test_a_recorder_is_hidden_from_peers_and_does_not_keep_the_room_open() -> No
     apply(Tick.new(now=T0 + timedelta(seconds=301), occurred_at=T0 + timedelta(seconds=301)))
     assert of(outs, RoomClosed) and ("rec" in {e.peer_id for e in of(outs, PeerLeft)})
 
+
+
+def test_a_composite_is_rendered_only_from_a_completed_recording() -> None:
+    from producers.recordings import CompositeAccepted, CompositeRequested, RenderComposite
+
+    state, _ = run(None, created(), RecordingRequested.new(room_id="r1", recording_id="rec1"))
+    _, out = run(state, CompositeRequested.new(room_id="r1", recording_id="rec1"))
+    assert [getattr(e, "code", None) for e in out] == ["recording_not_completed"]
+    state, _ = run(state, RecordingFailed.new(room_id="r1", recording_id="rec1", error="x"))
+    _, out = run(state, CompositeRequested.new(room_id="r1", recording_id="rec1"))
+    assert [getattr(e, "code", None) for e in out] == ["recording_not_completed"]
+    state, _ = run(state, RecordingRequested.new(room_id="r1", recording_id="rec2"),
+                   RecordingCompleted.new(room_id="r1", recording_id="rec2", duration_s=1, size_bytes=1))
+    _, out = run(state, CompositeRequested.new(room_id="r1", recording_id="rec2", layout="speaker"))
+    assert [type(e) for e in out] == [CompositeAccepted, RenderComposite] and out[1].layout == "speaker"
