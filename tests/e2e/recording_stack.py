@@ -12,6 +12,7 @@ from typing import Any
 
 import av
 import httpx
+import numpy as np
 from minio import Minio
 
 from client import LocalTrack, Room
@@ -136,3 +137,21 @@ async def record_headers(base: str, room_id: str) -> dict[str, str]:
 async def create_room(client: httpx.AsyncClient, room_id: str, headers: dict[str, str]) -> None:
     r = await client.post("/v1/rooms", json={"room_id": room_id}, headers=headers)
     assert r.status_code == 201, r.text
+
+
+def tile_codes(path: Path, at_s: list[float], tile: tuple[int, int] = (640, 360)) -> dict[float, list[int]]:
+    """Pattern codes in each tile of a composite's frames nearest ``at_s`` (left to right)."""
+    wanted = sorted(at_s)
+    out: dict[float, list[int]] = {}
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            if not wanted or frame.time is None or frame.time < wanted[0]:
+                continue
+            gray = frame.to_ndarray(format="gray")
+            codes = []
+            for x in range(0, gray.shape[1] - tile[0] + 1, tile[0]):
+                crop = np.ascontiguousarray(gray[0:tile[1], x:x + tile[0]])
+                small = av.VideoFrame.from_ndarray(crop, format="gray").reformat(width=320, height=180)
+                codes.append(decode_pattern(small)[0])
+            out[wanted.pop(0)] = codes
+    return out

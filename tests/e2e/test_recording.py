@@ -8,6 +8,7 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -25,6 +26,7 @@ from tests.e2e.recording_stack import (
     publisher,
     record_headers,
     start_recording_stack,
+    tile_codes,
     wait_status,
 )
 from tests.harness import Infra, Service, of_type, read_events, unique, wait_for
@@ -118,3 +120,31 @@ async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, to
         else:
             assert stream["codec_name"] == "opus"
             assert abs(int(stream["nb_read_frames"]) * 0.02 - duration) < 0.5
+
+    # the composite: one MP4 (H.264 + AAC) showing both patterns side by side, with audio
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        r = await client.post(f"/v1/recordings/{recording_id}/composite", json={"layout": "grid"}, headers=rec)
+        assert r.status_code == 202, r.text
+        progress: list[float] = []
+
+        async def rendered() -> dict[str, Any] | None:
+            body = (await client.get(f"/v1/recordings/{recording_id}", headers=rec)).json()
+            composite = body.get("composite") or {}
+            assert composite.get("status") != "failed", composite
+            if composite.get("progress") is not None:
+                progress.append(composite["progress"])
+            return composite if composite.get("status") == "done" else None
+        composite = await wait_for(rendered, 180, "composite rendered", interval=0.1)
+    assert progress == sorted(progress) and progress[-1] == 100.0
+    async with httpx.AsyncClient(timeout=60) as plain:
+        video = (await plain.get(composite["file"]["url"])).content
+    path = tmp_path / "composite.mp4"
+    path.write_bytes(video)
+    probe = ffprobe(path)
+    kinds = {(s["codec_type"], s["codec_name"]) for s in probe["streams"]}
+    assert kinds == {("video", "h264"), ("audio", "aac")}, kinds
+    (video_stream,) = [s for s in probe["streams"] if s["codec_type"] == "video"]
+    assert (video_stream["width"], video_stream["height"]) == (1280, 360)
+    assert abs(float(probe["format"]["duration"]) - manifest["duration_s"]) < 1.0
+    for at, codes in tile_codes(path, [5.0, 15.0, 25.0]).items():
+        assert sorted(codes) == [11, 22], (at, codes)

@@ -66,7 +66,10 @@ def stop_component(name: str) -> None:
 
 def start_components() -> None:
     """``scripts/infra.sh up`` starts what is not running, on its data (nothing wiped)."""
-    subprocess.run([str(REPO / "scripts/infra.sh"), "up"], check=True, capture_output=True, timeout=180)
+    # without the endpoints infra.env exported (with them set, infra.sh uses them as external servers)
+    external = ("KAFKA_BOOTSTRAP", "DATABASE_URL", "MINIO_ENDPOINT", "TURN_URL")
+    env = {k: v for k, v in os.environ.items() if k not in external}
+    subprocess.run([str(REPO / "scripts/infra.sh"), "up"], check=True, capture_output=True, timeout=180, env=env)
 
 
 def manifest_of(infra: Infra, done: dict[str, Any]) -> dict[str, Any]:

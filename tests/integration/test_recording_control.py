@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from producers.kafka import EventProducer
-from producers.recordings import RecordingAccepted, RecordingRequested, RecordingStopping
-from producers.sessions import RecordingCompleted, StartRecording, StopRecording
+from producers.recordings import CompositeRequested, RecordingAccepted, RecordingRequested, RecordingStopping
+from producers.sessions import RecordingCompleted, RecordingFailed, StartRecording, StopRecording
 from producers.topics import Topics
 from tests.harness import (
     API_SECRET,
@@ -132,4 +132,21 @@ async def test_start_list_stop_and_bad_input(stack: str, infra: Infra, topics: T
         await wait_for(stopped_by_close, 20, "room close stops the recording")
         r = await client.post(f"/v1/rooms/{room}/recordings", headers=recorder)
         assert r.status_code == 404
+
+        # a failed recording has no composite: 409, nothing written
+        await producer.send(topics.name("recording.events"), RecordingFailed.new(
+            room_id=room, recording_id=second, error="test: recorder gone"))
+
+        async def failed() -> bool:
+            got = (await client.get(f"/v1/recordings/{second}", headers=recorder)).json()
+            return bool(got["status"] == "failed" and got["error"] == "test: recorder gone")
+        await wait_for(failed, 20, "row failed")
+        r = await client.post(f"/v1/recordings/{second}/composite", json={"layout": "grid"}, headers=recorder)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "recording_not_completed"
+        r = await client.post(f"/v1/recordings/{second}/composite", json={"layout": "mosaic"}, headers=recorder)
+        assert r.status_code == 400
+        r = await client.post(f"/v1/recordings/{recording_id}/composite", headers=joiner)
+        assert r.status_code == 403
+        intents = await read_events(infra.kafka, topics.name("recording.intents"))
+        assert not of_type(intents, CompositeRequested)
 

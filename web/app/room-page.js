@@ -4,6 +4,7 @@ import { openMedia, openScreen } from "../sdk/devices.js";
 import { Room } from "../sdk/room.js";
 import { ChatPanel } from "./chat.js";
 import { Grid } from "./grid.js";
+import { RecordingPanel } from "./recording.js";
 import { requireSession, signalingUrls } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -17,6 +18,8 @@ const grid = new Grid($("grid"), $("audio"));
 const room = new Room({ urls: signalingUrls(), token: session.token, room: roomId, name: session.name, qualityIntervalMs: 1000 });
 window.roomlogPage = { room, grid, published: false, errors: [] };
 $("room-name").textContent = roomId;
+window.roomlogPage.recording = new RecordingPanel({ indicator: $("rec-indicator"), start: $("rec-start"), stop: $("rec-stop"),
+                                                    list: $("rec-list"), player: $("rec-player") }, room, roomId, session);
 
 const LABELS = { idle: "Idle", connecting: "Connecting", connected: "Connected", reconnecting: "Reconnecting",
                  ending: "Leaving", failed: "Failed", calling: "Calling", ringing: "Ringing" };
