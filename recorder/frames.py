@@ -134,11 +134,23 @@ class FrameAssembler:
                     self.needs_keyframe = False
                 out.append(frame)
                 continue
-            oldest = min(arrival for _, arrival in self._packets.values())
-            if not force and now - oldest < self.hold_s:
-                break
+            first = self._packets.get(self._next)
+            if not force and (first is None or self._start(first[0])):
+                age = self._hole_age(now)
+                if age is None or age < self.hold_s:
+                    break  # still arriving, or a hole still waiting for its retransmission
             self._skip()
         return out
+
+    def _hole_age(self, now: float) -> float | None:
+        """How long the first missing packet after ``_next`` has been missing (since the
+        first packet behind it arrived); None when nothing is missing."""
+        assert self._next is not None
+        seq = self._next
+        while seq in self._packets:
+            seq += 1
+        behind = [arrival for s, (_, arrival) in self._packets.items() if s > seq]
+        return now - min(behind) if behind else None
 
     def _skip(self) -> None:
         """Give up the frame at ``_next``: resume at the next frame start after it."""

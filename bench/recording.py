@@ -1,0 +1,246 @@
+"""``python -m bench.recording --json``: what the recorder costs and how fast it finishes.
+
+- ``tracks_per_core``: the recorder's media path (RTP packets → :class:`FrameAssembler` →
+  :class:`TrackWriter` WebM segments, codec copy) for a 720p VP8 track at ~1.35 Mbit/s plus
+  an Opus track, timed on one core: real-time seconds of media per CPU second, times two
+  tracks. It leaves out aiortc's receive path (ICE, DTLS/SRTP decrypt, RTCP), which a live
+  recorder pays too; ``baseline_copy_tracks_per_core`` is a plain read+write of the same
+  bytes for comparison.
+- ``stop_to_listed_p50_ms`` / ``_p99_ms``: from stop (open segments closed) to every object
+  (segments, one file per track, ``manifest.json``) listed in MinIO: waiting uploads drained,
+  tracks remuxed and uploaded, manifest written. ``--tracks`` tracks of ``--seconds`` each.
+- ``composite_speed_x``: a 2×2 grid at 720p rendered from four 720p VP8 tracks + Opus by
+  ``recorder.composite`` (ffmpeg), as a multiple of real time.
+
+MinIO: ``MINIO_ENDPOINT`` (+ ``MINIO_ACCESS_KEY``/``MINIO_SECRET_KEY``) if set, else the
+benchmark starts its own servers (``bench.infra``). Progress on stderr, JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import os
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from aiortc.rtp import RtpPacket
+
+from bench.infra import _read_env_file, say, servers
+from client.synthetic import encode_pattern
+from recorder import composite
+from recorder.assemble import assemble, recording_prefix
+from recorder.frames import FrameAssembler
+from recorder.segments import Segment, TrackWriter
+from recorder.uploads import Upload, Uploader, minio_client
+
+FPS = 30
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def vp8_720p(seconds: float, bitrate: int = 1_350_000) -> list[tuple[bytes, bool]]:
+    enc = av.CodecContext.create("libvpx", "w")
+    enc.width, enc.height, enc.pix_fmt = 1280, 720, "yuv420p"
+    enc.time_base = fractions.Fraction(1, FPS)
+    enc.bit_rate = bitrate
+    enc.options = {"deadline": "realtime", "cpu-used": "8", "g": "90"}
+    frames = []
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 40, (720 * 3 // 2, 1280), dtype=np.uint8)
+    for i in range(int(seconds * FPS)):
+        picture = encode_pattern(1280, 720, 1, i) // 2 + np.roll(noise, i * 3, axis=1)  # motion and texture
+        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+        frame.pts = i
+        frames += [(bytes(p), p.is_keyframe) for p in enc.encode(frame)]
+    frames += [(bytes(p), p.is_keyframe) for p in enc.encode(None)]
+    return frames
+
+
+def opus(seconds: float) -> list[bytes]:
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format = 48_000, "mono", "s16"
+    out = []
+    for i in range(int(seconds * 50)):
+        t = (np.arange(960) + i * 960) / 48_000
+        pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 48_000, i * 960
+        out += [bytes(p) for p in enc.encode(frame)]
+    return out
+
+
+def rtp_video(frames: list[tuple[bytes, bool]], mtu: int = 1100) -> list[RtpPacket]:
+    packets, seq = [], 0
+    for i, (data, _) in enumerate(frames):
+        chunks = [data[j:j + mtu] for j in range(0, len(data), mtu)]
+        for k, chunk in enumerate(chunks):
+            packets.append(RtpPacket(payload_type=96, marker=int(k == len(chunks) - 1),
+                                     sequence_number=seq & 0xFFFF, timestamp=i * 3000, ssrc=1,
+                                     payload=(b"\x10" if k == 0 else b"\x00") + chunk))
+            seq += 1
+    return packets
+
+
+def rtp_audio(payloads: list[bytes]) -> list[RtpPacket]:
+    return [RtpPacket(payload_type=111, sequence_number=i & 0xFFFF, timestamp=i * 960, ssrc=2, payload=p)
+            for i, p in enumerate(payloads)]
+
+
+def record(packets: list[RtpPacket], codec: str, spool: Path, segment_s: float) -> list[Segment]:
+    closed: list[Segment] = []
+    asm = FrameAssembler(codec)
+    writer = TrackWriter(f"p/{codec}", codec, spool, segment_s, 0, closed.append)
+    step = 1 / FPS if codec == "vp8" else 0.02
+    now = 0.0
+    for p in packets:
+        now += step / 4
+        for f in asm.add(p, now):
+            writer.write(f)
+    for f in asm.flush(now + 1):
+        writer.write(f)
+    writer.close_segment()
+    assert asm.lost == 0, f"{asm.lost} frames lost in the media path"
+    return closed
+
+
+def tracks_per_core(seconds: float, work: Path) -> dict[str, Any]:
+    say(f"encoding {seconds:.0f} s of 720p VP8 and Opus (the input, not timed)")
+    video, audio = vp8_720p(seconds), opus(seconds)
+    vbits = sum(len(d) for d, _ in video) * 8 / seconds
+    vp, ap = rtp_video(video), rtp_audio(audio)
+    start = cpu()
+    segments = record(vp, "vp8", work / "v", 10) + record(ap, "opus", work / "a", 10)
+    spent = cpu() - start
+    frames = sum(s.frames for s in segments)
+    assert frames == len(video) + len(audio), "every frame written"
+    start = cpu()
+    for p in vp + ap:  # baseline: touch and write the same bytes, no muxing
+        (work / "copy").open("ab").write(p.payload)
+    copy_spent = cpu() - start
+    return {"tracks_per_core": round(2 * seconds / spent, 1), "video_kbps": round(vbits / 1000),
+            "media_path_cpu_s": round(spent, 3), "baseline_copy_tracks_per_core": round(2 * seconds / copy_spent, 1),
+            "frames_written": frames, "frames_lost": 0}
+
+
+async def stop_to_listed(endpoint: str, access: str, secret: str, runs: int, tracks: int, seconds: float,
+                         work: Path) -> dict[str, Any]:
+    client = minio_client(endpoint, access, secret)
+    bucket = "roomlog-bench-recording"
+    done: list[Upload] = []
+
+    async def uploaded(u: Upload) -> None:
+        done.append(u)
+
+    async def failed(_: str, exc: Exception) -> None:
+        raise exc
+
+    uploader = Uploader(client, bucket, spool_limit_bytes=1 << 34, give_up_s=60, on_uploaded=uploaded,
+                        on_failed=failed)
+    await uploader.ensure_bucket()
+    runner = asyncio.create_task(uploader.run())
+    video = rtp_video(vp8_720p(seconds))
+    audio = rtp_audio(opus(seconds))
+    times = []
+    try:
+        for run in range(runs):
+            recording_id = f"bench-{uuid.uuid4().hex[:8]}"
+            prefix = recording_prefix("bench-room", recording_id)
+            spool = work / recording_id
+            all_segments: list[tuple[str, Segment]] = []
+            for t in range(tracks):
+                codec, packets = ("vp8", video) if t % 2 == 0 else ("opus", audio)
+                track_id = f"peer{t // 2}/{codec}"
+                for s in record(packets, codec, spool / str(t), seconds / 3):
+                    all_segments.append((track_id, s))
+                uploader.add(Upload(recording_id, f"{prefix}{track_id}/track.json",
+                                    data=json.dumps({"track_id": track_id, "codec": codec, "start_s": 0}).encode()))
+            # all but each track's last segment are uploaded while recording; stop starts here
+            last = {tid: max(s.index for t2, s in all_segments if t2 == tid) for tid, _ in all_segments}
+            for tid, s in all_segments:
+                if s.index != last[tid]:
+                    uploader.add(Upload(recording_id, f"{prefix}{tid}/{s.index}.webm", path=s.path))
+            await uploader.drained(recording_id)
+            stop = time.perf_counter()
+            for tid, s in all_segments:
+                if s.index == last[tid]:
+                    uploader.add(Upload(recording_id, f"{prefix}{tid}/{s.index}.webm", path=s.path))
+            await uploader.drained(recording_id)
+            manifest = await asyncio.to_thread(assemble, client, bucket, "bench-room", recording_id, None, "now")
+            names = {o.object_name for o in client.list_objects(bucket, prefix=prefix, recursive=True)}
+            times.append((time.perf_counter() - stop) * 1000)
+            want = {f"{prefix}manifest.json"} | {t["object_key"] for t in manifest["tracks"]}
+            assert want <= names, want - names
+            say(f"run {run + 1}/{runs}: stop → listed {times[-1]:.0f} ms ({len(names)} objects)")
+            shutil.rmtree(spool, ignore_errors=True)
+    finally:
+        runner.cancel()
+    times.sort()
+    p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+    return {"stop_to_listed_p50_ms": round(statistics.median(times)), "stop_to_listed_p99_ms": round(p99),
+            "stop_runs": runs, "stop_tracks": tracks, "stop_track_seconds": seconds}
+
+
+async def composite_speed(seconds: float, work: Path) -> dict[str, Any]:
+    say(f"composite: four {seconds:.0f} s 720p tracks + audio into a 2x2 grid")
+    inputs, tracks = [], []
+    video = rtp_video(vp8_720p(seconds))
+    for t in range(4):
+        segments = record(video, "vp8", work / f"c{t}", seconds + 1)
+        inputs.append(segments[0].path)
+        tracks.append({"kind": "camera", "codec": "vp8", "start_s": 0.0})
+    audio = record(rtp_audio(opus(seconds)), "opus", work / "ca", seconds + 1)
+    inputs.append(audio[0].path)
+    tracks.append({"kind": "microphone", "codec": "opus", "start_s": 0.0})
+
+    async def progress(_: float) -> None:
+        return None
+
+    render_s = await composite.render(inputs, tracks, "grid", seconds, work / "grid.mp4", progress)
+    return {"composite_speed_x": round(seconds / render_s, 2), "composite_render_s": round(render_s, 2),
+            "composite_seconds": seconds, "composite_output": "1280x720 H.264 + AAC"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.recording", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--seconds", type=float, default=20.0, help="media length for tracks_per_core")
+    parser.add_argument("--runs", type=int, default=20, help="stop → listed repetitions")
+    parser.add_argument("--tracks", type=int, default=4, help="tracks per recording for stop → listed")
+    parser.add_argument("--composite-seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    result: dict[str, Any] = {"cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
+        work = Path(tmp)
+        result.update(tracks_per_core(args.seconds, work))
+        result.update(asyncio.run(composite_speed(args.composite_seconds, work)))
+        endpoint = os.environ.get("MINIO_ENDPOINT")
+        if endpoint:
+            access, secret = os.environ.get("MINIO_ACCESS_KEY", "roomlog"), os.environ.get("MINIO_SECRET_KEY",
+                                                                                          "roomlog-secret")
+            result.update(asyncio.run(stop_to_listed(endpoint, access, secret, args.runs, args.tracks, 6, work)))
+        else:
+            with servers() as s:
+                env = _read_env_file(s.run_dir / "infra.env")
+                result.update(asyncio.run(stop_to_listed(env["MINIO_ENDPOINT"], env.get("MINIO_ACCESS_KEY", "roomlog"),
+                                                         env.get("MINIO_SECRET_KEY", "roomlog-secret"), args.runs,
+                                                         args.tracks, 6, work)))
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
