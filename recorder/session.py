@@ -79,6 +79,8 @@ class RoomRecording:
         self.taps = PacketTaps(self._on_packet)
         self.lost_frames = 0
         self.kinds: dict[tuple[str, str], str] = {}
+        #: Publications that ended; a track for the key starts again only on a new publication.
+        self.gone: set[tuple[str, str]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._on_segment_queued = on_segment_queued
 
@@ -119,6 +121,8 @@ class RoomRecording:
         track = self.tracks.get(key)
         if track is not None and not track.ended:
             return track
+        if key in self.gone:
+            return None  # packets still in flight after the peer left or the source was unpublished
         codec_info = tap.codec_of(packet.payload_type)
         if codec_info is None:
             return None
@@ -181,6 +185,7 @@ class RoomRecording:
         if track.ended:
             return
         track.ended = True
+        self.gone.add((str(track.meta.get("peer_id", "")), str(track.meta.get("source_id", ""))))
         for frame in track.assembler.flush(now):
             track.writer.write(frame)
         self.lost_frames += track.assembler.lost
@@ -200,7 +205,9 @@ class RoomRecording:
         now = time.time()
         if kind == "track-published":
             track = message.get("track", {})
-            self.kinds[(message["peer_id"], track.get("source_id", ""))] = track.get("kind", "")
+            key = (message["peer_id"], track.get("source_id", ""))
+            self.kinds[key] = track.get("kind", "")
+            self.gone.discard(key)
         elif kind == "track-unpublished":
             track = self.tracks.get((message["peer_id"], message["source_id"]))
             if track is not None:
