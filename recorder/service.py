@@ -225,6 +225,7 @@ class Recorder:
 
     async def _finish(self, run: Running) -> None:
         c = run.command
+        stopped_at = datetime.now(UTC).isoformat()  # the recording ends here, not when assembled
         if run.task is not None:
             with contextlib.suppress(Exception):
                 await run.task
@@ -237,7 +238,7 @@ class Recorder:
         try:
             manifest = await self._storage(
                 assemble, self.minio, self.settings.bucket, c.room_id, c.recording_id,
-                datetime.fromtimestamp(started, UTC).isoformat() if started else None, datetime.now(UTC).isoformat())
+                datetime.fromtimestamp(started, UTC).isoformat() if started else None, stopped_at)
         except Exception as exc:  # noqa: BLE001 - reported as the recording's failure
             await self.fail(c.recording_id, f"assembling the track files failed: {exc}")
             return

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from itertools import groupby
 from typing import Any
 
+import asyncpg
 from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
@@ -143,7 +144,9 @@ async def retrying(engine: AsyncEngine, apply: Callable[[AsyncConnection], Await
         try:
             async with engine.begin() as conn:
                 return await apply(conn)
-        except (OSError, DBAPIError) as exc:
+        except (OSError, DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # asyncpg raises some connect errors unwrapped (CannotConnectNowError while the
+            # server shuts down or starts)
             log.warning("projection failed, retrying in %.1fs: %s", delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

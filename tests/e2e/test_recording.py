@@ -91,6 +91,8 @@ async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, to
     store = minio(infra)
     manifest = json.loads(object_bytes(store, done["manifest"]["object_key"]))
     started_at = datetime.fromisoformat(manifest["started_at"]).timestamp()
+    stopped_at = datetime.fromisoformat(manifest["stopped_at"]).timestamp()
+    assert 0 <= stopped_at - stop_at < 3, "the recorder stops within seconds of the request"
     code_of = {"alice": 11, "bob": 22}
     for track in done["tracks"]:
         key = track["file"]["object_key"]
@@ -102,7 +104,7 @@ async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, to
         path.write_bytes(data)
         probe = ffprobe(path)
         (stream,) = probe["streams"]
-        wall = stop_at - started_at - track["start_s"]  # the recorder's time in the room for this track
+        wall = stopped_at - started_at - track["start_s"]  # the recorder's time in the room for this track
         duration = float(probe["format"]["duration"])
         assert abs(duration - wall) < 0.5, (track, duration, wall)
         assert abs(track["duration_s"] - duration) < 0.1
