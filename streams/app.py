@@ -260,15 +260,15 @@ def build(settings: StreamsSettings) -> Worker:
         driver.agents.append(DrivenAgent("projection", [topics.name("rtc.facts")], [], worker.project_facts))
         driver.agents.append(DrivenAgent("presence-projection", [topics.name("presence.facts")], [],
                                          worker.project_presence))
-        quality = QualityProjection(worker._engine, settings.quality_retention_days, settings.quality_prune_batch)
+        history = QualityProjection(worker._engine, settings.quality_retention_days, settings.quality_prune_batch)
         driver.agents.append(DrivenAgent("quality-projection", [topics.name("quality.samples")], [],
-                                         quality.samples))
+                                         history.samples))
         driver.agents.append(DrivenAgent("quality-decisions-projection", [topics.name("quality.facts")], [],
-                                         quality.decisions))
+                                         history.decisions))
 
         @app.timer(settings.quality_retention_interval_s)  # type: ignore[untyped-decorator]
         async def quality_retention() -> None:
-            await quality.prune()
+            await history.prune()
 
     @app.timer(settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def ticker() -> None:
