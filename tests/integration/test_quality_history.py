@@ -5,6 +5,7 @@ batches; ``GET /v1/rooms/{id}/quality`` answers admins and that room's tokens on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, make_url, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import make_engine
@@ -22,6 +23,7 @@ from producers.kafka import EventProducer
 from producers.media import EncodingsChanged, QualityDecided, QualitySample
 from producers.topics import Topics
 from streams.quality_projection import bucket_of, prune, write_decisions, write_samples
+from tests.e2e.tcp_proxy import TcpProxy
 from tests.harness import (
     Infra,
     Service,
@@ -219,3 +221,44 @@ async def test_room_quality_endpoint(infra: Infra, topics: Topics, api: str, eng
             assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_since", (bad, r.text)
         r = await http.get(f"{api}/v1/rooms/{other}/quality", headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "room_not_found"
+
+
+async def test_postgres_outage_delays_the_history_and_loses_nothing(
+        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
+        tmp_path: Path, engine: AsyncEngine) -> None:
+    url = make_url(infra.database_url)
+    proxy = await TcpProxy(url.port or 5432).start()
+    through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
+    worker = streams_service(infra, prefix, tmp_path)
+    worker.env["DATABASE_URL"] = through_proxy
+    services.append(worker.start())
+    room_id = unique("qh-")
+    b0 = bucket_of(datetime.now(UTC))
+    first = sample(room_id, b0, 1.0, packets=10)
+    try:
+        await producer.send(topics.name("quality.samples"), first)
+        await wait_for(lambda: stats(engine, room_id), 120, "the first sample projected")
+
+        await proxy.block()
+        during = [sample(room_id, b0 + timedelta(seconds=i), 3.0, packets=10) for i in (1, 2)]
+        decision = decided(room_id, b0 + timedelta(seconds=2), "mid", "high", 3.0)
+        for event in during:
+            await producer.send(topics.name("quality.samples"), event)
+        await producer.send(topics.name("quality.facts"), decision)
+        await asyncio.sleep(6)  # the worker retries meanwhile
+        [row] = await stats(engine, room_id)
+        assert row.samples == 1 and await decisions(engine, room_id) == []
+        assert worker.alive()
+
+        await proxy.unblock()
+
+        async def caught_up() -> bool:
+            rows = await stats(engine, room_id)
+            return bool(rows) and rows[0].samples == 3 and len(await decisions(engine, room_id)) == 1
+
+        await wait_for(caught_up, 60, "the samples and the decision written after the outage")
+        [row] = await stats(engine, room_id)
+        assert row.packets == 30 and row.loss_pct == Decimal("2.33")
+        assert "retrying" in worker.tail(400)
+    finally:
+        await proxy.close()
