@@ -143,8 +143,12 @@ class QualitySampler:
             else None)
 
     async def run(self, interval_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(interval_s)
+            due += interval_s  # on a fixed schedule: sampling time does not stretch the interval
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = max(due, loop.time() - interval_s)
             try:
                 for sample in await self.sample():
                     await self.producer.send_soon(self.topic, sample)

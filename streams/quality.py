@@ -144,6 +144,10 @@ def _remember(w: dict[str, Any], t: float, loss: float, config: QualityConfig) -
 
 
 def _forget_stale(state: dict[str, Any], t: float, config: QualityConfig) -> None:
+    """Drop windows without a sample for ``forget_after_s`` (looked for every 10 s of sample time)."""
+    if t - state.get("swept", float("-inf")) < 10.0:
+        return
+    state["swept"] = t
     windows = state["w"]
     for key in [k for k, w in windows.items() if w.get("seen", t) < t - config.forget_after_s]:
         del windows[key]
