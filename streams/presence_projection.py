@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,7 +54,7 @@ async def project_presence(engine: AsyncEngine, raw: Sequence[bytes]) -> None:
             async with engine.begin() as conn:
                 await conn.execute(UPSERT, batch)
             return
-        except (DBAPIError, OSError) as exc:
+        except (DBAPIError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("presence projection retry in %.1fs: %s", delay, exc)
             await asyncio.sleep(delay)
             delay = min(5.0, delay * 2)

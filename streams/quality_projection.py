@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import asyncpg
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
@@ -159,7 +160,8 @@ async def retrying(engine: AsyncEngine, what: str, work: Callable[[AsyncConnecti
         try:
             async with engine.begin() as conn:
                 return await work(conn)
-        except (OSError, DBAPIError) as exc:
+        except (OSError, DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # asyncpg raises CannotConnectNowError unwrapped while Postgres shuts down or starts
             log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -34,6 +34,14 @@ from tests.harness import Infra, Service, of_type, read_events, unique, wait_for
 RECORD_S = 30
 
 
+def packet_times_increase(path: Path) -> bool:
+    """Every packet of the file has a later timestamp than the one before (no frame twice)."""
+    import av
+    with av.open(str(path)) as container:
+        pts = [p.pts for p in container.demux(container.streams[0]) if p.pts is not None]
+    return all(b > a for a, b in zip(pts, pts[1:], strict=False))
+
+
 async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, topics: Topics, prefix: str,
                                                                 producer: EventProducer, services: list[Service],
                                                                 tmp_path: Path) -> None:
@@ -114,7 +122,11 @@ async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, to
             codes = {c for c, _ in frames}
             assert codes == {code_of[track["identity"]]}, codes
             counters = [n for _, n in frames]
-            assert counters == sorted(counters) and len(set(counters)) == len(counters)
+            # a compressed pattern can be misread by one (a flipped low bit): tolerate two
+            # misreads, never a reordering or a run of repeated frames
+            misread = len(counters) - len(set(counters))
+            assert counters == sorted(counters) and misread <= 2, f"{misread} repeated counters"
+            assert packet_times_increase(path)
             sent = counters[-1] - counters[0] + 1  # what the publisher sent over the file's span
             assert int(stream["nb_read_frames"]) == len(frames) == track["frames"]
             assert sent - len(frames) <= 2, f"{sent - len(frames)} of {sent} frames missing"
