@@ -78,6 +78,7 @@ class RoomRecording:
         self.room: Room | None = None
         self.taps = PacketTaps(self._on_packet)
         self.lost_frames = 0
+        self.closed = False
         self.kinds: dict[tuple[str, str], str] = {}
         #: Publications that ended; a track for the key starts again only on a new publication.
         self.gone: set[tuple[str, str]] = set()
@@ -96,17 +97,19 @@ class RoomRecording:
         self._poller = asyncio.create_task(self._poll())
 
     async def close(self, *, keep_open_segment: bool = True) -> None:
-        """Leave the room and close every track (its last segment is queued for upload)."""
+        """Close every track (its last segment is queued for upload), then leave the room:
+        nothing received after the stop is written."""
         if self._poller is not None:
             self._poller.cancel()
+        now = time.time()
+        for track in self.tracks.values():
+            self._end(track, now, keep_open_segment)
+        self.closed = True
         if self.room is not None:
             try:
                 await asyncio.wait_for(self.room.leave(), 10)
             except (TimeoutError, OSError):
                 await self.room.close()
-        now = time.time()
-        for track in self.tracks.values():
-            self._end(track, now, keep_open_segment)
 
     def decoding(self) -> bool:
         return self.taps.decoding()
@@ -155,6 +158,8 @@ class RoomRecording:
         return track
 
     async def _on_packet(self, tap: InboundTap, source: dict[str, Any], packet: RtpPacket, now: float) -> None:
+        if self.closed:
+            return
         track = self._track_for(tap, source, packet)
         if track is None:
             return

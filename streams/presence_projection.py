@@ -12,15 +12,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.models import Presence
 from producers.catalog import decode
 from producers.errors import DecodeError
 from producers.sessions import PresenceChanged
+from streams.projection import POSTGRES_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ async def project_presence(engine: AsyncEngine, raw: Sequence[bytes]) -> None:
             async with engine.begin() as conn:
                 await conn.execute(UPSERT, batch)
             return
-        except (DBAPIError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_UNAVAILABLE as exc:
             log.warning("presence projection retry in %.1fs: %s", delay, exc)
             await asyncio.sleep(delay)
             delay = min(5.0, delay * 2)

@@ -32,6 +32,11 @@ from producers.rtc import (
 )
 
 Statement = Any
+#: What a projection retries on: Postgres down, starting or shutting down. asyncpg raises
+#: some of these unwrapped (CannotConnectNowError while the server shuts down or starts,
+#: InternalClientError on a connection broken mid-query).
+POSTGRES_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError, DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 log = logging.getLogger(__name__)
 
 
@@ -144,9 +149,8 @@ async def retrying(engine: AsyncEngine, apply: Callable[[AsyncConnection], Await
         try:
             async with engine.begin() as conn:
                 return await apply(conn)
-        except (OSError, DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # asyncpg raises some connect errors unwrapped (CannotConnectNowError while the
-            # server shuts down or starts)
+        except POSTGRES_UNAVAILABLE as exc:
             log.warning("projection failed, retrying in %.1fs: %s", delay, exc)
+            await engine.dispose()  # drop pooled connections a restart broke
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

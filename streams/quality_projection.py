@@ -26,11 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import asyncpg
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.models import QualityDecision
@@ -39,6 +37,7 @@ from producers.catalog import decode
 from producers.envelope import Event, utcnow
 from producers.errors import DecodeError
 from producers.media import QualityDecided, QualitySample
+from streams.projection import POSTGRES_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +159,7 @@ async def retrying(engine: AsyncEngine, what: str, work: Callable[[AsyncConnecti
         try:
             async with engine.begin() as conn:
                 return await work(conn)
-        except (OSError, DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_UNAVAILABLE as exc:
             # asyncpg raises CannotConnectNowError unwrapped while Postgres shuts down or starts
             log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
             await asyncio.sleep(delay)
