@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
@@ -181,6 +182,20 @@ def parse(records: Sequence[ConsumerRecord], kind: type[T]) -> list[T]:
     return out
 
 
+def parse_samples(records: Sequence[ConsumerRecord]) -> list[QualitySample]:
+    """The samples of a batch, validated as ``QualitySample`` directly (the catalog's union
+    of every event type costs about a third more per record); anything else is skipped."""
+    out: list[QualitySample] = []
+    for record in records:
+        if record.value is None:
+            continue
+        try:
+            out.append(QualitySample.model_validate_json(record.value))
+        except ValidationError:
+            continue
+    return out
+
+
 class Projected:
     """A projection batch: in Postgres when the handler returns, nothing left to wait for."""
 
@@ -200,7 +215,7 @@ class QualityProjection:
     prune_batch: int = 5000
 
     async def samples(self, records: Sequence[ConsumerRecord]) -> Projected:
-        batch = parse(records, QualitySample)
+        batch = parse_samples(records)
         await retrying(self.engine(), "quality samples projection", lambda conn: write_samples(conn, batch))
         metrics.STREAMS_QUALITY_PROJECTED.labels("samples").inc(len(batch))
         return Projected()
