@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rooms", type=int, default=2_000, help="rooms the legs are spread over")
     p.add_argument("--batch", type=int, default=500, help="samples per statement in the db phase")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds the worker phase may take")
+    p.add_argument("--phases", default="db,projection,worker", help="which phases to run (comma-separated)")
     return p.parse_args(argv)
 
 
@@ -178,9 +179,13 @@ async def measure(args: argparse.Namespace, srv: Servers) -> dict[str, Any]:
     workdir = srv.run_dir / "work" / f"quality-history-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
     result: dict[str, Any] = {}
-    result.update(await db_phase(srv.database_url, args))
-    result.update(await projection_phase(srv.kafka, srv.database_url, args))
-    result.update(await worker_phase(srv.kafka, srv.database_url, args, workdir))
+    phases = set(args.phases.split(","))
+    if "db" in phases:
+        result.update(await db_phase(srv.database_url, args))
+    if "projection" in phases:
+        result.update(await projection_phase(srv.kafka, srv.database_url, args))
+    if "worker" in phases:
+        result.update(await worker_phase(srv.kafka, srv.database_url, args, workdir))
     loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])  # noqa: ASYNC240 - procfs
     result.update(machine={**machine(), "loadavg_at_end": loadavg},
                   config={k: v for k, v in vars(args).items() if k != "json"})
