@@ -36,6 +36,7 @@ from api.signaling import (
     Ping,
     PresenceSubscribe,
     Publish,
+    QualityReport,
     SignalingError,
     Subscribe,
     SubscriberAnswer,
@@ -47,6 +48,7 @@ from api.signaling import (
 from api.tokens import Claims
 from producers.errors import InvalidChatText
 from producers.fields import Grant, RoomType, SourceKind, TrackInfo, chat_text
+from producers.media import ClientLeg, QualitySample
 from producers.rtc import (
     ChatMessageRequested,
     ConnectionLost,
@@ -69,6 +71,8 @@ router = APIRouter()
 CLOSE_UNAUTHORIZED = 4001
 RATE_PER_S = 50.0
 RATE_BURST = 100.0
+#: At most one ``quality-report`` per this many seconds per connection (accepted reports count).
+QUALITY_REPORT_INTERVAL_S = 2.0
 
 
 class Connection:
@@ -94,6 +98,9 @@ class Connection:
         self._send_lock = asyncio.Lock()
         self._tokens = RATE_BURST
         self._last = time.monotonic()
+        #: The clock of the quality-report rate (a test may set its own).
+        self.clock: Callable[[], float] = time.monotonic
+        self._last_report = float("-inf")
         self.handlers: dict[type[Message], Callable[[Any], Awaitable[None]]] = {
             Join: self.on_join, Publish: self.on_publish, SubscriberAnswer: self.on_subscriber_answer,
             Unpublish: self.on_unpublish,
@@ -101,6 +108,7 @@ class Connection:
             IceRestart: self.on_ice_restart, IceCandidate: self.on_ice_candidate, Ping: self.on_ping,
             Leave: self.on_leave, P2PDescription: self.on_p2p_description, CallAnswer: self.on_call_answer,
             PresenceSubscribe: self.on_presence_subscribe, Chat: self.on_chat,
+            QualityReport: self.on_quality_report,
         }
 
     # --- outbound ----------------------------------------------------------------
@@ -297,6 +305,20 @@ class Connection:
         await self._publish(ChatMessageRequested.new(
             room_id=room, peer_id=peer, text=text, gateway_id=self.svc.settings.gateway_id,
             session_id=self.session_id, correlation_id=m.request_id))
+
+    async def on_quality_report(self, m: QualityReport) -> None:
+        """The client's getStats summary: one client ``QualitySample``; no answer when accepted."""
+        room, peer = self._joined(m.request_id)
+        now = self.clock()
+        if now - self._last_report < QUALITY_REPORT_INTERVAL_S:
+            raise SignalingError("rate_limited", f"at most one quality-report per {QUALITY_REPORT_INTERVAL_S:g} s",
+                                 m.request_id)
+        self._last_report = now
+        up = m.uplink
+        await self.svc.publish("quality.samples", QualitySample.new(
+            room_id=room, peer_id=peer, leg="client", source="client", loss_pct=up.loss_pct, rtt_ms=up.rtt_ms,
+            jitter_ms=up.jitter_ms, bitrate_kbps=up.bitrate_kbps, level=up.level,
+            downlink=[ClientLeg(**leg.model_dump()) for leg in m.downlink], correlation_id=m.request_id))
 
     async def on_ping(self, m: Ping) -> None:
         await self.send({"type": "pong", "request_id": m.request_id})

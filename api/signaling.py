@@ -10,7 +10,7 @@ import json
 from typing import Annotated, Any, Literal, Union
 
 from aiortc.sdp import SessionDescription
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from producers.fields import Id, Layer, SourceKind
 
@@ -133,25 +133,95 @@ class Leave(Message):
     type: Literal["leave"]
 
 
+#: ``quality-report``: the most remote sources one report may describe (``QualitySample.downlink``).
+MAX_DOWNLINK = 64
+#: Gateway-side bounds of a report's numbers (all finite, none negative).
+MAX_MS = 60_000.0
+MAX_KBPS = 1_000_000.0
+MAX_COUNT = 10_000_000
+
+Pct = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Ms = Annotated[float, Field(ge=0, le=MAX_MS, allow_inf_nan=False)]
+Kbps = Annotated[float, Field(ge=0, le=MAX_KBPS, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+
+class _Strict(BaseModel):
+    """Numbers are JSON numbers (no strings, no booleans), finite, never negative."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class Uplink(_Strict):
+    """The client's publisher connection over the last interval."""
+
+    loss_pct: Pct = 0.0
+    rtt_ms: Ms = 0.0
+    jitter_ms: Ms = 0.0
+    bitrate_kbps: Kbps = 0.0
+    #: The network-quality level the client shows for its uplink; null when it publishes nothing.
+    level: Annotated[int, Field(ge=1, le=6)] | None = None
+
+
+class DownlinkLeg(_Strict):
+    """One remote source as the client receives it (``producers.media.ClientLeg``)."""
+
+    peer_id: Id
+    source_id: Id
+    kind: Literal["audio", "video"] = "video"
+    loss_pct: Pct = 0.0
+    jitter_ms: Ms = 0.0
+    bitrate_kbps: Kbps = 0.0
+    packets: Count = 0
+    frames_decoded: Count = 0
+    silent_s: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)] = 0.0
+
+
+class QualityReport(Message):
+    """A client's own getStats summary, at most one per 2 s per connection."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    type: Literal["quality-report"]
+    uplink: Uplink
+    downlink: Annotated[list[DownlinkLeg], Field(max_length=MAX_DOWNLINK, default_factory=list)]
+
+    @model_validator(mode="after")
+    def _one_leg_per_source(self) -> QualityReport:
+        legs = [(leg.peer_id, leg.source_id) for leg in self.downlink]
+        if len(set(legs)) != len(legs):
+            raise ValueError("downlink names a source twice")
+        return self
+
+
 ClientMessage = Annotated[Union[Join, Publish, Unpublish, SubscriberAnswer, Subscribe, Unsubscribe, Mute,  # noqa: UP007
                                 IceRestart, IceCandidate, Ping, Leave, P2PDescription, CallAnswer,
-                                PresenceSubscribe, Chat], Field(discriminator="type")]
+                                PresenceSubscribe, Chat, QualityReport], Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 TYPES = {"join", "publish", "unpublish", "subscriber-answer", "subscribe", "unsubscribe", "mute", "unmute",
          "ice-restart", "ice-candidate", "ping", "leave", "p2p-offer", "p2p-answer", "call-accept", "call-reject",
-         "call-cancel", "call-hangup", "presence-subscribe", "chat"}
+         "call-cancel", "call-hangup", "presence-subscribe", "chat", "quality-report"}
+
+
+def _refuse_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, though Python's parser takes them."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def parse_message(text: str) -> Message:
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise SignalingError("invalid_message", f"not JSON: {exc.msg}") from None
+    except ValueError as exc:
+        raise SignalingError("invalid_message", f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise SignalingError("invalid_message", "a message is a JSON object")
     request_id = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
     if raw.get("type") not in TYPES:
         raise SignalingError("unknown_type", f"unknown message type {raw.get('type')!r}", request_id)
+    if raw["type"] == "quality-report":
+        _check_report_size(raw, request_id)
     try:
         message: Message = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
@@ -159,6 +229,14 @@ def parse_message(text: str) -> Message:
         where = ".".join(str(p) for p in first["loc"][1:])
         raise SignalingError("invalid_message", f"{where}: {first['msg']}", request_id) from None
     return message
+
+
+def _check_report_size(raw: dict[str, Any], request_id: str | None) -> None:
+    """Refuse an oversized ``downlink`` before a single leg is validated."""
+    downlink = raw.get("downlink")
+    if isinstance(downlink, list) and len(downlink) > MAX_DOWNLINK:
+        raise SignalingError("invalid_message",
+                             f"downlink: at most {MAX_DOWNLINK} sources, not {len(downlink)}", request_id)
 
 
 def check_sdp(sdp: str, kind: Literal["offer", "answer"], request_id: str | None,

@@ -8,8 +8,8 @@ off, so the figure is the agent's own):
    ``rtc.intents`` to ``rtc.facts``), draining a backlog → ``baseline_events_per_s``.
 2. ``max``: rooms are laid down as facts (a publisher with three camera layers and
    subscribers, placed on a node), then a backlog of node samples; each subscriber's loss
-   goes 30 % (pause), 0 % (resume after 10 s of sample time), ... 30 % (pause again). The
-   decisions the agent must take are known in advance (``streams.quality_agent.replay``
+   goes 30 % (pause), then 0 % for a minute of sample time (resumed after 10 s), and again. The
+   decisions (two per subscriber-minute) are known in advance (``streams.quality_agent.replay``
    of the same samples); the phase ends when the last of them is on ``quality.facts``
    → ``samples_per_s`` (samples / seconds from the first decision to the last).
 3. ``latency``: samples offered at ``--rate``/s (default 2,000) with loss steps; for every
@@ -49,8 +49,9 @@ from streams.quality_agent import replay
 
 TARGETS = {"samples_per_s": 20_000, "p99_ms": 500}
 LAYERS: list[Layer] = ["high", "low", "mid"]
-#: one cycle of a subscriber's loss (samples 2 s apart): pause, resume after 10 s, pause
-CYCLE = [30.0] + [0.0] * 7 + [30.0]
+#: one minute of a subscriber's loss (samples 2 s apart): a bad spell that pauses its video,
+#: resumed 10 s later, then clean: two decisions a minute, a busy network for a quality loop
+CYCLE = [30.0] + [0.0] * 29
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,8 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout (default: indented)")
     parser.add_argument("--rooms", type=int, default=200, help="rooms (default 200)")
     parser.add_argument("--subscribers", type=int, default=9, help="subscribers per room (default 9)")
-    parser.add_argument("--cycles", type=int, default=12, help="loss cycles per subscriber in the max phase "
-                        "(default 12: 200 rooms x 9 x 9 x 12 = 194,400 samples)")
+    parser.add_argument("--cycles", type=int, default=4, help="minutes of samples per subscriber in the max "
+                        "phase (default 4: 200 rooms x 9 subscribers x 30 x 4 = 216,000 samples)")
     parser.add_argument("--rate", type=float, default=2000.0, help="offered samples/s in the latency phase")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of the latency phase")
     parser.add_argument("--baseline-events", type=int, default=30000, help="backlog of the echo baseline")

@@ -15,7 +15,12 @@ hole too. :class:`RecoveringJitterBuffer` behaves as libwebrtc's receiver does:
 * a keyframe (VP8, H.264) arriving behind a hole starts afresh: the packets before it are
   dropped, so the decoder resumes at once.
 
-:func:`recover_losses` puts one into a video ``RTCRtpReceiver``. Nothing else in the client
+:func:`recover_losses` puts one into a video ``RTCRtpReceiver``.
+
+Dynacast (:func:`set_sending`): an ``RTCRtpSender`` stops sending (it keeps reading its
+track and drops the frames unencoded, aiortc's own behaviour for a disabled sender, so a
+paced track does not burst when it resumes) and starts again with a keyframe (aiortc's
+answer to a PLI). Nothing else in the client
 may use an aiortc name that starts with an underscore; :func:`check_internals` (run by
 the tests) names what moved when aiortc is upgraded.
 """
@@ -28,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCRtpReceiver
+from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
@@ -64,6 +69,31 @@ def check_internals(receiver: RTCRtpReceiver) -> None:
     missing += [f"JitterBuffer.{n}" for n in BUFFER_INTERNALS if buffer is not None and not hasattr(buffer, n)]
     if missing:
         raise AiortcInternalsChanged("aiortc internals missing: " + ", ".join(missing))
+
+
+SENDER_INTERNALS = ("_enabled", "_send_keyframe")
+
+
+def check_sender_internals(sender: RTCRtpSender) -> None:
+    """Raise :class:`AiortcInternalsChanged` if the sender lacks what :func:`set_sending` uses."""
+    missing = [f"RTCRtpSender.{n}" for n in SENDER_INTERNALS if not hasattr(sender, n)]
+    if missing:
+        raise AiortcInternalsChanged("aiortc internals missing: " + ", ".join(missing))
+
+
+def set_sending(sender: RTCRtpSender, on: bool) -> None:
+    """Stop sending RTP on ``sender`` (frames are read and dropped before the encoder), or start
+    again with the next frame encoded as a keyframe. A renegotiation of the sender's connection
+    resets it to sending (aiortc sets it from the negotiated direction)."""
+    check_sender_internals(sender)
+    if on and not sender._enabled:
+        sender._send_keyframe()  # before enabling: the next frame encoded sees both
+    sender._enabled = on
+
+
+def is_sending(sender: RTCRtpSender) -> bool:
+    check_sender_internals(sender)
+    return bool(sender._enabled)
 
 
 def _newer(a: int, b: int) -> bool:

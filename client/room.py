@@ -7,6 +7,12 @@ SDK rejoins and republishes by itself; when the socket drops it resumes the peer
 joins again when the server no longer has it. Received video recovers from a packet nobody
 could retransmit within a fraction of a second (``client.aiortc_glue``). ``send_chat`` posts
 to the room's chat; every peer gets each message as a ``("chat", ChatMessage)`` event.
+
+Quality (docs/web.md, "Network-quality level"): every ``REPORT_INTERVAL_S`` the SDK reads
+its connections' stats, sends a ``quality-report`` and updates ``room.quality`` (uplink and
+per remote participant levels 1-6 with loss/RTT/bitrate); a change of any level emits
+``("quality", RoomQuality)``. Dynacast: an ``encodings`` message stops the encodings of a
+source it does not list and starts the listed ones again, each with a keyframe.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from client.aiortc_glue import recover_losses
+from client.aiortc_glue import is_sending, recover_losses, set_sending
+from client.quality import RoomQuality
+from client.quality_tracker import QualityTracker
 from client.signaling import RoomError, Signaling
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,11 @@ class ChatMessage:
 
 #: How many chat message ids a room remembers to drop a re-delivered message.
 CHAT_SEEN = 512
+#: Seconds between two ``quality-report``s: the gateway takes at most one per 2 s, and this
+#: margin keeps network jitter from bringing two closer than that.
+REPORT_INTERVAL_S = 2.05
+#: ``request_id`` prefix of quality reports: their refusals are not room errors.
+REPORT_ID = "quality-"
 
 Listener = Callable[[str, Any], Awaitable[None] | None]
 
@@ -97,6 +110,21 @@ def rtc_configuration(ice_servers: list[dict[str, Any]], policy: str = "all") ->
                for s in ice_servers]
     return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy(policy),
                             bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
+def apply_encodings(senders: list[tuple[LocalTrack, RTCRtpTransceiver]], message: dict[str, Any]) -> list[str] | None:
+    """Dynacast (an ``encodings`` message): each video encoding of the source sends RTP only if
+    its layer is listed in ``active`` (``single`` for a one-encoding source); one started again
+    begins with a keyframe. Microphones are never stopped. Returns the active list (None if the
+    message is malformed)."""
+    source_id, active = message.get("source_id"), message.get("active")
+    if not isinstance(source_id, str) or not isinstance(active, list):
+        return None
+    layers = [str(a) for a in active]
+    for local, transceiver in senders:
+        if local.source_id == source_id and local.kind != "microphone":
+            set_sending(transceiver.sender, local.layer in layers)
+    return layers
 
 
 @dataclass
@@ -134,6 +162,13 @@ class Room:
         self._chat_seen: deque[str] = deque(maxlen=CHAT_SEEN)
         self._closed = False
         self._lock = asyncio.Lock()
+        self._tracker = QualityTracker()
+        self._quality_task: asyncio.Task[None] | None = None
+        self._reports = 0
+        #: Refusals of our quality reports by code (``rate_limited`` should stay rare).
+        self.report_errors: dict[str, int] = {}
+        #: Dynacast: the encodings streams last asked us to send, per source.
+        self.encodings: dict[str, list[str]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -147,6 +182,7 @@ class Room:
                    ice_transport_policy=ice_transport_policy)
         await self._signaling.open()
         await self._join()
+        self._quality_task = asyncio.create_task(self._quality_loop(), name="roomlog-quality")
         return self
 
     async def _join(self, resume: bool = False) -> None:
@@ -166,6 +202,10 @@ class Room:
 
     async def close(self) -> None:
         self._closed = True
+        if self._quality_task is not None:
+            self._quality_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._quality_task
         await self._signaling.close()
         for pc in (self._publisher, self._subscriber):
             if pc is not None:
@@ -202,6 +242,7 @@ class Room:
         self._log_states(pc, "publisher")
         transceivers = [pc.addTransceiver(t.track, direction="sendonly") for t in self._published]
         self._senders = list(zip(self._published, transceivers, strict=True))
+        self.encodings.clear()  # a fresh connection sends every encoding until streams say otherwise
         await pc.setLocalDescription(await pc.createOffer())
         specs = [{"source_id": t.source_id, "kind": t.kind, "layer": t.layer, "mid": tr.mid}
                  for t, tr in zip(self._published, transceivers, strict=True)]
@@ -315,18 +356,67 @@ class Room:
         posted = await self._signaling.request({"type": "chat", "text": text}, {"chat"}, timeout=timeout)
         return ChatMessage.from_message(posted)
 
+    # --- quality and dynacast --------------------------------------------------------
+
+    @property
+    def quality(self) -> RoomQuality:
+        """The uplink and each remote participant's level, loss, RTT and bitrate."""
+        return self._tracker.quality
+
+    async def _quality_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(REPORT_INTERVAL_S)
+            try:
+                before = self.quality.levels()
+                report = await self._tracker.sample(
+                    [t.sender for _, t in self._senders], self._subscriber, self._offered, self.peers, loop.time())
+                if self.peer_id is not None and self._signaling.connected:
+                    self._reports += 1
+                    await self._signaling.send({**report, "request_id": f"{REPORT_ID}{self._reports}"})
+                if self.quality.levels() != before:
+                    await self._emit("quality", self.quality)
+            except Exception:  # noqa: BLE001 - one bad sample must not end the loop
+                log.exception("quality sample failed", extra={"peer_id": self.peer_id, "room_id": self.room})
+
+    async def _on_quality(self, message: dict[str, Any]) -> None:
+        before = self.quality.levels()
+        self._tracker.on_decision(message, self.peers)
+        if self.quality.levels() != before:
+            await self._emit("quality", self.quality)
+
+    def _on_encodings(self, message: dict[str, Any]) -> None:
+        active = apply_encodings(self._senders, message)
+        if active is not None:
+            self.encodings[message["source_id"]] = active
+
+    def sending(self, source_id: str) -> dict[str, bool]:
+        """Per layer of ``source_id``: whether its sender sends RTP (dynacast)."""
+        return {local.layer: is_sending(t.sender) for local, t in self._senders if local.source_id == source_id}
+
     # --- server messages -------------------------------------------------------------
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type", "")
+        if kind == "error" and str(message.get("request_id") or "").startswith(REPORT_ID):
+            code = str(message.get("code"))
+            self.report_errors[code] = self.report_errors.get(code, 0) + 1
+            log.debug("quality report refused: %s %s", code, message.get("message"))
+            return
+        if kind == "quality":
+            await self._on_quality(message)
+        elif kind == "encodings":
+            self._on_encodings(message)
         if kind == "subscriber-offer":
             await self._on_subscriber_offer(message)
         elif kind == "peer-joined" or kind == "peer-updated":
             self.peers[message["peer"]["peer_id"]] = message["peer"]
         elif kind == "peer-left":
             self.peers.pop(message["peer_id"], None)
+            self._tracker.forget(message["peer_id"])
         elif kind == "track-unpublished":
             self.remote.pop((message["peer_id"], message["source_id"]), None)
+            self._tracker.forget(message["peer_id"], message["source_id"])
         elif kind == "reconnect":
             asyncio.ensure_future(self._move_to_new_node())
         elif kind == "chat":

@@ -51,6 +51,11 @@ class Signaling:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
 
+    @property
+    def connected(self) -> bool:
+        """The socket is open and read (not closed, not lost)."""
+        return self._ws is not None and self._reader is not None and not self._reader.done() and not self.closing
+
     async def send(self, message: dict[str, Any]) -> None:
         await self._ws.send(json.dumps(message))
 
