@@ -23,7 +23,7 @@ import pytest
 from client import LocalTrack, Room
 from client.synthetic import PatternVideoTrack, ToneAudioTrack
 from producers.kafka import EventProducer
-from producers.media import QualityDecided, QualitySample
+from producers.media import EncodingsChanged, QualityDecided, QualitySample
 from producers.topics import Topics
 from streams.quality_agent import replay
 from tests.e2e.media import Watcher
@@ -43,6 +43,15 @@ class Call:
     w2: Watcher
     infra: Infra
     topics: Topics
+
+    async def facts(self) -> list[str]:
+        """The room's quality facts, short, for failure messages."""
+        names = {self.s1.peer_id: "S1", self.s2.peer_id: "S2", self.publisher.peer_id: "pub"}
+        return [f"{e.occurred_at:%H:%M:%S.%f} {names.get(e.peer_id)} "
+                + (f"{e.previous}->{e.layer} {e.reason} {e.loss_pct}%" if isinstance(e, QualityDecided)
+                   else f"encodings {e.active}" if isinstance(e, EncodingsChanged) else e.type)
+                for e in await read_events(self.infra.kafka, self.topics.name("quality.facts"))
+                if getattr(e, "room_id", None) == self.room_id]
 
     async def decisions(self, peer: Room) -> list[QualityDecided]:
         return [d for d, _ in await self.decisions_logged(peer)]
@@ -242,7 +251,10 @@ async def test_dynacast_stops_encodings_nobody_receives_and_starts_them_again(ca
     # the same publisher with every encoding on, for the comparison (a subscriber on high)
     await c.s2.subscribe("cam", "high")
     asked = time.monotonic()
-    await wait_for(lambda: c.publisher.sending("cam")["high"], 10, "high sending again", interval=0.02)
+    try:
+        await wait_for(lambda: c.publisher.sending("cam")["high"], 10, "high sending again", interval=0.02)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; quality facts: {await c.facts()}") from None
     restarted = time.monotonic() - asked
     assert restarted <= 1.0, f"high sending again {restarted:.2f} s after a subscriber asked for it"
     await wait_for(lambda: layer_seen(c.w2) == "high", 5, "S2 decoding high again (from a keyframe)")
