@@ -55,6 +55,8 @@ from aiortc.rtp import (
 PacketHandler = Callable[[RtpPacket, int], Awaitable[None]]
 KeyframeHandler = Callable[[], Awaitable[None]]
 RembHandler = Callable[[int], None]
+#: How many recently NACKed seqs a leg remembers to count each lost packet once.
+NACK_MEMORY = 2048
 NackMissHandler = Callable[[list[int]], Awaitable[None]]
 
 _R = "_RTCRtpReceiver__"
@@ -352,6 +354,10 @@ class OutboundLeg:
         self.bytes_sent = 0
         self.keyframe_requests = 0
         self.nacked = 0
+        #: distinct seqs NACKed (the receiver re-NACKs a missing packet until it arrives):
+        #: packets the subscriber did not get the first time, i.e. loss before repair
+        self.nacked_distinct = 0
+        self._nacked_recent: dict[int, None] = {}
         self.retransmittable = 0
         #: NACKed packets the history could not answer (never written, or overwritten)
         self.nack_misses = 0
@@ -445,6 +451,13 @@ class OutboundLeg:
                       if (kept := self._history.get(seq % RTP_HISTORY_SIZE)) is None
                       or kept.sequence_number != seq]
             self.nacked += len(packet.lost)
+            recent = self._nacked_recent
+            for seq in packet.lost:
+                if seq not in recent:
+                    recent[seq] = None
+                    self.nacked_distinct += 1
+            while len(recent) > NACK_MEMORY:
+                del recent[next(iter(recent))]
             self.retransmittable += len(packet.lost) - len(missed)
             self.nack_misses += len(missed)
             await self._original_rtcp(packet)  # aiortc retransmits what the history has

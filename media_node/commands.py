@@ -33,6 +33,7 @@ from producers.media import (
     RemoveSource,
     RemoveSubscription,
     SetLayer,
+    SetPaused,
     SubscriberOffered,
     TrackStarted,
 )
@@ -56,7 +57,7 @@ class CommandRunner:
         self.handlers: dict[type[NodeCommand], Callable[[Any], Awaitable[None]]] = {
             OpenPublisher: self.open_publisher, OpenSubscriber: self.open_subscriber,
             AddSubscription: self.add_subscription, ApplySubscriberAnswer: self.apply_answer,
-            RemoveSubscription: self.remove_subscription, SetLayer: self.set_layer,
+            RemoveSubscription: self.remove_subscription, SetLayer: self.set_layer, SetPaused: self.set_paused,
             ClosePeer: self.close_peer, CloseRoom: self.close_room, RemoveSource: self.remove_source,
         }
 
@@ -130,6 +131,9 @@ class CommandRunner:
 
     async def set_layer(self, c: SetLayer) -> None:
         await self.peers.set_layer(c.peer_id, c.source_id, c.layer)
+
+    async def set_paused(self, c: SetPaused) -> None:
+        await self.peers.set_paused(c.peer_id, c.source_id, c.paused)
 
     async def close_peer(self, c: ClosePeer) -> None:
         await self.peers.close_peer(c.peer_id)

@@ -229,6 +229,9 @@ class Downstream:
         self.current: Encoding | None = None
         self.target = target
         self.closed = False
+        #: Video paused by the quality loop: nothing is forwarded until resumed, and then
+        #: only from a keyframe (numbering continues as across a layer switch).
+        self.paused = False
         self.unsupported_codec = False
         self.packets = 0
         self.bytes = 0
@@ -297,6 +300,8 @@ class Downstream:
 
     async def forward(self, packet: RtpPacket, picture_id: PictureId, now: float) -> None:
         """Rewrite and write one packet of the current encoding."""
+        if self.paused:
+            return
         out = self.rewrite(packet, picture_id, now)
         if out is not None and await self.leg.write(out):
             size = len(out.payload)
@@ -370,6 +375,17 @@ class Downstream:
         if packet.extensions.audio_level is not None:
             out.extensions.audio_level = packet.extensions.audio_level
         return out
+
+    def resume(self) -> None:
+        """After a pause: wait for a keyframe of the target, as a subscriber that just
+        joined does; the numbering continues from the last packet sent."""
+        current, self.current = self.current, None
+        self._held = []
+        self._frame_open = False
+        if current is not None and current is not self.target and self in current.readers:
+            current.readers.remove(self)
+        if self not in self.target.readers:
+            self.target.readers.append(self)
 
     def close(self) -> None:
         self.closed = True
@@ -458,6 +474,17 @@ class Source:
         downstream.retarget(target)
         if downstream.current is not target:
             await target.request_keyframe(reason="layer")
+        return downstream
+
+    async def set_paused(self, subscriber_id: str, paused: bool) -> Downstream:
+        """Stop forwarding to a subscriber, or resume from the target's next keyframe."""
+        downstream = self.downstreams[subscriber_id]
+        if paused == downstream.paused:
+            return downstream
+        downstream.paused = paused
+        if not paused:
+            downstream.resume()
+            await downstream.target.request_keyframe(reason="layer")
         return downstream
 
     def unsubscribe(self, subscriber_id: str) -> None:

@@ -60,6 +60,7 @@ class Subscription:
     layer: str
     offered: bool = False
     active: bool = False
+    paused: bool = False
 
 
 @dataclass
@@ -221,6 +222,8 @@ class Peers:
                              sub.source.source_id, session.peer_id, sub.leg.mid, sub.leg.ssrc,
                              extra={"peer_id": session.peer_id, "room_id": session.room_id})
                     await sub.source.subscribe(session.peer_id, sub.leg, sub.layer)  # type: ignore[arg-type]
+                    if sub.paused:
+                        await sub.source.set_paused(session.peer_id, True)
                 else:
                     waiting = True
             if not waiting:
@@ -295,6 +298,15 @@ class Peers:
         sub.layer = layer
         if sub.active:
             await sub.source.set_layer(peer_id, layer)  # type: ignore[arg-type]
+
+    async def set_paused(self, peer_id: str, source_id: str, paused: bool) -> None:
+        session = self.sessions.get(peer_id)
+        sub = session.subscriptions.get(source_id) if session else None
+        if sub is None:
+            raise LookupError(f"{peer_id} does not subscribe to {source_id}")
+        sub.paused = paused
+        if sub.active:
+            await sub.source.set_paused(peer_id, paused)
 
     # --- teardown ----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ class NodeSettings(BaseSettings):
     announced_address: str = ""
     heartbeat_interval_s: float = 1.0
     #: How often per-leg quality samples go to quality.samples.
-    stats_interval_s: float = 5.0
+    stats_interval_s: float = 2.0
     metrics_port: int = 0
     #: Make any codec construction raise (tests prove forwarding never decodes/encodes).
     forbid_codecs: bool = False

@@ -11,6 +11,8 @@ STREAMS_OUTPUTS = Counter("roomlog_streams_outputs_total", "Events emitted by st
                           ["type"])
 STREAMS_DEAD_LETTERS = Counter("roomlog_streams_dead_letters_total",
                                "Payloads sent to a dead-letter topic", ["topic", "reason"])
+STREAMS_QUALITY_DECISIONS = Counter("roomlog_streams_quality_decisions_total",
+                                    "Layer, pause and resume decisions of the quality agent")
 STREAMS_BATCH_SECONDS = Histogram("roomlog_streams_batch_seconds",
                                   "Time per batch of a driven agent, by step: decide (decode, decide, "
                                   "hand outputs to the producer), outputs (until acknowledged), changelog "
@@ -48,3 +50,6 @@ MEDIA_UPSTREAM_NACKS = Counter("roomlog_media_node_upstream_nack_retries_total",
                                "NACKs sent to publishers again for packets still missing")
 MEDIA_UNREPAIRED_PACKETS = Counter("roomlog_media_node_unrepaired_packets_total",
                                    "Publisher packets lost and not retransmitted before the node gave up")
+MEDIA_SUBSCRIBER_LOSS = Histogram("roomlog_media_subscriber_loss_ratio",
+                                  "Loss of subscriber video legs per quality sample (fraction, 0-1)",
+                                  buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0))

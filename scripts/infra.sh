@@ -289,6 +289,7 @@ cmd_install() {
     fi
     ensure_cmd curl curl
     ensure_cmd ip iproute2
+    ensure_cmd iptables iptables  # loss injection in the quality tests (no tc netem here)
     ensure_cmd openssl openssl
     install_coturn
     install_postgres

@@ -9,6 +9,9 @@ that module's docstring), one consumer group ``<app_id>-<agent>`` each:
 - ``users``: ``session.events`` → user table → presence facts, call requests past the rate
   limit, rings and call notices for the user's sessions (``streams/users.py``).
 - ``calls``: ``call.events`` → call table → call facts, p2p rooms (``streams/calls.py``).
+- ``quality``: ``quality.samples`` + ``rtc.facts`` → quality windows and a mirror of each
+  room → ``QualityDecided``/``EncodingsChanged`` on ``quality.facts``, ``SetLayer``/``SetPaused``
+  to the node, ``quality``/``encodings`` notifications (``streams/quality_agent.py``).
 - ``projection``: ``rtc.facts`` → Postgres rows; ``presence-projection``: ``presence.facts``
   → the Postgres ``presence`` table (stateless, idempotent writes).
 
@@ -51,6 +54,8 @@ from streams.driver import DrivenAgent, Driver, DriverSettings, Table
 from streams.keyed import KeyedAgent
 from streams.presence_projection import project_presence
 from streams.projection import project
+from streams.quality import QualityConfig
+from streams.quality_agent import QualityAgent
 from streams.room_state import RoomState
 from streams.settings import StreamsSettings
 from streams.user_state import UserState
@@ -245,6 +250,10 @@ def build(settings: StreamsSettings) -> Worker:
     driver.agents.append(worker.agent("registry", ["media.nodes"], [worker.registry_table],
                                       worker.on_registry_input))
     _user_and_call_agents(worker, table)
+    quality = QualityAgent(table("quality", "quality.samples"), table("quality-rooms", "quality.samples"),
+                           QualityConfig(), settings.command_ttl_s, topics.name("quality.samples"),
+                           topics.name("rtc.facts"))
+    driver.agents.append(quality.driven(worker))
 
     if settings.project_to_postgres:
         driver.agents.append(DrivenAgent("projection", [topics.name("rtc.facts")], [], worker.project_facts))

@@ -118,6 +118,8 @@ class Record:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
+    #: the producer's create time (ms since the epoch)
+    timestamp_ms: int = 0
 
     def event(self) -> Event:
         return decode(self.value)
@@ -141,7 +143,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
             for tp, records in batch.items():
                 for r in records:
                     if r.offset < ends[tp]:
-                        out.append(Record(tp.partition, r.offset, r.key, r.value or b"", list(r.headers)))
+                        out.append(Record(tp.partition, r.offset, r.key, r.value or b"", list(r.headers), r.timestamp))
                 if records and records[-1].offset >= ends[tp] - 1:
                     remaining.discard(tp)
     finally:

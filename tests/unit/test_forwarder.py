@@ -577,3 +577,28 @@ async def test_audio_losses_are_not_tracked() -> None:
     await enc.push(rtp(1, 0, b"\xfc", pt=111))
     await enc.push(rtp(5, 960, b"\xfc", pt=111))
     assert enc.repair is None
+
+
+async def test_pause_forwards_nothing_and_resume_starts_at_a_keyframe_with_continuous_numbering() -> None:
+    clock = Clock()
+    source, ups = video_source(clock, "high", "low")
+    high = source.encodings["high"]
+    leg = FakeLeg()
+    down = await source.subscribe("sub1", leg, layer="high", initial_seq=100, initial_ts=0)
+    await high.push(rtp(1, 3000, vp8(keyframe=True, picture_id=10), marker=1))
+    await high.push(rtp(2, 6000, vp8(keyframe=False, picture_id=11), marker=1))
+    assert leg.seqs == [100, 101]
+    await source.set_paused("sub1", True)
+    await high.push(rtp(3, 9000, vp8(keyframe=False, picture_id=12), marker=1))
+    await high.push(rtp(4, 12000, vp8(keyframe=True, picture_id=13), marker=1))
+    assert leg.seqs == [100, 101] and down.paused  # nothing while paused, not even a keyframe
+    clock.now += 1.0
+    await source.set_paused("sub1", False)
+    assert ups["high"].keyframe_requests, "resuming asks the publisher for a keyframe"
+    await high.push(rtp(5, 15000, vp8(keyframe=False, picture_id=14), marker=1))
+    assert leg.seqs == [100, 101]  # a delta frame cannot start the picture again
+    await high.push(rtp(6, 18000, vp8(keyframe=True, picture_id=15), marker=1))
+    await high.push(rtp(7, 21000, vp8(keyframe=False, picture_id=16), marker=1))
+    assert leg.seqs == [100, 101, 102, 103]
+    assert vp8_picture_id(leg.written[2].payload) == (12, 15)  # picture ids continue too
+    assert down.layer == "high"
