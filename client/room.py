@@ -11,7 +11,8 @@ to the room's chat; every peer gets each message as a ``("chat", ChatMessage)`` 
 Quality (docs/web.md, "Network-quality level"): every ``REPORT_INTERVAL_S`` the SDK reads
 its connections' stats, sends a ``quality-report`` and updates ``room.quality`` (uplink and
 per remote participant levels 1-6 with loss/RTT/bitrate); a change of any level emits
-``("quality", RoomQuality)``. Dynacast: an ``encodings`` message stops the encodings of a
+``("quality", RoomQuality)``; streams' own ``quality`` message comes as
+``("quality-decision", dict)``. Dynacast: an ``encodings`` message stops the encodings of a
 source it does not list and starts the listed ones again, each with a keyframe.
 """
 
@@ -403,9 +404,11 @@ class Room:
             self.report_errors[code] = self.report_errors.get(code, 0) + 1
             log.debug("quality report refused: %s %s", code, message.get("message"))
             return
-        if kind == "quality":
+        if kind == "quality":  # streams' decision: ("quality-decision", message), then maybe ("quality", ...)
+            await self._emit("quality-decision", message)
             await self._on_quality(message)
-        elif kind == "encodings":
+            return
+        if kind == "encodings":
             self._on_encodings(message)
         if kind == "subscriber-offer":
             await self._on_subscriber_offer(message)
