@@ -181,10 +181,16 @@ class Room:
         ``ice_transport_policy="relay"`` uses TURN relayed candidates only."""
         self = cls(url=url, token=token, room=room, name=name, ice_servers=ice_servers,
                    ice_transport_policy=ice_transport_policy)
+        await self.open()
+        return self
+
+    async def open(self) -> None:
+        """Open the socket, join and start the quality reports (``connect`` does this; a room
+        built by hand can add listeners first, to miss no event)."""
         await self._signaling.open()
         await self._join()
-        self._quality_task = asyncio.create_task(self._quality_loop(), name="roomlog-quality")
-        return self
+        if self._quality_task is None:
+            self._quality_task = asyncio.create_task(self._quality_loop(), name="roomlog-quality")
 
     async def _join(self, resume: bool = False) -> None:
         message: dict[str, Any] = {"type": "join", "room": self.room, "name": self.name}

@@ -1,6 +1,7 @@
 """The room page's network-quality indicator under real loss, in Chromium: a publisher page
 and a viewer page in one room; 15 % random loss (iptables, inside the test namespace) on the
-UDP traffic towards the viewer's port only. The viewer's tile of the publisher goes to
+UDP traffic towards the viewer's port only (before the viewer comes, dynacast has stopped the
+publisher's camera encodings: nobody needs them). The viewer's tile of the publisher goes to
 level >= 4 (its own receive stats combined with streams' ``quality`` decision), the
 publisher's own tile (its uplink) is untouched, and after the rule is removed the viewer's
 tile comes back to <= 2. Screenshots of both moments go to artifacts/; the viewer's
@@ -10,6 +11,7 @@ Needs the streams quality agent (streams/quality_agent.py) for the pushed decisi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from pathlib import Path
@@ -37,6 +39,23 @@ SELECTED_PORT = """async () => {
         : stats.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
     const local = pair && byId.get(pair.localCandidateId);
     return local ? { port: local.port, address: local.address, protocol: local.protocol } : null;
+}"""
+
+#: The camera's source id once streams said no encoding of it is needed and every one is inactive.
+CAMERA_STOPPED = """() => {
+    const room = window.roomlogPage.room;
+    const id = [...room.encodings.keys()].find((s) => s.startsWith('cam-'));
+    if (!id || room.encodings.get(id).length !== 0) return null;
+    return Object.values(room.publisher.sending(id)).every((on) => !on) ? id : null;
+}"""
+
+#: Packets Alice's publisher connection sent: [video, audio].
+PACKETS_SENT = """async () => {
+    const out = [0, 0];
+    (await window.roomlogPage.room.publisher.pc.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp') out[s.kind === 'video' ? 0 : 1] += s.packetsSent;
+    });
+    return out;
 }"""
 
 #: Every tile's quality indicator: level (data-quality-level), local or remote, tooltip.
@@ -80,12 +99,24 @@ async def test_the_viewer_tile_shows_loss_towards_the_viewer_and_its_recovery(
             await alice.sign_in(base)
             await alice.create_room(room_id)
             alice_id = await alice.wait_published()
+
+            # dynacast: alone in the room, Alice is told nobody needs her camera; its senders
+            # go inactive and send nothing (her own getStats), her microphone goes on
+            camera = await wait_for(lambda: alice.page.evaluate(CAMERA_STOPPED), 40, "Alice's camera encodings off")
+            video_before, audio_before = await alice.page.evaluate(PACKETS_SENT)
+            await asyncio.sleep(2)
+            video_after, audio_after = await alice.page.evaluate(PACKETS_SENT)
+            assert video_after == video_before, f"inactive encodings still send: {video_before} -> {video_after}"
+            assert audio_after > audio_before + 20
             await bob.sign_in(base)
             await bob.page.goto(f"{base}/web/room.html?room={room_id}&view=1")
             await bob.page.wait_for_function("window.roomlogPage && window.roomlogPage.room.peerId", timeout=30_000)
             bob_id: str = await bob.page.evaluate("window.roomlogPage.room.peerId")
             await bob.record_messages("quality-decision")
             await wait_for(lambda: _decoding(bob, alice_id, 30), 60, "Bob decoding Alice", interval=1)
+            # ... and Bob's subscription turned an encoding back on
+            active = await alice.page.evaluate("(id) => window.roomlogPage.room.publisher.sending(id)", camera)
+            assert any(active.values()), active
 
             # clean network: Bob's tile of Alice and Alice's own tile show a good level
             await wait_for(lambda: _at_most(bob, alice_id, 2), 30, "Bob's tile of Alice at level <= 2", interval=0.5)
