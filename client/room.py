@@ -165,7 +165,8 @@ class Room:
         self._lock = asyncio.Lock()
         self._tracker = QualityTracker()
         self._quality_task: asyncio.Task[None] | None = None
-        self._reports = 0
+        #: ``quality-report``s sent (their request ids are ``quality-1``, ``quality-2``, ...).
+        self.reports_sent = 0
         #: Refusals of our quality reports by code (``rate_limited`` should stay rare).
         self.report_errors: dict[str, int] = {}
         #: Dynacast: the encodings streams last asked us to send, per source.
@@ -379,8 +380,8 @@ class Room:
                 report = await self._tracker.sample(
                     [t.sender for _, t in self._senders], self._subscriber, self._offered, self.peers, loop.time())
                 if self.peer_id is not None and self._signaling.connected:
-                    self._reports += 1
-                    await self._signaling.send({**report, "request_id": f"{REPORT_ID}{self._reports}"})
+                    self.reports_sent += 1
+                    await self._signaling.send({**report, "request_id": f"{REPORT_ID}{self.reports_sent}"})
                 if self.quality.levels() != before:
                     await self._emit("quality", self.quality)
             except Exception:  # noqa: BLE001 - one bad sample must not end the loop

@@ -182,7 +182,7 @@ async def test_the_viewer_tile_shows_loss_towards_the_viewer_and_its_recovery(
     from_bob = [s for s in samples if s.peer_id == bob_id]
     ids = [s.correlation_id for s in from_bob]
     assert ids[:sent] == [f"quality-{i}" for i in range(1, sent + 1)] and len(ids) <= sent + 1, ids
-    assert sent >= 8
+    assert sent >= 3
     assert all(s.leg == "client" and s.level is None for s in from_bob)  # a viewer has no uplink
     alice_video = [leg for s in from_bob for leg in s.downlink if leg.peer_id == alice_id and leg.kind == "video"]
     assert alice_video and any(leg.packets > 0 and leg.frames_decoded > 0 for leg in alice_video)

@@ -76,19 +76,28 @@ async def test_dynacast_and_quality_reports_of_the_python_sdk(
         assert 1 <= seen.level <= 2 and seen.loss_pct < 5, seen
         assert viewer.quality.uplink is None  # publishes nothing
         assert publisher.report_errors == {} and viewer.report_errors == {}
+        sent = {publisher.peer_id: publisher.reports_sent, viewer.peer_id: viewer.reports_sent}
+        pub_id, viewer_id = publisher.peer_id, viewer.peer_id
     finally:
         watcher.stop()
         for room in (viewer, publisher):
             with contextlib.suppress(Exception):
                 await room.close()
 
-    events = await read_events(infra.kafka, topics.name("quality.samples"))
-    client = [e for e in events if isinstance(e, QualitySample) and e.room_id == room_id and e.source == "client"]
-    by_peer = {p: [s for s in client if s.peer_id == p] for p in (publisher.peer_id, viewer.peer_id)}
-    assert all(len(samples) >= 3 for samples in by_peer.values()), {p: len(s) for p, s in by_peer.items()}
-    assert all(s.level is not None and s.bitrate_kbps >= 0 for s in by_peer[publisher.peer_id])
-    legs = [leg for s in by_peer[viewer.peer_id] for leg in s.downlink]
-    assert {(leg.peer_id, leg.source_id) for leg in legs} >= {(publisher.peer_id, "cam"), (publisher.peer_id, "mic")}
+    # every report each client had sent when counted is a client sample (one more may have left before closing)
+    async def reports() -> dict[str, list[QualitySample]] | None:
+        events = await read_events(infra.kafka, topics.name("quality.samples"))
+        client = [e for e in events if isinstance(e, QualitySample) and e.room_id == room_id and e.source == "client"]
+        by_peer: dict[str, list[QualitySample]] = {p: [s for s in client if s.peer_id == p] for p in sent}
+        return by_peer if all(len(by_peer[p]) >= n for p, n in sent.items()) else None
+
+    by_peer = await wait_for(reports, 15, f"the clients' reports {sent} on quality.samples")
+    for peer_id, n in sent.items():
+        ids = [s.correlation_id for s in by_peer[peer_id]]
+        assert n >= 1 and ids[:n] == [f"quality-{i}" for i in range(1, n + 1)] and len(ids) <= n + 1, ids
+    assert all(s.level is not None and s.bitrate_kbps >= 0 for s in by_peer[pub_id])
+    legs = [leg for s in by_peer[viewer_id] for leg in s.downlink]
+    assert {(leg.peer_id, leg.source_id) for leg in legs} >= {(pub_id, "cam"), (pub_id, "mic")}
     facts = [e for e in await read_events(infra.kafka, topics.name("quality.facts"))
              if isinstance(e, EncodingsChanged) and e.room_id == room_id and e.source_id == "cam"]
     assert [f.active for f in facts][:1] == [[]] and "high" in facts[-1].active, [f.active for f in facts]

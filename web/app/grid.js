@@ -20,9 +20,9 @@ export class Grid {
       video.muted = true; // sound goes through the <audio> elements
       tile = el("div", { class: "tile", dataset: { key, peerId, kind } }, video,
         el("div", { class: "initial" }, (name || "?").slice(0, 1).toUpperCase()),
-        el("div", { class: "label" }, el("span", { class: "name" }, name), el("span", { class: "badges" }),
-          el("span", { class: "quality tile-quality", dataset: { level: "0" }, title: "network quality: not measured yet" },
-            el("span", { class: "bars" }, el("i"), el("i"), el("i"), el("i"), el("i")))));
+        el("div", { class: "label" }, el("span", { class: "name" }, name), el("span", { class: "badges" })),
+        el("span", { class: "quality tile-quality", dataset: { level: "0" }, title: "network quality: not measured yet" },
+          el("span", { class: "bars" }, el("i"), el("i"), el("i"), el("i"), el("i")), el("span", { class: "text" }, "")));
       this.tiles.set(key, tile);
       this.container.append(tile);
     }
@@ -100,6 +100,7 @@ export class Grid {
       tile.dataset.qualityLevel = level;
       const indicator = tile.querySelector(".tile-quality");
       indicator.dataset.level = level;
+      indicator.querySelector(".text").textContent = `${level} · ${LEVEL_NAMES[q.level]}`;
       const rtt = q.rttMs == null ? "?" : Math.round(q.rttMs);
       const pushed = q.pushedLevel ? ` (server: ${q.pushedLevel})` : "";
       indicator.title = `${local ? "uplink" : "downlink"} ${level} · ${LEVEL_NAMES[q.level]}${pushed}: loss ` +
