@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from api import access, errors, health, ice, rooms, rtc, web
+from api import access, errors, health, ice, quality, rooms, rtc, web
 from api.calls import router as calls_router
 from api.hub import Hub
 from api.presence import router as presence_router
@@ -52,6 +52,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(access.router)
     app.include_router(rooms.router)
+    app.include_router(quality.router)
     app.include_router(rtc.router)
     app.include_router(calls_router)
     app.include_router(presence_router)

@@ -154,6 +154,8 @@ class QualityStat(Base):
             postgresql_nulls_not_distinct=True,
         ),
         sa.Index(None, "room_id", "sampled_at"),
+        sa.Index(None, "peer_id", "sampled_at"),
+        sa.Index(None, "sampled_at"),  # retention deletes by age
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=True)
@@ -190,6 +192,7 @@ class QualityDecision(Base):
         sa.CheckConstraint(one_of("layer", QUALITY_LAYERS), name="layer"),
         sa.Index(None, "room_id", "decided_at"),
         sa.Index(None, "peer_id", "decided_at"),
+        sa.Index(None, "decided_at"),  # retention deletes by age
     )
 
     event_id: Mapped[str] = mapped_column(primary_key=True)

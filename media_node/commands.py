@@ -147,6 +147,10 @@ class CommandRunner:
         cause = self._causes.pop(f"{session.peer_id}/{track.source_id}/{track.layer}", None)
         fields: dict[str, Any] = dict(room_id=session.room_id, peer_id=session.peer_id, node_id=self.node_id,
                                       track=track)
+        # the track started now, not when the publish was decided: streams take the deadlines of
+        # the subscriptions they command from this time (a screen shared 20 s after the publisher
+        # connection was negotiated used to carry that older time, and its subscriptions expired)
+        fields["occurred_at"] = utcnow()
         event = TrackStarted.caused_by(cause[0], cause[1], **fields) if cause else TrackStarted.new(**fields)
         await self._emit(event)
 

@@ -22,6 +22,10 @@ STREAMS_BATCH_RECORDS = Histogram("roomlog_streams_batch_records", "Records per 
                                   ["agent"], buckets=(1, 5, 10, 50, 100, 250, 500, 1000))
 STREAMS_PROJECTED = Counter("roomlog_streams_projected_facts_total",
                             "Facts projected to Postgres")
+STREAMS_QUALITY_PROJECTED = Counter("roomlog_streams_quality_projected_total",
+                                    "Quality samples and decisions written to Postgres", ["kind"])
+STREAMS_QUALITY_PRUNED = Counter("roomlog_streams_quality_pruned_rows_total",
+                                 "Quality history rows deleted by retention", ["table"])
 
 # --- api ------------------------------------------------------------------------
 API_REQUESTS = Counter("roomlog_api_requests_total", "HTTP requests",

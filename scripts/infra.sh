@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# roomlog local infrastructure: Kafka (KRaft), PostgreSQL, MinIO, coturn - no Docker.
+# roomlog local infrastructure: Kafka (KRaft), PostgreSQL, MinIO, coturn, Prometheus - no Docker.
 #
 # Usage: scripts/infra.sh COMMAND [OPTIONS]
 #
 # Commands:
 #   install        Fetch/build what `up` needs (idempotent, cached outside the repo):
 #                  Kafka 4.1.1 jars (Maven), MinIO (go install, pinned), PostgreSQL and
-#                  coturn (apt, if missing).
-#   up             Start Kafka, PostgreSQL, MinIO and coturn on loopback, wait until ready,
+#                  coturn and Prometheus (apt, if missing).
+#   up             Start Kafka, PostgreSQL, MinIO, coturn and Prometheus on loopback, wait until ready,
 #                  write $RUN/infra.env.  Components already running from this RUN dir are left alone.
 #   down [--wipe]  Stop what this RUN dir started (no process left behind).
 #                  --wipe also deletes the data dirs (Kafka log dirs, Postgres cluster, MinIO data).
@@ -39,10 +39,22 @@
 #   TURN_SECRET            coturn static-auth-secret    (default: a dev value; the api needs the same)
 #   TURN_URL               if set (turn:host:port), use that coturn instead of starting one
 #                          (TURN_SECRET must then be its static-auth-secret)
+#   PROM_PORT              Prometheus web/API           (default: 19090)
+#   PROM_SCRAPE_INTERVAL   scrape interval              (default: 2s)
+#   PROM_RETENTION         TSDB retention               (default: 7d)
+#   PROMETHEUS_URL         if set, use that Prometheus instead of starting one (it does not
+#                          read this RUN dir's targets unless configured to)
+#
+# Prometheus scrapes the targets listed in $RUN/prometheus/targets/*.json (file_sd: a JSON
+# list of {"targets": ["127.0.0.1:PORT"], "labels": {...}}, re-read every 2 s): `make up`
+# and the test harness write one file per service with a metrics port (api, streams, media
+# nodes, recorder) and delete it when the service stops. infra.env carries PROMETHEUS_URL
+# and PROMETHEUS_TARGETS_DIR.
 #
 # Layout under $RUN:  kafka/ (server.properties, log4j2.properties, data/), pg -> Postgres
 # cluster dir (see below), minio/data/, coturn/turnserver.conf (mode 600: it holds the secret),
-# logs/{kafka,postgres,minio,coturn}.log, pids/*.pid, infra.env (mode 600).
+# prometheus/{prometheus.yml,data/,targets/}, logs/{kafka,postgres,minio,coturn,prometheus}.log,
+# pids/*.pid, infra.env (mode 600).
 #
 # PostgreSQL data dir: postgres refuses to run as root, so the cluster runs as the
 # `postgres` user, which must be able to traverse every parent of its data dir.  If it
@@ -92,7 +104,7 @@ load_ports() {  # load_ports [--recorded]
     if [[ "${1-}" = --recorded && -f "$STATE_FILE" ]]; then
         while IFS='=' read -r k v; do
             case "$k" in
-                KAFKA_PORT|KAFKA_CONTROLLER_PORT|PG_PORT|MINIO_PORT|MINIO_CONSOLE_PORT|TURN_PORT|TURN_LISTEN_IP)
+                KAFKA_PORT|KAFKA_CONTROLLER_PORT|PG_PORT|MINIO_PORT|MINIO_CONSOLE_PORT|TURN_PORT|TURN_LISTEN_IP|PROM_PORT)
                     [[ -n "${!k-}" ]] || printf -v "$k" '%s' "$v" ;;
             esac
         done < "$STATE_FILE"
@@ -108,6 +120,9 @@ load_ports() {  # load_ports [--recorded]
     TURN_MIN_PORT="${TURN_MIN_PORT:-49160}"
     TURN_MAX_PORT="${TURN_MAX_PORT:-49359}"
     TURN_ALLOW_LOOPBACK="${TURN_ALLOW_LOOPBACK:-1}"
+    PROM_PORT="${PROM_PORT:-19090}"
+    PROM_SCRAPE_INTERVAL="${PROM_SCRAPE_INTERVAL:-2s}"
+    PROM_RETENTION="${PROM_RETENTION:-7d}"
     TIMEOUT="${INFRA_TIMEOUT:-180}"
 }
 
@@ -279,6 +294,21 @@ install_coturn() {
     command -v turnserver >/dev/null 2>&1 || die "coturn installed but no turnserver in PATH"
 }
 
+install_prometheus() {
+    if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+        log "prometheus: present ($(command -v prometheus))"
+        return 0
+    fi
+    log "prometheus: installing with apt-get (the package's own service stays disabled)"
+    apt_install prometheus
+    command -v prometheus >/dev/null 2>&1 || die "prometheus installed but not in PATH"
+    command -v promtool >/dev/null 2>&1 || die "prometheus installed but no promtool in PATH"
+    # on a machine with systemd the package starts a system-wide server on :9090; ours is per RUN dir
+    if [[ -d /run/systemd/system ]]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+}
+
 cmd_install() {
     mkdir -p "$CACHE"
     ensure_cmd flock util-linux
@@ -292,6 +322,7 @@ cmd_install() {
     ensure_cmd iptables iptables  # loss injection in the quality tests (no tc netem here)
     ensure_cmd openssl openssl
     install_coturn
+    install_prometheus
     install_postgres
     install_kafka
     install_minio
@@ -714,6 +745,80 @@ turn_down() {
     rm -f "$PIDS/coturn.pid"
 }
 
+# ---------------------------------------------------------------- prometheus
+
+prom_pid() { pid_of prometheus "prometheus --config.file=$RUN/prometheus/prometheus.yml"; }
+
+prom_write_config() {
+    mkdir -p "$RUN/prometheus/data" "$RUN/prometheus/targets"
+    cat > "$RUN/prometheus/prometheus.yml" <<EOF
+# generated by scripts/infra.sh - scrapes what $RUN/prometheus/targets/*.json lists
+global:
+  scrape_interval: $PROM_SCRAPE_INTERVAL
+  scrape_timeout: $PROM_SCRAPE_INTERVAL
+  evaluation_interval: $PROM_SCRAPE_INTERVAL
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["127.0.0.1:$PROM_PORT"]
+  - job_name: roomlog
+    file_sd_configs:
+      - files: ["$RUN/prometheus/targets/*.json"]
+        refresh_interval: 2s
+EOF
+    promtool check config "$RUN/prometheus/prometheus.yml" >/dev/null \
+        || die "prometheus: generated config is invalid ($RUN/prometheus/prometheus.yml)"
+}
+
+prom_up() {
+    local logf="$LOGS/prometheus.log" pid
+    if [[ -n "${PROMETHEUS_URL-}" ]]; then
+        log "prometheus: using existing server PROMETHEUS_URL=$PROMETHEUS_URL (not started)"
+        PROM_MODE=external; PROM_URL="$PROMETHEUS_URL"
+        mkdir -p "$RUN/prometheus/targets"
+        return 0
+    fi
+    PROM_MODE=managed
+    if pid="$(prom_pid)"; then
+        PROM_PORT="$(tr '\0' '\n' < "/proc/$pid/cmdline" | sed -n 's/^--web.listen-address=.*://p')"
+        PROM_URL="http://127.0.0.1:$PROM_PORT"
+        log "prometheus: already running (pid $pid) on $PROM_URL"
+        return 0
+    fi
+    command -v prometheus >/dev/null || die "prometheus not installed: run scripts/infra.sh install"
+    port_open "$PROM_PORT" && die "port $PROM_PORT is already in use (set PROM_PORT=..., or PROMETHEUS_URL=... to use that server)"
+    prom_write_config
+    log "prometheus: starting on 127.0.0.1:$PROM_PORT (scrape every $PROM_SCRAPE_INTERVAL)"
+    echo "===== $(date -u +%FT%TZ) infra.sh up =====" >> "$logf"
+    setsid nohup prometheus --config.file="$RUN/prometheus/prometheus.yml" \
+        --storage.tsdb.path="$RUN/prometheus/data" --storage.tsdb.retention.time="$PROM_RETENTION" \
+        --web.listen-address="127.0.0.1:$PROM_PORT" \
+        >> "$logf" 2>&1 < /dev/null 8>&- &
+    echo $! > "$PIDS/prometheus.pid"
+    PROM_STARTED_PID=$!
+    PROM_URL="http://127.0.0.1:$PROM_PORT"
+}
+
+prom_wait() {
+    [[ "$PROM_MODE" = managed && -n "${PROM_STARTED_PID-}" ]] || return 0
+    local logf="$LOGS/prometheus.log" pid="$PROM_STARTED_PID" deadline=$((SECONDS + TIMEOUT))
+    until curl -sf -o /dev/null --max-time 2 "$PROM_URL/-/ready"; do
+        kill -0 "$pid" 2>/dev/null || fail_start prometheus "$logf" "process $pid exited"
+        (( SECONDS < deadline )) || fail_start prometheus "$logf" "not ready after ${TIMEOUT}s"
+        sleep 0.2
+    done
+    log "prometheus: ready on $PROM_URL"
+}
+
+prom_down() {
+    local pid
+    if pid="$(prom_pid)"; then
+        log "prometheus: stopping (pid $pid)"
+        stop_pid prometheus "$pid" 15
+    fi
+    rm -f "$PIDS/prometheus.pid"
+}
+
 # ---------------------------------------------------------------- commands
 
 lock_run() {  # serialize up/down on one RUN dir
@@ -729,9 +834,11 @@ cmd_up() {
     kafka_up
     minio_up
     turn_up
+    prom_up
     pg_up
     minio_wait
     turn_wait
+    prom_wait
     kafka_wait
     {
         echo "KAFKA_PORT=$KAFKA_PORT"
@@ -745,6 +852,8 @@ cmd_up() {
         echo "TURN_PORT=$TURN_PORT"
         echo "TURN_LISTEN_IP=$TURN_LISTEN_IP"
         echo "TURN_MODE=$TURN_MODE"
+        echo "PROM_PORT=$PROM_PORT"
+        echo "PROM_MODE=$PROM_MODE"
     } > "$STATE_FILE"
     {
         echo "KAFKA_BOOTSTRAP=$KAFKA_URL"
@@ -754,6 +863,8 @@ cmd_up() {
         echo "MINIO_SECRET_KEY=$MINIO_PASS"
         echo "TURN_URL=$TURN_ADDR"
         echo "TURN_SECRET=$TURN_SECRET"
+        echo "PROMETHEUS_URL=$PROM_URL"
+        echo "PROMETHEUS_TARGETS_DIR=$RUN/prometheus/targets"
     } > "$RUN/infra.env.tmp"
     chmod 600 "$RUN/infra.env.tmp"
     mv "$RUN/infra.env.tmp" "$RUN/infra.env"
@@ -763,6 +874,7 @@ cmd_up() {
     printf '  %-9s %-9s %s\n' postgres "$PG_MODE" "$PG_URL"
     printf '  %-9s %-9s %s\n' minio "$MINIO_MODE" "$MINIO_URL$([[ $MINIO_MODE = managed ]] && echo "  (console 127.0.0.1:$MINIO_CONSOLE_PORT)")"
     printf '  %-9s %-9s %s\n' coturn "$TURN_MODE" "$TURN_ADDR$([[ $TURN_MODE = managed ]] && echo "  (relay $TURN_RELAY_IP:$TURN_MIN_PORT-$TURN_MAX_PORT)")"
+    printf '  %-9s %-9s %s\n' prometheus "$PROM_MODE" "$PROM_URL  (targets: $RUN/prometheus/targets/*.json)"
     echo
     log "up in $((SECONDS - t0))s; env: $RUN/infra.env (load with: set -a; . $RUN/infra.env; set +a)"
 }
@@ -779,6 +891,7 @@ cmd_down() {
     # stop in parallel-ish order: clients of nothing, so any order works
     minio_down
     turn_down
+    prom_down
     kafka_down
     pg_down
     rm -f "$RUN/infra.env"
@@ -786,7 +899,7 @@ cmd_down() {
         local d
         d="$(pg_dir)"
         log "wiping data: $RUN/kafka $RUN/minio $d"
-        rm -rf "$RUN/kafka" "$RUN/minio" "$RUN/coturn" "$STATE_FILE"
+        rm -rf "$RUN/kafka" "$RUN/minio" "$RUN/coturn" "$RUN/prometheus" "$STATE_FILE"
         [[ -L "$RUN/pg" ]] && rm -f "$RUN/pg"
         [[ -L "$LOGS/postgres.log" ]] && rm -f "$LOGS/postgres.log"
         rm -rf "$d"
@@ -835,6 +948,13 @@ cmd_status() {
         printf '%-9s external  (see infra.env)\n' coturn
     else
         printf '%-9s stopped\n' coturn
+    fi
+    if [[ -n "${PROMETHEUS_URL-}" ]]; then
+        printf '%-9s external  %s\n' prometheus "$PROMETHEUS_URL"
+    elif pid="$(prom_pid)"; then
+        printf '%-9s running   pid %-7s 127.0.0.1:%s %s\n' prometheus "$pid" "$PROM_PORT" "$(curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$PROM_PORT/-/ready" && echo ready || echo 'NOT ready/reachable')"
+    else
+        printf '%-9s stopped\n' prometheus
     fi
     return 0
 }

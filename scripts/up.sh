@@ -6,6 +6,8 @@
 #   scripts/up.sh cert   write a self-signed certificate into $ROOMLOG_RUN_DIR/tls, print its paths
 # Ports: ROOMLOG_API_PORT (8080), ROOMLOG_STREAMS_METRICS_PORT (9101),
 # ROOMLOG_NODE_METRICS_PORT (9102), plus the infra ports of scripts/infra.sh.
+# Prometheus (scripts/infra.sh, PROMETHEUS_URL in infra.env) scrapes the api (plain HTTP
+# only), the streams worker and the media node: listed in $PROMETHEUS_TARGETS_DIR/up.json.
 # HTTPS: ROOMLOG_API_TLS_CERT + ROOMLOG_API_TLS_KEY (PEM files), or ROOMLOG_API_TLS=self-signed
 # (certificate for localhost, 127.0.0.1 and the names in ROOMLOG_API_TLS_HOSTS, comma-separated).
 # TURN: the api hands out the coturn of scripts/infra.sh (TURN_URL, TURN_SECRET in infra.env)
@@ -40,8 +42,22 @@ stop_services() {
   done
 }
 
+write_targets() {  # the services' metrics ports, for the Prometheus of scripts/infra.sh (file_sd)
+  [[ -n "${PROMETHEUS_TARGETS_DIR:-}" ]] || return 0
+  mkdir -p "$PROMETHEUS_TARGETS_DIR"
+  local api=""
+  [[ "$SCHEME" == http ]] && api="{\"targets\": [\"127.0.0.1:$ROOMLOG_API_PORT\"], \"labels\": {\"service\": \"api\", \"name\": \"api\"}},"
+  cat >"$PROMETHEUS_TARGETS_DIR/up.tmp" <<JSON
+[$api
+ {"targets": ["127.0.0.1:$ROOMLOG_STREAMS_METRICS_PORT"], "labels": {"service": "streams", "name": "streams"}},
+ {"targets": ["127.0.0.1:$ROOMLOG_NODE_METRICS_PORT"], "labels": {"service": "media_node", "name": "${ROOMLOG_NODE_NODE_ID:-node-1}"}}]
+JSON
+  mv "$PROMETHEUS_TARGETS_DIR/up.tmp" "$PROMETHEUS_TARGETS_DIR/up.json"
+}
+
 down() {
   echo "==> stopping roomlog services"
+  rm -f "${PROMETHEUS_TARGETS_DIR:-$run/prometheus/targets}/up.json"
   stop_services
   scripts/infra.sh down
   rm -f "$run/up.pid"
@@ -122,6 +138,7 @@ run_platform() {
   start streams .venv/bin/python -m streams
   start api .venv/bin/python -m api
   start media-node .venv/bin/python -m media_node --node-id "${ROOMLOG_NODE_NODE_ID:-node-1}"
+  write_targets
   wait_http "$SCHEME://127.0.0.1:$ROOMLOG_API_PORT/readyz" "${UP_TIMEOUT:-180}" api
   cat <<MSG
 
@@ -133,6 +150,7 @@ roomlog is up:
   kafka        $KAFKA_BOOTSTRAP
   postgres     $DATABASE_URL
   minio        http://$MINIO_ENDPOINT
+  prometheus   ${PROMETHEUS_URL:-(none)}   (scrapes the services above)
   turn         ${ROOMLOG_API_TURN_URLS:-(none)}
 Ctrl-C or 'make down' stops everything.
 MSG

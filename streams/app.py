@@ -56,6 +56,7 @@ from streams.presence_projection import project_presence
 from streams.projection import project
 from streams.quality import QualityConfig
 from streams.quality_agent import QualityAgent
+from streams.quality_projection import QualityProjection
 from streams.room_state import RoomState
 from streams.settings import StreamsSettings
 from streams.user_state import UserState
@@ -259,6 +260,15 @@ def build(settings: StreamsSettings) -> Worker:
         driver.agents.append(DrivenAgent("projection", [topics.name("rtc.facts")], [], worker.project_facts))
         driver.agents.append(DrivenAgent("presence-projection", [topics.name("presence.facts")], [],
                                          worker.project_presence))
+        history = QualityProjection(worker._engine, settings.quality_retention_days, settings.quality_prune_batch)
+        driver.agents.append(DrivenAgent("quality-projection", [topics.name("quality.samples")], [],
+                                         history.samples))
+        driver.agents.append(DrivenAgent("quality-decisions-projection", [topics.name("quality.facts")], [],
+                                         history.decisions))
+
+        @app.timer(settings.quality_retention_interval_s)  # type: ignore[untyped-decorator]
+        async def quality_retention() -> None:
+            await history.prune()
 
     @app.timer(settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def ticker() -> None:

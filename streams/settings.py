@@ -40,6 +40,12 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
     #: batch are acknowledged before its state changes are written (see streams/batch.py).
     batch_max: int = 500
     project_to_postgres: bool = True
+    #: Quality history (``quality_stats``, ``quality_decisions``) older than this is deleted;
+    #: 0 keeps it forever.
+    quality_retention_days: float = Field(default=14.0, ge=0)
+    #: How often the worker runs that deletion, and how many rows one statement deletes.
+    quality_retention_interval_s: float = Field(default=3600.0, gt=0)
+    quality_prune_batch: int = Field(default=5000, ge=1, le=100_000)
     metrics_port: int = 0
     #: When set, append "<topic> <partition> <offset> <event_id>" per handled input.
     trace_file: str | None = None

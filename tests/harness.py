@@ -8,6 +8,7 @@ topic prefix, app id and room ids, so tests do not see each other's data.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -64,7 +65,40 @@ class Service:
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], env=env, cwd=REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._register_target()
         return self
+
+    @property
+    def metrics_port(self) -> int | None:
+        """Where the service serves Prometheus metrics: the api on its own port, the
+        others on their ``ROOMLOG_*_METRICS_PORT``."""
+        key = "ROOMLOG_API_PORT" if self.module == "api" else next(
+            (k for k in self.env if k.endswith("_METRICS_PORT")), None)
+        port = int(self.env.get(key, "0") or 0) if key else 0
+        return port or None
+
+    def _target_file(self) -> Path | None:
+        directory = os.environ.get("PROMETHEUS_TARGETS_DIR")
+        port = self.metrics_port
+        if not directory or port is None:
+            return None
+        return Path(directory) / f"{self.module}-{port}.json"
+
+    def _register_target(self) -> None:
+        """Tell the run's Prometheus (scripts/infra.sh, file_sd) to scrape this service."""
+        path = self._target_file()
+        if path is None:
+            return
+        labels = {"service": self.module, "name": self.name,
+                  "prefix": self.env.get("ROOMLOG_TOPIC_PREFIX", "")}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"targets": [f"127.0.0.1:{self.metrics_port}"], "labels": labels}]))
+        tmp.replace(path)
+
+    def _unregister_target(self) -> None:
+        path = self._target_file()
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     @property
     def pid(self) -> int:
@@ -80,8 +114,10 @@ class Service:
             assert self.proc is not None
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        self._unregister_target()
 
     def stop(self, timeout: float = 20) -> None:
+        self._unregister_target()
         if not self.alive():
             return
         assert self.proc is not None
@@ -193,14 +229,15 @@ def streams_service(infra: Infra, prefix: str, log_dir: Path, *, app_id: str | N
                     name: str = "streams", **settings: Any) -> Service:
     """A ``python -m streams`` worker on the test's topics (settings → ROOMLOG_STREAMS_*)."""
     env = {"KAFKA_BOOTSTRAP": infra.kafka, "DATABASE_URL": infra.database_url, "ROOMLOG_TOPIC_PREFIX": prefix,
-           "ROOMLOG_STREAMS_APP_ID": app_id or f"{prefix}streams", "ROOMLOG_STREAMS_LOG_LEVEL": "info"}
+           "ROOMLOG_STREAMS_APP_ID": app_id or f"{prefix}streams", "ROOMLOG_STREAMS_LOG_LEVEL": "info",
+           "ROOMLOG_STREAMS_METRICS_PORT": str(free_port())}
     env.update({f"ROOMLOG_STREAMS_{k.upper()}": str(v) for k, v in settings.items()})
     return Service(name, "streams", env, log_dir / f"{name}.log")
 
 
 def node_service(infra: Infra, prefix: str, log_dir: Path, node_id: str, **settings: Any) -> Service:
     env = {"KAFKA_BOOTSTRAP": infra.kafka, "ROOMLOG_TOPIC_PREFIX": prefix, "ROOMLOG_NODE_NODE_ID": node_id,
-           "ROOMLOG_NODE_HEARTBEAT_INTERVAL_S": "0.5"}
+           "ROOMLOG_NODE_HEARTBEAT_INTERVAL_S": "0.5", "ROOMLOG_NODE_METRICS_PORT": str(free_port())}
     env.update({f"ROOMLOG_NODE_{k.upper()}": str(v) for k, v in settings.items()})
     return Service(node_id, "media_node", env, log_dir / f"{node_id}.log")
 

@@ -12,7 +12,8 @@ import httpx
 
 from tests.harness import REPO, free_port
 
-COMPONENT_PATTERNS = ("kafka.Kafka", "minio server", "postgres -D", "-m streams", "-m api", "-m media_node")
+COMPONENT_PATTERNS = ("kafka.Kafka", "minio server", "postgres -D", "-m streams", "-m api", "-m media_node",
+                      "prometheus --config.file")
 
 
 def _alive(pid: int) -> bool:
@@ -44,9 +45,10 @@ def test_make_up_then_down(tmp_path: Path) -> None:
     run_dir = tmp_path / "up"
     ports = {name: str(free_port()) for name in
              ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "PG_PORT", "MINIO_PORT", "MINIO_CONSOLE_PORT",
-              "ROOMLOG_API_PORT", "ROOMLOG_STREAMS_METRICS_PORT", "ROOMLOG_NODE_METRICS_PORT")}
+              "PROM_PORT", "ROOMLOG_API_PORT", "ROOMLOG_STREAMS_METRICS_PORT", "ROOMLOG_NODE_METRICS_PORT")}
     env = {k: v for k, v in os.environ.items()
-           if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL", "MINIO_ENDPOINT", "ROOMLOG_RUN_DIR")}
+           if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL", "MINIO_ENDPOINT", "ROOMLOG_RUN_DIR", "PROMETHEUS_URL",
+                        "PROMETHEUS_TARGETS_DIR")}
     env.update(ports, ROOMLOG_RUN_DIR=str(run_dir))
     log = (tmp_path / "make-up.log").open("wb")
     up = subprocess.Popen(["make", "up"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -74,6 +76,15 @@ def test_make_up_then_down(tmp_path: Path) -> None:
         assert "roomlog_media_node_heartbeats_total" in node_metrics
         streams_metrics = httpx.get(f"http://127.0.0.1:{ports['ROOMLOG_STREAMS_METRICS_PORT']}/metrics").text
         assert "roomlog_streams_inputs_total" in streams_metrics
+        # the platform's own Prometheus scrapes the api, the worker and the node
+        prometheus = f"http://127.0.0.1:{ports['PROM_PORT']}"
+        healthy: set[str] = set()
+        while time.monotonic() < deadline and healthy != {"api", "streams", "media_node"}:
+            targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+            healthy = {t["labels"].get("service", "") for t in targets
+                       if t["labels"].get("job") == "roomlog" and t["health"] == "up"}
+            time.sleep(1)
+        assert healthy == {"api", "streams", "media_node"}, targets
         pids = [int(p.read_text()) for p in (run_dir / "pids").glob("*.pid")]
         assert len(pids) >= 6, sorted(p.name for p in (run_dir / "pids").glob("*.pid"))
         assert _processes_mentioning(str(run_dir)), "could not find the platform's processes"

@@ -209,3 +209,46 @@ async def test_steady_loss_does_not_flap(call: Call) -> None:
                if isinstance(e, QualitySample) and e.room_id == c.room_id and e.peer_id == c.s1.peer_id
                and e.kind == "video" and e.leg.startswith("sub/")]
     assert max(s.loss_pct for s in samples) >= 4, "the loss was real and measured"
+
+
+async def _bytes_sent(room: Room) -> dict[str, int]:
+    """Bytes the publisher's camera senders sent so far, per layer."""
+    out = {}
+    for local, transceiver in room._senders:
+        if local.source_id == "cam":
+            stats = await transceiver.sender.getStats()
+            out[local.layer] = sum(s.bytesSent for s in stats.values() if getattr(s, "type", "") == "outbound-rtp")
+    return out
+
+
+async def _rates(room: Room, seconds: float = 3.0) -> dict[str, float]:
+    """kbit/s per camera layer over ``seconds``, from the publisher's own sender stats."""
+    before = await _bytes_sent(room)
+    await asyncio.sleep(seconds)
+    after = await _bytes_sent(room)
+    return {layer: 8 * (after[layer] - before.get(layer, 0)) / seconds / 1000 for layer in after}
+
+
+async def test_dynacast_stops_encodings_nobody_receives_and_starts_them_again(call: Call) -> None:
+    c = call
+    for room in (c.s1, c.s2):
+        await room.subscribe("cam", "low")
+    await wait_for(lambda: layer_seen(c.w1) == "low" and layer_seen(c.w2) == "low", 15, "both on low")
+    await wait_for(lambda: c.publisher.sending("cam") == {"high": False, "mid": False, "low": True}, 10,
+                   "the publisher sending only low")
+    stopped = await _rates(c.publisher)
+    assert stopped["high"] < 5 and stopped["mid"] < 5, f"stopped encodings still send: {stopped}"
+    assert stopped["low"] > 20
+    # the same publisher with every encoding on, for the comparison (a subscriber on high)
+    await c.s2.subscribe("cam", "high")
+    asked = time.monotonic()
+    await wait_for(lambda: c.publisher.sending("cam")["high"], 10, "high sending again", interval=0.02)
+    restarted = time.monotonic() - asked
+    assert restarted <= 1.0, f"high sending again {restarted:.2f} s after a subscriber asked for it"
+    await wait_for(lambda: layer_seen(c.w2) == "high", 5, "S2 decoding high again (from a keyframe)")
+    both = await _rates(c.publisher)
+    assert both["high"] > 50, both
+    saved = sum(both.values()) - sum(stopped.values())
+    assert saved >= both["high"], f"upstream saved {saved:.0f} kbit/s < the high layer's {both['high']:.0f}"
+    assert layer_seen(c.w1) == "low"
+    print(f"dynacast: all layers {both}, low only {stopped}; high back {restarted * 1000:.0f} ms after asked")

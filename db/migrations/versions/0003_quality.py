@@ -8,7 +8,8 @@ Create Date: 2026-12-03
 metrics are means over the bucket's samples, ``samples`` counts them, ``event_ids``
 lists the samples already folded in (a re-delivered sample is not counted twice).
 ``quality_decisions`` keeps every ``QualityDecided`` fact. Both are indexed for "one room
-over time" and "one peer over time". Hand-written; names follow
+over time" and "one peer over time", and by time alone for the retention's deletes
+(``ROOMLOG_STREAMS_QUALITY_RETENTION_DAYS``). Hand-written; names follow
 db.models.NAMING_CONVENTION (wrapped in op.f()).
 """
 
@@ -37,6 +38,8 @@ def upgrade() -> None:
     op.add_column("quality_stats", sa.Column("event_ids", ARRAY(sa.Text()), server_default=sa.text("'{}'"),
                                              nullable=False))
     op.create_index(op.f("ix_quality_stats_peer_id_sampled_at"), "quality_stats", ["peer_id", "sampled_at"])
+    # retention deletes by age across rooms: without this, every batch would scan the table
+    op.create_index(op.f("ix_quality_stats_sampled_at"), "quality_stats", ["sampled_at"])
 
     op.create_table(
         "quality_decisions",
@@ -57,12 +60,15 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_quality_decisions_room_id_decided_at"), "quality_decisions", ["room_id", "decided_at"])
     op.create_index(op.f("ix_quality_decisions_peer_id_decided_at"), "quality_decisions", ["peer_id", "decided_at"])
+    op.create_index(op.f("ix_quality_decisions_decided_at"), "quality_decisions", ["decided_at"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_quality_decisions_decided_at"), table_name="quality_decisions")
     op.drop_index(op.f("ix_quality_decisions_peer_id_decided_at"), table_name="quality_decisions")
     op.drop_index(op.f("ix_quality_decisions_room_id_decided_at"), table_name="quality_decisions")
     op.drop_table("quality_decisions")
+    op.drop_index(op.f("ix_quality_stats_sampled_at"), table_name="quality_stats")
     op.drop_index(op.f("ix_quality_stats_peer_id_sampled_at"), table_name="quality_stats")
     for column in ("event_ids", "bandwidth_kbps", "layer", "plis", "nacks", "packets", "loss_max", "samples"):
         op.drop_column("quality_stats", column)
