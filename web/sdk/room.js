@@ -187,6 +187,7 @@ export class Room extends Emitter {
     this.subscriber?.close();
     this.subscriber = null;
     for (const key of [...this.remote.keys()]) this.#dropRemote(key);
+    this.encodings.clear();
     if (this.publisher) await this.publisher.open(this.signaling, this.publisher.specs());
     for (const kind of ["camera", "microphone"]) {
       if (this.muted[kind]) this.signaling.send({ type: "mute", source_kind: kind });
@@ -214,6 +215,7 @@ export class Room extends Emitter {
   /** Publish slot specs ({track, sourceId, kind, layer?, encoding?}) on a fresh publisher connection. */
   async publish(specs) {
     this.publisher?.close({ stopTracks: false });
+    this.encodings.clear(); // a fresh connection sends every encoding until streams say otherwise
     this.publisher = new Publisher(this.rtcConfig());
     await this.publisher.open(this.signaling, specs);
   }
