@@ -178,3 +178,18 @@ async def test_the_browser_report_is_what_the_gateway_accepts(page: Page) -> Non
     video = next(leg for leg in report.downlink if leg.source_id == "cam-a")
     assert (video.peer_id, video.kind, video.loss_pct, video.packets, video.frames_decoded, video.jitter_ms) == (
         "Pa", "video", 15, 170, 60, 4)
+
+
+async def test_repaired_packets_count_as_lost_by_the_network(page: Page) -> None:
+    """Chromium counts a retransmitted packet as received and no longer lost: the leg's loss adds
+    the repaired ones back, (lost + repaired) / expected."""
+    loss = await page.evaluate("""async () => {
+        const sdk = await import('/web/sdk/index.js');
+        const meter = new sdk.LinkMeter();
+        const stat = (received, lost, retransmitted) => ({ packetsReceived: received, packetsLost: lost,
+            retransmitted, bytesReceived: 0, jitterMs: 0, framesDecoded: 0 });
+        meter.leg('Pa/cam', stat(1000, 10, 50), 20, 0);
+        // 200 expected: 170 originals arrived, 30 lost of which 27 were repaired -> 197 received, 3 lost
+        return meter.leg('Pa/cam', stat(1197, 13, 77), 20, 1000).lossPct;
+    }""")
+    assert loss == 15

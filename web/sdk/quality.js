@@ -90,9 +90,12 @@ export class LinkMeter {
     const prev = this.legs.get(key);
     const changedAt = !prev || stat.packetsReceived !== prev.packetsReceived ? now : prev.changedAt;
     this.legs.set(key, { ...stat, at: now, changedAt });
-    const lost = prev ? stat.packetsLost - prev.packetsLost : 0;
+    // the network's loss: what is still missing plus what retransmissions repaired (Chromium counts a
+    // retransmitted packet as received and no longer lost; video is repaired, audio is not)
+    const repaired = prev ? (stat.retransmitted ?? 0) - (prev.retransmitted ?? 0) : 0;
+    const lost = prev ? stat.packetsLost - prev.packetsLost + Math.max(0, repaired) : 0;
     const got = prev ? stat.packetsReceived - prev.packetsReceived : 0;
-    const lossPct = lost > 0 && got + lost > 0 ? (100 * lost) / (got + lost) : 0;
+    const lossPct = lost > 0 && got + lost > 0 ? Math.min(100, (100 * lost) / (got + Math.max(0, lost - repaired))) : 0;
     const silentMs = prev ? now - changedAt : 0;
     return { lossPct, rttMs, jitterMs: stat.jitterMs, silentMs, packets: Math.max(0, got),
              framesDecoded: stat.framesDecoded, level: qualityLevel({ lossPct, rttMs, silentMs }),

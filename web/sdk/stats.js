@@ -16,7 +16,8 @@ export async function snapshot(pc) {
       out.inbound.push({ mid: s.mid, kind: s.kind, packetsReceived: s.packetsReceived ?? 0,
         packetsLost: Math.max(0, s.packetsLost ?? 0), framesDecoded: s.framesDecoded ?? 0,
         audioLevel: s.audioLevel ?? null, frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0,
-        bytesReceived: s.bytesReceived ?? 0, jitterMs: (s.jitter ?? 0) * 1000 });
+        bytesReceived: s.bytesReceived ?? 0, jitterMs: (s.jitter ?? 0) * 1000,
+        retransmitted: s.retransmittedPacketsReceived ?? 0 });
     } else if (s.type === "outbound-rtp") {
       sentByRtp.set(s.id, s.packetsSent ?? 0);
       out.rtpBytesSent += s.bytesSent ?? 0;
