@@ -8,8 +8,8 @@ off, so the figure is the agent's own):
    ``rtc.intents`` to ``rtc.facts``), draining a backlog → ``baseline_events_per_s``.
 2. ``max``: rooms are laid down as facts (a publisher with three camera layers and
    subscribers, placed on a node), then a backlog of node samples; each subscriber's loss
-   goes 30 % (pause), 0 % (resume after 10 s of sample time), ... 30 % (pause again). The
-   decisions the agent must take are known in advance (``streams.quality_agent.replay``
+   goes 30 % (pause), then 0 % for a minute of sample time (resumed after 10 s), and again. The
+   decisions (two per subscriber-minute) are known in advance (``streams.quality_agent.replay``
    of the same samples); the phase ends when the last of them is on ``quality.facts``
    → ``samples_per_s`` (samples / seconds from the first decision to the last).
 3. ``latency``: samples offered at ``--rate``/s (default 2,000) with loss steps; for every
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import phases
-from bench.infra import say, servers
+from bench.infra import Servers, say, servers
 from bench.load import Watch, latency_summary
 from bench.procs import CpuMeter, machine
 from producers.envelope import Event
@@ -49,8 +49,9 @@ from streams.quality_agent import replay
 
 TARGETS = {"samples_per_s": 20_000, "p99_ms": 500}
 LAYERS: list[Layer] = ["high", "low", "mid"]
-#: one cycle of a subscriber's loss (samples 2 s apart): pause, resume after 10 s, pause
-CYCLE = [30.0] + [0.0] * 7 + [30.0]
+#: one minute of a subscriber's loss (samples 2 s apart): a bad spell that pauses its video,
+#: resumed 10 s later, then clean: two decisions a minute, a busy network for a quality loop
+CYCLE = [30.0] + [0.0] * 29
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,8 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout (default: indented)")
     parser.add_argument("--rooms", type=int, default=200, help="rooms (default 200)")
     parser.add_argument("--subscribers", type=int, default=9, help="subscribers per room (default 9)")
-    parser.add_argument("--cycles", type=int, default=12, help="loss cycles per subscriber in the max phase "
-                        "(default 12: 200 rooms x 9 x 9 x 12 = 194,400 samples)")
+    parser.add_argument("--cycles", type=int, default=4, help="minutes of samples per subscriber in the max "
+                        "phase (default 4: 200 rooms x 9 subscribers x 30 x 4 = 216,000 samples)")
     parser.add_argument("--rate", type=float, default=2000.0, help="offered samples/s in the latency phase")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of the latency phase")
     parser.add_argument("--baseline-events", type=int, default=30000, help="backlog of the echo baseline")
@@ -184,23 +185,22 @@ async def latency_phase(bench: phases.Bench, args: argparse.Namespace) -> dict[s
         await bench.stop_child(child)
 
 
-async def measure(args: argparse.Namespace, run_id: str) -> dict[str, Any]:
-    with servers() as srv:
-        bench = phases.Bench(servers=srv, run_id=run_id, workdir=srv.run_dir / "work" / run_id, rate=1000.0,
-                             duration=1.0, warmup=0.0, rooms=200, max_peers=10, max_events=args.baseline_events,
-                             media_nodes=0)
-        d: dict[str, Any] = {}
-        await bench.start()
-        try:
-            if "baseline" not in args.skip:
-                d["baseline"] = await phases.max_rate(bench, "qbase", baseline=True)
-            if "max" not in args.skip:
-                d["max"] = await max_phase(bench, args)
-            if "latency" not in args.skip:
-                d["latency"] = await latency_phase(bench, args)
-        finally:
-            await bench.cleanup()
-            shutil.rmtree(bench.workdir, ignore_errors=True)
+async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[str, Any]:
+    bench = phases.Bench(servers=srv, run_id=run_id, workdir=srv.run_dir / "work" / run_id, rate=1000.0,
+                         duration=1.0, warmup=0.0, rooms=200, max_peers=10, max_events=args.baseline_events,
+                         media_nodes=0)
+    d: dict[str, Any] = {}
+    await bench.start()
+    try:
+        if "baseline" not in args.skip:
+            d["baseline"] = await phases.max_rate(bench, "qbase", baseline=True)
+        if "max" not in args.skip:
+            d["max"] = await max_phase(bench, args)
+        if "latency" not in args.skip:
+            d["latency"] = await latency_phase(bench, args)
+    finally:
+        await bench.cleanup()
+        shutil.rmtree(bench.workdir, ignore_errors=True)
     top, lat = d.get("max", {}), d.get("latency", {})
     loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])  # noqa: ASYNC240 - procfs
     return {"samples_per_s": top.get("samples_per_s"), "p50_ms": lat.get("p50_ms"), "p99_ms": lat.get("p99_ms"),
@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     say(f"run {run_id}")
-    result = asyncio.run(measure(args, run_id))
+    with servers() as srv:  # outside the event loop: with no servers given it starts them (blocking)
+        result = asyncio.run(measure(args, srv, run_id))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2), flush=True)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -9,7 +10,7 @@ from media_node.commands import CommandRunner
 from media_node.peers import PeerSession
 from producers.envelope import Event, derived_id, utcnow
 from producers.fields import SourceKind, TrackInfo
-from producers.media import OpenPublisher, TrackStarted
+from producers.media import CommandFailed, OpenPublisher, SetPaused, TrackStarted
 from producers.topics import Topics
 
 
@@ -36,3 +37,32 @@ async def test_a_track_that_starts_late_reports_when_it_started_not_when_it_was_
     assert event.occurred_at > utcnow() - timedelta(seconds=2), "streams derive subscription deadlines from it"
     assert event.event_id == TrackStarted.caused_by(command, 1, room_id="r", peer_id="a", node_id="n1",
                                                     track=track).event_id, "the id still follows from the command"
+
+
+def _set_paused(node_id: str = "n1", deadline_s: float = 10.0, event_id: str = "c1") -> SetPaused:
+    now = utcnow()
+    return SetPaused(event_id=derived_id(event_id, 0, "SetPaused"), occurred_at=now, node_id=node_id, room_id="r",
+                     deadline=now + timedelta(seconds=deadline_s), peer_id="nobody", source_id="cam", paused=True)
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_commands_run_once_and_only_when_addressed_here_and_not_expired() -> None:
+    producer = KeptProducer()
+    runner = CommandRunner("n1", producer, Topics("t-"))  # type: ignore[arg-type]
+    runner.accept(_set_paused())  # runs: the peer is unknown, so the node reports a failure
+    runner.accept(_set_paused())  # the same command again: ignored
+    await _settle()
+    [(_, failed)] = producer.sent
+    assert isinstance(failed, CommandFailed) and failed.command_type == "SetPaused"
+    assert failed.code == "LookupError" and failed.peer_id == "nobody"
+    runner.accept(_set_paused(node_id="n2", event_id="c2"))  # another node's
+    runner.accept(_set_paused(deadline_s=-1, event_id="c3"))  # past its deadline
+    await _settle()
+    assert len(producer.sent) == 1, "a misaddressed or expired command must not run"
+    runner.accept(_set_paused(event_id="c4"))
+    await _settle()
+    assert len(producer.sent) == 2
