@@ -88,7 +88,7 @@ class ChatMessage:
 CHAT_SEEN = 512
 #: Seconds between two ``quality-report``s: the gateway takes at most one per 2 s, and this
 #: margin keeps network jitter from bringing two closer than that.
-REPORT_INTERVAL_S = 2.05
+REPORT_INTERVAL_S = 2.2
 #: ``request_id`` prefix of quality reports: their refusals are not room errors.
 REPORT_ID = "quality-"
 

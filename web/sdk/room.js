@@ -46,6 +46,7 @@ export class Room extends Emitter {
     this.encodings = new Map(); // source -> layers streams asked us to send (dynacast)
     this.reportMeter = new LinkMeter();
     this.reportTimer = null;
+    this.reportsStopped = false;
     this.reportsSent = 0;
     this.reportErrors = {}; // refusals of our quality reports by code
     this.quality = new QualityMonitor(() => [this.publisher?.pc, this.subscriber?.pc],
@@ -84,7 +85,18 @@ export class Room extends Emitter {
     }
     this.call.send("connected");
     this.quality.start();
-    if (this.reportTimer === null) this.reportTimer = setInterval(() => this.#report().catch(() => {}), REPORT_INTERVAL_MS);
+    this.#scheduleReport();
+  }
+
+  /** The next report REPORT_INTERVAL_MS after this one went out (chained: a late tick never brings
+   *  the next closer to it, which the gateway would refuse). */
+  #scheduleReport() {
+    if (this.reportTimer !== null || this.reportsStopped) return;
+    this.reportTimer = setTimeout(async () => {
+      try { await this.#report(); } catch { /* a sample failed: the next one tries again */ }
+      this.reportTimer = null;
+      this.#scheduleReport();
+    }, REPORT_INTERVAL_MS);
   }
 
   /** One `quality-report` (docs/protocol.md) from this window's stats; refusals are counted, not errors. */
@@ -397,8 +409,8 @@ export class Room extends Emitter {
 
   #teardown() {
     this.quality.stop();
-    clearInterval(this.reportTimer);
-    this.reportTimer = null;
+    clearTimeout(this.reportTimer);
+    this.reportsStopped = true;
     this.signaling?.close();
     this.publisher?.close();
     this.subscriber?.close();
