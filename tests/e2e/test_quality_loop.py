@@ -65,9 +65,9 @@ class Call:
                 out.append((e, record.timestamp_ms / 1000))
         return out
 
-    async def samples(self, peer: Room, since: float) -> list[tuple[float, float]]:
-        """(seconds after ``since``, loss %) of the node's samples of the peer's video leg."""
-        return [(round(s.occurred_at.timestamp() - since, 1), s.loss_pct)
+    async def samples(self, peer: Room, since: float) -> list[tuple[float, float, int, str | None]]:
+        """(seconds after ``since``, loss %, packets, layer) of the node's samples of the peer's video leg."""
+        return [(round(s.occurred_at.timestamp() - since, 1), s.loss_pct, s.packets, s.layer)
                 for s in await read_events(self.infra.kafka, self.topics.name("quality.samples"))
                 if isinstance(s, QualitySample) and s.room_id == self.room_id and s.peer_id == peer.peer_id
                 and s.kind == "video" and s.leg.startswith("sub/") and s.occurred_at.timestamp() >= since - 4]
@@ -147,7 +147,12 @@ async def _decided(c: Call, layer: str, since: int, timeout: float) -> tuple[Qua
     async def check() -> QualityDecided | None:
         found = [d for d in (await c.decisions(c.s1))[since:] if d.layer == layer]
         return found[0] if found else None
-    decision = await wait_for(check, timeout, f"S1 decided {layer}", interval=0.25)
+    try:
+        decision = await wait_for(check, timeout, f"S1 decided {layer}", interval=0.25)
+    except AssertionError as exc:
+        since = time.time() - timeout - 10
+        raise AssertionError(f"{exc}; quality facts: {await c.facts()}; "
+                             f"S1 video samples (s, loss %): {await c.samples(c.s1, since)}") from None
     return decision, time.monotonic()
 
 
