@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import phases
-from bench.infra import say, servers
+from bench.infra import Servers, say, servers
 from bench.load import Watch, latency_summary
 from bench.procs import CpuMeter, machine
 from producers.envelope import Event
@@ -185,23 +185,22 @@ async def latency_phase(bench: phases.Bench, args: argparse.Namespace) -> dict[s
         await bench.stop_child(child)
 
 
-async def measure(args: argparse.Namespace, run_id: str) -> dict[str, Any]:
-    with servers() as srv:
-        bench = phases.Bench(servers=srv, run_id=run_id, workdir=srv.run_dir / "work" / run_id, rate=1000.0,
-                             duration=1.0, warmup=0.0, rooms=200, max_peers=10, max_events=args.baseline_events,
-                             media_nodes=0)
-        d: dict[str, Any] = {}
-        await bench.start()
-        try:
-            if "baseline" not in args.skip:
-                d["baseline"] = await phases.max_rate(bench, "qbase", baseline=True)
-            if "max" not in args.skip:
-                d["max"] = await max_phase(bench, args)
-            if "latency" not in args.skip:
-                d["latency"] = await latency_phase(bench, args)
-        finally:
-            await bench.cleanup()
-            shutil.rmtree(bench.workdir, ignore_errors=True)
+async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[str, Any]:
+    bench = phases.Bench(servers=srv, run_id=run_id, workdir=srv.run_dir / "work" / run_id, rate=1000.0,
+                         duration=1.0, warmup=0.0, rooms=200, max_peers=10, max_events=args.baseline_events,
+                         media_nodes=0)
+    d: dict[str, Any] = {}
+    await bench.start()
+    try:
+        if "baseline" not in args.skip:
+            d["baseline"] = await phases.max_rate(bench, "qbase", baseline=True)
+        if "max" not in args.skip:
+            d["max"] = await max_phase(bench, args)
+        if "latency" not in args.skip:
+            d["latency"] = await latency_phase(bench, args)
+    finally:
+        await bench.cleanup()
+        shutil.rmtree(bench.workdir, ignore_errors=True)
     top, lat = d.get("max", {}), d.get("latency", {})
     loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])  # noqa: ASYNC240 - procfs
     return {"samples_per_s": top.get("samples_per_s"), "p50_ms": lat.get("p50_ms"), "p99_ms": lat.get("p99_ms"),
@@ -226,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     say(f"run {run_id}")
-    result = asyncio.run(measure(args, run_id))
+    with servers() as srv:  # outside the event loop: with no servers given it starts them (blocking)
+        result = asyncio.run(measure(args, srv, run_id))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2), flush=True)
     return 0
 

@@ -8,12 +8,15 @@ Phases (real Postgres and Kafka, ``bench.infra.servers``):
   ``--legs`` distinct legs (40,000 = 20,000 subscribers' video and audio legs at one sample
   per 2 s): one SQL statement per batch; then the same batches again (all re-delivered:
   every sample dropped by its event id).
-- ``worker``: ``--samples`` samples are put on ``quality.samples`` first (a backlog), then a
-  ``python -m streams`` worker starts (the quality agent runs beside the projection, as in
-  production) and the time from its start until every sample is in ``quality_stats``
-  (``sum(samples)``) gives the drain rate, the worker's startup included.
+- ``projection``: ``--samples`` samples are put on ``quality.samples`` first (a backlog),
+  then the projection agent alone drains them on the streams driver in this process: Kafka
+  fetch, validation, one statement per batch. Time from its start until every sample is in
+  ``quality_stats`` (``sum(samples)``), startup included.
+- ``worker``: the same with a whole ``python -m streams`` worker, where the quality agent
+  reads the same samples beside the projection, as in production.
 
-JSON keys: ``db_samples_per_s``, ``db_redelivered_per_s``, ``worker_samples_per_s``.
+JSON keys: ``db_samples_per_s``, ``db_redelivered_per_s``, ``projection_samples_per_s``,
+``worker_samples_per_s``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from producers.admin import create_topics
 from producers.kafka import EventProducer
 from producers.media import QualitySample
 from producers.topics import Topics
-from streams.quality_projection import bucket_of, write_samples
+from streams.driver import DrivenAgent, Driver, DriverSettings
+from streams.quality_projection import QualityProjection, bucket_of, write_samples
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rooms", type=int, default=2_000, help="rooms the legs are spread over")
     p.add_argument("--batch", type=int, default=500, help="samples per statement in the db phase")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds the worker phase may take")
+    p.add_argument("--phases", default="db,projection,worker", help="which phases to run (comma-separated)")
     return p.parse_args(argv)
 
 
@@ -102,33 +107,66 @@ async def db_phase(database_url: str, args: argparse.Namespace) -> dict[str, Any
     return out
 
 
-async def worker_phase(kafka: str, database_url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    run = f"qhw-{uuid.uuid4().hex[:8]}"
-    prefix = f"{run}-"
+async def backlog(kafka: str, prefix: str, samples: list[QualitySample]) -> Topics:
     await create_topics(kafka, prefix, quiet=True)
     topics = Topics(prefix)
-    samples = make_samples(run, args.samples, args.legs, args.rooms, bucket_of(datetime.now(UTC)))
-    say(f"worker: producing a backlog of {len(samples)} samples")
+    say(f"producing a backlog of {len(samples)} samples on {topics.name('quality.samples')}")
     async with EventProducer(kafka, client_id="bench") as producer:
         pending = [await producer.send_soon(topics.name("quality.samples"), s) for s in samples]
         await asyncio.gather(*pending)
+    return topics
+
+
+async def drain(database_url: str, run: str, total: int, timeout: float, alive: Any) -> tuple[int, float]:
+    """Poll Postgres until ``total`` samples of ``run`` are in; (done, seconds)."""
+    start = time.perf_counter()
+    done = 0
+    while time.perf_counter() - start < timeout:
+        done = await projected(database_url, run)
+        if done >= total:
+            break
+        alive()
+        await asyncio.sleep(0.5)
+    return done, time.perf_counter() - start
+
+
+async def projection_phase(kafka: str, database_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The projection agent alone, in this process, on the streams driver."""
+    run = f"qhp-{uuid.uuid4().hex[:8]}"
+    samples = make_samples(run, args.samples, args.legs, args.rooms, bucket_of(datetime.now(UTC)))
+    topics = await backlog(kafka, f"{run}-", samples)
+    engine = make_engine(database_url)
+    projection = QualityProjection(lambda: engine)
+    driver = Driver(DriverSettings(bootstrap=kafka, app_id=f"{run}-streams"),
+                    [DrivenAgent("quality-projection", [topics.name("quality.samples")], [], projection.samples)])
+    await driver.start()
+    try:
+        done, seconds = await drain(database_url, run, len(samples), args.timeout, lambda: None)
+    finally:
+        await driver.stop()
+        await engine.dispose()
+    say(f"projection agent alone: {done} of {len(samples)} samples in {seconds:.1f} s (startup included)")
+    return {"projection_samples_per_s": round(done / seconds), "projection_seconds": round(seconds, 1)}
+
+
+async def worker_phase(kafka: str, database_url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    run = f"qhw-{uuid.uuid4().hex[:8]}"
+    prefix = f"{run}-"
+    samples = make_samples(run, args.samples, args.legs, args.rooms, bucket_of(datetime.now(UTC)))
+    await backlog(kafka, prefix, samples)
     env = {**os.environ, "PYTHONPATH": str(REPO), "KAFKA_BOOTSTRAP": kafka, "DATABASE_URL": database_url,
            "ROOMLOG_TOPIC_PREFIX": prefix, "ROOMLOG_STREAMS_APP_ID": f"{prefix}streams",
            "ROOMLOG_STREAMS_DATA_DIR": str(workdir)}
     log = (workdir / "worker.log").open("wb")
-    start = time.perf_counter()
     worker = subprocess.Popen([sys.executable, "-m", "streams"], env=env, cwd=REPO, stdout=log,  # noqa: ASYNC220
                               stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive() -> None:
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited; see {workdir / 'worker.log'}")
+
     try:
-        done = 0
-        while time.perf_counter() - start < args.timeout:
-            done = await projected(database_url, run)
-            if done >= len(samples):
-                break
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited; see {workdir / 'worker.log'}")
-            await asyncio.sleep(0.5)
-        seconds = time.perf_counter() - start
+        done, seconds = await drain(database_url, run, len(samples), args.timeout, alive)
     finally:
         worker.terminate()
         worker.wait(30)
@@ -141,8 +179,13 @@ async def measure(args: argparse.Namespace, srv: Servers) -> dict[str, Any]:
     workdir = srv.run_dir / "work" / f"quality-history-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
     result: dict[str, Any] = {}
-    result.update(await db_phase(srv.database_url, args))
-    result.update(await worker_phase(srv.kafka, srv.database_url, args, workdir))
+    phases = set(args.phases.split(","))
+    if "db" in phases:
+        result.update(await db_phase(srv.database_url, args))
+    if "projection" in phases:
+        result.update(await projection_phase(srv.kafka, srv.database_url, args))
+    if "worker" in phases:
+        result.update(await worker_phase(srv.kafka, srv.database_url, args, workdir))
     loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])  # noqa: ASYNC240 - procfs
     result.update(machine={**machine(), "loadavg_at_end": loadavg},
                   config={k: v for k, v in vars(args).items() if k != "json"})

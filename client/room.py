@@ -11,7 +11,8 @@ to the room's chat; every peer gets each message as a ``("chat", ChatMessage)`` 
 Quality (docs/web.md, "Network-quality level"): every ``REPORT_INTERVAL_S`` the SDK reads
 its connections' stats, sends a ``quality-report`` and updates ``room.quality`` (uplink and
 per remote participant levels 1-6 with loss/RTT/bitrate); a change of any level emits
-``("quality", RoomQuality)``. Dynacast: an ``encodings`` message stops the encodings of a
+``("quality", RoomQuality)``; streams' own ``quality`` message comes as
+``("quality-decision", dict)``. Dynacast: an ``encodings`` message stops the encodings of a
 source it does not list and starts the listed ones again, each with a keyframe.
 """
 
@@ -87,7 +88,7 @@ class ChatMessage:
 CHAT_SEEN = 512
 #: Seconds between two ``quality-report``s: the gateway takes at most one per 2 s, and this
 #: margin keeps network jitter from bringing two closer than that.
-REPORT_INTERVAL_S = 2.05
+REPORT_INTERVAL_S = 2.2
 #: ``request_id`` prefix of quality reports: their refusals are not room errors.
 REPORT_ID = "quality-"
 
@@ -167,7 +168,8 @@ class Room:
         self._lock = asyncio.Lock()
         self._tracker = QualityTracker()
         self._quality_task: asyncio.Task[None] | None = None
-        self._reports = 0
+        #: ``quality-report``s sent (their request ids are ``quality-1``, ``quality-2``, ...).
+        self.reports_sent = 0
         #: Refusals of our quality reports by code (``rate_limited`` should stay rare).
         self.report_errors: dict[str, int] = {}
         #: Dynacast: the encodings streams last asked us to send, per source.
@@ -184,10 +186,16 @@ class Room:
         ``ice_transport_policy="relay"`` uses TURN relayed candidates only."""
         self = cls(url=url, token=token, room=room, name=name, ice_servers=ice_servers,
                    ice_transport_policy=ice_transport_policy, receiver_hook=receiver_hook)
+        await self.open()
+        return self
+
+    async def open(self) -> None:
+        """Open the socket, join and start the quality reports (``connect`` does this; a room
+        built by hand can add listeners first, to miss no event)."""
         await self._signaling.open()
         await self._join()
-        self._quality_task = asyncio.create_task(self._quality_loop(), name="roomlog-quality")
-        return self
+        if self._quality_task is None:
+            self._quality_task = asyncio.create_task(self._quality_loop(), name="roomlog-quality")
 
     async def _join(self, resume: bool = False) -> None:
         message: dict[str, Any] = {"type": "join", "room": self.room, "name": self.name}
@@ -379,8 +387,8 @@ class Room:
                 report = await self._tracker.sample(
                     [t.sender for _, t in self._senders], self._subscriber, self._offered, self.peers, loop.time())
                 if self.peer_id is not None and self._signaling.connected:
-                    self._reports += 1
-                    await self._signaling.send({**report, "request_id": f"{REPORT_ID}{self._reports}"})
+                    self.reports_sent += 1
+                    await self._signaling.send({**report, "request_id": f"{REPORT_ID}{self.reports_sent}"})
                 if self.quality.levels() != before:
                     await self._emit("quality", self.quality)
             except Exception:  # noqa: BLE001 - one bad sample must not end the loop
@@ -410,9 +418,11 @@ class Room:
             self.report_errors[code] = self.report_errors.get(code, 0) + 1
             log.debug("quality report refused: %s %s", code, message.get("message"))
             return
-        if kind == "quality":
+        if kind == "quality":  # streams' decision: ("quality-decision", message), then maybe ("quality", ...)
+            await self._emit("quality-decision", message)
             await self._on_quality(message)
-        elif kind == "encodings":
+            return
+        if kind == "encodings":
             self._on_encodings(message)
         if kind == "subscriber-offer":
             await self._on_subscriber_offer(message)

@@ -224,7 +224,8 @@ class QualityStat(Base):
     source: Mapped[QualitySource] = mapped_column(sa.Text)
     # Since 0003_quality a row is a 10 s bucket: the metrics above are means over
     # ``samples`` samples, whose ids are in ``event_ids`` (a re-delivered one is not
-    # counted twice).
+    # counted twice). The table has fillfactor 50 (set by the migration: SQLAlchemy's Table
+    # has no option for it) so the updates of a bucket stay on its page.
     samples: Mapped[int] = mapped_column(default=1, server_default=sa.text("1"))
     loss_max: Mapped[Decimal | None] = mapped_column(sa.Numeric(5, 2))
     packets: Mapped[int | None] = mapped_column(sa.BigInteger)

@@ -44,7 +44,7 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
     #: 0 keeps it forever.
     quality_retention_days: float = Field(default=14.0, ge=0)
     #: How often the worker runs that deletion, and how many rows one statement deletes.
-    quality_retention_interval_s: float = Field(default=3600.0, gt=0)
+    quality_retention_interval_s: float = Field(default=600.0, gt=0)
     quality_prune_batch: int = Field(default=5000, ge=1, le=100_000)
     metrics_port: int = 0
     #: When set, append "<topic> <partition> <offset> <event_id>" per handled input.

@@ -160,8 +160,8 @@ def build() -> DashboardModel:
             f"sum by (instance) (rate(roomlog_media_subscriber_loss_ratio_count[{rate}]))",
             "{{instance}} mean"), PROMETHEUS, "Mean per-sample loss of subscriber video legs"))
         .with_panel(_series("Quality history written to Postgres", "ops", _prom(
-            f"sum by (kind) (rate(roomlog_streams_quality_projected_total[{rate}]))", "{{kind}}/s"),
-            PROMETHEUS, "Samples and decisions the streams projection writes per second"))
+            f"sum by (instance, kind) (rate(roomlog_streams_quality_projected_total[{rate}]))",
+            "{{instance}} {{kind}}/s"), PROMETHEUS, "Samples and decisions each streams worker writes per second"))
     )
     model = builder.build()
     for number, panel in enumerate(model.panels or [], start=1):  # Grafana wants unique panel ids

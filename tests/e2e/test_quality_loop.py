@@ -23,7 +23,7 @@ import pytest
 from client import LocalTrack, Room
 from client.synthetic import PatternVideoTrack, ToneAudioTrack
 from producers.kafka import EventProducer
-from producers.media import QualityDecided, QualitySample
+from producers.media import EncodingsChanged, QualityDecided, QualitySample
 from producers.topics import Topics
 from streams.quality_agent import replay
 from tests.e2e.media import Watcher
@@ -44,6 +44,15 @@ class Call:
     infra: Infra
     topics: Topics
 
+    async def facts(self) -> list[str]:
+        """The room's quality facts, short, for failure messages."""
+        names = {self.s1.peer_id: "S1", self.s2.peer_id: "S2", self.publisher.peer_id: "pub"}
+        return [f"{e.occurred_at:%H:%M:%S.%f} {names.get(e.peer_id)} "
+                + (f"{e.previous}->{e.layer} {e.reason} {e.loss_pct}%" if isinstance(e, QualityDecided)
+                   else f"encodings {e.active}" if isinstance(e, EncodingsChanged) else e.type)
+                for e in await read_events(self.infra.kafka, self.topics.name("quality.facts"))
+                if getattr(e, "room_id", None) == self.room_id]
+
     async def decisions(self, peer: Room) -> list[QualityDecided]:
         return [d for d, _ in await self.decisions_logged(peer)]
 
@@ -56,9 +65,9 @@ class Call:
                 out.append((e, record.timestamp_ms / 1000))
         return out
 
-    async def samples(self, peer: Room, since: float) -> list[tuple[float, float]]:
-        """(seconds after ``since``, loss %) of the node's samples of the peer's video leg."""
-        return [(round(s.occurred_at.timestamp() - since, 1), s.loss_pct)
+    async def samples(self, peer: Room, since: float) -> list[tuple[float, float, int, str | None]]:
+        """(seconds after ``since``, loss %, packets, layer) of the node's samples of the peer's video leg."""
+        return [(round(s.occurred_at.timestamp() - since, 1), s.loss_pct, s.packets, s.layer)
                 for s in await read_events(self.infra.kafka, self.topics.name("quality.samples"))
                 if isinstance(s, QualitySample) and s.room_id == self.room_id and s.peer_id == peer.peer_id
                 and s.kind == "video" and s.leg.startswith("sub/") and s.occurred_at.timestamp() >= since - 4]
@@ -138,7 +147,12 @@ async def _decided(c: Call, layer: str, since: int, timeout: float) -> tuple[Qua
     async def check() -> QualityDecided | None:
         found = [d for d in (await c.decisions(c.s1))[since:] if d.layer == layer]
         return found[0] if found else None
-    decision = await wait_for(check, timeout, f"S1 decided {layer}", interval=0.25)
+    try:
+        decision = await wait_for(check, timeout, f"S1 decided {layer}", interval=0.25)
+    except AssertionError as exc:
+        since = time.time() - timeout - 10
+        raise AssertionError(f"{exc}; quality facts: {await c.facts()}; "
+                             f"S1 video samples (s, loss %): {await c.samples(c.s1, since)}") from None
     return decision, time.monotonic()
 
 
@@ -242,7 +256,10 @@ async def test_dynacast_stops_encodings_nobody_receives_and_starts_them_again(ca
     # the same publisher with every encoding on, for the comparison (a subscriber on high)
     await c.s2.subscribe("cam", "high")
     asked = time.monotonic()
-    await wait_for(lambda: c.publisher.sending("cam")["high"], 10, "high sending again", interval=0.02)
+    try:
+        await wait_for(lambda: c.publisher.sending("cam")["high"], 10, "high sending again", interval=0.02)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; quality facts: {await c.facts()}") from None
     restarted = time.monotonic() - asked
     assert restarted <= 1.0, f"high sending again {restarted:.2f} s after a subscriber asked for it"
     await wait_for(lambda: layer_seen(c.w2) == "high", 5, "S2 decoding high again (from a keyframe)")

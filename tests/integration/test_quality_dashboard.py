@@ -2,7 +2,8 @@
 cannot be installed here): a room runs on the media stack with one subscriber behind
 15 % loss (iptables), the streams quality agent steps it down, and then EVERY SQL query of
 observability/dashboards/quality.json returns rows for that room from Postgres and EVERY
-PromQL query returns series from the Prometheus that scraped the run (scripts/infra.sh)."""
+PromQL query returns series from the Prometheus that scraped the run (scripts/infra.sh).
+That the committed JSON is the generator's output: tests/unit/test_dashboards.py."""
 
 from __future__ import annotations
 
@@ -86,12 +87,6 @@ def loss_towards(port: int, probability: float) -> Iterator[None]:
         subprocess.run(["iptables", "-D", *rule], check=False)
 
 
-def test_committed_dashboard_is_what_the_generator_writes() -> None:
-    from observability.dashboards import render
-
-    assert DASHBOARD.read_text() == render("quality.json"), "run python -m observability.dashboards"
-
-
 async def test_every_panel_query_returns_data(infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
                                               services: list[Service], tmp_path: Path) -> None:
     prometheus = os.environ.get("PROMETHEUS_URL")
@@ -140,17 +135,21 @@ async def test_every_panel_query_returns_data(infra: Infra, topics: Topics, pref
                     empty.append(title)
         assert empty == [], f"SQL panels without rows for {room_id}: {empty}"
 
+        # this run's services only (in a whole suite, earlier tests' series are still in range)
+        ours = {f"127.0.0.1:{service.metrics_port}" for service in stack}
+
         async def series(expr: str) -> list[Any]:
             async with httpx.AsyncClient() as http:
                 r = await http.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["status"] == "success", body
-            return [s for s in body["data"]["result"] if math.isfinite(float(s["value"][1]))]
+            return [s for s in body["data"]["result"]
+                    if s["metric"].get("instance") in ours and math.isfinite(float(s["value"][1]))]
 
         for title, expr in promql:
             query = expr.replace("$__rate_interval", RATE_INTERVAL)
-            assert "$" not in query, query
+            assert "$" not in query and "by (instance" in query, query
             await wait_for(functools.partial(series, query), 60, f"Prometheus series for {title!r}: {query}")
     finally:
         watcher.stop()

@@ -262,3 +262,22 @@ async def test_postgres_outage_delays_the_history_and_loses_nothing(
         assert "retrying" in worker.tail(400)
     finally:
         await proxy.close()
+
+
+async def test_the_worker_runs_the_retention(infra: Infra, topics: Topics, prefix: str, services: list[Service],
+                                             tmp_path: Path, engine: AsyncEngine) -> None:
+    room_id = unique("qh-")
+    now = datetime.now(UTC)
+    old = sample(room_id, now - timedelta(days=8), 5.0)
+    recent = sample(room_id, now - timedelta(days=6), 1.0)
+    async with engine.begin() as conn:
+        await write_samples(conn, [old, recent])
+        await write_decisions(conn, [decided(room_id, now - timedelta(days=9), "low", "mid", 12.0)])
+    services.append(streams_service(infra, prefix, tmp_path, quality_retention_days=7,
+                                    quality_retention_interval_s=1).start())
+
+    async def pruned() -> bool:
+        rows = await stats(engine, room_id)
+        return [r.event_ids for r in rows] == [[str(recent.event_id)]] and not await decisions(engine, room_id)
+
+    await wait_for(pruned, 120, "the worker's retention deleting the rows older than 7 days")

@@ -39,3 +39,12 @@ def test_since() -> None:
     for bad in ("", "yesterday", "2026-02-30T00:00:00Z", "2026-12-03T10:05:00Z"):
         with pytest.raises(InvalidSince):
             parse_since(bad, NOW)
+
+
+def test_values_postgres_would_refuse_are_not_sent() -> None:
+    inf = QualitySample.new(occurred_at=NOW, room_id="r", peer_id="p", leg="sub/cam", loss_pct=2,
+                            rtt_ms=float("inf"), packets=2**62, bandwidth_kbps=float("inf"))
+    nul = QualitySample.new(occurred_at=NOW, room_id="r", peer_id="p", leg="sub/\x00", loss_pct=2)
+    cols = sample_columns([inf, nul])
+    assert cols["event_id"] == [str(inf.event_id)]  # NUL cannot be stored in text: skipped
+    assert cols["rtt"] == [None] and cols["bw"] == [None] and cols["packets"] == [2**40]

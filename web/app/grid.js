@@ -1,6 +1,9 @@
 // The video grid: one tile per person (their camera, or their initial while it is off)
 // and one per shared screen; names and mute badges from the room's peer list; the
-// active speaker's tile is highlighted. Remote audio plays through hidden <audio>s.
+// active speaker's tile is highlighted; each tile shows its network-quality level (own tile:
+// uplink; a remote person's tiles: what we receive from them) as bars with a tooltip of
+// loss/RTT/bitrate, and as `data-quality-level` on the tile. Remote audio plays through hidden <audio>s.
+import { LEVEL_NAMES } from "../sdk/quality.js";
 import { el } from "./session.js";
 
 export class Grid {
@@ -17,7 +20,9 @@ export class Grid {
       video.muted = true; // sound goes through the <audio> elements
       tile = el("div", { class: "tile", dataset: { key, peerId, kind } }, video,
         el("div", { class: "initial" }, (name || "?").slice(0, 1).toUpperCase()),
-        el("div", { class: "label" }, el("span", { class: "name" }, name), el("span", { class: "badges" })));
+        el("div", { class: "label" }, el("span", { class: "name" }, name), el("span", { class: "badges" })),
+        el("span", { class: "quality tile-quality", dataset: { level: "0" }, title: "network quality: not measured yet" },
+          el("span", { class: "bars" }, el("i"), el("i"), el("i"), el("i"), el("i")), el("span", { class: "text" }, "")));
       this.tiles.set(key, tile);
       this.container.append(tile);
     }
@@ -85,6 +90,22 @@ export class Grid {
   #remove(key) {
     this.tiles.get(key)?.remove();
     this.tiles.delete(key);
+  }
+
+  /** Show `q` ({level, lossPct, rttMs, bitrateKbps}) on the local tile (`local`) or on every tile of a remote peer. */
+  setQuality(peerId, q, { local = false } = {}) {
+    for (const [key, tile] of this.tiles) {
+      if (local ? key !== "local" : key === "local" || tile.dataset.peerId !== peerId) continue;
+      const level = String(q.level);
+      tile.dataset.qualityLevel = level;
+      const indicator = tile.querySelector(".tile-quality");
+      indicator.dataset.level = level;
+      indicator.querySelector(".text").textContent = `${level} · ${LEVEL_NAMES[q.level]}`;
+      const rtt = q.rttMs == null ? "?" : Math.round(q.rttMs);
+      const pushed = q.pushedLevel ? ` (server: ${q.pushedLevel})` : "";
+      indicator.title = `${local ? "uplink" : "downlink"} ${level} · ${LEVEL_NAMES[q.level]}${pushed}: loss ` +
+        `${q.lossPct.toFixed(1)} %, RTT ${rtt} ms, ${Math.round(q.bitrateKbps)} kbit/s`;
+    }
   }
 
   highlight(peerId) {

@@ -41,7 +41,12 @@ const chat = new ChatPanel({ log: $("chat-log"), form: $("chat-form"), input: $(
 room.on("chat", (message) => chat.add(message));
 room.on("state", ({ state }) => chat.setEnabled(state === "connected"));
 room.on("track-removed", (remote) => grid.detach(remote));
-room.on("quality", (sample) => { showQuality(sample); grid.highlight(activeSpeaker(sample)); });
+room.on("quality", (sample) => {
+  showQuality(sample);
+  grid.highlight(activeSpeaker(sample));
+  if (sample.uplink) grid.setQuality(room.peerId, sample.uplink, { local: true });
+  for (const [peerId, q] of sample.downlink ?? []) grid.setQuality(peerId, q);
+});
 
 function banner(text, error = false) {
   $("banner").textContent = text;

@@ -4,7 +4,8 @@ export { CallState, InvalidTransition, States, transition, TRANSITIONS } from ".
 export { checkDevices, listDevices, openMedia, openScreen } from "./devices.js";
 export { decodePixels, lumaStats, readVideo } from "./pattern.js";
 export { cameraSlots, LAYERS } from "./publisher.js";
-export { BANDS, DOWN_AFTER_MS, LEVEL_NAMES, qualityLevel, QualityMonitor } from "./quality.js";
+export { BANDS, DOWN_AFTER_MS, LEVEL_NAMES, LinkMeter, measure, participantLevel, qualityLevel, QualityMonitor,
+         qualityReport, REPORT_INTERVAL_MS } from "./quality.js";
 export { P2PLink } from "./p2p.js";
 export { Phone } from "./phone.js";
 export { Room } from "./room.js";

@@ -71,6 +71,28 @@ export class Publisher {
     }
   }
 
+  /** Dynacast: send only the encodings of `sourceId` whose layer is in `layers` (`single` for a
+   *  one-encoding source); each layer is its own sender, switched with `active`. Chromium starts a
+   *  re-activated encoding with a keyframe. Microphones are never stopped. */
+  async setActive(sourceId, layers) {
+    for (const slot of this.slots.filter((s) => s.sourceId === sourceId && s.kind !== "microphone")) {
+      const sender = slot.transceiver.sender;
+      const params = sender.getParameters();
+      if (!params.encodings?.length) continue;
+      const active = layers.includes(slot.layer ?? "single");
+      slot.active = active;
+      if (params.encodings.every((e) => e.active === active)) continue;
+      for (const encoding of params.encodings) encoding.active = active;
+      await sender.setParameters(params);
+    }
+  }
+
+  /** Per layer of `sourceId`: whether its encoding is active (what dynacast left on). */
+  sending(sourceId) {
+    return Object.fromEntries(this.slots.filter((s) => s.sourceId === sourceId).map((s) => [
+      s.layer ?? "single", (s.transceiver.sender.getParameters().encodings ?? []).some((e) => e.active !== false)]));
+  }
+
   /** Put a new track (or null) in the slots of `sourceId` (e.g. a screen share starting). */
   async setTrack(sourceId, track) {
     for (const slot of this.slots.filter((s) => s.sourceId === sourceId)) {

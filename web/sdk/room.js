@@ -4,14 +4,15 @@
 // Events (room.on(type, fn)): state {state, previous, event}, joined, resumed,
 // peer-joined, peer-left, peer-updated, track {peerId, sourceId, kind, track, stream},
 // track-removed {peerId, sourceId}, reconnecting {attempt, delayMs}, reconnected
-// {peerId, resumed}, gave-up {attempts, elapsedMs}, quality {level, lossPct, rttMs, ...},
+// {peerId, resumed}, gave-up {attempts, elapsedMs}, quality {level, lossPct, rttMs, uplink, downlink, ...},
+// quality-decision (streams' `quality` message), encodings (dynacast applied),
 // screen {sharing}, chat {id, peerId, identity, name, text, at: Date, own}, error {code, message}, left.
 
 import { Backoff } from "./backoff.js";
 import { CallState, States } from "./callstate.js";
 import { Emitter } from "./emitter.js";
 import { cameraSlots, Publisher } from "./publisher.js";
-import { QualityMonitor } from "./quality.js";
+import { LinkMeter, measure, QualityMonitor, qualityReport, REPORT_INTERVAL_MS } from "./quality.js";
 import { RoomError, Signaling } from "./signaling.js";
 import { snapshot } from "./stats.js";
 import { Subscriber } from "./subscriber.js";
@@ -41,8 +42,20 @@ export class Room extends Emitter {
     this.chatSeen = new Set();
     this.closed = false;
     this.reconnecting = false;
+    this.pushed = new Map(); // peer -> Map source -> {layer, level}: streams' latest `quality` decisions
+    this.encodings = new Map(); // source -> layers streams asked us to send (dynacast)
+    this.reportMeter = new LinkMeter();
+    this.reportTimer = null;
+    this.reportsStopped = false;
+    this.reportsSent = 0;
+    this.reportErrors = {}; // refusals of our quality reports by code
     this.quality = new QualityMonitor(() => [this.publisher?.pc, this.subscriber?.pc],
-      (sample) => { this.lastQuality = sample; this.emit("quality", sample); }, qualityIntervalMs);
+      (sample) => { this.lastQuality = sample; this.emit("quality", sample); }, qualityIntervalMs,
+      () => performance.now(), () => this.#qualityContext());
+  }
+
+  #qualityContext() {
+    return { sourceOf: (mid) => this.subscriber?.sourceOf(mid) ?? null, peers: this.peers, pushed: this.pushed };
   }
 
   static async connect(options) {
@@ -72,6 +85,44 @@ export class Room extends Emitter {
     }
     this.call.send("connected");
     this.quality.start();
+    this.#scheduleReport();
+  }
+
+  /** The next report REPORT_INTERVAL_MS after this one went out (chained: a late tick never brings
+   *  the next closer to it, which the gateway would refuse). */
+  #scheduleReport() {
+    if (this.reportTimer !== null || this.reportsStopped) return;
+    this.reportTimer = setTimeout(async () => {
+      try { await this.#report(); } catch { /* a sample failed: the next one tries again */ }
+      this.reportTimer = null;
+      this.#scheduleReport();
+    }, REPORT_INTERVAL_MS);
+  }
+
+  /** One `quality-report` (docs/protocol.md) from this window's stats; refusals are counted, not errors. */
+  async #report() {
+    if (!this.signaling?.connected || !this.peerId) return;
+    const pc = this.publisher?.pc;
+    const [pub, sub] = await Promise.all([snapshot(pc), snapshot(this.subscriber?.pc)]);
+    const links = measure(this.reportMeter, pc ? pub : null, sub, this.#qualityContext(), performance.now());
+    if (!this.signaling?.connected) return;
+    this.reportsSent += 1;
+    this.signaling.send({ ...qualityReport(links), request_id: `quality-${this.reportsSent}` });
+  }
+
+  /** Streams decided our layer for a remote source: its level counts in that participant's. */
+  #onQualityDecision(m) {
+    if (typeof m.peer_id !== "string" || typeof m.source_id !== "string" || !Number.isInteger(m.level)) return;
+    if (!this.pushed.has(m.peer_id)) this.pushed.set(m.peer_id, new Map());
+    this.pushed.get(m.peer_id).set(m.source_id, { layer: m.layer, level: Math.min(6, Math.max(1, m.level)) });
+    this.quality.sample().catch(() => {}); // show it now, not at the next tick
+  }
+
+  /** Dynacast: send only the encodings of the source that some subscriber receives. */
+  async #onEncodings(m) {
+    if (typeof m.source_id !== "string" || !Array.isArray(m.active)) return;
+    this.encodings.set(m.source_id, m.active);
+    await this.publisher?.setActive(m.source_id, m.active);
   }
 
   async #openSocket() {
@@ -148,6 +199,7 @@ export class Room extends Emitter {
     this.subscriber?.close();
     this.subscriber = null;
     for (const key of [...this.remote.keys()]) this.#dropRemote(key);
+    this.encodings.clear();
     if (this.publisher) await this.publisher.open(this.signaling, this.publisher.specs());
     for (const kind of ["camera", "microphone"]) {
       if (this.muted[kind]) this.signaling.send({ type: "mute", source_kind: kind });
@@ -175,6 +227,7 @@ export class Room extends Emitter {
   /** Publish slot specs ({track, sourceId, kind, layer?, encoding?}) on a fresh publisher connection. */
   async publish(specs) {
     this.publisher?.close({ stopTracks: false });
+    this.encodings.clear(); // a fresh connection sends every encoding until streams say otherwise
     this.publisher = new Publisher(this.rtcConfig());
     await this.publisher.open(this.signaling, specs);
   }
@@ -304,14 +357,22 @@ export class Room extends Emitter {
   // --- server messages -----------------------------------------------------------------
 
   async #onMessage(m) {
+    if (m.type === "error" && String(m.request_id ?? "").startsWith("quality-")) {
+      this.reportErrors[m.code] = (this.reportErrors[m.code] ?? 0) + 1;
+      return;
+    }
+    if (m.type === "quality") { this.#onQualityDecision(m); return this.emit("quality-decision", m); }
+    if (m.type === "encodings") { await this.#onEncodings(m); return this.emit("encodings", m); }
     if (m.type === "subscriber-offer") await this.#onSubscriberOffer(m);
     else if (m.type === "peer-joined" || m.type === "peer-updated") this.peers.set(m.peer.peer_id, m.peer);
     else if (m.type === "peer-left") {
       this.peers.delete(m.peer_id);
+      this.pushed.delete(m.peer_id);
       for (const [key, r] of this.remote) if (r.peerId === m.peer_id) this.#dropRemote(key);
     } else if (m.type === "track-published") this.#peerTracks(m.peer_id, (ts) => [...ts, m.track]);
     else if (m.type === "track-unpublished") {
       this.#peerTracks(m.peer_id, (ts) => ts.filter((t) => t.source_id !== m.source_id));
+      this.pushed.get(m.peer_id)?.delete(m.source_id);
       this.#dropRemote(`${m.peer_id}/${m.source_id}`);
     }
     else if (m.type === "reconnect") await this.#moveToNewNode(m.reason);
@@ -348,6 +409,8 @@ export class Room extends Emitter {
 
   #teardown() {
     this.quality.stop();
+    clearTimeout(this.reportTimer);
+    this.reportsStopped = true;
     this.signaling?.close();
     this.publisher?.close();
     this.subscriber?.close();

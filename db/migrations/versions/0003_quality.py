@@ -38,6 +38,10 @@ def upgrade() -> None:
     op.add_column("quality_stats", sa.Column("event_ids", ARRAY(sa.Text()), server_default=sa.text("'{}'"),
                                              nullable=False))
     op.create_index(op.f("ix_quality_stats_peer_id_sampled_at"), "quality_stats", ["peer_id", "sampled_at"])
+    # a bucket row is updated with every sample (5 per 10 s): free space on each page lets
+    # those updates stay on the page (HOT) instead of touching every index (measured about
+    # 1.3-1.7x the write rate, bench.quality_history)
+    op.execute("ALTER TABLE quality_stats SET (fillfactor = 50)")
     # retention deletes by age across rooms: without this, every batch would scan the table
     op.create_index(op.f("ix_quality_stats_sampled_at"), "quality_stats", ["sampled_at"])
 
@@ -70,5 +74,6 @@ def downgrade() -> None:
     op.drop_table("quality_decisions")
     op.drop_index(op.f("ix_quality_stats_sampled_at"), table_name="quality_stats")
     op.drop_index(op.f("ix_quality_stats_peer_id_sampled_at"), table_name="quality_stats")
+    op.execute("ALTER TABLE quality_stats RESET (fillfactor)")
     for column in ("event_ids", "bandwidth_kbps", "layer", "plis", "nacks", "packets", "loss_max", "samples"):
         op.drop_column("quality_stats", column)
