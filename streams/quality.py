@@ -213,14 +213,18 @@ def _playing(state: dict[str, Any], w: dict[str, Any], sample: QualitySample, t:
     effective = min(latest, 1.5 * _mean([x for _, x in hist[-2:]]))
     current = w["layer"]
     layers = w["layers"]
-    if effective >= config.pause_at_pct:
-        return [_change(w, sample, "paused", "loss", effective, t)]
-    by_loss = "low" if effective >= config.low_at_pct else "mid" if effective >= config.mid_at_pct else "high"
-    target, reason = fit(by_loss, layers), "loss"
+    target, reason = _band(effective, layers, config), "loss"
     by_bandwidth = _bandwidth_target(state, w, sample, config)
-    if by_bandwidth is not None and RANK[by_bandwidth] < RANK[target]:
+    if by_bandwidth is not None and RANK[by_bandwidth] < RANK.get(target, -1):
         target, reason = by_bandwidth, "bandwidth"
-    if RANK[target] < RANK[current]:
+    ladder = ["paused", *available(layers)]
+    if ladder.index(target) < ladder.index(current):
+        # more than one step down at once only when the sample before says so too: a single
+        # noisy sample (few packets) moves one step
+        confirmed = _band(min(x for _, x in hist[-2:]), layers, config) if len(hist) > 1 else None
+        if ladder.index(current) - ladder.index(target) > 1 and \
+                (confirmed is None or ladder.index(confirmed) > ladder.index(target)):
+            target = ladder[ladder.index(current) - 1]
         return [_change(w, sample, target, reason, effective, t)]
     usable = available(layers)
     above = [layer for layer in usable if RANK[layer] > RANK[current]]
@@ -233,6 +237,14 @@ def _playing(state: dict[str, Any], w: dict[str, Any], sample: QualitySample, t:
     if good_s < config.up_after_s or not _settled(w, t, config) or not _fits(state, sample, step, config):
         return []
     return [_change(w, sample, step, "recovered", _mean([x for at, x in hist if at >= w["good"]]), t)]
+
+
+def _band(loss: float, layers: list[str], config: QualityConfig) -> str:
+    """The layer (or ``paused``) a loss calls for, among the source's layers."""
+    if loss >= config.pause_at_pct:
+        return "paused"
+    by_loss = "low" if loss >= config.low_at_pct else "mid" if loss >= config.mid_at_pct else "high"
+    return fit(by_loss, layers)
 
 
 def _rate(state: dict[str, Any], source_id: str | None, layer: str) -> float | None:

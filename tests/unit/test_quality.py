@@ -84,6 +84,17 @@ def test_a_lone_spike_is_damped_and_a_clean_subscriber_is_left_alone() -> None:
     assert [layer for _, layer, _ in spike.decisions] == ["mid"]
 
 
+def test_one_noisy_sample_moves_one_step_two_in_a_row_move_further() -> None:
+    run = Run()
+    run.steps(6, 0)
+    run.steps(4, 6.5)  # 8 % on 30 packets a sample measures 6-7 %
+    assert run.layer() == "mid"
+    run.step(43)  # 13 of 30 packets: one sample, far above the others
+    assert run.layer() == "low", "a single sample moves one step, not to paused"
+    run.step(30)  # confirmed
+    assert run.layer() == "paused"
+
+
 def test_climbs_one_layer_per_ten_good_seconds() -> None:
     run = Run()
     run.steps(4, 0)
@@ -180,6 +191,7 @@ def test_decisions_command_the_node_and_tell_the_subscriber() -> None:
     room = _room()
     run = Run()
     run.steps(4, 0)
+    run.step(30)  # one step at first (high -> mid), the second sample confirms the rest
     s = sample(run.t + 2, 30)
     changes = decide(run.state, s, CONFIG)
     out = decision_outputs(s, changes)
