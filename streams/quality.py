@@ -14,7 +14,8 @@ Rules (the mediasoup plan's thresholds, with hysteresis; docs/quality.md):
 
 * **down at once**: the loss that counts is ``min(latest, 1.5 × mean of the last two
   samples)`` — a real rise counts within one sample, a lone spike is damped. At 5 % or more
-  the subscriber goes to mid, 10 % low, 20 % video paused (audio is never paused). A
+  the subscriber goes to mid, 10 % low, 20 % video paused (audio is never paused); one step
+  per sample unless the sample before also calls for the lower band. A
   bandwidth estimate below half the current layer's bitrate for two samples in a row
   moves it to the highest layer whose bitrate fits.
 * **up slowly**: one layer up only after the loss stayed below the next layer's bar (3 %
