@@ -123,8 +123,9 @@ def decide(state: dict[str, Any], sample: QualitySample, config: QualityConfig) 
     key = f"{sample.peer_id}|{sample.source_id}"
     w = state["w"].get(key)
     if w is None:
-        start = sample.layer if sample.layer in RANK else "high"
-        w = state["w"][key] = {"layer": start, "at": None, "hist": [], "good": None, "bwlow": 0,
+        # the window's layer is the quality cap, not what the subscriber asked for (the node
+        # forwards the lower of the two): every window starts uncapped
+        w = state["w"][key] = {"layer": "high", "at": None, "hist": [], "good": None, "bwlow": 0,
                                "audio": False, "pub": sample.publisher_peer_id, "layers": [],
                                "source_id": sample.source_id}
     w["layers"] = list(sample.layers)
