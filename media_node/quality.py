@@ -123,7 +123,8 @@ class QualitySampler:
             outbound.packetsSent, remote.packetsLost if remote is not None else 0, outbound.bytesSent,
             sub.leg.nacked_distinct, sub.leg.keyframe_requests, self.clock()))
         nack_loss = 100.0 * d.nacks / d.packets if d.packets > 0 else 0.0
-        loss = round(min(100.0, max(d.loss_pct, nack_loss)), 2)
+        # nothing sent (a paused leg): a late receiver report's count is not this interval's loss
+        loss = round(min(100.0, max(d.loss_pct, nack_loss)), 2) if d.packets > 0 else 0.0
         # aiortc's RTT estimate can go negative under load (clock/DLSR rounding)
         rtt = max(0.0, remote.roundTripTime or 0.0) if remote is not None else 0.0
         clock = CLOCK_RATE.get(source.kind, 90_000)
