@@ -325,3 +325,11 @@ async def start_media_stack(infra: Infra, topics: Any, prefix: str, producer: An
     await streams_ready(producer, infra, topics, stack[0])
     await http_ready(f"{base}/healthz", stack[-1])
     return stack, base
+
+
+async def api_token(client: Any, identity: str, grants: list[str], room: str | None = None) -> str:
+    """A token from the api's ``POST /v1/tokens`` (``client``: an httpx client on the api)."""
+    r = await client.post("/v1/tokens", headers={"X-API-Secret": API_SECRET},
+                          json={"identity": identity, "grants": grants, "room": room, "ttl_s": 600})
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])

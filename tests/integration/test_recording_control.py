@@ -4,49 +4,22 @@ bad input gets its documented code and writes nothing."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
-import pytest
 
 from producers.kafka import EventProducer
 from producers.recordings import CompositeRequested, RecordingAccepted, RecordingRequested, RecordingStopping
 from producers.sessions import RecordingCompleted, RecordingFailed, StartRecording, StopRecording
 from producers.topics import Topics
 from tests.harness import (
-    API_SECRET,
     Infra,
-    Service,
-    api_service,
-    free_port,
-    http_ready,
     of_type,
     read_events,
-    streams_ready,
-    streams_service,
     unique,
     wait_for,
 )
-
-
-@pytest.fixture
-async def stack(infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-                tmp_path: Path) -> str:
-    worker = streams_service(infra, prefix, tmp_path).start()
-    port = free_port()
-    api = api_service(infra, prefix, tmp_path, port).start()
-    services += [worker, api]
-    await streams_ready(producer, infra, topics, worker)
-    base = f"http://127.0.0.1:{port}"
-    await http_ready(f"{base}/healthz", api)
-    return base
-
-
-async def token(client: httpx.AsyncClient, identity: str, grants: list[str], room: str | None = None) -> str:
-    r = await client.post("/v1/tokens", headers={"X-API-Secret": API_SECRET},
-                          json={"identity": identity, "grants": grants, "room": room, "ttl_s": 600})
-    assert r.status_code == 201, r.text
-    return str(r.json()["token"])
+from tests.harness import (
+    api_token as token,
+)
 
 
 def bearer(t: str) -> dict[str, str]:
