@@ -64,6 +64,8 @@ async def carol_in_a_room(carol: User, base: str) -> tuple[str, str]:
     """Carol creates and joins a room from the lobby; her room id and peer id."""
     room_id = unique("walk-")
     await carol.sign_in(base)
+    # as a person would: the lobby has checked and listed the devices before she creates the room
+    await carol.page.wait_for_function("document.querySelectorAll('#camera option').length > 0", timeout=20_000)
     await carol.create_room(room_id)
     return room_id, await carol.wait_published()
 
