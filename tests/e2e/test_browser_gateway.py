@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,20 +83,28 @@ async def test_a_gateway_stopped_30_s_and_started_again_leaves_both_pages_in_the
             await bob.page.goto(f"{base}/web/room.html?room={room_id}")
             await bob.wait_published()
             for user, other in ((alice, bob), (bob, alice)):
-                await wait_for(lambda u=user, o=other: decoding(u, o), 60, f"{user.name} decoding {other.name}",
+                await wait_for(partial(decoding, user, other), 60, f"{user.name} decoding {other.name}",
                                interval=0.5)
                 await user.page.evaluate(RECORD_JS)
             before = {u.name: await page_state(u) for u in users}
 
-            api.stop()
+            # the pages lose the gateway when the stop begins; it serves again DOWN_S later
             stopped_at = time.monotonic()
-            await asyncio.sleep(DOWN_S)
+            await asyncio.to_thread(api.stop)
+            stop_s = time.monotonic() - stopped_at
+            assert stop_s < DOWN_S, f"the gateway took {stop_s:.1f} s to stop"
+            await asyncio.sleep(max(0.0, 10 - stop_s))
+            for user in users:  # meanwhile the pages say so (media still flows, the meeting is not "excellent")
+                shown = await user.page.evaluate("""() => ({ badge: document.getElementById('state').textContent,
+                    quality: document.querySelector('#quality .text').textContent })""")
+                assert shown == {"badge": "Reconnecting", "quality": "– · reconnecting"}, (user.name, shown)
+            await asyncio.sleep(DOWN_S - (time.monotonic() - stopped_at))
             api.start()
             await http_ready(f"{base}/healthz", api, timeout=60)
-            print(f"gateway back after {time.monotonic() - stopped_at:.1f} s")
+            print(f"gateway stopped in {stop_s:.1f} s, back after {time.monotonic() - stopped_at:.1f} s")
 
             for user, other in ((alice, bob), (bob, alice)):
-                await wait_for(lambda u=user, o=other: decoding(u, o), 60,
+                await wait_for(partial(decoding, user, other), 60,
                                f"{user.name} back in the room decoding {other.name}", interval=0.5)
             after = {u.name: await page_state(u) for u in users}
             print(f"before: {before}\nafter: {after}")

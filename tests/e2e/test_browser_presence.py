@@ -6,13 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from producers.kafka import EventProducer
-from producers.sessions import PresenceChanged
+from producers.sessions import CallAccepted, PresenceChanged
 from producers.topics import Topics
 from tests.e2e.browser import User
-from tests.e2e.test_browser_calls import connect_call, open_lobby, start_calls_stack, two_users, until_state
+from tests.e2e.test_browser_calls import (
+    connect_call,
+    open_lobby,
+    start_calls_stack,
+    token_of,
+    two_users,
+    until_state,
+)
 from tests.harness import Infra, Service, read_events, wait_for
 
 
@@ -37,6 +45,20 @@ async def test_after_a_hang_up_both_lobbies_list_the_other_online(
         alice_id = await open_lobby(alice, base)
         bob_id = await open_lobby(bob, base)
         await connect_call(alice, bob, bob_id)
+        # the call's private p2p room exists but is not in the public room list (issue 16 item 5)
+        accepted = [e for e in await read_events(infra.kafka, topics.name("call.events"))
+                    if isinstance(e, CallAccepted) and e.by == bob_id]
+        assert len(accepted) == 1, accepted
+        headers = {"Authorization": f"Bearer {await token_of(alice)}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=15) as http:
+            async def in_read_model() -> httpx.Response | None:
+                r = await http.get(f"/v1/rooms/{accepted[0].room_id}")
+                return r if r.status_code == 200 else None
+
+            one = await wait_for(in_read_model, 15, "the call's room in the read model", interval=0.5)
+            assert one.json()["type"] == "p2p", one.text
+            listed_rooms = (await http.get("/v1/rooms")).json()
+            assert accepted[0].room_id not in [r["room_id"] for r in listed_rooms], listed_rooms
         await alice.page.click("#hangup")
         for user in (alice, bob):
             await until_state(user, "idle", 15)

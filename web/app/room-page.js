@@ -42,6 +42,7 @@ function showState() {
   $("peer-id").textContent = room.peerId ?? "";
 }
 room.on("state", showState);
+room.on("state", ({ state }) => { if (state !== "connected") showQuality({ level: 0, name: "", lossPct: 0, rttMs: null }); });
 room.on("reconnecting", ({ attempt, delayMs }) => banner(`Connection lost — reconnecting (attempt ${attempt}, in ${(delayMs / 1000).toFixed(1)} s)…`));
 room.on("reconnected", ({ resumed }) => banner(resumed ? "" : "Rejoined the room as a new participant."));
 room.on("gave-up", ({ elapsedMs }) => {
@@ -49,8 +50,9 @@ room.on("gave-up", ({ elapsedMs }) => {
   $("rejoin").hidden = false;
 });
 room.on("error", (err) => { window.roomlogPage.errors.push({ code: err.code, message: err.message }); banner(describe(err), true); });
-for (const kind of ["joined", "resumed", "peer-joined", "peer-updated", "peer-left"]) {
-  room.on(kind, () => grid.syncPeers(room.peers, room.peerId));
+const syncPeers = () => grid.syncPeers(room.peers, room.peerId, { publishersOnly: room.roomType === "broadcast" });
+for (const kind of ["joined", "resumed", "peer-joined", "peer-updated", "peer-left", "track-published", "track-unpublished"]) {
+  room.on(kind, syncPeers);
 }
 room.on("track", (remote) => grid.attach(remote, room.peers));
 const chat = new ChatPanel({ log: $("chat-log"), form: $("chat-form"), input: $("chat-text"), send: $("chat-send"),
@@ -74,6 +76,12 @@ function banner(text, error = false) {
 
 function showQuality({ level, name, lossPct, rttMs }) {
   const q = $("quality");
+  if (room.state !== "connected") { // media may still flow, but the meeting is not "excellent" now
+    q.dataset.level = "0";
+    q.title = "not connected to the room";
+    q.querySelector(".text").textContent = `– · ${(LABELS[room.state] ?? room.state).toLowerCase()}`;
+    return;
+  }
   q.dataset.level = level;
   q.title = `network ${name}: loss ${lossPct.toFixed(1)} %, RTT ${rttMs == null ? "?" : Math.round(rttMs)} ms`;
   q.querySelector(".text").textContent = `${level} · ${name}`;
@@ -116,7 +124,7 @@ function setRole(role) {
 
 async function start() {
   await room.join();
-  grid.syncPeers(room.peers, room.peerId);
+  syncPeers();
   if (watching) { $("controls").classList.add("watching"); return setRole("watching"); }
   const saved = loadDevices();
   const opened = await openPreferred({ cameraId: linkDevices.camera || saved.camera || undefined,
@@ -139,21 +147,27 @@ async function start() {
   $("camera").disabled = opened.stream.getVideoTracks().length === 0;
 }
 
+/** A device button shows its device's state: pressed and "… on" while it sends, "… off" (grey)
+ *  while muted; our own tile shows the same as a badge. */
 function toggle(button, on) {
-  button.setAttribute("aria-pressed", String(!on));
+  button.setAttribute("aria-pressed", String(on));
   button.classList.toggle("off", !on);
+  button.textContent = `${button.dataset.label} ${on ? "on" : "off"}`;
+  grid.setLocalMutes({ audio: room.muted.microphone, video: room.muted.camera });
 }
 
 $("mic").addEventListener("click", async () => {
   const on = room.muted.microphone;
+  const done = room.setMicrophoneEnabled(on);
   toggle($("mic"), on);
-  await room.setMicrophoneEnabled(on);
+  await done;
 });
 $("camera").addEventListener("click", async () => {
   const on = room.muted.camera;
+  const done = room.setCameraEnabled(on);
   toggle($("camera"), on);
   document.querySelector(".tile.local")?.classList.toggle("video-off", !on);
-  await room.setCameraEnabled(on);
+  await done;
 });
 $("screen").addEventListener("click", async () => {
   try {
