@@ -183,6 +183,13 @@ async def share_and_see(room: ScreenRoom) -> str:
     tile = await wait_for(screen_tile_shows_the_screen, 30, "the viewer's screen tile showing the screen",
                           interval=0.5)
     assert tile["sourceId"] == source_id and tile["label"] == "Sharer (screen)", tile
+    # the shared screen takes the stage: first, across the grid's whole width (issue 16 item 5)
+    boxes = await viewer.page.evaluate("""() => [...document.querySelectorAll('.tile')].map((t) => {
+        const r = t.getBoundingClientRect(); return { kind: t.dataset.kind, top: r.top, width: r.width }; })""")
+    stage = [b for b in boxes if b["kind"] == "screen"]
+    others = [b for b in boxes if b["kind"] != "screen"]
+    assert len(stage) == 1 and all(stage[0]["width"] > 2 * b["width"] and stage[0]["top"] < b["top"]
+                                   for b in others), boxes
     assert (tile["width"], tile["height"]) == (1280, 720), tile
 
     # the screen arrived in addition to the camera, which still shows the grey y4m picture

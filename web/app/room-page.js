@@ -7,6 +7,7 @@ import { Room } from "../sdk/room.js";
 import { ChatPanel } from "./chat.js";
 import { Grid } from "./grid.js";
 import { describe, deviceReason } from "./messages.js";
+import { PeoplePanel } from "./people.js";
 import { loadDevices, roomLink } from "./prefs.js";
 import { requireSession, signalingUrls } from "./session.js";
 
@@ -50,7 +51,12 @@ room.on("gave-up", ({ elapsedMs }) => {
   $("rejoin").hidden = false;
 });
 room.on("error", (err) => { window.roomlogPage.errors.push({ code: err.code, message: err.message }); banner(describe(err), true); });
-const syncPeers = () => grid.syncPeers(room.peers, room.peerId, { publishersOnly: room.roomType === "broadcast" });
+const people = new PeoplePanel($("people-count"), $("people-list"));
+const syncPeers = () => {
+  grid.syncPeers(room.peers, room.peerId, { publishersOnly: room.roomType === "broadcast" });
+  people.render(room.peers, { peerId: room.peerId, name: session.name, muted: room.muted,
+                              publishing: window.roomlogPage.published });
+};
 for (const kind of ["joined", "resumed", "peer-joined", "peer-updated", "peer-left", "track-published", "track-unpublished"]) {
   room.on(kind, syncPeers);
 }
@@ -142,6 +148,7 @@ async function start() {
   }
   setRole("publishing");
   window.roomlogPage.published = true;
+  syncPeers();
   $("screen").disabled = false;
   $("mic").disabled = opened.stream.getAudioTracks().length === 0;
   $("camera").disabled = opened.stream.getVideoTracks().length === 0;
@@ -154,6 +161,7 @@ function toggle(button, on) {
   button.classList.toggle("off", !on);
   button.textContent = `${button.dataset.label} ${on ? "on" : "off"}`;
   grid.setLocalMutes({ audio: room.muted.microphone, video: room.muted.camera });
+  syncPeers();
 }
 
 $("mic").addEventListener("click", async () => {
