@@ -9,13 +9,18 @@ stops them (``down``) when the benchmark ends: only what the benchmark started.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_RUN_DIR = REPO / ".run" / "bench"
@@ -93,3 +98,30 @@ def servers() -> Iterator[Servers]:
     finally:
         say("stopping the servers this benchmark started")
         _infra("down", run_dir)
+
+
+Measure = Callable[[Servers, str], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_bench(measure: Measure, *, as_json: bool) -> int:
+    """The main of a benchmark on the log: aiokafka's retry warnings off (fresh topics elect
+    leaders), SIGTERM unwinds like Ctrl-C (children, topics and servers are cleaned up), a run
+    id, the servers (started outside the event loop when none are given), ``measure`` under
+    uvloop, and one JSON object on stdout."""
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    signal.signal(signal.SIGTERM, _interrupt)
+    os.environ.setdefault("PYTHONPATH", str(REPO))
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    say(f"run {run_id}")
+    with servers() as srv:
+        try:
+            import uvloop
+            result = uvloop.run(measure(srv, run_id))
+        except ImportError:
+            result = asyncio.run(measure(srv, run_id))
+    print(json.dumps(result) if as_json else json.dumps(result, indent=2), flush=True)
+    return 0

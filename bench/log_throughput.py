@@ -19,19 +19,14 @@ See bench/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import logging
 import os
 import shutil
-import signal
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 from bench import phases
-from bench.infra import Servers, say, servers
+from bench.infra import Servers, run_bench, say
 from bench.procs import machine
 
 TARGETS = {"p99_ms_at_1000_per_s": 50, "min_events_per_s": 5000, "goal_events_per_s": 10000}
@@ -167,32 +162,9 @@ def _ge(value: float | None, limit: float) -> bool | None:
     return None if value is None else value >= limit
 
 
-def _run(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # aiokafka warns on every retried NotLeaderForPartition while fresh topics elect leaders
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    # SIGTERM unwinds like Ctrl-C, so children, topics and servers are cleaned up
-    signal.signal(signal.SIGTERM, _interrupt)
-    os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
-    run_id = f"bench-{uuid.uuid4().hex[:8]}"
-    say(f"run {run_id}")
-    with servers() as srv:
-        result = _run(measure(args, srv, run_id))
-    text = json.dumps(result) if args.json else json.dumps(result, indent=2)
-    print(text, flush=True)
-    return 0
+    return run_bench(lambda srv, run_id: measure(args, srv, run_id), as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -23,21 +23,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
-import logging
 import os
 import shutil
-import signal
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bench import phases
-from bench.infra import Servers, say, servers
+from bench.infra import Servers, run_bench, say
 from bench.load import Watch, latency_summary
 from bench.procs import CpuMeter, machine
 from producers.envelope import Event
@@ -214,21 +210,9 @@ async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[s
             "config": {k: v for k, v in vars(args).items() if k != "json"}, "run_id": run_id, "phases": d}
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, _interrupt)
-    os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
-    run_id = f"bench-{uuid.uuid4().hex[:8]}"
-    say(f"run {run_id}")
-    with servers() as srv:  # outside the event loop: with no servers given it starts them (blocking)
-        result = asyncio.run(measure(args, srv, run_id))
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2), flush=True)
-    return 0
+    return run_bench(lambda srv, run_id: measure(args, srv, run_id), as_json=args.json)
 
 
 if __name__ == "__main__":

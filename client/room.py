@@ -37,6 +37,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from websockets.exceptions import ConnectionClosed
 
 from client.aiortc_glue import is_sending, recover_losses, set_sending
 from client.quality import RoomQuality
@@ -384,6 +385,8 @@ class Room:
                     await self._signaling.send({**report, "request_id": f"{REPORT_ID}{self.reports_sent}"})
                 if self.quality.levels() != before:
                     await self._emit("quality", self.quality)
+            except ConnectionClosed:  # the socket went away between the check and the send
+                log.debug("quality report not sent: socket closed", extra={"peer_id": self.peer_id})
             except Exception:  # noqa: BLE001 - one bad sample must not end the loop
                 log.exception("quality sample failed", extra={"peer_id": self.peer_id, "room_id": self.room})
 

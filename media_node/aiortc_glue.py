@@ -354,8 +354,8 @@ class OutboundLeg:
         self.bytes_sent = 0
         self.keyframe_requests = 0
         self.nacked = 0
-        #: distinct seqs NACKed (the receiver re-NACKs a missing packet until it arrives):
-        #: packets the subscriber did not get the first time, i.e. loss before repair
+        #: distinct seqs NACKed that this leg sent (the receiver re-NACKs a missing packet until
+        #: it arrives): packets the subscriber did not get the first time, i.e. loss before repair
         self.nacked_distinct = 0
         self._nacked_recent: dict[int, None] = {}
         self.retransmittable = 0
@@ -452,8 +452,8 @@ class OutboundLeg:
                       or kept.sequence_number != seq]
             self.nacked += len(packet.lost)
             recent = self._nacked_recent
-            for seq in packet.lost:
-                if seq not in recent:
+            for seq in packet.lost:  # only packets this leg really sent count as lost on the way
+                if seq not in recent and seq not in missed:
                     recent[seq] = None
                     self.nacked_distinct += 1
             while len(recent) > NACK_MEMORY:

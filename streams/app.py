@@ -50,7 +50,7 @@ from streams import users as user_decision
 from streams.batch import Batch
 from streams.call_state import CallState
 from streams.decision import RoomConfig
-from streams.driver import DrivenAgent, Driver, DriverSettings, Table
+from streams.driver import DrivenAgent, Driver, DriverSettings, Projected, Table
 from streams.keyed import KeyedAgent
 from streams.presence_projection import project_presence
 from streams.projection import project
@@ -62,16 +62,6 @@ from streams.settings import StreamsSettings
 from streams.user_state import UserState
 
 log = logging.getLogger(__name__)
-
-
-class Projected:
-    """A projection batch: written to Postgres by its handler, nothing left to wait for."""
-
-    async def acknowledged(self) -> None:
-        return None
-
-    async def persist(self) -> None:
-        return None
 
 
 @dataclass

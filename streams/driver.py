@@ -160,6 +160,17 @@ class Committable(Protocol):
 BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[Committable]]
 
 
+class Projected:
+    """A stateless projection's batch: in Postgres when its handler returns, nothing left to
+    wait for (what a ``BatchHandler`` of a projection returns)."""
+
+    async def acknowledged(self) -> None:
+        return None
+
+    async def persist(self) -> None:
+        return None
+
+
 @dataclass
 class DrivenAgent:
     name: str

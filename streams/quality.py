@@ -14,7 +14,8 @@ Rules (the mediasoup plan's thresholds, with hysteresis; docs/quality.md):
 
 * **down at once**: the loss that counts is ``min(latest, 1.5 × mean of the last two
   samples)`` — a real rise counts within one sample, a lone spike is damped. At 5 % or more
-  the subscriber goes to mid, 10 % low, 20 % video paused (audio is never paused). A
+  the subscriber goes to mid, 10 % low, 20 % video paused (audio is never paused); one step
+  per sample unless the sample before also calls for the lower band. A
   bandwidth estimate below half the current layer's bitrate for two samples in a row
   moves it to the highest layer whose bitrate fits.
 * **up slowly**: one layer up only after the loss stayed below the next layer's bar (3 %
@@ -122,8 +123,9 @@ def decide(state: dict[str, Any], sample: QualitySample, config: QualityConfig) 
     key = f"{sample.peer_id}|{sample.source_id}"
     w = state["w"].get(key)
     if w is None:
-        start = sample.layer if sample.layer in RANK else "high"
-        w = state["w"][key] = {"layer": start, "at": None, "hist": [], "good": None, "bwlow": 0,
+        # the window's layer is the quality cap, not what the subscriber asked for (the node
+        # forwards the lower of the two): every window starts uncapped
+        w = state["w"][key] = {"layer": "high", "at": None, "hist": [], "good": None, "bwlow": 0,
                                "audio": False, "pub": sample.publisher_peer_id, "layers": [],
                                "source_id": sample.source_id}
     w["layers"] = list(sample.layers)
@@ -213,14 +215,18 @@ def _playing(state: dict[str, Any], w: dict[str, Any], sample: QualitySample, t:
     effective = min(latest, 1.5 * _mean([x for _, x in hist[-2:]]))
     current = w["layer"]
     layers = w["layers"]
-    if effective >= config.pause_at_pct:
-        return [_change(w, sample, "paused", "loss", effective, t)]
-    by_loss = "low" if effective >= config.low_at_pct else "mid" if effective >= config.mid_at_pct else "high"
-    target, reason = fit(by_loss, layers), "loss"
+    target, reason = _band(effective, layers, config), "loss"
     by_bandwidth = _bandwidth_target(state, w, sample, config)
-    if by_bandwidth is not None and RANK[by_bandwidth] < RANK[target]:
+    if by_bandwidth is not None and RANK[by_bandwidth] < RANK.get(target, -1):
         target, reason = by_bandwidth, "bandwidth"
-    if RANK[target] < RANK[current]:
+    ladder = ["paused", *available(layers)]
+    if ladder.index(target) < ladder.index(current):
+        # more than one step down at once only when the sample before says so too: a single
+        # noisy sample (few packets) moves one step
+        confirmed = _band(min(x for _, x in hist[-2:]), layers, config) if len(hist) > 1 else None
+        if ladder.index(current) - ladder.index(target) > 1 and \
+                (confirmed is None or ladder.index(confirmed) > ladder.index(target)):
+            target = ladder[ladder.index(current) - 1]
         return [_change(w, sample, target, reason, effective, t)]
     usable = available(layers)
     above = [layer for layer in usable if RANK[layer] > RANK[current]]
@@ -233,6 +239,14 @@ def _playing(state: dict[str, Any], w: dict[str, Any], sample: QualitySample, t:
     if good_s < config.up_after_s or not _settled(w, t, config) or not _fits(state, sample, step, config):
         return []
     return [_change(w, sample, step, "recovered", _mean([x for at, x in hist if at >= w["good"]]), t)]
+
+
+def _band(loss: float, layers: list[str], config: QualityConfig) -> str:
+    """The layer (or ``paused``) a loss calls for, among the source's layers."""
+    if loss >= config.pause_at_pct:
+        return "paused"
+    by_loss = "low" if loss >= config.low_at_pct else "mid" if loss >= config.mid_at_pct else "high"
+    return fit(by_loss, layers)
 
 
 def _rate(state: dict[str, Any], source_id: str | None, layer: str) -> float | None:

@@ -30,7 +30,7 @@ from observability import metrics
 from producers.envelope import Event
 from producers.fields import SourceKind
 from producers.media import EncodingsChanged, QualityDecided, QualitySample, SetLayer, SetPaused
-from producers.rtc import Notification
+from producers.rtc import Notification, SubscriptionAdded
 from streams.batch import Batch
 from streams.driver import DrivenAgent, Table
 from streams.outputs import Outputs
@@ -79,6 +79,16 @@ def replay(samples: Iterable[Event], config: QualityConfig | None = None) -> lis
     return facts
 
 
+def capped(layer: str, room: RoomState, peer_id: str, source_id: str) -> str:
+    """What the node should forward: the quality layer, or the layer the subscriber asked for
+    (``subscribe`` with a layer) if that is lower."""
+    peer = room.peers.get(peer_id)
+    requested = peer.subscriptions.get(source_id) if peer is not None else None
+    if requested in LAYER_ORDER and layer in LAYER_ORDER and LAYER_ORDER.index(requested) > LAYER_ORDER.index(layer):
+        return str(requested)
+    return layer
+
+
 def act(out: Outputs, room: RoomState | None, changes: list[Change], command_ttl_s: float) -> None:
     """Commands to the node and notices to the subscribers, after the facts."""
     if room is None:
@@ -91,7 +101,7 @@ def act(out: Outputs, room: RoomState | None, changes: list[Change], command_ttl
             if c.layer == "paused":
                 out.add("media.commands", SetPaused, paused=True, **node)
             else:
-                out.add("media.commands", SetLayer, layer=c.layer, **node)
+                out.add("media.commands", SetLayer, layer=capped(c.layer, room, c.peer_id, c.source_id), **node)
                 if c.previous == "paused":
                     out.add("media.commands", SetPaused, paused=False, **node)
         peer = room.peers.get(c.peer_id)
@@ -228,12 +238,31 @@ class QualityAgent:
         after = evolve(before, event)
         if after is before or after is None:
             return False
+        if isinstance(event, SubscriptionAdded) and after.node_id is not None:
+            await self.keep_cap(batch, after, event)
         if not after.is_open:
             batch.put(self.rooms, room_id, partition, None)
             batch.put(self.windows, room_id, partition, None)
             return False
         batch.put(self.rooms, room_id, partition, after)
         return True
+
+    async def keep_cap(self, batch: Batch, room: RoomState, added: SubscriptionAdded) -> None:
+        """A subscriber asked for a layer (the room agent told the node to forward it): if its
+        quality window holds it lower, or paused, tell the node again, after that command."""
+        window = self.state(batch, room.room_id)["w"].get(f"{added.peer_id}|{added.source_id}")
+        if window is None or window["layer"] == "high":
+            return
+        out = Outputs(added, f"{room.room_id}:quality", added.occurred_at)
+        node = {"node_id": room.node_id, "room_id": room.room_id, "peer_id": added.peer_id,
+                "source_id": added.source_id,
+                "deadline": added.occurred_at + timedelta(seconds=self.command_ttl_s)}
+        if window["layer"] == "paused":
+            out.add("media.commands", SetPaused, paused=True, **node)
+        else:
+            out.add("media.commands", SetLayer, layer=capped(window["layer"], room, added.peer_id, added.source_id),
+                    **node)
+        await batch.emit(out.items)
 
     async def on_batch_end(self, batch: Batch, room_id: str, cause: Event, partition: int) -> None:
         room = self.room(batch, room_id)

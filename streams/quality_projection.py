@@ -40,6 +40,7 @@ from producers.catalog import decode
 from producers.envelope import Event, utcnow
 from producers.errors import DecodeError
 from producers.media import QualityDecided, QualitySample
+from streams.driver import Projected
 
 log = logging.getLogger(__name__)
 
@@ -214,16 +215,6 @@ def parse_samples(records: Sequence[ConsumerRecord]) -> list[QualitySample]:
         except ValidationError:
             continue
     return out
-
-
-class Projected:
-    """A projection batch: in Postgres when the handler returns, nothing left to wait for."""
-
-    async def acknowledged(self) -> None:
-        return None
-
-    async def persist(self) -> None:
-        return None
 
 
 @dataclass

@@ -124,8 +124,10 @@ async def call(infra: Infra, topics: Topics, prefix: str, producer: EventProduce
     s1 = Room(url=ws_url, token=await mint_token(base, "s1", ["join", "subscribe"], room_id), room=room_id)
     s2 = Room(url=ws_url, token=await mint_token(base, "s2", ["join", "subscribe"], room_id), room=room_id)
     try:
-        await publisher.publish([LocalTrack(PatternVideoTrack(CODES[layer], *SIZES[layer]), "cam", "camera",
-                                            layer=layer) for layer in CODES]
+        # 30 frames/s: the simple pattern makes ~1 packet a frame, so a 2 s sample counts ~60
+        # packets (at 15 frames/s, 30: an 8 % loss then measures anywhere from 0 to 17 %)
+        await publisher.publish([LocalTrack(PatternVideoTrack(CODES[layer], *SIZES[layer], fps=30), "cam",
+                                            "camera", layer=layer) for layer in CODES]
                                 + [LocalTrack(ToneAudioTrack(), "mic", "microphone")])
         for room, watcher in ((s1, w1), (s2, w2)):
             watcher.attach(room)
@@ -204,6 +206,8 @@ async def test_loss_moves_one_subscriber_down_pauses_it_and_brings_it_back(call:
     live = [e for e in await read_events(c.infra.kafka, c.topics.name("quality.facts"))
             if isinstance(e, QualityDecided) and e.room_id == c.room_id]
     assert replay(samples) == live
+    print(f"S1 decisions: {await c.facts()}\nS1 video samples (s, loss %, packets, layer): "
+          f"{await c.samples(c.s1, started)}")
 
 
 async def test_steady_loss_does_not_flap(call: Call) -> None:

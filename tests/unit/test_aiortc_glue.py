@@ -271,5 +271,7 @@ async def test_nack_again_from_the_tap_and_misses_reported_by_the_leg(no_codecs:
     await eventually(lambda: len(pair.received) == 10 and bool(misses))
     assert pair.received[-1].sequence_number == 105 and pair.tap.nacks_sent == 2
     assert misses == [[60]] and pair.a.nacked == 3 and pair.a.nack_misses == 1 and pair.a.retransmittable == 2
+    # the quality sample's loss: 105 was NACKed twice (one packet lost), 60 was never sent (not a loss)
+    assert pair.a.nacked_distinct == 1
     assert no_codecs == []
     await pair.close()

@@ -12,7 +12,7 @@ from producers.media import EncodingsChanged, QualityDecided, QualitySample, Set
 from producers.rtc import PeerJoined, RoomCreated, RoomPlaced, SubscriptionAdded, TrackPublished
 from streams.outputs import Outputs
 from streams.quality import QualityConfig, decide, new_state
-from streams.quality_agent import act, decision_outputs, dynacast, replay
+from streams.quality_agent import act, capped, decision_outputs, dynacast, replay
 from streams.room_state import RoomState, fold
 
 T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
@@ -82,6 +82,17 @@ def test_a_lone_spike_is_damped_and_a_clean_subscriber_is_left_alone() -> None:
     spike.steps(10, 0)
     spike.step(12)  # min(12, 9) -> mid, not low
     assert [layer for _, layer, _ in spike.decisions] == ["mid"]
+
+
+def test_one_noisy_sample_moves_one_step_two_in_a_row_move_further() -> None:
+    run = Run()
+    run.steps(6, 0)
+    run.steps(4, 6.5)  # 8 % on 30 packets a sample measures 6-7 %
+    assert run.layer() == "mid"
+    run.step(43)  # 13 of 30 packets: one sample, far above the others
+    assert run.layer() == "low", "a single sample moves one step, not to paused"
+    run.step(30)  # confirmed
+    assert run.layer() == "paused"
 
 
 def test_climbs_one_layer_per_ten_good_seconds() -> None:
@@ -180,6 +191,7 @@ def test_decisions_command_the_node_and_tell_the_subscriber() -> None:
     room = _room()
     run = Run()
     run.steps(4, 0)
+    run.step(30)  # one step at first (high -> mid), the second sample confirms the rest
     s = sample(run.t + 2, 30)
     changes = decide(run.state, s, CONFIG)
     out = decision_outputs(s, changes)
@@ -194,3 +206,20 @@ def test_decisions_command_the_node_and_tell_the_subscriber() -> None:
     act(out, room, resumed, 10.0)
     assert [type(o.event) for o in out.items][:3] == [QualityDecided, SetLayer, SetPaused]
     assert resumed[0].source_id == "cam" and resumed[0].layer == "high"
+
+
+def test_the_node_forwards_the_lower_of_the_quality_layer_and_the_layer_asked_for() -> None:
+    room = _room()
+    asked = Outputs(sample(0, 0), "r1", T0)
+    asked.add("rtc.facts", SubscriptionAdded, room_id="r1", peer_id="s1", source_id="cam", layer="low")
+    room = fold(asked.facts(), room)
+    assert room is not None
+    assert capped("high", room, "s1", "cam") == "low" and capped("mid", room, "s2", "cam") == "mid"
+    run = Run()
+    run.steps(4, 0)
+    run.steps(4, 15)
+    changes = [c for t in range(20, 60, 2) for c in decide(run.state, sample(t, 0), CONFIG)]
+    assert [c.layer for c in changes] == ["mid", "high"]  # the quality cap climbs back ...
+    out = decision_outputs(sample(60, 0), changes)
+    act(out, room, changes, 10.0)
+    assert {o.event.layer for o in out.items if isinstance(o.event, SetLayer)} == {"low"}  # ... not the node
