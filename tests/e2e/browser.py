@@ -74,6 +74,16 @@ class User:
         await self.page.click("#create button[type=submit]")
         await self.page.wait_for_url("**/web/room.html?*")
 
+    async def ensure_room(self, room_id: str, room_type: str = "sfu") -> None:
+        """Create the room through the api with this user's token (already there: fine): the
+        room page does not create a room a link names (a mistyped link must not)."""
+        status: int = await self.page.evaluate("""async ([room, type]) => {
+            const { token } = JSON.parse(sessionStorage.getItem('roomlog.session'));
+            const r = await fetch('/v1/rooms', { method: 'POST', body: JSON.stringify({ room_id: room, type }),
+                headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` } });
+            return r.status; }""", [room_id, room_type])
+        assert status in (201, 202, 409), f"creating room {room_id}: HTTP {status}"
+
     async def join_from_lobby(self, room_id: str, timeout_s: float = 20) -> None:
         row = self.page.locator(f"tr[data-room='{room_id}'] a").first
         await row.wait_for(timeout=timeout_s * 1000)

@@ -118,3 +118,30 @@ async def test_broadcast_viewers_are_listed_as_watching_and_get_no_tile(
         shown = await wait_for(ann_lists_ben, 20, "Ann's participant list naming Ben as watching", interval=0.5)
         assert shown["count"] == "People (2)", shown
         assert [t for t in shown["tiles"] if not t["local"]] == [], shown  # no blank tile for a viewer
+
+
+@pytest.mark.timeout(200)
+async def test_a_mistyped_room_link_says_so_and_creates_nothing(
+        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
+        tmp_path: Path) -> None:
+    _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
+    typo = unique("no-such-room-")
+    async with chromium() as pw, two(pw) as (ann, _):
+        await ann.sign_in(base)
+        await ann.page.goto(f"{base}/web/room.html?room={typo}")
+
+        async def told() -> dict[str, Any] | None:
+            shown: dict[str, Any] = await ann.page.evaluate("""() => ({
+                banner: document.getElementById('banner').hidden ? null : document.getElementById('banner').textContent,
+                badge: document.getElementById('state').textContent, state: window.roomlogPage.room.state })""")
+            return shown if shown["banner"] else None
+
+        shown = await wait_for(told, 20, "the page saying the room does not exist", interval=0.5)
+        assert shown == {"banner": f"There is no room named “{typo}”. Check the link, or create the room in the lobby.",
+                         "badge": "No such room", "state": "idle"}, shown
+        assert not await ann.page.locator("#leave").is_disabled()
+        status = await ann.page.evaluate("""async (room) => {
+            const { token } = JSON.parse(sessionStorage.getItem('roomlog.session'));
+            return (await fetch(`/v1/rooms/${room}`, { headers: { Authorization: `Bearer ${token}` } })).status; }""",
+                                         typo)
+        assert status == 404, status  # nothing was created

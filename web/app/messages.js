@@ -53,4 +53,22 @@ export function deviceReason(err) {
   return DOM[err?.name] ?? (err?.message || err?.name || "it could not be opened");
 }
 
+/** One line on what the devices came out as ("" when both opened as chosen). */
+export function deviceNotice(opened) {
+  const { camera, microphone, errors } = opened;
+  if (!opened.stream) {
+    return `Camera and microphone unavailable (${deviceReason(errors.camera ?? errors.microphone)}): you are ` +
+      "watching only. Allow them for this site and choose Rejoin to take part.";
+  }
+  const parts = [];
+  for (const [kind, state] of [["camera", camera], ["microphone", microphone]]) {
+    if (state === "default") parts.push(`The chosen ${kind} is not available here: using the default ${kind}.`);
+    else if (state === "refused" || state === "unavailable") {
+      parts.push(`${kind === "camera" ? "Camera" : "Microphone"} unavailable (${deviceReason(errors[kind])}): ` +
+        `${kind === "camera" ? "others hear you but do not see you" : "others see you but do not hear you"}.`);
+    }
+  }
+  return parts.join(" ");
+}
+
 const capitalize = (s) => s.charAt(0).toUpperCase() + s.slice(1);

@@ -6,10 +6,10 @@ import { openPreferred, openScreen } from "../sdk/devices.js";
 import { Room } from "../sdk/room.js";
 import { ChatPanel } from "./chat.js";
 import { Grid } from "./grid.js";
-import { describe, deviceReason } from "./messages.js";
+import { describe, deviceNotice } from "./messages.js";
 import { PeoplePanel } from "./people.js";
 import { loadDevices, roomLink } from "./prefs.js";
-import { requireSession, signalingUrls } from "./session.js";
+import { api, requireSession, signalingUrls } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const session = requireSession();
@@ -105,30 +105,37 @@ function activeSpeaker(sample) {
   return best;
 }
 
-/** One line on what the devices came out as ("" when both opened as chosen). */
-function deviceNotice(opened) {
-  const { camera, microphone, errors } = opened;
-  if (!opened.stream) {
-    return `Camera and microphone unavailable (${deviceReason(errors.camera ?? errors.microphone)}): you are ` +
-      "watching only. Allow them for this site and choose Rejoin to take part.";
-  }
-  const parts = [];
-  for (const [kind, state] of [["camera", camera], ["microphone", microphone]]) {
-    if (state === "default") parts.push(`The chosen ${kind} is not available here: using the default ${kind}.`);
-    else if (state === "refused" || state === "unavailable") {
-      parts.push(`${kind === "camera" ? "Camera" : "Microphone"} unavailable (${deviceReason(errors[kind])}): ` +
-        `${kind === "camera" ? "others hear you but do not see you" : "others see you but do not hear you"}.`);
-    }
-  }
-  return parts.join(" ");
-}
-
 function setRole(role) {
   window.roomlogPage.role = role;
   showState();
 }
 
+/** Whether the link names a room that exists (a mistyped link must not create one). Retries a
+ *  404 for ~3 s (a room created a moment ago may not be in the read model yet); any other
+ *  answer (e.g. a token that may not read rooms) leaves it to the join. */
+async function roomExists() {
+  if (!roomId) return false;
+  for (let attempt = 0; attempt < 6; attempt += 1) {
+    try {
+      await api(`/v1/rooms/${encodeURIComponent(roomId)}`, { token: session.token });
+      return true;
+    } catch (err) {
+      if (err.code !== "room_not_found") return true;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  return false;
+}
+
 async function start() {
+  if (!await roomExists()) {
+    window.roomlogPage.role = "missing";
+    $("state").textContent = "No such room";
+    $("state").dataset.state = "failed";
+    banner(roomId ? `There is no room named “${roomId}”. Check the link, or create the room in the lobby.`
+                  : "This link names no room. Choose one in the lobby.", true);
+    return;
+  }
   await room.join();
   syncPeers();
   if (watching) { $("controls").classList.add("watching"); return setRole("watching"); }
