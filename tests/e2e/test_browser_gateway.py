@@ -125,3 +125,60 @@ async def test_a_gateway_stopped_30_s_and_started_again_leaves_both_pages_in_the
             for user in users:
                 with contextlib.suppress(Exception):
                     await user.browser.close()
+
+
+@pytest.mark.timeout(420)
+async def test_a_page_that_gives_up_offers_rejoin_and_rejoining_works(
+        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
+        tmp_path: Path) -> None:
+    """Alice's page has a 5 s reconnection budget (set on its Room for the test); the gateway is
+    away for longer: her page says it gave up, the badge says Failed, Rejoin appears, and
+    Rejoin (once the gateway is back) puts her in the room again with Bob's video."""
+    stack, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
+    api = stack[-1]
+    room_id = unique("gw-")
+    async with chromium() as pw:
+        alice = await open_user(pw, "Alice", ALICE)
+        bob = await open_user(pw, "Bob", BOB)
+        users = (alice, bob)
+        try:
+            await alice.sign_in(base)
+            await alice.create_room(room_id)
+            await alice.wait_published()
+            await bob.sign_in(base)
+            await bob.page.goto(f"{base}/web/room.html?room={room_id}")
+            await bob.wait_published()
+            await wait_for(partial(decoding, alice, bob), 60, "Alice decoding Bob", interval=0.5)
+            await alice.page.evaluate("window.roomlogPage.room.backoff.opts.budgetMs = 5000")
+
+            stopped_at = time.monotonic()
+            await asyncio.to_thread(api.stop)
+
+            async def gave_up() -> dict[str, Any] | None:
+                state = await page_state(alice)
+                return state if state["rejoin"] else None
+
+            state = await wait_for(gave_up, 20, "Alice's page giving up and offering Rejoin", interval=0.5)
+            assert state["state"] == "failed" and state["badge"] == "Failed", state
+            assert state["banner"] is not None and state["banner"].startswith("Could not reconnect after"), state
+            await asyncio.sleep(max(0.0, 12 - (time.monotonic() - stopped_at)))
+            api.start()
+            await http_ready(f"{base}/healthz", api, timeout=60)
+
+            await alice.page.click("#rejoin")
+            await alice.wait_published()
+            for user, other in ((alice, bob), (bob, alice)):
+                await wait_for(partial(decoding, user, other), 60, f"{user.name} decoding {other.name} after Rejoin",
+                               interval=0.5)
+            after = await page_state(alice)
+            assert after["room"] == room_id and after["badge"] == "Connected" and not after["rejoin"], after
+        except BaseException:
+            for user in users:
+                with contextlib.suppress(Exception):
+                    print(f"--- {user.name} page ---\n{await page_state(user)}")
+                print(f"--- {user.name} console ---\n" + "\n".join(user.console[-30:]))
+            raise
+        finally:
+            for user in users:
+                with contextlib.suppress(Exception):
+                    await user.browser.close()
