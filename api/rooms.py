@@ -121,9 +121,10 @@ async def create_room(req: CreateRoom, response: Response, who: Claims = Depends
 async def list_rooms(who: Claims = Depends(claims), svc: Services = Depends(services),
                      status: Literal["open", "closed", "all"] = "open",
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[RoomView]:
-    """Rooms from the read model (admin grant)."""
+    """Rooms from the read model (admin grant), without the private rooms of 1:1 calls."""
     who.require(Grant.ADMIN)
-    query = select(Room).order_by(Room.created_at.desc()).limit(limit)
+    # a 1:1 call's p2p room (metadata names its call) belongs to its two parties: never listed
+    query = select(Room).where(~Room.meta.has_key("call_id")).order_by(Room.created_at.desc()).limit(limit)
     if status != "all":
         query = query.where(Room.status == status)
     async with svc.sessions() as session:

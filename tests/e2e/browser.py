@@ -29,8 +29,11 @@ ARTIFACTS = REPO / "artifacts"
 Y4M_CACHE = REPO / ".run" / "y4m"
 
 
-def chromium_args(y4m: Path) -> list[str]:
-    return ["--no-sandbox", "--disable-background-networking", "--use-fake-ui-for-media-stream",
+def chromium_args(y4m: Path, *, fake_ui: bool = True) -> list[str]:
+    """``fake_ui=False``: no auto-accepted permission prompt (add ``--deny-permission-prompts``
+    for a person who refuses the camera and microphone)."""
+    return ["--no-sandbox", "--disable-background-networking",
+            *(["--use-fake-ui-for-media-stream"] if fake_ui else []),
             "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={y4m}",
             "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
             "--autoplay-policy=no-user-gesture-required"]
@@ -70,6 +73,16 @@ class User:
         await self.page.select_option("#create select[name=type]", room_type)
         await self.page.click("#create button[type=submit]")
         await self.page.wait_for_url("**/web/room.html?*")
+
+    async def ensure_room(self, room_id: str, room_type: str = "sfu") -> None:
+        """Create the room through the api with this user's token (already there: fine): the
+        room page does not create a room a link names (a mistyped link must not)."""
+        status: int = await self.page.evaluate("""async ([room, type]) => {
+            const { token } = JSON.parse(sessionStorage.getItem('roomlog.session'));
+            const r = await fetch('/v1/rooms', { method: 'POST', body: JSON.stringify({ room_id: room, type }),
+                headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` } });
+            return r.status; }""", [room_id, room_type])
+        assert status in (201, 202, 409), f"creating room {room_id}: HTTP {status}"
 
     async def join_from_lobby(self, room_id: str, timeout_s: float = 20) -> None:
         row = self.page.locator(f"tr[data-room='{room_id}'] a").first
@@ -152,11 +165,15 @@ async def chromium() -> AsyncIterator[Playwright]:
         yield pw
 
 
-async def open_user(pw: Playwright, name: str, code: int, *, seconds: float = 30) -> User:
-    """A Chromium whose camera shows ``code`` (and a counter) at 640x360, 15 fps."""
+async def open_user(pw: Playwright, name: str, code: int, *, seconds: float = 30, fake_ui: bool = True,
+                    extra_args: tuple[str, ...] = (), permissions: list[str] | None = None,
+                    viewport: tuple[int, int] = (1280, 800), mobile: bool = False) -> User:
+    """A Chromium whose camera shows ``code`` (and a counter) at 640x360, 15 fps; its own profile."""
     y4m = write_y4m(Y4M_CACHE / f"code{code}-{int(seconds)}s.y4m", code, seconds=seconds)
-    browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(y4m))
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    browser = await pw.chromium.launch(executable_path=str(CHROMIUM),
+                                       args=[*chromium_args(y4m, fake_ui=fake_ui), *extra_args])
+    context = await browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
+                                        permissions=permissions, is_mobile=mobile, has_touch=mobile)
     page = await context.new_page()
     user = User(name, code, browser, page)
     page.on("console", lambda m: user.console.append(f"{m.type}: {m.text}"))

@@ -327,6 +327,7 @@ async def test_room_page_outlives_its_gateway_and_rejoins_after_the_grace(
         alice = await open_user(pw, f"Alice-{unique('')[:6]}", ALICE)
         try:
             await alice.sign_in(bases[0])
+            await alice.ensure_room(room_id)
             await alice.page.goto(f"{bases[0]}/web/room.html?room={room_id}&gateways={urls}")
             alice_id = await alice.wait_published()
             token = await mint_token(bases[1], "carol", ["join", "publish", "subscribe"], room_id)

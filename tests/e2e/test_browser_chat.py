@@ -27,6 +27,7 @@ async def chat_panel(user: User) -> list[dict[str, Any]]:
 
 async def open_room(user: User, base: str, room_id: str) -> str:
     await user.sign_in(base)
+    await user.ensure_room(room_id)
     await user.page.goto(f"{base}/web/room.html?room={room_id}&view=1")  # watching: no camera needed
     await user.page.wait_for_function("window.roomlogPage && window.roomlogPage.room.state === 'connected'",
                                       timeout=40_000)

@@ -183,6 +183,13 @@ async def share_and_see(room: ScreenRoom) -> str:
     tile = await wait_for(screen_tile_shows_the_screen, 30, "the viewer's screen tile showing the screen",
                           interval=0.5)
     assert tile["sourceId"] == source_id and tile["label"] == "Sharer (screen)", tile
+    # the shared screen takes the stage: first, across the grid's whole width (issue 16 item 5)
+    boxes = await viewer.page.evaluate("""() => [...document.querySelectorAll('.tile')].map((t) => {
+        const r = t.getBoundingClientRect(); return { kind: t.dataset.kind, top: r.top, width: r.width }; })""")
+    stage = [b for b in boxes if b["kind"] == "screen"]
+    others = [b for b in boxes if b["kind"] != "screen"]
+    assert len(stage) == 1 and all(stage[0]["width"] > 2 * b["width"] and stage[0]["top"] < b["top"]
+                                   for b in others), boxes
     assert (tile["width"], tile["height"]) == (1280, 720), tile
 
     # the screen arrived in addition to the camera, which still shows the grey y4m picture
@@ -311,3 +318,16 @@ async def test_stopping_the_share_unpublishes_the_screen_for_the_other_page(
         assert log["removed"] == [{"peerId": room.sharer_id, "sourceId": source_id, "kind": "screen"}], log
         reads = {t["kind"]: t["read"] for t in await room.viewer.tiles() if not t["local"]}
         assert reads["camera"] is not None and reads["camera"]["code"] == SHARER, reads
+
+
+@pytest.mark.timeout(420)
+async def test_a_screen_shared_20_s_after_joining_reaches_the_other_page(
+        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
+        tmp_path: Path) -> None:
+    """Issue 16 item 1: the screen slot is negotiated at join and filled 20 s later; the
+    subscription's deadline must not come from the join time (the node dropped it as expired)."""
+    async with screen_room(infra, topics, prefix, producer, services, tmp_path) as room:
+        joined_for = await room.sharer.page.evaluate("performance.now() / 1000")
+        await asyncio.sleep(max(0.0, 20.0 - joined_for + 2))  # the sharer's page loaded > 20 s ago
+        assert await room.sharer.page.evaluate("performance.now() / 1000") >= 20
+        await share_and_see(room)

@@ -4,6 +4,7 @@
 // The call runs on the lobby's own socket, so the page never navigates during a call.
 import { openMedia } from "../sdk/devices.js";
 import { Phone } from "../sdk/phone.js";
+import { describe } from "./messages.js";
 import { el, signalingUrls } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -66,7 +67,7 @@ export function setupCalls(session, { mediaOptions = () => ({}), iceTransportPol
   phone.on("ended", ({ reason }) => { page.ended.push(reason); note(REASONS[reason] ?? reason); stopLocal(); });
   phone.on("reconnecting", () => note("Connection lost — reconnecting…"));
   phone.on("reconnected", () => note(""));
-  phone.on("error", ({ code, message }) => { page.errors.push({ code, message }); note(`${code}: ${message}`, true); });
+  phone.on("error", (err) => { page.errors.push({ code: err.code, message: err.message }); note(describe(err), true); });
 
   function note(text, error = false) {
     $("call-note").textContent = text;
@@ -102,17 +103,17 @@ export function setupCalls(session, { mediaOptions = () => ({}), iceTransportPol
       await phone.dial(userId, { stream });
     } catch (err) {
       page.errors.push({ code: err.code ?? "call", message: err.message });
-      note(err.code === "rate_limited" ? "Too many calls: wait a minute and try again." : `Could not call: ${err.message}`, true);
+      note(err.code === "rate_limited" ? "Too many calls: wait a minute and try again." : `Could not call: ${describe(err)}`, true);
     }
   }
 
   $("accept").addEventListener("click", async () => {
-    try { phone.accept({ stream: await localMedia() }); } catch (err) { note(err.message, true); }
+    try { phone.accept({ stream: await localMedia() }); } catch (err) { note(`Could not answer: ${describe(err)}`, true); }
   });
   $("reject").addEventListener("click", () => phone.reject());
   $("hangup").addEventListener("click", () => phone.hangup());
 
   phone.start().then(() => { page.started = true; })
-    .catch((err) => { page.errors.push({ code: err.code ?? "start", message: err.message }); note(`Presence unavailable: ${err.message}`, true); });
+    .catch((err) => { page.errors.push({ code: err.code ?? "start", message: err.message }); note(`Presence unavailable: ${describe(err)}`, true); });
   return page;
 }

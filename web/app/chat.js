@@ -1,5 +1,6 @@
 // The room page's chat panel: every message with the sender's name and time, and a form to
 // post one. User text only ever goes into the page as textContent (never as HTML).
+import { describe } from "./messages.js";
 
 const MAX_SHOWN = 500; // older messages drop off the panel
 
@@ -45,7 +46,7 @@ export class ChatPanel {
       this.input.value = "";
       this.#showError("");
     } catch (err) {
-      this.#showError(`${err.code ?? "error"}: ${err.detail ?? err.message}`);
+      this.#showError(`Not sent: ${describe(err)}`);
     } finally {
       this.send.disabled = this.input.disabled;
       this.input.focus();

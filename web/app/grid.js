@@ -44,10 +44,19 @@ export class Grid {
     tile.classList.toggle("has-video", stream.getVideoTracks().length > 0);
   }
 
+  /** Our own mute state as the badge of our tile (the others see it on theirs from the server). */
+  setLocalMutes({ audio, video }) {
+    const tile = this.tiles.get("local");
+    if (tile) tile.querySelector(".badges").textContent = [audio ? "mic off" : "", video ? "camera off" : ""]
+      .filter(Boolean).join(" · ");
+  }
+
   /** Keep one tile per peer, named, with their mute state; drop tiles of peers who left. */
-  syncPeers(peers, selfId) {
+  syncPeers(peers, selfId, { publishersOnly = false } = {}) {
     if (this.tiles.has("local") && selfId) this.tiles.get("local").dataset.peerId = selfId;
     for (const peer of peers.values()) {
+      // a broadcast's viewers publish nothing: no blank tile for each of them
+      if (publishersOnly && !(peer.tracks ?? []).length && !this.tiles.has(`${peer.peer_id}/camera`)) continue;
       const tile = this.#tile(`${peer.peer_id}/camera`, { peerId: peer.peer_id, name: peer.name || peer.identity });
       tile.classList.toggle("video-off", !!peer.video_muted);
       tile.classList.toggle("audio-off", !!peer.audio_muted);

@@ -2,6 +2,8 @@
 // online and 1:1 calls (app/calls.js). `?ice=relay` makes calls relay-only (TURN).
 import { checkDevices, listDevices, openMedia } from "../sdk/devices.js";
 import { setupCalls } from "./calls.js";
+import { describe } from "./messages.js";
+import { loadDevices, roomLink, saveDevices } from "./prefs.js";
 import { api, el, requireSession, signOut } from "./session.js";
 
 const session = requireSession();
@@ -9,13 +11,8 @@ document.getElementById("who").textContent = `${session.name} (${session.identit
 document.getElementById("signout").addEventListener("click", signOut);
 const $ = (id) => document.getElementById(id);
 
-function roomUrl(roomId, view = false) {
-  const params = new URLSearchParams({ room: roomId });
-  if ($("camera").value) params.set("camera", $("camera").value);
-  if ($("microphone").value) params.set("microphone", $("microphone").value);
-  if (view) params.set("view", "1");
-  return `/web/room.html?${params}`;
-}
+// room links carry the room only; the chosen devices stay in this browser (prefs.js)
+const roomUrl = (roomId, view = false) => roomLink(roomId, { view });
 
 async function loadRooms() {
   const body = $("rooms");
@@ -27,7 +24,7 @@ async function loadRooms() {
         r.type === "broadcast" ? el("a", { class: "button secondary", href: roomUrl(r.room_id, true) }, "Watch") : ""))));
     $("rooms-empty").hidden = rooms.length > 0;
   } catch (err) {
-    $("rooms-error").textContent = `Could not list rooms: ${err.message}`;
+    $("rooms-error").textContent = `Could not list rooms: ${describe(err)}`;
   }
 }
 
@@ -40,7 +37,7 @@ $("create").addEventListener("submit", async (ev) => {
     const room = await api("/v1/rooms", { method: "POST", body, token: session.token });
     location.assign(roomUrl(room.room_id));
   } catch (err) {
-    $("create-error").textContent = err.message;
+    $("create-error").textContent = `Could not create the room: ${describe(err)}`;
   }
 });
 
@@ -51,6 +48,11 @@ async function fillDevices() {
   const { cameras, microphones } = await listDevices();
   $("camera").replaceChildren(...cameras.map((d, i) => el("option", { value: d.deviceId }, d.label || `Camera ${i + 1}`)));
   $("microphone").replaceChildren(...microphones.map((d, i) => el("option", { value: d.deviceId }, d.label || `Microphone ${i + 1}`)));
+  const saved = loadDevices();
+  for (const kind of ["camera", "microphone"]) {
+    if (saved[kind] && [...$(kind).options].some((o) => o.value === saved[kind])) $(kind).value = saved[kind];
+  }
+  saveChoice();
   await preview();
 }
 
@@ -61,10 +63,12 @@ async function preview() {
     previewStream = await openMedia({ microphone: false, cameraId: $("camera").value || undefined });
     $("preview").srcObject = previewStream;
   } catch (err) {
-    $("device-status").textContent += ` · preview failed: ${err.message}`;
+    $("device-status").textContent += ` · preview failed: ${describe(err)}`;
   }
 }
-$("camera").addEventListener("change", preview);
+const saveChoice = () => saveDevices({ camera: $("camera").value, microphone: $("microphone").value });
+$("camera").addEventListener("change", () => { saveChoice(); preview(); });
+$("microphone").addEventListener("change", saveChoice);
 
 window.lobbyPage = setupCalls(session, {
   mediaOptions: () => ({ cameraId: $("camera").value || undefined, microphoneId: $("microphone").value || undefined }),
@@ -72,4 +76,4 @@ window.lobbyPage = setupCalls(session, {
 });
 loadRooms();
 setInterval(loadRooms, 5000);
-fillDevices().catch((err) => { $("device-status").textContent = `Device check failed: ${err.message}`; });
+fillDevices().catch((err) => { $("device-status").textContent = `Device check failed: ${describe(err)}`; });

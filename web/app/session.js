@@ -12,8 +12,14 @@ export function currentSession() {
 
 export function requireSession() {
   const session = currentSession();
-  if (!session) location.replace("/web/index.html");
+  if (!session) location.replace(`/web/index.html?${new URLSearchParams({ next: location.pathname + location.search })}`);
   return session;
+}
+
+/** Where to go after signing in: `?next=` when it is a page of this site, else the lobby. */
+export function afterSignIn() {
+  const next = new URLSearchParams(location.search).get("next") ?? "";
+  return /^\/web\/[A-Za-z0-9_.-]+\.html(\?[^#]*)?$/.test(next) && !next.startsWith("/web/index.html") ? next : "/web/lobby.html";
 }
 
 export function signOut() {

@@ -1,6 +1,6 @@
-import { currentSession, devLogin } from "./session.js";
+import { afterSignIn, currentSession, devLogin } from "./session.js";
 
-if (currentSession()) location.replace("/web/lobby.html");
+if (currentSession()) location.replace(afterSignIn());
 
 const form = document.getElementById("signin");
 const status = document.getElementById("status");
@@ -9,7 +9,7 @@ form.addEventListener("submit", async (ev) => {
   status.textContent = "Signing in…";
   try {
     await devLogin(form.elements.name.value);
-    location.assign("/web/lobby.html");
+    location.assign(afterSignIn());
   } catch (err) {
     status.textContent = err.status === 404
       ? "The development login is disabled on this server (ROOMLOG_API_DEV_MODE=true enables it)."

@@ -44,3 +44,40 @@ export async function openScreen() {
   const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
   return stream.getVideoTracks()[0];
 }
+
+const REFUSED = new Set(["NotAllowedError", "SecurityError"]); // the person or the browser said no
+
+/** Open the preferred camera and microphone, falling back to the defaults: a device id that does
+ *  not exist here (or a busy device) is replaced by the default one; a kind that is refused or
+ *  has no working device is left out. Resolves with {stream (null when nothing opened), camera,
+ *  microphone: "ok" | "default" | "refused" | "unavailable", errors: {camera?, microphone?}}. */
+export async function openPreferred({ cameraId, microphoneId, camera = true, microphone = true, capture = CAPTURE } = {}) {
+  const result = { stream: null, camera: camera ? "ok" : "off", microphone: microphone ? "ok" : "off", errors: {} };
+  try {
+    result.stream = await openMedia({ camera, microphone, cameraId, microphoneId, capture });
+    return result;
+  } catch { /* each kind on its own below */ }
+  const tracks = [];
+  for (const [kind, wanted, id] of [["camera", camera, cameraId], ["microphone", microphone, microphoneId]]) {
+    if (!wanted) continue;
+    const open = (deviceId) => openMedia({ camera: kind === "camera", microphone: kind === "microphone", capture,
+                                           cameraId: deviceId, microphoneId: deviceId });
+    try {
+      tracks.push(...(await open(id)).getTracks());
+      continue;
+    } catch (err) {
+      result.errors[kind] = err;
+      result[kind] = REFUSED.has(err.name) ? "refused" : "unavailable";
+      if (REFUSED.has(err.name) || !id) continue;
+    }
+    try { // the chosen one is gone or busy: the default device
+      tracks.push(...(await open(undefined)).getTracks());
+      result[kind] = "default";
+    } catch (err) {
+      result.errors[kind] = err;
+      result[kind] = REFUSED.has(err.name) ? "refused" : "unavailable";
+    }
+  }
+  result.stream = tracks.length ? new MediaStream(tracks) : null;
+  return result;
+}

@@ -1,7 +1,7 @@
 // roomlog browser SDK: `import { Room, openMedia } from "/web/sdk/index.js"`.
 export { Backoff, backoffDelay, DEFAULT_BACKOFF } from "./backoff.js";
 export { CallState, InvalidTransition, States, transition, TRANSITIONS } from "./callstate.js";
-export { checkDevices, listDevices, openMedia, openScreen } from "./devices.js";
+export { checkDevices, listDevices, openMedia, openPreferred, openScreen } from "./devices.js";
 export { decodePixels, lumaStats, readVideo } from "./pattern.js";
 export { cameraSlots, LAYERS } from "./publisher.js";
 export { BANDS, DOWN_AFTER_MS, LEVEL_NAMES, LinkMeter, measure, participantLevel, qualityLevel, QualityMonitor,

@@ -177,8 +177,10 @@ export class Phone extends Emitter {
   // --- server messages ---------------------------------------------------------------
 
   async #onMessage(m) {
-    if (m.type === "presence") this.#presence(m);
-    else if (m.type === "call-incoming") this.#onIncoming(m);
+    // a push names only the users who changed: `presence` events always carry everyone known
+    // (re-emitting the raw push made the lobby list only those users, often just ourselves)
+    if (m.type === "presence") return this.#presence(m);
+    if (m.type === "call-incoming") this.#onIncoming(m);
     else if (m.type === "call-ringing" && this.call?.role === "caller") {
       this.call.callId ??= m.call_id;
       this.emit("ringing", { callId: m.call_id, callee: m.callee, sessions: m.sessions });
