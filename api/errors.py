@@ -96,3 +96,17 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         metrics.API_ERRORS.labels(code).inc()
         return JSONResponse(body(code, str(exc.detail)), status_code=exc.status_code)
+
+
+class RecordingNotFound(NotFound):
+    code = "recording_not_found"
+
+
+class RecordingActive(ApiError):
+    status = 409
+    code = "recording_active"
+
+
+class RecordingEnded(ApiError):
+    status = 409
+    code = "recording_ended"

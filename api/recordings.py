@@ -25,7 +25,7 @@ from minio import Minio
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from api.errors import ApiError, NotFound, RoomNotFound
+from api.errors import ApiError, RecordingActive, RecordingEnded, RecordingNotFound, RoomNotFound
 from api.services import Services, claims, request_id, services
 from api.tokens import Claims
 from db.models import Recording, RecordingSegment, RecordingTrack, Room
@@ -34,20 +34,6 @@ from producers.recordings import CompositeRequested, RecordingRequested, Recordi
 
 router = APIRouter(tags=["recordings"])
 ACTIVE = ("recording", "stopping")
-
-
-class RecordingNotFound(NotFound):
-    code = "recording_not_found"
-
-
-class RecordingActive(ApiError):
-    status = 409
-    code = "recording_active"
-
-
-class RecordingEnded(ApiError):
-    status = 409
-    code = "recording_ended"
 
 
 class StartRecording(BaseModel):

@@ -16,7 +16,7 @@ from client import LocalTrack, Room
 from client.synthetic import PatternVideoTrack
 from producers.kafka import EventProducer
 from producers.topics import Topics
-from tests.e2e.media import Watcher
+from tests.e2e.media import Watcher, advancing
 from tests.harness import Infra, Service, mint_token, start_media_stack, unique, wait_for
 
 LATE_S = 20.0
@@ -53,8 +53,11 @@ async def test_a_screen_shared_20_s_after_joining_reaches_the_viewer(
         await wait_for(lambda: len(watcher.video[41]) > 10, 20, "the camera at the viewer")
         await wait_for(lambda: screen.started_at is not None, LATE_S + 10, "the screen starting")
         await wait_for(lambda: len(watcher.video[42]) > 10, 15, "the late screen at the viewer")
+        screen_frames = list(watcher.video[42])
     finally:
         watcher.stop()
         for room in (viewer, publisher):
             with contextlib.suppress(Exception):
                 await room.close()
+    assert screen.started_at is not None
+    assert advancing(screen_frames, 10), f"the screen's frames at the viewer: {screen_frames[:20]}"
