@@ -46,14 +46,14 @@ up: install  ## run the whole platform in the foreground; Ctrl-C (or make down) 
 down:  ## stop what `make up` started, including the infrastructure
 	@scripts/up.sh down
 
-test: install  ## unit + integration + e2e inside a loopback-only network namespace
+test: install lint  ## lint, then unit + integration + e2e inside a loopback-only network namespace
 	@scripts/netns.sh scripts/test.sh
 
 test-unit: venv  ## unit tests only (no network)
 	@$(PY) -m pytest tests/unit -q
 
-lint: venv  ## ruff + mypy --strict
-	@$(PY) -m ruff check . && $(PY) -m mypy
+lint: venv  ## ruff check + ruff format --check + mypy --strict on every package
+	@$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
 
 golden: venv  ## add golden fixtures for new event types (append-only)
 	@$(PY) -m producers.golden write && $(PY) -m producers.golden check

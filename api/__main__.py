@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m api",
         description="Run the roomlog api gateway. Configured by ROOMLOG_API_* env vars, "
         "KAFKA_BOOTSTRAP and DATABASE_URL. Serves HTTPS when ROOMLOG_API_TLS_CERT and "
-        "ROOMLOG_API_TLS_KEY name a PEM certificate chain and key.")
+        "ROOMLOG_API_TLS_KEY name a PEM certificate chain and key.",
+    )
     parser.add_argument("--host", help="override ROOMLOG_API_HOST")
     parser.add_argument("--port", type=int, help="override ROOMLOG_API_PORT")
     args = parser.parse_args(argv)
@@ -34,9 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.port:
         settings.port = args.port
     logs.setup("api", settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_config=None, access_log=False, ws_max_size=64 * 1024,
-                ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        ws_max_size=64 * 1024,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+    )
     return 0
 
 

@@ -35,14 +35,15 @@ class TokenResponse(BaseModel):
     expires_at: datetime
 
 
-@router.post("/tokens", status_code=201, response_model=TokenResponse,
-             dependencies=[Depends(api_secret)])
+@router.post("/tokens", status_code=201, response_model=TokenResponse, dependencies=[Depends(api_secret)])
 async def create_token(req: TokenRequest, svc: Services = Depends(services)) -> TokenResponse:
     """Mint a JWT access token with grants for one identity (optionally one room)."""
     if req.ttl_s > svc.settings.max_token_ttl_s:
         raise InvalidRequest(f"ttl_s must be at most {svc.settings.max_token_ttl_s}")
-    token, expires = svc.issuer.mint(identity=req.identity, name=req.name, room=req.room,
-                                     grants=req.grants, ttl_s=req.ttl_s, now=utcnow())
+    token, expires = svc.issuer.mint(
+        identity=req.identity, name=req.name, room=req.room, grants=req.grants, ttl_s=req.ttl_s, now=utcnow()
+    )
     metrics.API_TOKENS_ISSUED.inc()
-    return TokenResponse(token=token, identity=req.identity, room=req.room,
-                         grants=sorted(set(req.grants)), expires_at=expires)
+    return TokenResponse(
+        token=token, identity=req.identity, room=req.room, grants=sorted(set(req.grants)), expires_at=expires
+    )

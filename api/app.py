@@ -34,9 +34,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
         feed = PresenceFeed(settings.kafka_bootstrap, topics.name("presence.facts"), settings.gateway_id)
         await feed.start()
         app.state.services = Services(
-            settings=settings, producer=producer, engine=engine, sessions=make_sessionmaker(engine),
+            settings=settings,
+            producer=producer,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
             issuer=TokenIssuer(settings.jwt_secret.get_secret_value(), settings.jwt_issuer),
-            topics=topics, hub=hub, presence=feed)
+            topics=topics,
+            hub=hub,
+            presence=feed,
+        )
         try:
             yield
         finally:
@@ -45,9 +51,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
             await producer.stop()
             await engine.dispose()
 
-    app = FastAPI(title="roomlog", version="0.1.0", lifespan=lifespan,
-                  description="roomlog gateway: tokens, rooms, signaling. Every change is an "
-                  "intent on the Kafka log; reads come from projections.")
+    app = FastAPI(
+        title="roomlog",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="roomlog gateway: tokens, rooms, signaling. Every change is an "
+        "intent on the Kafka log; reads come from projections.",
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(access.router)
@@ -61,15 +71,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
     web.install(app)
 
     @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]],
-                      ) -> Response:
+    async def observe(
+        request: Request,
+        call_next: Callable[[Request], Awaitable[Response]],
+    ) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics.API_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        metrics.API_REQUEST_SECONDS.labels(request.method, path).observe(
-            time.perf_counter() - start)
+        metrics.API_REQUEST_SECONDS.labels(request.method, path).observe(time.perf_counter() - start)
         return response
 
     return app

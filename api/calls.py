@@ -57,10 +57,16 @@ def check_caller(who: Claims, callee: str) -> None:
         raise InvalidRequest("a user cannot call themself")
 
 
-@router.post("/calls", status_code=201, response_model=CallView,
-             responses={202: {"model": CallView}, 400: {}, 403: {}, 429: {}})
-async def create_call(req: CallRequest, response: Response, who: Claims = Depends(claims),
-                      svc: Services = Depends(services), rid: str | None = Depends(request_id)) -> CallView:
+@router.post(
+    "/calls", status_code=201, response_model=CallView, responses={202: {"model": CallView}, 400: {}, 403: {}, 429: {}}
+)
+async def create_call(
+    req: CallRequest,
+    response: Response,
+    who: Claims = Depends(claims),
+    svc: Services = Depends(services),
+    rid: str | None = Depends(request_id),
+) -> CallView:
     """Call ``callee`` (a user id). Every session of the callee rings; the outcome comes as
     ``call-*`` messages on the WebSocket of both parties."""
     check_caller(who, req.callee)
@@ -75,26 +81,40 @@ async def create_call(req: CallRequest, response: Response, who: Claims = Depend
 
     svc.hub.register(reply, on_reply)
     try:
-        await svc.publish("session.events", CallRequested.new(
-            user_id=who.identity, call_id=call_id, callee=req.callee, expires_at=expires_at, name=who.name[:128],
-            gateway_id=svc.settings.gateway_id, reply_session_id=reply, occurred_at=now, correlation_id=rid))
+        await svc.publish(
+            "session.events",
+            CallRequested.new(
+                user_id=who.identity,
+                call_id=call_id,
+                callee=req.callee,
+                expires_at=expires_at,
+                name=who.name[:128],
+                gateway_id=svc.settings.gateway_id,
+                reply_session_id=reply,
+                occurred_at=now,
+                correlation_id=rid,
+            ),
+        )
         message = await asyncio.wait_for(decided, svc.settings.call_wait_s)
     except TimeoutError:
         response.status_code = 202
-        return CallView(call_id=call_id, caller=who.identity, callee=req.callee, status="pending",
-                        expires_at=expires_at)
+        return CallView(
+            call_id=call_id, caller=who.identity, callee=req.callee, status="pending", expires_at=expires_at
+        )
     finally:
         svc.hub.unregister(reply)
     if message.get("type") == "error":
         raise _refusal(message)
-    return CallView(call_id=call_id, caller=who.identity, callee=req.callee, status="inviting",
-                    expires_at=expires_at)
+    return CallView(call_id=call_id, caller=who.identity, callee=req.callee, status="inviting", expires_at=expires_at)
 
 
 def _refusal(message: dict[str, Any]) -> ApiError:
     text = str(message.get("message", "call refused"))
     if message.get("code") == "rate_limited":
         retry = float(message.get("retry_after_s", 60))
-        return RateLimited(text, details={"call_id": message.get("call_id"), "retry_after_s": retry},
-                           headers={"Retry-After": str(max(1, math.ceil(retry)))})
+        return RateLimited(
+            text,
+            details={"call_id": message.get("call_id"), "retry_after_s": retry},
+            headers={"Retry-After": str(max(1, math.ceil(retry)))},
+        )
     return InvalidRequest(text)

@@ -64,8 +64,8 @@ async def dev_login(req: DevLogin, svc: Services = Depends(services)) -> DevLogi
         raise InvalidRequest(f"the development login cannot grant {[g.value for g in extra]}")
     identity = identity_of(req.name)
     ttl_s = min(DEV_TTL_S, svc.settings.max_token_ttl_s)
-    token, expires = svc.issuer.mint(identity=identity, name=req.name.strip(), room=None, grants=grants,
-                                     ttl_s=ttl_s, now=utcnow())
+    token, expires = svc.issuer.mint(
+        identity=identity, name=req.name.strip(), room=None, grants=grants, ttl_s=ttl_s, now=utcnow()
+    )
     metrics.API_TOKENS_ISSUED.inc()
-    return DevLoginResponse(token=token, identity=identity, name=req.name.strip(), grants=grants,
-                            expires_at=expires)
+    return DevLoginResponse(token=token, identity=identity, name=req.name.strip(), grants=grants, expires_at=expires)

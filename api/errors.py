@@ -81,15 +81,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         metrics.API_ERRORS.labels(exc.code).inc()
-        return JSONResponse(body(exc.code, exc.message, exc.details), status_code=exc.status,
-                            headers=exc.headers)
+        return JSONResponse(body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.API_ERRORS.labels("invalid_request").inc()
         details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return JSONResponse(body("invalid_request", "request validation failed", details),
-                            status_code=400)
+        return JSONResponse(body("invalid_request", "request validation failed", details), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

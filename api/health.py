@@ -38,12 +38,13 @@ async def _postgres(svc: Services) -> None:
 async def readyz(svc: Services = Depends(services)) -> JSONResponse:
     """Ready when Kafka (the intents topic's metadata) and Postgres answer."""
     kafka, postgres = await asyncio.gather(
-        _check(svc.producer.partitions(svc.topics.name("rtc.intents"))),
-        _check(_postgres(svc)))
+        _check(svc.producer.partitions(svc.topics.name("rtc.intents"))), _check(_postgres(svc))
+    )
     ready = kafka == "ok" and postgres == "ok"
-    return JSONResponse({"status": "ready" if ready else "not-ready",
-                         "checks": {"kafka": kafka, "postgres": postgres}},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not-ready", "checks": {"kafka": kafka, "postgres": postgres}},
+        status_code=200 if ready else 503,
+    )
 
 
 @router.get("/metrics")

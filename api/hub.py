@@ -23,8 +23,9 @@ Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 
 class Hub:
     def __init__(self, bootstrap: str, topic: str, gateway_id: str) -> None:
-        self._consumer = EventConsumer(bootstrap, [topic], group_id=None, address=gateway_id,
-                                       client_id=f"{gateway_id}-notifications")
+        self._consumer = EventConsumer(
+            bootstrap, [topic], group_id=None, address=gateway_id, client_id=f"{gateway_id}-notifications"
+        )
         self.gateway_id = gateway_id
         self._sessions: dict[str, Deliver] = {}
         self._task: asyncio.Task[None] | None = None

@@ -68,10 +68,17 @@ class IceServersResponse(BaseModel):
 
 
 @router.get("/ice-servers", response_model=IceServersResponse, response_model_exclude_none=True)
-async def get_ice_servers(who: Claims = Depends(claims), svc: Services = Depends(services),
-                          ) -> IceServersResponse:
+async def get_ice_servers(
+    who: Claims = Depends(claims),
+    svc: Services = Depends(services),
+) -> IceServersResponse:
     """STUN/TURN servers for an RTCPeerConnection, with TURN credentials for the token's identity."""
-    servers = [IceServer(urls=s["urls"] if isinstance(s["urls"], list) else [s["urls"]],
-                         username=s.get("username"), credential=s.get("credential"))
-               for s in ice_servers(svc.settings, who.identity)]
+    servers = [
+        IceServer(
+            urls=s["urls"] if isinstance(s["urls"], list) else [s["urls"]],
+            username=s.get("username"),
+            credential=s.get("credential"),
+        )
+        for s in ice_servers(svc.settings, who.identity)
+    ]
     return IceServersResponse(ice_servers=servers, ttl_s=svc.settings.turn_ttl_s)

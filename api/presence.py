@@ -46,19 +46,28 @@ async def load(svc: Services, status: str = "available", limit: int = 1000) -> l
 
 
 @router.get("/presence", response_model=PresenceList)
-async def list_presence(_: Claims = Depends(claims), svc: Services = Depends(services),
-                        status: Literal["available", "online", "busy", "offline", "all"] = "available",
-                        ) -> PresenceList:
+async def list_presence(
+    _: Claims = Depends(claims),
+    svc: Services = Depends(services),
+    status: Literal["available", "online", "busy", "offline", "all"] = "available",
+) -> PresenceList:
     """Users and their presence (any valid token). ``available`` (default) is everyone
     online or busy; the lobby lists these."""
     return PresenceList(users=await load(svc, status))
 
 
-async def subscribe(svc: Services, feed: PresenceFeed, session_id: str, deliver: Deliver,
-                    request_id: str | None) -> None:
+async def subscribe(
+    svc: Services, feed: PresenceFeed, session_id: str, deliver: Deliver, request_id: str | None
+) -> None:
     """Watch changes first, then send the snapshot, so no change falls in between
     (a client keeps the newest ``changed_at`` per user)."""
     feed.watch(session_id, deliver)
     users = await load(svc)
-    await deliver({"type": "presence", "request_id": request_id, "snapshot": True,
-                   "users": [u.model_dump(mode="json") for u in users]})
+    await deliver(
+        {
+            "type": "presence",
+            "request_id": request_id,
+            "snapshot": True,
+            "users": [u.model_dump(mode="json") for u in users],
+        }
+    )

@@ -47,9 +47,17 @@ class PresenceFeed:
             event = received.event
             if not isinstance(event, PresenceChanged):
                 continue
-            message = {"type": "presence", "users": [{
-                "user_id": event.user_id, "name": event.name, "status": event.status,
-                "changed_at": event.occurred_at.isoformat()}]}
+            message = {
+                "type": "presence",
+                "users": [
+                    {
+                        "user_id": event.user_id,
+                        "name": event.name,
+                        "status": event.status,
+                        "changed_at": event.occurred_at.isoformat(),
+                    }
+                ],
+            }
             for session_id, deliver in list(self._watchers.items()):
                 try:
                     await deliver(message)

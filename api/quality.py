@@ -145,10 +145,20 @@ def _float(v: Any) -> float | None:
 
 
 def _bucket(row: Any) -> Bucket:
-    return Bucket(sampled_at=row.sampled_at, samples=row.samples, loss_pct=_float(row.loss_pct),
-                  loss_max=_float(row.loss_max), rtt_ms=row.rtt_ms, jitter_ms=row.jitter_ms,
-                  bitrate_kbps=row.bitrate_kbps, packets=row.packets, nacks=row.nacks, plis=row.plis,
-                  layer=row.layer, bandwidth_kbps=row.bandwidth_kbps)
+    return Bucket(
+        sampled_at=row.sampled_at,
+        samples=row.samples,
+        loss_pct=_float(row.loss_pct),
+        loss_max=_float(row.loss_max),
+        rtt_ms=row.rtt_ms,
+        jitter_ms=row.jitter_ms,
+        bitrate_kbps=row.bitrate_kbps,
+        packets=row.packets,
+        nacks=row.nacks,
+        plis=row.plis,
+        layer=row.layer,
+        bandwidth_kbps=row.bandwidth_kbps,
+    )
 
 
 def summarize(legs: list[Any], latest: list[Any], decisions: list[Decision]) -> list[PeerSummary]:
@@ -160,12 +170,25 @@ def summarize(legs: list[Any], latest: list[Any], decisions: list[Decision]) -> 
         return peers.setdefault(peer_id, PeerSummary(peer_id=peer_id, legs=[], decisions=0, layers={}))
 
     for r in legs:
-        peer(r.peer_id).legs.append(LegSummary(
-            leg=r.leg, source=r.source, buckets=r.buckets, samples=int(r.samples), first_at=r.first_at,
-            last_at=r.last_at, mean_loss_pct=_float(r.mean_loss_pct), max_loss_pct=_float(r.max_loss_pct),
-            mean_rtt_ms=_float(r.mean_rtt_ms), mean_jitter_ms=_float(r.mean_jitter_ms),
-            mean_bitrate_kbps=_float(r.mean_bitrate_kbps), packets=r.packets, nacks=r.nacks, plis=r.plis,
-            latest=last[(r.peer_id, r.leg, r.source)]))
+        peer(r.peer_id).legs.append(
+            LegSummary(
+                leg=r.leg,
+                source=r.source,
+                buckets=r.buckets,
+                samples=int(r.samples),
+                first_at=r.first_at,
+                last_at=r.last_at,
+                mean_loss_pct=_float(r.mean_loss_pct),
+                max_loss_pct=_float(r.max_loss_pct),
+                mean_rtt_ms=_float(r.mean_rtt_ms),
+                mean_jitter_ms=_float(r.mean_jitter_ms),
+                mean_bitrate_kbps=_float(r.mean_bitrate_kbps),
+                packets=r.packets,
+                nacks=r.nacks,
+                plis=r.plis,
+                latest=last[(r.peer_id, r.leg, r.source)],
+            )
+        )
     for d in decisions:
         summary = peer(d.peer_id)
         summary.decisions += 1
@@ -176,9 +199,13 @@ def summarize(legs: list[Any], latest: list[Any], decisions: list[Decision]) -> 
 
 
 @router.get("/{room_id}/quality", response_model=RoomQuality, responses={400: {}, 403: {}, 404: {}})
-async def room_quality(room_id: Id, who: Claims = Depends(claims), svc: Services = Depends(services),
-                       since: Annotated[str | None, Query(max_length=64)] = None,
-                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> RoomQuality:
+async def room_quality(
+    room_id: Id,
+    who: Claims = Depends(claims),
+    svc: Services = Depends(services),
+    since: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> RoomQuality:
     """Per-peer quality summary and the decision history of a room since ``since``
     (admin, or a token for this room)."""
     if not who.has(Grant.ADMIN) or who.room not in (None, room_id):
@@ -194,9 +221,27 @@ async def room_quality(room_id: Id, who: Claims = Depends(claims), svc: Services
         legs = list((await session.execute(LEGS, params)).all())
         latest = list((await session.execute(LATEST, params)).all())
         rows = (await session.execute(DECISIONS, {"room_id": room_id, "since": start, "limit": limit + 1})).all()
-    decisions = [Decision(event_id=r.event_id, decided_at=r.decided_at, peer_id=r.peer_id, source_id=r.source_id,
-                          publisher_peer_id=r.publisher_peer_id, previous=r.previous, layer=r.layer,
-                          reason=r.reason, loss_pct=r.loss_pct, level=r.level, bandwidth_kbps=r.bandwidth_kbps)
-                 for r in rows[:limit]]
-    return RoomQuality(room_id=room_id, since=start, until=now, peers=summarize(legs, latest, decisions),
-                       decisions=decisions, decisions_truncated=len(rows) > limit)
+    decisions = [
+        Decision(
+            event_id=r.event_id,
+            decided_at=r.decided_at,
+            peer_id=r.peer_id,
+            source_id=r.source_id,
+            publisher_peer_id=r.publisher_peer_id,
+            previous=r.previous,
+            layer=r.layer,
+            reason=r.reason,
+            loss_pct=r.loss_pct,
+            level=r.level,
+            bandwidth_kbps=r.bandwidth_kbps,
+        )
+        for r in rows[:limit]
+    ]
+    return RoomQuality(
+        room_id=room_id,
+        since=start,
+        until=now,
+        peers=summarize(legs, latest, decisions),
+        decisions=decisions,
+        decisions_truncated=len(rows) > limit,
+    )

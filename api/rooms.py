@@ -66,14 +66,31 @@ class Accepted(BaseModel):
 
 def _view(room: Room, members: list[RoomMember] | None = None) -> RoomView:
     return RoomView(
-        room_id=room.room_id, type=room.room_type, status=room.status,
-        max_participants=room.max_participants, empty_timeout_s=room.empty_timeout_s,
-        creator=room.creator, node_id=room.node_id, created_at=room.created_at,
-        closed_at=room.closed_at, metadata=room.meta,
-        members=None if members is None else [
-            MemberView(peer_id=m.peer_id, identity=m.identity, name=m.name, state=m.state,
-                       joined_at=m.joined_at, audio_enabled=m.audio_enabled,
-                       video_enabled=m.video_enabled) for m in members])
+        room_id=room.room_id,
+        type=room.room_type,
+        status=room.status,
+        max_participants=room.max_participants,
+        empty_timeout_s=room.empty_timeout_s,
+        creator=room.creator,
+        node_id=room.node_id,
+        created_at=room.created_at,
+        closed_at=room.closed_at,
+        metadata=room.meta,
+        members=None
+        if members is None
+        else [
+            MemberView(
+                peer_id=m.peer_id,
+                identity=m.identity,
+                name=m.name,
+                state=m.state,
+                joined_at=m.joined_at,
+                audio_enabled=m.audio_enabled,
+                video_enabled=m.video_enabled,
+            )
+            for m in members
+        ],
+    )
 
 
 async def _load(svc: Services, room_id: str) -> Room | None:
@@ -81,11 +98,14 @@ async def _load(svc: Services, room_id: str) -> Room | None:
         return await session.get(Room, room_id, populate_existing=True)
 
 
-@router.post("", status_code=201, response_model=RoomView,
-             responses={202: {"model": Accepted}, 409: {}, 400: {}})
-async def create_room(req: CreateRoom, response: Response, who: Claims = Depends(claims),
-                      svc: Services = Depends(services),
-                      rid: str | None = Depends(request_id)) -> RoomView | Accepted:
+@router.post("", status_code=201, response_model=RoomView, responses={202: {"model": Accepted}, 409: {}, 400: {}})
+async def create_room(
+    req: CreateRoom,
+    response: Response,
+    who: Claims = Depends(claims),
+    svc: Services = Depends(services),
+    rid: str | None = Depends(request_id),
+) -> RoomView | Accepted:
     """Create a room (admin grant). Waits briefly for the room to be projected; answers
     202 with ``status: pending`` if it is not visible yet."""
     who.require(Grant.ADMIN)
@@ -102,9 +122,14 @@ async def create_room(req: CreateRoom, response: Response, who: Claims = Depends
     if existing is not None and existing.status == "open":
         raise RoomExists(f"room {room_id} already exists")
     intent = CreateRoomRequested.new(
-        room_id=room_id, room_type=room_type, max_participants=req.max_participants,
-        empty_timeout_s=req.empty_timeout_s, creator=who.identity, metadata=req.metadata,
-        correlation_id=rid)
+        room_id=room_id,
+        room_type=room_type,
+        max_participants=req.max_participants,
+        empty_timeout_s=req.empty_timeout_s,
+        creator=who.identity,
+        metadata=req.metadata,
+        correlation_id=rid,
+    )
     await svc.publish("rtc.intents", intent)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + svc.settings.create_wait_s
@@ -118,9 +143,12 @@ async def create_room(req: CreateRoom, response: Response, who: Claims = Depends
 
 
 @router.get("", response_model=list[RoomView])
-async def list_rooms(who: Claims = Depends(claims), svc: Services = Depends(services),
-                     status: Literal["open", "closed", "all"] = "open",
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[RoomView]:
+async def list_rooms(
+    who: Claims = Depends(claims),
+    svc: Services = Depends(services),
+    status: Literal["open", "closed", "all"] = "open",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[RoomView]:
     """Rooms from the read model (admin grant), without the private rooms of 1:1 calls."""
     who.require(Grant.ADMIN)
     # a 1:1 call's p2p room (metadata names its call) belongs to its two parties: never listed
@@ -133,8 +161,7 @@ async def list_rooms(who: Claims = Depends(claims), svc: Services = Depends(serv
 
 
 @router.get("/{room_id}", response_model=RoomView)
-async def get_room(room_id: Id, who: Claims = Depends(claims),
-                   svc: Services = Depends(services)) -> RoomView:
+async def get_room(room_id: Id, who: Claims = Depends(claims), svc: Services = Depends(services)) -> RoomView:
     """One room and its current members (admin, or a token for this room)."""
     if not who.has(Grant.ADMIN) or who.room not in (None, room_id):
         who.require(Grant.JOIN, room=room_id)
@@ -144,22 +171,25 @@ async def get_room(room_id: Id, who: Claims = Depends(claims),
     if room is None:
         raise RoomNotFound(f"room {room_id} does not exist")
     async with svc.sessions() as session:
-        members = (await session.scalars(
-            select(RoomMember).where(RoomMember.room_id == room_id, RoomMember.state != "left")
-            .order_by(RoomMember.joined_at))).all()
+        members = (
+            await session.scalars(
+                select(RoomMember)
+                .where(RoomMember.room_id == room_id, RoomMember.state != "left")
+                .order_by(RoomMember.joined_at)
+            )
+        ).all()
     return _view(room, list(members))
 
 
 @router.delete("/{room_id}", status_code=202, response_model=Accepted)
-async def delete_room(room_id: Id, who: Claims = Depends(claims),
-                      svc: Services = Depends(services),
-                      rid: str | None = Depends(request_id)) -> Accepted:
+async def delete_room(
+    room_id: Id, who: Claims = Depends(claims), svc: Services = Depends(services), rid: str | None = Depends(request_id)
+) -> Accepted:
     """Close a room (admin grant): every peer is removed and the media node told."""
     who.require(Grant.ADMIN, room=room_id)
     room = await _load(svc, room_id)
     if room is None or room.status != "open":
         raise RoomNotFound(f"room {room_id} does not exist or is closed")
-    intent = DeleteRoomRequested.new(room_id=room_id, requested_by=who.identity,
-                                     correlation_id=rid)
+    intent = DeleteRoomRequested.new(room_id=room_id, requested_by=who.identity, correlation_id=rid)
     await svc.publish("rtc.intents", intent)
     return Accepted(room_id=room_id, status="closing", event_id=str(intent.event_id))

@@ -102,12 +102,21 @@ class Connection:
         self.clock: Callable[[], float] = time.monotonic
         self._last_report = float("-inf")
         self.handlers: dict[type[Message], Callable[[Any], Awaitable[None]]] = {
-            Join: self.on_join, Publish: self.on_publish, SubscriberAnswer: self.on_subscriber_answer,
+            Join: self.on_join,
+            Publish: self.on_publish,
+            SubscriberAnswer: self.on_subscriber_answer,
             Unpublish: self.on_unpublish,
-            Subscribe: self.on_subscribe, Unsubscribe: self.on_unsubscribe, Mute: self.on_mute,
-            IceRestart: self.on_ice_restart, IceCandidate: self.on_ice_candidate, Ping: self.on_ping,
-            Leave: self.on_leave, P2PDescription: self.on_p2p_description, CallAnswer: self.on_call_answer,
-            PresenceSubscribe: self.on_presence_subscribe, Chat: self.on_chat,
+            Subscribe: self.on_subscribe,
+            Unsubscribe: self.on_unsubscribe,
+            Mute: self.on_mute,
+            IceRestart: self.on_ice_restart,
+            IceCandidate: self.on_ice_candidate,
+            Ping: self.on_ping,
+            Leave: self.on_leave,
+            P2PDescription: self.on_p2p_description,
+            CallAnswer: self.on_call_answer,
+            PresenceSubscribe: self.on_presence_subscribe,
+            Chat: self.on_chat,
             QualityReport: self.on_quality_report,
         }
 
@@ -147,8 +156,9 @@ class Connection:
         """Keep who publishes which source, from the notifications this session gets."""
         kind = message.get("type")
         if kind in ("joined", "resumed"):
-            self.other_sources = {t["source_id"]: p["peer_id"] for p in message.get("peers", [])
-                                  for t in p.get("tracks", [])}
+            self.other_sources = {
+                t["source_id"]: p["peer_id"] for p in message.get("peers", []) for t in p.get("tracks", [])
+            }
             if kind == "resumed":
                 self.own_sources = {t["source_id"] for t in message.get("tracks", [])}
         elif kind == "track-published":
@@ -201,17 +211,33 @@ class Connection:
         self.joining, self.room = True, m.room
         gateway = self.svc.settings.gateway_id
         if m.resume_peer_id is not None:
-            await self._publish(ResumeRequested.new(
-                room_id=m.room, peer_id=m.resume_peer_id, session_id=self.session_id, gateway_id=gateway,
-                identity=self.claims.identity, correlation_id=m.request_id))
+            await self._publish(
+                ResumeRequested.new(
+                    room_id=m.room,
+                    peer_id=m.resume_peer_id,
+                    session_id=self.session_id,
+                    gateway_id=gateway,
+                    identity=self.claims.identity,
+                    correlation_id=m.request_id,
+                )
+            )
             return
         grants = set(self.claims.grants)
         if Grant.ADMIN in grants:
             grants |= {Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE}
-        await self._publish(JoinRequested.new(
-            room_id=m.room, peer_id=f"P{uuid.uuid4().hex[:16]}", identity=self.claims.identity,
-            name=m.name or self.claims.name, session_id=self.session_id, gateway_id=gateway,
-            grants=sorted(grants), room_type=room_type, correlation_id=m.request_id))
+        await self._publish(
+            JoinRequested.new(
+                room_id=m.room,
+                peer_id=f"P{uuid.uuid4().hex[:16]}",
+                identity=self.claims.identity,
+                name=m.name or self.claims.name,
+                session_id=self.session_id,
+                gateway_id=gateway,
+                grants=sorted(grants),
+                room_type=room_type,
+                correlation_id=m.request_id,
+            )
+        )
 
     def _media_node_room(self, request_id: str | None) -> None:
         if self.room_type == RoomType.P2P.value:
@@ -223,8 +249,9 @@ class Connection:
         self._require(Grant.PUBLISH, m.request_id)
         check_sdp(m.sdp, "offer", m.request_id, mids=[t.mid for t in m.tracks])
         tracks = [TrackInfo(source_id=t.source_id, kind=t.kind, layer=t.layer, mid=t.mid) for t in m.tracks]
-        await self._publish(PublishRequested.new(room_id=room, peer_id=peer, sdp=m.sdp, tracks=tracks,
-                                                 correlation_id=m.request_id))
+        await self._publish(
+            PublishRequested.new(room_id=room, peer_id=peer, sdp=m.sdp, tracks=tracks, correlation_id=m.request_id)
+        )
         self.own_sources |= {t.source_id for t in m.tracks}
 
     async def on_unpublish(self, m: Unpublish) -> None:
@@ -232,35 +259,47 @@ class Connection:
         self._media_node_room(m.request_id)
         if m.source_id not in self.own_sources:
             if m.source_id in self.other_sources:
-                raise SignalingError("forbidden", f"source {m.source_id} is published by another peer",
-                                     m.request_id)
+                raise SignalingError("forbidden", f"source {m.source_id} is published by another peer", m.request_id)
             raise SignalingError("source_not_found", f"you publish no source {m.source_id}", m.request_id)
-        await self._publish(UnpublishRequested.new(room_id=room, peer_id=peer, source_id=m.source_id,
-                                                   correlation_id=m.request_id))
+        await self._publish(
+            UnpublishRequested.new(room_id=room, peer_id=peer, source_id=m.source_id, correlation_id=m.request_id)
+        )
 
     async def on_subscriber_answer(self, m: SubscriberAnswer) -> None:
         room, peer = self._joined(m.request_id)
         self._media_node_room(m.request_id)
         check_sdp(m.sdp, "answer", m.request_id)
-        await self._publish(SubscriberAnswerSubmitted.new(room_id=room, peer_id=peer, sdp=m.sdp,
-                                                          correlation_id=m.request_id))
+        await self._publish(
+            SubscriberAnswerSubmitted.new(room_id=room, peer_id=peer, sdp=m.sdp, correlation_id=m.request_id)
+        )
 
     async def on_subscribe(self, m: Subscribe) -> None:
         room, peer = self._joined(m.request_id)
         self._media_node_room(m.request_id)
         self._require(Grant.SUBSCRIBE, m.request_id)
-        await self._publish(SubscribeRequested.new(room_id=room, peer_id=peer, source_id=m.source_id,
-                                                   layer=m.layer, correlation_id=m.request_id))
+        await self._publish(
+            SubscribeRequested.new(
+                room_id=room, peer_id=peer, source_id=m.source_id, layer=m.layer, correlation_id=m.request_id
+            )
+        )
 
     async def on_unsubscribe(self, m: Unsubscribe) -> None:
         room, peer = self._joined(m.request_id)
-        await self._publish(UnsubscribeRequested.new(room_id=room, peer_id=peer, source_id=m.source_id,
-                                                     correlation_id=m.request_id))
+        await self._publish(
+            UnsubscribeRequested.new(room_id=room, peer_id=peer, source_id=m.source_id, correlation_id=m.request_id)
+        )
 
     async def on_mute(self, m: Mute) -> None:
         room, peer = self._joined(m.request_id)
-        await self._publish(MuteRequested.new(room_id=room, peer_id=peer, source_kind=SourceKind(m.source_kind),
-                                              muted=m.type == "mute", correlation_id=m.request_id))
+        await self._publish(
+            MuteRequested.new(
+                room_id=room,
+                peer_id=peer,
+                source_kind=SourceKind(m.source_kind),
+                muted=m.type == "mute",
+                correlation_id=m.request_id,
+            )
+        )
 
     async def on_ice_restart(self, m: IceRestart) -> None:
         self._joined(m.request_id)
@@ -272,8 +311,16 @@ class Connection:
             raise SignalingError("unsupported", "ice-candidate is for p2p rooms", m.request_id)
         if m.to is None:
             raise SignalingError("invalid_message", "to: the peer id to relay the candidate to", m.request_id)
-        await self._publish(PeerSignalRequested.new(room_id=room, peer_id=peer, to_peer_id=m.to, kind="candidate",
-                                                    candidate=m.candidate, correlation_id=m.request_id))
+        await self._publish(
+            PeerSignalRequested.new(
+                room_id=room,
+                peer_id=peer,
+                to_peer_id=m.to,
+                kind="candidate",
+                candidate=m.candidate,
+                correlation_id=m.request_id,
+            )
+        )
 
     async def on_p2p_description(self, m: P2PDescription) -> None:
         room, peer = self._joined(m.request_id)
@@ -281,15 +328,26 @@ class Connection:
             raise SignalingError("unsupported", f"{m.type} is for p2p rooms", m.request_id)
         kind: Literal["offer", "answer"] = "offer" if m.type == "p2p-offer" else "answer"
         check_sdp(m.sdp, kind, m.request_id)
-        await self._publish(PeerSignalRequested.new(room_id=room, peer_id=peer, to_peer_id=m.to, kind=kind,
-                                                    sdp=m.sdp, correlation_id=m.request_id))
+        await self._publish(
+            PeerSignalRequested.new(
+                room_id=room, peer_id=peer, to_peer_id=m.to, kind=kind, sdp=m.sdp, correlation_id=m.request_id
+            )
+        )
 
     async def on_call_answer(self, m: CallAnswer) -> None:
         if not is_user_id(self.claims.identity):
             raise SignalingError("forbidden", "this identity cannot take part in calls", m.request_id)
-        await self.svc.publish("call.events", CallAnswerRequested.new(
-            call_id=m.call_id, user_id=self.claims.identity, answer=m.type.removeprefix("call-"),
-            gateway_id=self.svc.settings.gateway_id, session_id=self.session_id, correlation_id=m.request_id))
+        await self.svc.publish(
+            "call.events",
+            CallAnswerRequested.new(
+                call_id=m.call_id,
+                user_id=self.claims.identity,
+                answer=m.type.removeprefix("call-"),
+                gateway_id=self.svc.settings.gateway_id,
+                session_id=self.session_id,
+                correlation_id=m.request_id,
+            ),
+        )
 
     async def on_presence_subscribe(self, m: PresenceSubscribe) -> None:
         if self.svc.presence is None:
@@ -302,23 +360,43 @@ class Connection:
             text = chat_text(m.text)
         except InvalidChatText as exc:
             raise SignalingError(exc.code, exc.message, m.request_id) from None
-        await self._publish(ChatMessageRequested.new(
-            room_id=room, peer_id=peer, text=text, gateway_id=self.svc.settings.gateway_id,
-            session_id=self.session_id, correlation_id=m.request_id))
+        await self._publish(
+            ChatMessageRequested.new(
+                room_id=room,
+                peer_id=peer,
+                text=text,
+                gateway_id=self.svc.settings.gateway_id,
+                session_id=self.session_id,
+                correlation_id=m.request_id,
+            )
+        )
 
     async def on_quality_report(self, m: QualityReport) -> None:
         """The client's getStats summary: one client ``QualitySample``; no answer when accepted."""
         room, peer = self._joined(m.request_id)
         now = self.clock()
         if now - self._last_report < QUALITY_REPORT_INTERVAL_S:
-            raise SignalingError("rate_limited", f"at most one quality-report per {QUALITY_REPORT_INTERVAL_S:g} s",
-                                 m.request_id)
+            raise SignalingError(
+                "rate_limited", f"at most one quality-report per {QUALITY_REPORT_INTERVAL_S:g} s", m.request_id
+            )
         self._last_report = now
         up = m.uplink
-        await self.svc.publish("quality.samples", QualitySample.new(
-            room_id=room, peer_id=peer, leg="client", source="client", loss_pct=up.loss_pct, rtt_ms=up.rtt_ms,
-            jitter_ms=up.jitter_ms, bitrate_kbps=up.bitrate_kbps, level=up.level,
-            downlink=[ClientLeg(**leg.model_dump()) for leg in m.downlink], correlation_id=m.request_id))
+        await self.svc.publish(
+            "quality.samples",
+            QualitySample.new(
+                room_id=room,
+                peer_id=peer,
+                leg="client",
+                source="client",
+                loss_pct=up.loss_pct,
+                rtt_ms=up.rtt_ms,
+                jitter_ms=up.jitter_ms,
+                bitrate_kbps=up.bitrate_kbps,
+                level=up.level,
+                downlink=[ClientLeg(**leg.model_dump()) for leg in m.downlink],
+                correlation_id=m.request_id,
+            ),
+        )
 
     async def on_ping(self, m: Ping) -> None:
         await self.send({"type": "pong", "request_id": m.request_id})
@@ -330,8 +408,7 @@ class Connection:
     async def closed(self) -> None:
         """The socket went away without `leave`: streams keep the peer for a grace period."""
         if self.peer_id is not None and self.room is not None and not self.left:
-            await self._publish(ConnectionLost.new(room_id=self.room, peer_id=self.peer_id,
-                                                   session_id=self.session_id))
+            await self._publish(ConnectionLost.new(room_id=self.room, peer_id=self.peer_id, session_id=self.session_id))
 
 
 UNSUPPORTED_ROOM_TYPES = {"mcu": "mcu rooms (server-side mixing) are not supported; use sfu"}
@@ -346,8 +423,9 @@ def _room_type(m: Join) -> RoomType | None:
     try:
         return RoomType(m.room_type)
     except ValueError:
-        raise SignalingError("invalid_message", f"room_type: one of {[t.value for t in RoomType]}",
-                             m.request_id) from None
+        raise SignalingError(
+            "invalid_message", f"room_type: one of {[t.value for t in RoomType]}", m.request_id
+        ) from None
 
 
 @router.websocket("/v1/rtc")

@@ -54,13 +54,11 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def claims(authorization: str | None = Header(default=None),
-           svc: Services = Depends(services)) -> Claims:
+def claims(authorization: str | None = Header(default=None), svc: Services = Depends(services)) -> Claims:
     return svc.issuer.verify(bearer_token(authorization))
 
 
-def api_secret(x_api_secret: str | None = Header(default=None),
-               svc: Services = Depends(services)) -> None:
+def api_secret(x_api_secret: str | None = Header(default=None), svc: Services = Depends(services)) -> None:
     expected = svc.settings.api_secret.get_secret_value()
     if not x_api_secret or not hmac.compare_digest(x_api_secret.encode(), expected.encode()):
         raise Unauthorized("missing or wrong X-API-Secret")

@@ -40,17 +40,27 @@ class SessionTracker:
     async def open(self) -> None:
         if not self.enabled:
             return
-        await self.svc.publish("session.events", SessionOpened.new(
-            user_id=self.user_id, session_id=self.session_id, gateway_id=self.svc.settings.gateway_id,
-            name=self.name[:128]))
+        await self.svc.publish(
+            "session.events",
+            SessionOpened.new(
+                user_id=self.user_id,
+                session_id=self.session_id,
+                gateway_id=self.svc.settings.gateway_id,
+                name=self.name[:128],
+            ),
+        )
         self._task = asyncio.create_task(self._heartbeat(), name=f"session-{self.session_id}")
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.svc.settings.session_ping_s)
             try:
-                await self.svc.publish("session.events", SessionPinged.new(
-                    user_id=self.user_id, session_id=self.session_id, gateway_id=self.svc.settings.gateway_id))
+                await self.svc.publish(
+                    "session.events",
+                    SessionPinged.new(
+                        user_id=self.user_id, session_id=self.session_id, gateway_id=self.svc.settings.gateway_id
+                    ),
+                )
             except Exception:  # noqa: BLE001 - the broker may be briefly away; the next ping retries
                 log.warning("session ping failed", extra={"session_id": self.session_id})
 
@@ -60,5 +70,9 @@ class SessionTracker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self.enabled:
-            await self.svc.publish("session.events", SessionClosed.new(
-                user_id=self.user_id, session_id=self.session_id, reason="closed" if code == 1000 else "lost"))
+            await self.svc.publish(
+                "session.events",
+                SessionClosed.new(
+                    user_id=self.user_id, session_id=self.session_id, reason="closed" if code == 1000 else "lost"
+                ),
+            )

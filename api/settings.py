@@ -30,15 +30,16 @@ class ApiSettings(BaseSettings):
     jwt_issuer: str = "roomlog"
     max_token_ttl_s: int = 86_400
     gateway_id: str = Field(default_factory=_default_gateway_id)
-    kafka_bootstrap: str = Field(default="127.0.0.1:19092",
-validation_alias=AliasChoices("KAFKA_BOOTSTRAP",
-                                                               "ROOMLOG_API_KAFKA_BOOTSTRAP"))
-    database_url: str = Field(default="postgresql+asyncpg://roomlog:roomlog@127.0.0.1:15432/roomlog",
-validation_alias=AliasChoices("DATABASE_URL",
-                                                            "ROOMLOG_API_DATABASE_URL"))
-    topic_prefix: str = Field(default="",
-validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
-                                                               "ROOMLOG_API_TOPIC_PREFIX"))
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "ROOMLOG_API_KAFKA_BOOTSTRAP")
+    )
+    database_url: str = Field(
+        default="postgresql+asyncpg://roomlog:roomlog@127.0.0.1:15432/roomlog",
+        validation_alias=AliasChoices("DATABASE_URL", "ROOMLOG_API_DATABASE_URL"),
+    )
+    topic_prefix: str = Field(
+        default="", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX", "ROOMLOG_API_TOPIC_PREFIX")
+    )
     #: How long POST /v1/rooms waits for the room to appear in the read model.
     create_wait_s: float = 3.0
     #: How long POST /v1/calls waits for streams' decision (rate limit) before answering 202.
@@ -63,15 +64,21 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
     tls_key: str | None = None
     log_level: str = "info"
     #: MinIO holding recordings: GET /v1/recordings/{id} presigns download URLs with these.
-    minio_endpoint: str = Field(default="127.0.0.1:19000",
-                                validation_alias=AliasChoices("MINIO_ENDPOINT", "ROOMLOG_API_MINIO_ENDPOINT"))
-    minio_access_key: str = Field(default="roomlog",
-                                  validation_alias=AliasChoices("MINIO_ACCESS_KEY", "ROOMLOG_API_MINIO_ACCESS_KEY"))
-    minio_secret_key: SecretStr = Field(default=SecretStr("roomlog-secret"), validation_alias=AliasChoices(
-        "MINIO_SECRET_KEY", "ROOMLOG_API_MINIO_SECRET_KEY"))
+    minio_endpoint: str = Field(
+        default="127.0.0.1:19000", validation_alias=AliasChoices("MINIO_ENDPOINT", "ROOMLOG_API_MINIO_ENDPOINT")
+    )
+    minio_access_key: str = Field(
+        default="roomlog", validation_alias=AliasChoices("MINIO_ACCESS_KEY", "ROOMLOG_API_MINIO_ACCESS_KEY")
+    )
+    minio_secret_key: SecretStr = Field(
+        default=SecretStr("roomlog-secret"),
+        validation_alias=AliasChoices("MINIO_SECRET_KEY", "ROOMLOG_API_MINIO_SECRET_KEY"),
+    )
     minio_secure: bool = False
-    recording_bucket: str = Field(default="roomlog-recordings", validation_alias=AliasChoices(
-        "ROOMLOG_RECORDING_BUCKET", "ROOMLOG_API_RECORDING_BUCKET"))
+    recording_bucket: str = Field(
+        default="roomlog-recordings",
+        validation_alias=AliasChoices("ROOMLOG_RECORDING_BUCKET", "ROOMLOG_API_RECORDING_BUCKET"),
+    )
     #: How long a presigned recording download URL stays valid.
     recording_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 86_400)
 
@@ -108,6 +115,7 @@ validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("set both tls_cert and tls_key, or neither")
         return self
+
     #: Development mode: enables POST /v1/dev/login (a name is enough to get a token).
     #: `make up` and the browser tests set it; never in production.
     dev_mode: bool = False

@@ -194,13 +194,51 @@ class QualityReport(Message):
         return self
 
 
-ClientMessage = Annotated[Union[Join, Publish, Unpublish, SubscriberAnswer, Subscribe, Unsubscribe, Mute,  # noqa: UP007
-                                IceRestart, IceCandidate, Ping, Leave, P2PDescription, CallAnswer,
-                                PresenceSubscribe, Chat, QualityReport], Field(discriminator="type")]
+ClientMessage = Annotated[
+    Union[  # noqa: UP007
+        Join,
+        Publish,
+        Unpublish,
+        SubscriberAnswer,
+        Subscribe,
+        Unsubscribe,
+        Mute,
+        IceRestart,
+        IceCandidate,
+        Ping,
+        Leave,
+        P2PDescription,
+        CallAnswer,
+        PresenceSubscribe,
+        Chat,
+        QualityReport,
+    ],
+    Field(discriminator="type"),
+]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientMessage)
-TYPES = {"join", "publish", "unpublish", "subscriber-answer", "subscribe", "unsubscribe", "mute", "unmute",
-         "ice-restart", "ice-candidate", "ping", "leave", "p2p-offer", "p2p-answer", "call-accept", "call-reject",
-         "call-cancel", "call-hangup", "presence-subscribe", "chat", "quality-report"}
+TYPES = {
+    "join",
+    "publish",
+    "unpublish",
+    "subscriber-answer",
+    "subscribe",
+    "unsubscribe",
+    "mute",
+    "unmute",
+    "ice-restart",
+    "ice-candidate",
+    "ping",
+    "leave",
+    "p2p-offer",
+    "p2p-answer",
+    "call-accept",
+    "call-reject",
+    "call-cancel",
+    "call-hangup",
+    "presence-subscribe",
+    "chat",
+    "quality-report",
+}
 
 
 def _refuse_constant(name: str) -> Any:
@@ -235,12 +273,14 @@ def _check_report_size(raw: dict[str, Any], request_id: str | None) -> None:
     """Refuse an oversized ``downlink`` before a single leg is validated."""
     downlink = raw.get("downlink")
     if isinstance(downlink, list) and len(downlink) > MAX_DOWNLINK:
-        raise SignalingError("invalid_message",
-                             f"downlink: at most {MAX_DOWNLINK} sources, not {len(downlink)}", request_id)
+        raise SignalingError(
+            "invalid_message", f"downlink: at most {MAX_DOWNLINK} sources, not {len(downlink)}", request_id
+        )
 
 
-def check_sdp(sdp: str, kind: Literal["offer", "answer"], request_id: str | None,
-              mids: list[str] | None = None) -> None:
+def check_sdp(
+    sdp: str, kind: Literal["offer", "answer"], request_id: str | None, mids: list[str] | None = None
+) -> None:
     """Reject text that is not an SDP with media sections (and the given mids)."""
     lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
     if not lines or lines[0] != "v=0" or any(len(line) < 2 or line[1] != "=" for line in lines):
@@ -255,5 +295,4 @@ def check_sdp(sdp: str, kind: Literal["offer", "answer"], request_id: str | None
         present = {m.rtp.muxId for m in description.media}
         missing = [mid for mid in mids if mid not in present]
         if missing:
-            raise SignalingError("invalid_sdp", f"tracks name mids {missing} that the offer does not have",
-                                 request_id)
+            raise SignalingError("invalid_sdp", f"tracks name mids {missing} that the offer does not have", request_id)

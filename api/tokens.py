@@ -40,12 +40,17 @@ class TokenIssuer:
         self._secret = secret
         self._issuer = issuer
 
-    def mint(self, *, identity: str, name: str, room: str | None, grants: list[Grant],
-             ttl_s: int, now: datetime) -> tuple[str, datetime]:
+    def mint(
+        self, *, identity: str, name: str, room: str | None, grants: list[Grant], ttl_s: int, now: datetime
+    ) -> tuple[str, datetime]:
         expires = now + timedelta(seconds=ttl_s)
         payload: dict[str, Any] = {
-            "iss": self._issuer, "sub": identity, "name": name, "jti": uuid.uuid4().hex,
-            "iat": int(now.timestamp()), "exp": int(expires.timestamp()),
+            "iss": self._issuer,
+            "sub": identity,
+            "name": name,
+            "jti": uuid.uuid4().hex,
+            "iat": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
             "grants": sorted(g.value for g in set(grants)),
         }
         if room is not None:
@@ -54,8 +59,13 @@ class TokenIssuer:
 
     def verify(self, token: str) -> Claims:
         try:
-            payload = jwt.decode(token, self._secret, algorithms=["HS256"], issuer=self._issuer,
-                                 options={"require": ["exp", "sub", "iss"]})
+            payload = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                issuer=self._issuer,
+                options={"require": ["exp", "sub", "iss"]},
+            )
         except jwt.ExpiredSignatureError as exc:
             raise TokenExpired("token expired") from exc
         except jwt.PyJWTError as exc:
@@ -66,7 +76,11 @@ class TokenIssuer:
             raise Unauthorized("token carries an unknown grant") from exc
         from datetime import UTC
 
-        return Claims(identity=str(payload["sub"]), name=str(payload.get("name", "")),
-                      room=payload.get("room"), grants=grants,
-                      expires_at=datetime.fromtimestamp(payload["exp"], UTC),
-                      token_id=str(payload.get("jti", "")))
+        return Claims(
+            identity=str(payload["sub"]),
+            name=str(payload.get("name", "")),
+            room=payload.get("room"),
+            grants=grants,
+            expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+            token_id=str(payload.get("jti", "")),
+        )

@@ -37,8 +37,14 @@ class CountingProducer:
     def __init__(self) -> None:
         self.sent = 0
 
-    async def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
-                   headers: Any = None) -> asyncio.Future[None]:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Any = None,
+    ) -> asyncio.Future[None]:
         self.sent += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
@@ -53,26 +59,40 @@ class _Driver:
 async def run(events: int, rooms: int, batch: int) -> dict[str, Any]:
     mix = RoomMix("cpu", rooms)
     intents = mix.prime() + [mix.next() for _ in range(events)]
-    records = [ConsumerRecord("rtc.intents", 0, i, 0, 0, b"k", encode(e), None, 1, 0, [])
-               for i, e in enumerate(intents)]
+    records = [
+        ConsumerRecord("rtc.intents", 0, i, 0, 0, b"k", encode(e), None, 1, 0, []) for i, e in enumerate(intents)
+    ]
     producer = CountingProducer()
     tables = [Table(name, f"{name}-changelog", 4) for name in ("rooms", "room-timers", "node-registry")]
     for table in tables:
-        table.bind(producer)  # type: ignore[arg-type]
-    worker = Worker(app=None, driver=_Driver(producer), settings=None, topics=Topics("cpu"),  # type: ignore[arg-type]
-                    room_table=tables[0], timer_table=tables[1], registry_table=tables[2],
-                    room_config=RoomConfig(disconnect_grace_s=30, command_ttl_s=10),
-                    registry_config=registry_decision.RegistryConfig(node_timeout_s=5))
+        table.bind(producer)
+    worker = Worker(
+        app=None,  # type: ignore[arg-type]
+        driver=_Driver(producer),  # type: ignore[arg-type]
+        settings=None,  # type: ignore[arg-type]
+        topics=Topics("cpu"),
+        room_table=tables[0],
+        timer_table=tables[1],
+        registry_table=tables[2],
+        room_config=RoomConfig(disconnect_grace_s=30, command_ttl_s=10),
+        registry_config=registry_decision.RegistryConfig(node_timeout_s=5),
+    )
     agent = worker.agent("rooms", ["rtc.intents"], tables[:2], worker.on_room_input)
     started = time.perf_counter()
     for i in range(0, len(records), batch):
-        handled = await agent.handle(records[i:i + batch])
+        handled = await agent.handle(records[i : i + batch])
         await handled.acknowledged()
         await handled.persist()
     seconds = time.perf_counter() - started
-    return {"intents": len(records), "seconds": round(seconds, 3), "intents_per_s": round(len(records) / seconds, 1),
-            "records_sent": producer.sent, "records_per_intent": round(producer.sent / len(records), 2),
-            "batch": batch, "rooms": rooms}
+    return {
+        "intents": len(records),
+        "seconds": round(seconds, 3),
+        "intents_per_s": round(len(records) / seconds, 1),
+        "records_sent": producer.sent,
+        "records_per_intent": round(producer.sent / len(records), 2),
+        "batch": batch,
+        "rooms": rooms,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

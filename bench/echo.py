@@ -18,10 +18,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def echo(bootstrap: str, source: str, target: str, group: str) -> None:
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group,
-                                auto_offset_reset="earliest", client_id="roomlog-bench-echo")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2,
-                                client_id="roomlog-bench-echo")
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        client_id="roomlog-bench-echo",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, client_id="roomlog-bench-echo")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -52,14 +52,26 @@ def _read_env_file(path: Path) -> dict[str, str]:
 def _infra(command: str, run_dir: Path) -> None:
     env = {**os.environ, "ROOMLOG_RUN_DIR": str(run_dir)}
     # the script logs to stdout; stdout of the benchmark is the JSON result only
-    subprocess.run([str(REPO / "scripts" / "infra.sh"), command], env=env, check=True,
-                   stdout=sys.stderr, stderr=sys.stderr, cwd=REPO)
+    subprocess.run(
+        [str(REPO / "scripts" / "infra.sh"), command],
+        env=env,
+        check=True,
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+        cwd=REPO,
+    )
 
 
 def migrate(database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "db.migrate", "upgrade", "head"], env=env, check=True,
-                   stdout=sys.stderr, stderr=sys.stderr, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-m", "db.migrate", "upgrade", "head"],
+        env=env,
+        check=True,
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+        cwd=REPO,
+    )
 
 
 async def _schema_present(database_url: str) -> bool:
@@ -120,6 +132,7 @@ def run_bench(measure: Measure, *, as_json: bool) -> int:
     with servers() as srv:
         try:
             import uvloop
+
             result = uvloop.run(measure(srv, run_id))
         except ImportError:
             result = asyncio.run(measure(srv, run_id))

@@ -82,13 +82,27 @@ from tests.harness import Infra, end_offsets, http_ready, media_stack, mint_toke
 RUN_DIR = REPO / ".run" / "bench-join"
 PUBLISHER_CODE = 1
 TARGETS = {"first_frame_p99_ms": 500, "seed_first_frame_p99_ms": 2000, "seed_sdp_negotiation_p99_ms": 200}
-HOPS = ("gateway_join", "streams_join", "node_offer", "streams_offer", "notify_offer", "client_answer",
-        "gateway_answer", "streams_answer", "node_connect", "first_frame_wait")
-GROUPS = {"gateway_to_intent": ("gateway_join", "gateway_answer"),
-          "streams_decision": ("streams_join", "streams_offer", "streams_answer"),
-          "node_command_to_answer": ("node_offer",), "notification_to_client": ("notify_offer",),
-          "client_sdp": ("client_answer",), "media_connect": ("node_connect",),
-          "keyframe_and_decode": ("first_frame_wait",)}
+HOPS = (
+    "gateway_join",
+    "streams_join",
+    "node_offer",
+    "streams_offer",
+    "notify_offer",
+    "client_answer",
+    "gateway_answer",
+    "streams_answer",
+    "node_connect",
+    "first_frame_wait",
+)
+GROUPS = {
+    "gateway_to_intent": ("gateway_join", "gateway_answer"),
+    "streams_decision": ("streams_join", "streams_offer", "streams_answer"),
+    "node_command_to_answer": ("node_offer",),
+    "notification_to_client": ("notify_offer",),
+    "client_sdp": ("client_answer",),
+    "media_connect": ("node_connect",),
+    "keyframe_and_decode": ("first_frame_wait",),
+}
 FORWARDING = re.compile(r"^forwarding \S+ to (\S+) on mid")
 
 
@@ -225,18 +239,26 @@ def forwarding_instants(node_log: Path) -> dict[str, float]:
     return out
 
 
-def hops_of(room: TimedRoom, log: dict[tuple[str, str], float], forwarding: dict[str, float],
-            origin: float) -> dict[str, float | None]:
+def hops_of(
+    room: TimedRoom, log: dict[tuple[str, str], float], forwarding: dict[str, float], origin: float
+) -> dict[str, float | None]:
     """One subscriber's instants as the differences named in ``HOPS`` (ms; None if unseen),
     and as ``<hop>_end`` ms since ``origin`` (the first subscriber's ``join``)."""
     s, peer = room.stamps, room.peer_id or ""
-    at = [s.get("join_sent"), log.get(("JoinRequested", room.join_request_id or "")),
-          log.get(("AddSubscription", peer)), log.get(("SubscriberOffered", peer)),
-          log.get(("subscriber-offer", peer)), s.get("subscriber-offer_rx"), s.get("answer_sent"),
-          log.get(("SubscriberAnswerSubmitted", peer)), log.get(("ApplySubscriberAnswer", peer)),
-          forwarding.get(peer), s.get("first_frame")]
-    out: dict[str, float | None] = {
-        name: _ms(a, b) for name, a, b in zip(HOPS, at[:-1], at[1:], strict=True)}
+    at = [
+        s.get("join_sent"),
+        log.get(("JoinRequested", room.join_request_id or "")),
+        log.get(("AddSubscription", peer)),
+        log.get(("SubscriberOffered", peer)),
+        log.get(("subscriber-offer", peer)),
+        s.get("subscriber-offer_rx"),
+        s.get("answer_sent"),
+        log.get(("SubscriberAnswerSubmitted", peer)),
+        log.get(("ApplySubscriberAnswer", peer)),
+        forwarding.get(peer),
+        s.get("first_frame"),
+    ]
+    out: dict[str, float | None] = {name: _ms(a, b) for name, a, b in zip(HOPS, at[:-1], at[1:], strict=True)}
     out.update({f"{name}_end": _ms(origin, b) for name, b in zip(HOPS, at[1:], strict=True)})
     joined = log.get(("joined", peer))
     out["total"] = _ms(s.get("join_sent"), s.get("first_frame"))
@@ -262,8 +284,13 @@ def summary(values: list[float | None], *, total: int | None = None) -> dict[str
         rank = max(1, -(-int(p * n) // 100))
         return round(seen[rank - 1], 1) if rank <= len(seen) else None
 
-    return {"p50_ms": pct(50), "p99_ms": pct(99), "max_ms": round(seen[-1], 1) if seen and not missing else None,
-            "mean_ms": round(sum(seen) / len(seen), 1) if seen else None, "missing": missing}
+    return {
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "max_ms": round(seen[-1], 1) if seen and not missing else None,
+        "mean_ms": round(sum(seen) / len(seen), 1) if seen else None,
+        "missing": missing,
+    }
 
 
 def group_sum(hops: dict[str, float | None], names: tuple[str, ...]) -> float | None:
@@ -276,7 +303,7 @@ def group_sum(hops: dict[str, float | None], names: tuple[str, ...]) -> float | 
 
 def thread_cpu_seconds(tid: int) -> float:
     raw = Path(f"/proc/self/task/{tid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -321,8 +348,11 @@ async def direct_pair(args: argparse.Namespace) -> dict[str, float]:
         await pub.setRemoteDescription(sub.localDescription)
         sdp = time.time()
         done = await asyncio.wait_for(first, args.timeout)
-        return {"first_frame": 1000 * (done - t0), "sdp": 1000 * (sdp - t0),
-                "connected": 1000 * (stamps.get("connected", done) - t0)}
+        return {
+            "first_frame": 1000 * (done - t0),
+            "sdp": 1000 * (sdp - t0),
+            "connected": 1000 * (stamps.get("connected", done) - t0),
+        }
     finally:
         for task in tasks:
             task.cancel()
@@ -332,8 +362,12 @@ async def direct_pair(args: argparse.Namespace) -> dict[str, float]:
 
 async def baseline(args: argparse.Namespace) -> dict[str, Any]:
     runs = [await direct_pair(args) for _ in range(args.baseline_runs)]
-    out = {f"{k}_{p}": v for k in ("first_frame", "sdp", "connected")
-           for p, v in summary([r[k] for r in runs]).items() if p in ("p50_ms", "p99_ms", "max_ms")}
+    out = {
+        f"{k}_{p}": v
+        for k in ("first_frame", "sdp", "connected")
+        for p, v in summary([r[k] for r in runs]).items()
+        if p in ("p50_ms", "p99_ms", "max_ms")
+    }
     return {**out, "runs": len(runs)}
 
 
@@ -346,8 +380,10 @@ class Run:
         self.prefix, self.room_id = f"{run_id}-", f"{run_id}-room"
         self.workdir = srv.run_dir / "work" / run_id
         infra = Infra(srv.kafka, srv.database_url, os.environ.get("MINIO_ENDPOINT", ""), "", "")
-        self.stack = [Child(s.name if s.module != "media_node" else "media_node", s.module, s.env, self.workdir)
-                      for s in media_stack(infra, self.prefix, self.workdir)]
+        self.stack = [
+            Child(s.name if s.module != "media_node" else "media_node", s.module, s.env, self.workdir)
+            for s in media_stack(infra, self.prefix, self.workdir)
+        ]
         self.base = f"http://127.0.0.1:{self.stack[-1].env['ROOMLOG_API_PORT']}"
         self.rooms: list[TimedRoom] = []
 
@@ -362,11 +398,15 @@ class Run:
         async with EventProducer(self.srv.kafka, client_id=f"{self.run_id}-probe") as producer:
             probe = CreateRoomRequested.new(room_id=f"{self.run_id}-probe")
             await producer.send(self.prefix + "rtc.intents", probe)
-            await self.wait_event("rtc.facts", lambda e: isinstance(e, RoomCreated)
-                                  and e.causation_id == probe.event_id, "streams worker ready")
+            await self.wait_event(
+                "rtc.facts",
+                lambda e: isinstance(e, RoomCreated) and e.causation_id == probe.event_id,
+                "streams worker ready",
+            )
         node_id = self.stack[1].env["ROOMLOG_NODE_NODE_ID"]
-        await self.wait_event("node.facts", lambda e: isinstance(e, NodeMarkedAlive) and e.node_id == node_id,
-                              "media node alive")
+        await self.wait_event(
+            "node.facts", lambda e: isinstance(e, NodeMarkedAlive) and e.node_id == node_id, "media node alive"
+        )
         await http_ready(f"{self.base}/healthz", self.stack[-1])  # type: ignore[arg-type]
 
     async def wait_event(self, logical: str, match: Any, what: str, timeout: float = 120.0) -> None:
@@ -375,12 +415,12 @@ class Run:
                 if not child.alive():
                     raise RuntimeError(f"{child.name} exited:\n{child.tail()}")
             return any(match(e) for _, e in await read_stamped(self.srv.kafka, self.prefix + logical))
+
         await wait_for(seen, timeout, what, interval=0.3)
 
     async def client(self, identity: str, grants: list[str]) -> TimedRoom:
         token = await mint_token(self.base, identity, grants, self.room_id)
-        room = TimedRoom(url=self.base.replace("http", "ws") + "/v1/rtc", token=token, room=self.room_id,
-                         name=identity)
+        room = TimedRoom(url=self.base.replace("http", "ws") + "/v1/rtc", token=token, room=self.room_id, name=identity)
         self.rooms.append(room)
         await room.open()
         return room
@@ -390,8 +430,12 @@ class Run:
         await room.join()
         track = PatternVideoTrack(PUBLISHER_CODE, self.args.width, self.args.height, self.args.fps)
         await room.publish([LocalTrack(track, "cam-1", "camera")])
-        await self.wait_event("rtc.facts", lambda e: isinstance(e, TrackPublished) and e.room_id == self.room_id,
-                              "the publisher's track on the node", timeout=30)
+        await self.wait_event(
+            "rtc.facts",
+            lambda e: isinstance(e, TrackPublished) and e.room_id == self.room_id,
+            "the publisher's track on the node",
+            timeout=30,
+        )
 
     async def warmup(self) -> None:
         for i in range(self.args.warmup):
@@ -404,8 +448,14 @@ class Run:
         lags: list[float] = []
         lag_task = asyncio.create_task(loop_lag(lags))
         await asyncio.sleep(0.5)  # let the sockets settle
-        meter = CpuMeter({"streams": self.stack[0].pid, "media_node": self.stack[1].pid,
-                          "api": self.stack[2].pid, "bench": os.getpid()})
+        meter = CpuMeter(
+            {
+                "streams": self.stack[0].pid,
+                "media_node": self.stack[1].pid,
+                "api": self.stack[2].pid,
+                "bench": os.getpid(),
+            }
+        )
         cpu0, t0 = thread_cpu_seconds(os.getpid()), time.perf_counter()
         meter.start()
         lags.clear()  # loop lag of the measured window only
@@ -421,9 +471,13 @@ class Run:
         lag_task.cancel()
         lags.sort()
         gen: dict[str, Any] = {
-            "loop_thread_cpu_pct": round(loop_cpu, 1), "process_cpu_pct": cpu.pop("bench_cpu_pct"),
-            "loop_lag_p50_ms": round(percentile(lags, 50), 1), "loop_lag_p99_ms": round(percentile(lags, 99), 1),
-            "loop_lag_max_ms": round(lags[-1], 1) if lags else None, "join_errors": [str(e) for e in failed]}
+            "loop_thread_cpu_pct": round(loop_cpu, 1),
+            "process_cpu_pct": cpu.pop("bench_cpu_pct"),
+            "loop_lag_p50_ms": round(percentile(lags, 50), 1),
+            "loop_lag_p99_ms": round(percentile(lags, 99), 1),
+            "loop_lag_max_ms": round(lags[-1], 1) if lags else None,
+            "join_errors": [str(e) for e in failed],
+        }
         gen["saturated"] = loop_cpu >= 90.0
         gen["loop_stalled"] = (gen["loop_lag_max_ms"] or 0.0) >= 50.0
         # CpuMeter's `other` counts a process born during the window with its whole life; the
@@ -488,9 +542,16 @@ async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[s
         await run.cleanup(keep=failed or args.keep_logs)
 
 
-def report(args: argparse.Namespace, subs: list[TimedRoom], log: dict[tuple[str, str], float],
-           forwarding: dict[str, float], base: dict[str, Any], health: dict[str, Any], srv: Servers,
-           run_id: str) -> dict[str, Any]:
+def report(
+    args: argparse.Namespace,
+    subs: list[TimedRoom],
+    log: dict[tuple[str, str], float],
+    forwarding: dict[str, float],
+    base: dict[str, Any],
+    health: dict[str, Any],
+    srv: Servers,
+    run_id: str,
+) -> dict[str, Any]:
     origin = min(r.stamps.get("join_sent", time.time()) for r in subs)
     per = [hops_of(r, log, forwarding, origin) for r in subs]
     n = len(subs)
@@ -501,11 +562,18 @@ def report(args: argparse.Namespace, subs: list[TimedRoom], log: dict[tuple[str,
     sdp = summary([p["sdp_negotiation"] for p in per], total=n)
     wrong = sum(1 for r in subs if r.first_code is not None and r.first_code != PUBLISHER_CODE)
     return {
-        "p50_ms": total["p50_ms"], "p99_ms": total["p99_ms"], "max_ms": total["max_ms"],
-        "mean_ms": total["mean_ms"], "subscribers": n, "first_frames": n - total["missing"],
+        "p50_ms": total["p50_ms"],
+        "p99_ms": total["p99_ms"],
+        "max_ms": total["max_ms"],
+        "mean_ms": total["mean_ms"],
+        "subscribers": n,
+        "first_frames": n - total["missing"],
         "wrong_source_frames": wrong,
-        "baseline": {"what": "direct aiortc publisher PC -> subscriber PC on loopback, no roomlog: "
-                             "createOffer -> first decoded frame", **base},
+        "baseline": {
+            "what": "direct aiortc publisher PC -> subscriber PC on loopback, no roomlog: "
+            "createOffer -> first decoded frame",
+            **base,
+        },
         "overhead_p50_ms": _diff(total["p50_ms"], base.get("first_frame_p50_ms")),
         "overhead_p99_ms": _diff(total["p99_ms"], base.get("first_frame_p99_ms")),
         "joined": summary([p["joined_rx"] for p in per], total=n),
@@ -516,16 +584,27 @@ def report(args: argparse.Namespace, subs: list[TimedRoom], log: dict[tuple[str,
         "dominant_hop": max(means, key=lambda h: means[h]),
         "dominant_hop_share_of_mean": round(max(means.values()) / total["mean_ms"], 2) if total["mean_ms"] else None,
         "targets": TARGETS,
-        "meets_targets": {"first_frame_p99_ms": _lt(total["p99_ms"], TARGETS["first_frame_p99_ms"]),
-                          "seed_first_frame_p99_ms": _lt(total["p99_ms"], TARGETS["seed_first_frame_p99_ms"]),
-                          "seed_sdp_negotiation_p99_ms": _lt(sdp["p99_ms"], TARGETS["seed_sdp_negotiation_p99_ms"])},
+        "meets_targets": {
+            "first_frame_p99_ms": _lt(total["p99_ms"], TARGETS["first_frame_p99_ms"]),
+            "seed_first_frame_p99_ms": _lt(total["p99_ms"], TARGETS["seed_first_frame_p99_ms"]),
+            "seed_sdp_negotiation_p99_ms": _lt(sdp["p99_ms"], TARGETS["seed_sdp_negotiation_p99_ms"]),
+        },
         **health,
         "machine": {**machine(), "loadavg_at_start": args.loadavg},
-        "config": {"subscribers": args.subscribers, "resolution": f"{args.width}x{args.height}", "fps": args.fps,
-                   "warmup_subscribers": args.warmup, "baseline_runs": args.baseline_runs,
-                   "servers": "started" if srv.started else "existing", "run_id": run_id},
-        **({"per_subscriber": [{k: None if v is None else round(v, 1) for k, v in p.items()} for p in per]}
-           if args.per_subscriber else {}),
+        "config": {
+            "subscribers": args.subscribers,
+            "resolution": f"{args.width}x{args.height}",
+            "fps": args.fps,
+            "warmup_subscribers": args.warmup,
+            "baseline_runs": args.baseline_runs,
+            "servers": "started" if srv.started else "existing",
+            "run_id": run_id,
+        },
+        **(
+            {"per_subscriber": [{k: None if v is None else round(v, 1) for k, v in p.items()} for p in per]}
+            if args.per_subscriber
+            else {}
+        ),
     }
 
 
@@ -541,10 +620,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.join_latency",
         description="Subscribers join a room with one publisher at the same instant; prints join -> "
-                    "first decoded frame (p50/p99), the per-hop breakdown through the log and a direct "
-                    "aiortc pair baseline. Uses KAFKA_BOOTSTRAP/DATABASE_URL if set, else starts (and "
-                    "stops) its own servers with scripts/infra.sh in .run/bench-join. Run it in a "
-                    "loopback-only namespace: scripts/netns.sh bash -c '.venv/bin/python -m bench.join_latency'.")
+        "first decoded frame (p50/p99), the per-hop breakdown through the log and a direct "
+        "aiortc pair baseline. Uses KAFKA_BOOTSTRAP/DATABASE_URL if set, else starts (and "
+        "stops) its own servers with scripts/infra.sh in .run/bench-join. Run it in a "
+        "loopback-only namespace: scripts/netns.sh bash -c '.venv/bin/python -m bench.join_latency'.",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout (default: indented)")
     parser.add_argument("--subscribers", type=int, default=20, help="subscribers joining at once (default 20)")
     parser.add_argument("--width", type=int, default=160, help="publisher width (default 160)")
@@ -574,9 +654,11 @@ def main(argv: list[str] | None = None) -> int:
     say(f"run {run_id}")
     with servers(RUN_DIR) as srv:
         result = asyncio.run(measure(args, srv, run_id))
-    say(f"join -> first frame p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms (target p99 < "
+    say(
+        f"join -> first frame p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms (target p99 < "
         f"{TARGETS['first_frame_p99_ms']}); direct pair p50 {result['baseline'].get('first_frame_p50_ms')} ms; "
-        f"largest hop {result['dominant_hop']}; unnamed processes {result['cpu'].get('unnamed_cpu_pct')} % of a core")
+        f"largest hop {result['dominant_hop']}; unnamed processes {result['cpu'].get('unnamed_cpu_pct')} % of a core"
+    )
     print(json.dumps(result) if args.json else json.dumps(result, indent=2), flush=True)
     return 0
 

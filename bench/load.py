@@ -68,17 +68,27 @@ class RoomMix:
         self._next_peer += 1
         self._members[index].append(peer_id)
         self.joins += 1
-        return JoinRequested.new(room_id=self.room_id(index), peer_id=peer_id, identity=peer_id,
-                                 name=f"Bench {peer_id}", session_id=f"s-{peer_id}",
-                                 gateway_id=f"gw-bench-{index % 4}", grants=GRANTS)
+        return JoinRequested.new(
+            room_id=self.room_id(index),
+            peer_id=peer_id,
+            identity=peer_id,
+            name=f"Bench {peer_id}",
+            session_id=f"s-{peer_id}",
+            gateway_id=f"gw-bench-{index % 4}",
+            grants=GRANTS,
+        )
 
     def prime(self) -> list[Event]:
         """One join per room: opens every room (and gets it placed on a node)."""
         return [self.join(index) for index in range(self.rooms)]
 
     def counts(self) -> dict[str, int]:
-        return {"joins": self.joins, "leaves": self.leaves, "rooms": self.rooms,
-                "peers_in_rooms": sum(len(m) for m in self._members)}
+        return {
+            "joins": self.joins,
+            "leaves": self.leaves,
+            "rooms": self.rooms,
+            "peers_in_rooms": sum(len(m) for m in self._members),
+        }
 
 
 def type_of(value: bytes) -> str:
@@ -87,7 +97,7 @@ def type_of(value: bytes) -> str:
     if at < 0:
         return "?"
     start = at + 8
-    return value[start:value.find(b'"', start)].decode()
+    return value[start : value.find(b'"', start)].decode()
 
 
 def id_field(name: str) -> Callable[[bytes], str | None]:
@@ -103,7 +113,7 @@ def id_field(name: str) -> Callable[[bytes], str | None]:
         at = value.find(marker)
         if at >= 0:
             start = at + len(marker)
-            return value[start:start + 36].decode()
+            return value[start : start + 36].decode()
         if raw_name not in value:
             return None
         found = json.loads(value).get(name)
@@ -117,15 +127,18 @@ class Watch:
     keeps, for every id found in ``id_name``, the time its first record was handed to
     this consumer, and a count of records by ``type``."""
 
-    def __init__(self, bootstrap: str, topic: str, id_name: str = "causation_id", *,
-                 from_end: bool = False) -> None:
+    def __init__(self, bootstrap: str, topic: str, id_name: str = "causation_id", *, from_end: bool = False) -> None:
         self.topic = topic
         self._from_end = from_end
         self.types: Counter[str] = Counter()
         self._read_id = id_field(id_name)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                          enable_auto_commit=False, auto_offset_reset="earliest",
-                                          client_id="roomlog-bench-watch")
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="roomlog-bench-watch",
+        )
         self.seen: dict[str, float] = {}
         self.records = 0
         self.first_at: float | None = None
@@ -174,8 +187,9 @@ class Watch:
                         if not waiting:
                             self._done.set()
 
-    async def wait_all(self, ids: Iterable[str], timeout: float,
-                       check: Callable[[], None] | None = None, idle: float = 15.0) -> bool:
+    async def wait_all(
+        self, ids: Iterable[str], timeout: float, check: Callable[[], None] | None = None, idle: float = 15.0
+    ) -> bool:
         """Wait until every id has been seen; False after ``timeout``, or after ``idle``
         seconds without a new record once records flow. ``check`` runs every 0.5 s."""
         self._waiting.update(i for i in ids if i not in self.seen)
@@ -198,8 +212,9 @@ class Watch:
                 pass
         return True
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float,
-                         check: Callable[[], None] | None = None) -> bool:
+    async def wait_until(
+        self, predicate: Callable[[], bool], timeout: float, check: Callable[[], None] | None = None
+    ) -> bool:
         deadline = time.perf_counter() + timeout
         while not predicate():
             if check is not None:
@@ -239,8 +254,9 @@ class PacedRun:
         return (n - 1) / (self.last_send - self.first_send) if n > 1 else 0.0
 
 
-async def paced(producer: EventProducer, topic: str, make: Callable[[], Event], rate: float,
-                seconds: float) -> PacedRun:
+async def paced(
+    producer: EventProducer, topic: str, make: Callable[[], Event], rate: float, seconds: float
+) -> PacedRun:
     """Offer ``rate`` intents/s for ``seconds``: intent i is due at ``t0 + i / rate``.
 
     The send time of an intent is taken just before ``send``. Lag is how late a send
@@ -266,9 +282,14 @@ async def paced(producer: EventProducer, topic: str, make: Callable[[], Event], 
     last = time.perf_counter()
     results = await asyncio.gather(*futures, return_exceptions=True)
     lags.sort()
-    return PacedRun(sent_at, first, last, lag_p99_ms=1000 * percentile(lags, 99),
-                    lag_max_ms=1000 * lags[-1] if lags else 0.0,
-                    errors=sum(isinstance(r, BaseException) for r in results))
+    return PacedRun(
+        sent_at,
+        first,
+        last,
+        lag_p99_ms=1000 * percentile(lags, 99),
+        lag_max_ms=1000 * lags[-1] if lags else 0.0,
+        errors=sum(isinstance(r, BaseException) for r in results),
+    )
 
 
 async def backlog(producer: EventProducer, topic: str, make: Callable[[], Event], count: int) -> list[str]:
@@ -317,6 +338,12 @@ def latency_summary(sent_at: dict[str, float], seen: dict[str, float]) -> dict[s
         rank = max(1, int(-(-p * n // 100)))
         return round(values[rank - 1], 2) if rank <= len(values) else None
 
-    return {"p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "p999_ms": pct(99.9),
-            "max_ms": round(values[-1], 2) if values and not missing else None,
-            "count": n, "missing": missing}
+    return {
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "p999_ms": pct(99.9),
+        "max_ms": round(values[-1], 2) if values and not missing else None,
+        "count": n,
+        "missing": missing,
+    }

@@ -66,33 +66,58 @@ class Bench:
         """Heartbeat like ``media_node`` processes (1/s), so rooms get placed on a live
         node as in production, instead of asking for placement on every join."""
         assert self.producer is not None
-        return [asyncio.create_task(Heartbeat(self.producer, topics.name("media.nodes"),
-                                              f"{topics.prefix}node{i}", f"127.0.0.1:{41000 + i}",
-                                              1.0).run())
-                for i in range(self.media_nodes)]
+        return [
+            asyncio.create_task(
+                Heartbeat(
+                    self.producer, topics.name("media.nodes"), f"{topics.prefix}node{i}", f"127.0.0.1:{41000 + i}", 1.0
+                ).run()
+            )
+            for i in range(self.media_nodes)
+        ]
 
-    def worker(self, phase: str, topics: Topics, *, projection: bool,
-               profile: tuple[str, Path, list[str]] | None = None) -> Child:
+    def worker(
+        self, phase: str, topics: Topics, *, projection: bool, profile: tuple[str, Path, list[str]] | None = None
+    ) -> Child:
         app_id = f"{topics.prefix}streams"
-        env = {"KAFKA_BOOTSTRAP": self.servers.kafka, "DATABASE_URL": self.servers.database_url,
-               "ROOMLOG_TOPIC_PREFIX": topics.prefix, "ROOMLOG_STREAMS_APP_ID": app_id,
-               "ROOMLOG_STREAMS_LOG_LEVEL": "warning",
-               "ROOMLOG_STREAMS_PROJECT_TO_POSTGRES": "true" if projection else "false",
-               **self.worker_env}
+        env = {
+            "KAFKA_BOOTSTRAP": self.servers.kafka,
+            "DATABASE_URL": self.servers.database_url,
+            "ROOMLOG_TOPIC_PREFIX": topics.prefix,
+            "ROOMLOG_STREAMS_APP_ID": app_id,
+            "ROOMLOG_STREAMS_LOG_LEVEL": "warning",
+            "ROOMLOG_STREAMS_PROJECT_TO_POSTGRES": "true" if projection else "false",
+            **self.worker_env,
+        }
         if profile is None:
             child = Child(f"streams-{phase}", "streams", env, self.workdir / phase)
         else:
             kind, out, path = profile
-            child = Child(f"streams-{phase}", "bench.profile_worker", env, self.workdir / phase,
-                          args=["--out", str(out), "--profiler", kind], extra_pythonpath=path)
+            child = Child(
+                f"streams-{phase}",
+                "bench.profile_worker",
+                env,
+                self.workdir / phase,
+                args=["--out", str(out), "--profiler", kind],
+                extra_pythonpath=path,
+            )
         self.children.append(child.start())
-        say(f"{phase}: started streams worker pid {child.pid} (app id {app_id}, "
-            f"projection {'on' if projection else 'off'})")
+        say(
+            f"{phase}: started streams worker pid {child.pid} (app id {app_id}, "
+            f"projection {'on' if projection else 'off'})"
+        )
         return child
 
     def echo(self, phase: str, topics: Topics) -> Child:
-        args = ["--bootstrap", self.servers.kafka, "--source", topics.name("rtc.intents"),
-                "--target", topics.name("rtc.facts"), "--group", f"{topics.prefix}echo"]
+        args = [
+            "--bootstrap",
+            self.servers.kafka,
+            "--source",
+            topics.name("rtc.intents"),
+            "--target",
+            topics.name("rtc.facts"),
+            "--group",
+            f"{topics.prefix}echo",
+        ]
         child = Child(f"echo-{phase}", "bench.echo", {}, self.workdir / phase, args=args)
         self.children.append(child.start())
         say(f"{phase}: started echo baseline pid {child.pid}")
@@ -122,8 +147,7 @@ class Bench:
         engine = make_engine(self.servers.database_url)
         try:
             async with engine.begin() as conn:
-                await conn.execute(sa.text("delete from rooms where room_id like :p"),
-                                   {"p": f"{self.run_id}-%"})
+                await conn.execute(sa.text("delete from rooms where room_id like :p"), {"p": f"{self.run_id}-%"})
         finally:
             await engine.dispose()
 
@@ -131,8 +155,8 @@ class Bench:
 def alive_check(child: Child) -> Callable[[], None]:
     def check() -> None:
         if not child.alive():
-            raise RuntimeError(f"{child.name} exited ({child.proc.returncode if child.proc else '?'}):\n"
-                               f"{child.tail()}")
+            raise RuntimeError(f"{child.name} exited ({child.proc.returncode if child.proc else '?'}):\n{child.tail()}")
+
     return check
 
 
@@ -160,19 +184,21 @@ async def latency(bench: Bench, phase: str, *, baseline: bool) -> dict[str, Any]
     topics = await bench.topics(phase)
     id_name = "event_id" if baseline else "causation_id"
     watch = await Watch(bench.servers.kafka, topics.name("rtc.facts"), id_name).start()
-    one_hop = await Watch(bench.servers.kafka, topics.name("rtc.intents"), "event_id").start() \
-        if baseline else None
+    one_hop = await Watch(bench.servers.kafka, topics.name("rtc.intents"), "event_id").start() if baseline else None
     nodes = [] if baseline else bench.start_media_nodes(topics)
     child = bench.echo(phase, topics) if baseline else bench.worker(phase, topics, projection=True)
     try:
         ready_s = await ready(bench, topics, watch, child)
-        say(f"{phase}: ready after {ready_s:.1f}s; offering {bench.rate:.0f}/s for "
-            f"{bench.warmup:.0f}s warm-up + {bench.duration:.0f}s")
+        say(
+            f"{phase}: ready after {ready_s:.1f}s; offering {bench.rate:.0f}/s for "
+            f"{bench.warmup:.0f}s warm-up + {bench.duration:.0f}s"
+        )
         mix = bench.mix(phase, seed=1)
         meter = CpuMeter({"worker": child.pid, "bench": os.getpid()})
         meter.start()
-        run = await paced(bench.producer, topics.name("rtc.intents"), mix.next, bench.rate,
-                          bench.warmup + bench.duration)
+        run = await paced(
+            bench.producer, topics.name("rtc.intents"), mix.next, bench.rate, bench.warmup + bench.duration
+        )
         cpu = meter.stop()
         skip = int(bench.rate * bench.warmup)
         measured = dict(list(run.sent_at.items())[skip:])
@@ -180,8 +206,11 @@ async def latency(bench: Bench, phase: str, *, baseline: bool) -> dict[str, Any]
         result: dict[str, Any] = {
             **latency_summary(measured, watch.seen),
             "offered_rate_per_s": round(run.achieved_rate, 1),
-            "loadgen_lag_p99_ms": round(run.lag_p99_ms, 2), "loadgen_lag_max_ms": round(run.lag_max_ms, 2),
-            "send_errors": run.errors, "ready_s": round(ready_s, 2), "mix": mix.counts(),
+            "loadgen_lag_p99_ms": round(run.lag_p99_ms, 2),
+            "loadgen_lag_max_ms": round(run.lag_max_ms, 2),
+            "send_errors": run.errors,
+            "ready_s": round(ready_s, 2),
+            "mix": mix.counts(),
             **{k.replace("worker", "echo" if baseline else "worker"): v for k, v in cpu.items()},
         }
         if one_hop is not None:
@@ -213,7 +242,8 @@ async def prime(bench: Bench, phase: str, topics: Topics, mix: RoomMix, *, proje
         if not await watch.wait_all([str(e.event_id) for e in joins], 60.0, check):
             raise RuntimeError(f"{phase}: priming joins not handled:\n{child.tail()}")
         if bench.media_nodes and not await watch.wait_until(
-                lambda: watch.types["RoomPlaced"] >= mix.rooms, 60.0, check):
+            lambda: watch.types["RoomPlaced"] >= mix.rooms, 60.0, check
+        ):
             raise RuntimeError(f"{phase}: rooms not placed ({watch.types['RoomPlaced']}/{mix.rooms})")
         return {"ready_s": round(ready_s, 2)}
     finally:
@@ -221,8 +251,14 @@ async def prime(bench: Bench, phase: str, topics: Topics, mix: RoomMix, *, proje
         await bench.stop_child(child)
 
 
-async def max_rate(bench: Bench, phase: str, *, baseline: bool = False, projection: bool = True,
-                   profile: tuple[str, Path, list[str]] | None = None) -> dict[str, Any]:
+async def max_rate(
+    bench: Bench,
+    phase: str,
+    *,
+    baseline: bool = False,
+    projection: bool = True,
+    profile: tuple[str, Path, list[str]] | None = None,
+) -> dict[str, Any]:
     """Write a backlog of ``max_events`` intents, then start one process on it and time
     it from its first output to the output of the last intent (start-up and state
     recovery excluded). A worker gets primed rooms first (see ``prime``)."""
@@ -239,10 +275,14 @@ async def max_rate(bench: Bench, phase: str, *, baseline: bool = False, projecti
         ids = await backlog(bench.bulk, topics.name("rtc.intents"), mix.next, bench.max_events)
         loadgen_rate = len(ids) / (time.perf_counter() - t0)
         say(f"{phase}: backlog of {len(ids)} intents written ({loadgen_rate:.0f}/s)")
-        watch = await Watch(bench.servers.kafka, topics.name("rtc.facts"),
-                            "event_id" if baseline else "causation_id", from_end=True).start()
-        child = bench.echo(phase, topics) if baseline else \
-            bench.worker(phase, topics, projection=projection, profile=profile)
+        watch = await Watch(
+            bench.servers.kafka, topics.name("rtc.facts"), "event_id" if baseline else "causation_id", from_end=True
+        ).start()
+        child = (
+            bench.echo(phase, topics)
+            if baseline
+            else bench.worker(phase, topics, projection=projection, profile=profile)
+        )
         started = time.perf_counter()
         check = alive_check(child)
         while watch.first_at is None:
@@ -266,15 +306,26 @@ async def max_rate(bench: Bench, phase: str, *, baseline: bool = False, projecti
         # over first..last fact only (the meter above also counts an idle wait for lost intents)
         cpu[f"{name}_cpu_pct"] = sampler.pct_between(first, last) or cpu[f"{name}_cpu_pct"]
         result: dict[str, Any] = {
-            "events": len(ids), "handled": len(done), "missing": len(ids) - len(done), "complete": complete,
+            "events": len(ids),
+            "handled": len(done),
+            "missing": len(ids) - len(done),
+            "complete": complete,
             "missing_sample": [i for i in ids if i not in watch.seen][:5],
-            "seconds": round(elapsed, 3), "events_per_s": round(len(done) / elapsed, 1),
-            "startup_s": round(first - started, 2), "facts": watch.records, "fact_types": dict(watch.types),
-            "loadgen_backlog_rate_per_s": round(loadgen_rate, 1), "mix": mix.counts(), **primed, **cpu,
+            "seconds": round(elapsed, 3),
+            "events_per_s": round(len(done) / elapsed, 1),
+            "startup_s": round(first - started, 2),
+            "facts": watch.records,
+            "fact_types": dict(watch.types),
+            "loadgen_backlog_rate_per_s": round(loadgen_rate, 1),
+            "mix": mix.counts(),
+            **primed,
+            **cpu,
         }
-        say(f"{phase}: {len(done)}/{len(ids)} intents in {elapsed:.2f}s = "
+        say(
+            f"{phase}: {len(done)}/{len(ids)} intents in {elapsed:.2f}s = "
             f"{result['events_per_s']:.0f}/s ({name} cpu {cpu.get(f'{name}_cpu_pct')}%, "
-            f"other processes {cpu.get('other_cpu_pct')}%)")
+            f"other processes {cpu.get('other_cpu_pct')}%)"
+        )
         if projection and not baseline and complete:
             result.update(await projection_caught_up(bench, mix, first))
         return result
@@ -292,13 +343,11 @@ async def _sample(sampler: CpuSampler) -> None:
         await asyncio.sleep(sampler.interval)
 
 
-async def projection_caught_up(bench: Bench, mix: RoomMix, since: float,
-                               timeout: float = 120.0) -> dict[str, Any]:
+async def projection_caught_up(bench: Bench, mix: RoomMix, since: float, timeout: float = 120.0) -> dict[str, Any]:
     """Seconds from ``since`` until Postgres holds a row per joined peer and every
     leave is applied (``room_members`` of this phase's rooms)."""
     engine = make_engine(bench.servers.database_url)
-    query = sa.text("select count(*), count(*) filter (where state = 'left') from room_members "
-                    "where room_id like :p")
+    query = sa.text("select count(*), count(*) filter (where state = 'left') from room_members where room_id like :p")
     want = (mix.joins, mix.leaves)
     deadline = time.perf_counter() + timeout
     got: tuple[int, int] = (0, 0)

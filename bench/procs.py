@@ -54,10 +54,16 @@ class Child:
         path = os.pathsep.join([str(REPO), *self.extra_pythonpath])
         env = {**os.environ, **self.env, "PYTHONPATH": path}
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], env=env,
-                                     cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module, *self.args],
+            env=env,
+            cwd=self.workdir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         return self
 
     @property
@@ -104,7 +110,7 @@ class Child:
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
     raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
@@ -127,8 +133,8 @@ def _cpu_by_process() -> dict[int, tuple[str, float]]:
             raw = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2:].split()
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
         out[int(entry.name)] = (comm, (int(fields[11]) + int(fields[12])) / _CLK_TCK)
     return out
 
@@ -214,6 +220,10 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu_model": model or platform.processor(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "implementation": platform.python_implementation(),
-            "kernel": platform.release()}
+    return {
+        "cpu_model": model or platform.processor(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "kernel": platform.release(),
+    }

@@ -27,8 +27,9 @@ def _write_pstats(prof_path: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile_worker",
-                                     description="Run the streams worker under a profiler.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile_worker", description="Run the streams worker under a profiler."
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory for the profile files")
     parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile")
     args = parser.parse_args(argv)
@@ -53,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             text = profiler.output_text(unicode=False, color=False, show_all=False)
             (args.out / "worker-pyinstrument.txt").write_text(text)
             (args.out / "worker-pyinstrument-all.txt").write_text(
-                profiler.output_text(unicode=False, color=False, show_all=True))
+                profiler.output_text(unicode=False, color=False, show_all=True)
+            )
             (args.out / "worker-pyinstrument-flat.txt").write_text(
-                profiler.output_text(unicode=False, color=False, flat=True, flat_time="self"))
+                profiler.output_text(unicode=False, color=False, flat=True, flat_time="self")
+            )
         return 0
 
     import cProfile

@@ -54,13 +54,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.quality",
         description="Samples per second one streams quality agent handles, and sample → node command "
-                    "latency at a fixed rate, next to the echo baseline of bench.log_throughput measured "
-                    "in the same run. Uses KAFKA_BOOTSTRAP/DATABASE_URL if set, else starts its own servers.")
+        "latency at a fixed rate, next to the echo baseline of bench.log_throughput measured "
+        "in the same run. Uses KAFKA_BOOTSTRAP/DATABASE_URL if set, else starts its own servers.",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout (default: indented)")
     parser.add_argument("--rooms", type=int, default=200, help="rooms (default 200)")
     parser.add_argument("--subscribers", type=int, default=9, help="subscribers per room (default 9)")
-    parser.add_argument("--cycles", type=int, default=4, help="minutes of samples per subscriber in the max "
-                        "phase (default 4: 200 rooms x 9 subscribers x 30 x 4 = 216,000 samples)")
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=4,
+        help="minutes of samples per subscriber in the max "
+        "phase (default 4: 200 rooms x 9 subscribers x 30 x 4 = 216,000 samples)",
+    )
     parser.add_argument("--rate", type=float, default=2000.0, help="offered samples/s in the latency phase")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of the latency phase")
     parser.add_argument("--baseline-events", type=int, default=30000, help="backlog of the echo baseline")
@@ -73,24 +79,46 @@ def room_facts(prefix: str, rooms: int, subscribers: int) -> list[Event]:
     out: list[Event] = []
     for r in range(rooms):
         room_id = f"{prefix}r{r}"
-        out += [RoomCreated.new(room_id=room_id, room_type="sfu", max_participants=50, empty_timeout_s=300),
-                RoomPlaced.new(room_id=room_id, node_id=f"{prefix}node")]
+        out += [
+            RoomCreated.new(room_id=room_id, room_type="sfu", max_participants=50, empty_timeout_s=300),
+            RoomPlaced.new(room_id=room_id, node_id=f"{prefix}node"),
+        ]
         for p in ["pub"] + [f"s{i}" for i in range(subscribers)]:
-            out.append(PeerJoined.new(room_id=room_id, peer_id=p, identity=p, session_id=f"{p}-{r}",
-                                      gateway_id=f"{prefix}gw"))
-        out += [TrackPublished.new(room_id=room_id, peer_id="pub",
-                                   track=TrackInfo(source_id=f"cam{r}", kind=SourceKind.CAMERA, layer=layer))
-                for layer in LAYERS]
-        out += [SubscriptionAdded.new(room_id=room_id, peer_id=f"s{i}", source_id=f"cam{r}")
-                for i in range(subscribers)]
+            out.append(
+                PeerJoined.new(room_id=room_id, peer_id=p, identity=p, session_id=f"{p}-{r}", gateway_id=f"{prefix}gw")
+            )
+        out += [
+            TrackPublished.new(
+                room_id=room_id,
+                peer_id="pub",
+                track=TrackInfo(source_id=f"cam{r}", kind=SourceKind.CAMERA, layer=layer),
+            )
+            for layer in LAYERS
+        ]
+        out += [
+            SubscriptionAdded.new(room_id=room_id, peer_id=f"s{i}", source_id=f"cam{r}") for i in range(subscribers)
+        ]
     return out
 
 
 def sample(room_id: str, source_id: str, peer: str, loss: float, at: datetime) -> QualitySample:
-    return QualitySample.new(room_id=room_id, peer_id=peer, leg=f"sub/{source_id}", source="node",
-                             loss_pct=loss, rtt_ms=20.0, jitter_ms=3.0, bitrate_kbps=480.0, source_id=source_id,
-                             publisher_peer_id="pub", kind="video", layer="high", layers=LAYERS, packets=100,
-                             occurred_at=at)
+    return QualitySample.new(
+        room_id=room_id,
+        peer_id=peer,
+        leg=f"sub/{source_id}",
+        source="node",
+        loss_pct=loss,
+        rtt_ms=20.0,
+        jitter_ms=3.0,
+        bitrate_kbps=480.0,
+        source_id=source_id,
+        publisher_peer_id="pub",
+        kind="video",
+        layer="high",
+        layers=LAYERS,
+        packets=100,
+        occurred_at=at,
+    )
 
 
 def samples(prefix: str, rooms: int, subscribers: int, losses: list[float], start: datetime) -> Iterator[QualitySample]:
@@ -119,8 +147,10 @@ async def max_phase(bench: phases.Bench, args: argparse.Namespace) -> dict[str, 
     for s in backlog:
         await bench.bulk.send_soon(topics.name("quality.samples"), s)
     await bench.bulk.flush()
-    say(f"qmax: {len(backlog)} samples written ({len(backlog) / (time.perf_counter() - t0):.0f}/s); "
-        f"{len(expected)} decisions expected")
+    say(
+        f"qmax: {len(backlog)} samples written ({len(backlog) / (time.perf_counter() - t0):.0f}/s); "
+        f"{len(expected)} decisions expected"
+    )
     watch = await Watch(bench.servers.kafka, topics.name("quality.facts"), "event_id").start()
     child = bench.worker("qmax", topics, projection=False)
     try:
@@ -136,8 +166,15 @@ async def max_phase(bench: phases.Bench, args: argparse.Namespace) -> dict[str, 
         elapsed = max(max(seen) - watch.first_at, 1e-9) if seen else None
         rate = round(len(backlog) / elapsed, 1) if elapsed and complete else None
         say(f"qmax: {len(seen)}/{len(expected)} decisions; {rate} samples/s (worker cpu {cpu.get('worker_cpu_pct')}%)")
-        return {"samples": len(backlog), "decisions_expected": len(expected), "decisions_seen": len(seen),
-                "complete": complete, "seconds": round(elapsed, 3) if elapsed else None, "samples_per_s": rate, **cpu}
+        return {
+            "samples": len(backlog),
+            "decisions_expected": len(expected),
+            "decisions_seen": len(seen),
+            "complete": complete,
+            "seconds": round(elapsed, 3) if elapsed else None,
+            "samples_per_s": rate,
+            **cpu,
+        }
     finally:
         await watch.stop()
         await bench.stop_child(child)
@@ -151,10 +188,11 @@ async def latency_phase(bench: phases.Bench, args: argparse.Namespace) -> dict[s
     child = bench.worker("qlat", topics, projection=False)
     try:
         await asyncio.sleep(8)  # the worker joins its groups and restores (empty) tables
-        windows = [(f"{topics.prefix}r{r}", f"cam{r}", f"s{s}") for r in range(args.rooms)
-                   for s in range(args.subscribers)]
+        windows = [
+            (f"{topics.prefix}r{r}", f"cam{r}", f"s{s}") for r in range(args.rooms) for s in range(args.subscribers)
+        ]
         # each window's loss runs through CYCLE from its own offset, so decisions are spread out
-        losses = {w: itertools.cycle(CYCLE[i % len(CYCLE):] + CYCLE[:i % len(CYCLE)]) for i, w in enumerate(windows)}
+        losses = {w: itertools.cycle(CYCLE[i % len(CYCLE) :] + CYCLE[: i % len(CYCLE)]) for i, w in enumerate(windows)}
         order = itertools.cycle(windows)
         sent: dict[str, float] = {}
         offered: list[QualitySample] = []
@@ -171,10 +209,15 @@ async def latency_phase(bench: phases.Bench, args: argparse.Namespace) -> dict[s
         causes = {str(f.causation_id) for f in replay(offered)}
         measured = {k: v for k, v in sent.items() if k in causes}
         await commands.wait_all(measured, 60.0, phases.alive_check(child))
-        result = {**latency_summary(measured, commands.seen), "offered_rate_per_s": round(achieved, 1),
-                  "decisions": len(measured)}
-        say(f"qlat: {len(measured)} decisions at {achieved:.0f} samples/s: p50 {result['p50_ms']} ms, "
-            f"p99 {result['p99_ms']} ms")
+        result = {
+            **latency_summary(measured, commands.seen),
+            "offered_rate_per_s": round(achieved, 1),
+            "decisions": len(measured),
+        }
+        say(
+            f"qlat: {len(measured)} decisions at {achieved:.0f} samples/s: p50 {result['p50_ms']} ms, "
+            f"p99 {result['p99_ms']} ms"
+        )
         return result
     finally:
         await commands.stop()
@@ -182,9 +225,18 @@ async def latency_phase(bench: phases.Bench, args: argparse.Namespace) -> dict[s
 
 
 async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[str, Any]:
-    bench = phases.Bench(servers=srv, run_id=run_id, workdir=srv.run_dir / "work" / run_id, rate=1000.0,
-                         duration=1.0, warmup=0.0, rooms=200, max_peers=10, max_events=args.baseline_events,
-                         media_nodes=0)
+    bench = phases.Bench(
+        servers=srv,
+        run_id=run_id,
+        workdir=srv.run_dir / "work" / run_id,
+        rate=1000.0,
+        duration=1.0,
+        warmup=0.0,
+        rooms=200,
+        max_peers=10,
+        max_events=args.baseline_events,
+        media_nodes=0,
+    )
     d: dict[str, Any] = {}
     await bench.start()
     try:
@@ -199,15 +251,25 @@ async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[s
         shutil.rmtree(bench.workdir, ignore_errors=True)
     top, lat = d.get("max", {}), d.get("latency", {})
     loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])  # noqa: ASYNC240 - procfs
-    return {"samples_per_s": top.get("samples_per_s"), "p50_ms": lat.get("p50_ms"), "p99_ms": lat.get("p99_ms"),
-            "baseline_events_per_s": d.get("baseline", {}).get("events_per_s"),
-            "offered_rate_per_s": lat.get("offered_rate_per_s"), "worker_cpu_pct": top.get("worker_cpu_pct"),
-            "targets": TARGETS,
-            "meets_targets": {"samples_per_s": None if top.get("samples_per_s") is None
-                              else top["samples_per_s"] >= TARGETS["samples_per_s"],
-                              "p99_ms": None if lat.get("p99_ms") is None else lat["p99_ms"] < TARGETS["p99_ms"]},
-            "machine": {**machine(), "loadavg_at_end": loadavg},
-            "config": {k: v for k, v in vars(args).items() if k != "json"}, "run_id": run_id, "phases": d}
+    return {
+        "samples_per_s": top.get("samples_per_s"),
+        "p50_ms": lat.get("p50_ms"),
+        "p99_ms": lat.get("p99_ms"),
+        "baseline_events_per_s": d.get("baseline", {}).get("events_per_s"),
+        "offered_rate_per_s": lat.get("offered_rate_per_s"),
+        "worker_cpu_pct": top.get("worker_cpu_pct"),
+        "targets": TARGETS,
+        "meets_targets": {
+            "samples_per_s": None
+            if top.get("samples_per_s") is None
+            else top["samples_per_s"] >= TARGETS["samples_per_s"],
+            "p99_ms": None if lat.get("p99_ms") is None else lat["p99_ms"] < TARGETS["p99_ms"],
+        },
+        "machine": {**machine(), "loadavg_at_end": loadavg},
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "run_id": run_id,
+        "phases": d,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

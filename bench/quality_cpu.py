@@ -38,28 +38,47 @@ async def run(rooms: int, subscribers: int, cycles: int, batch: int) -> dict[str
     topics = Topics("cpu-")
     facts = room_facts("cpu-", rooms, subscribers)
     offered = list(samples("cpu-", rooms, subscribers, CYCLE * cycles, datetime.now(UTC)))
-    records = [ConsumerRecord(topics.name("rtc.facts"), 0, i, 0, 0, b"k", encode(e), None, 1, 0, [])
-               for i, e in enumerate(facts)]
-    records += [ConsumerRecord(topics.name("quality.samples"), 0, i, 0, 0, b"k", encode(e), None, 1, 0, [])
-                for i, e in enumerate(offered)]
+    records = [
+        ConsumerRecord(topics.name("rtc.facts"), 0, i, 0, 0, b"k", encode(e), None, 1, 0, [])
+        for i, e in enumerate(facts)
+    ]
+    records += [
+        ConsumerRecord(topics.name("quality.samples"), 0, i, 0, 0, b"k", encode(e), None, 1, 0, [])
+        for i, e in enumerate(offered)
+    ]
     producer = CountingProducer()
     tables = [Table(name, f"{name}-changelog", 4) for name in ("quality", "quality-rooms", "x", "y", "z")]
     for table in tables:
-        table.bind(producer)  # type: ignore[arg-type]
-    worker = Worker(app=None, driver=_Driver(producer), settings=None, topics=topics,  # type: ignore[arg-type]
-                    room_table=tables[2], timer_table=tables[3], registry_table=tables[4],
-                    room_config=RoomConfig(), registry_config=registry_decision.RegistryConfig())
-    agent = QualityAgent(tables[0], tables[1], QualityConfig(), 10.0, topics.name("quality.samples"),
-                         topics.name("rtc.facts")).driven(worker)
+        table.bind(producer)
+    worker = Worker(
+        app=None,  # type: ignore[arg-type]
+        driver=_Driver(producer),  # type: ignore[arg-type]
+        settings=None,  # type: ignore[arg-type]
+        topics=topics,
+        room_table=tables[2],
+        timer_table=tables[3],
+        registry_table=tables[4],
+        room_config=RoomConfig(),
+        registry_config=registry_decision.RegistryConfig(),
+    )
+    agent = QualityAgent(
+        tables[0], tables[1], QualityConfig(), 10.0, topics.name("quality.samples"), topics.name("rtc.facts")
+    ).driven(worker)
     started = time.perf_counter()
     for i in range(0, len(records), batch):
-        handled = await agent.handle(records[i:i + batch])
+        handled = await agent.handle(records[i : i + batch])
         await handled.acknowledged()
         await handled.persist()
     seconds = time.perf_counter() - started
-    return {"samples": len(offered), "facts": len(facts), "decisions": len(replay(offered)),
-            "seconds": round(seconds, 3), "samples_per_s": round(len(records) / seconds, 1),
-            "records_sent": producer.sent, "batch": batch}
+    return {
+        "samples": len(offered),
+        "facts": len(facts),
+        "decisions": len(replay(offered)),
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(len(records) / seconds, 1),
+        "records_sent": producer.sent,
+        "batch": batch,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

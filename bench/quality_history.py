@@ -48,8 +48,11 @@ from streams.quality_projection import QualityProjection, bucket_of, write_sampl
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.quality_history", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.quality_history",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
     p.add_argument("--samples", type=int, default=100_000, help="samples per phase")
     p.add_argument("--legs", type=int, default=40_000, help="distinct legs the samples cycle over")
@@ -65,12 +68,27 @@ def make_samples(run: str, n: int, legs: int, rooms: int, start: datetime) -> li
     out = []
     for i in range(n):
         leg, round_ = i % legs, i // legs
-        out.append(QualitySample.new(
-            occurred_at=start + timedelta(seconds=2 * round_), room_id=f"{run}-r{leg % rooms}",
-            peer_id=f"p{leg // 2}", leg=f"sub/cam{leg % 2}", loss_pct=(i % 7) * 1.5, rtt_ms=20 + i % 11,
-            jitter_ms=2.0, bitrate_kbps=450.0, packets=90, nacks=i % 3, plis=0, layer="high",
-            layers=["low", "mid", "high"], bandwidth_kbps=900.0, kind="video", source_id=f"cam{leg % 2}",
-            publisher_peer_id="pub"))
+        out.append(
+            QualitySample.new(
+                occurred_at=start + timedelta(seconds=2 * round_),
+                room_id=f"{run}-r{leg % rooms}",
+                peer_id=f"p{leg // 2}",
+                leg=f"sub/cam{leg % 2}",
+                loss_pct=(i % 7) * 1.5,
+                rtt_ms=20 + i % 11,
+                jitter_ms=2.0,
+                bitrate_kbps=450.0,
+                packets=90,
+                nacks=i % 3,
+                plis=0,
+                layer="high",
+                layers=["low", "mid", "high"],
+                bandwidth_kbps=900.0,
+                kind="video",
+                source_id=f"cam{leg % 2}",
+                publisher_peer_id="pub",
+            )
+        )
     return out
 
 
@@ -78,9 +96,14 @@ async def projected(database_url: str, run: str) -> int:
     engine = make_engine(database_url)
     try:
         async with engine.connect() as conn:
-            return int((await conn.execute(text(
-                "SELECT coalesce(sum(samples), 0) FROM quality_stats WHERE room_id LIKE :p"),
-                {"p": f"{run}-%"})).scalar_one())
+            return int(
+                (
+                    await conn.execute(
+                        text("SELECT coalesce(sum(samples), 0) FROM quality_stats WHERE room_id LIKE :p"),
+                        {"p": f"{run}-%"},
+                    )
+                ).scalar_one()
+            )
     finally:
         await engine.dispose()
 
@@ -88,7 +111,7 @@ async def projected(database_url: str, run: str) -> int:
 async def db_phase(database_url: str, args: argparse.Namespace) -> dict[str, Any]:
     run = f"qhdb-{uuid.uuid4().hex[:8]}"
     samples = make_samples(run, args.samples, args.legs, args.rooms, bucket_of(datetime.now(UTC)))
-    batches = [samples[i:i + args.batch] for i in range(0, len(samples), args.batch)]
+    batches = [samples[i : i + args.batch] for i in range(0, len(samples), args.batch)]
     engine = make_engine(database_url)
     out: dict[str, Any] = {}
     try:
@@ -137,8 +160,10 @@ async def projection_phase(kafka: str, database_url: str, args: argparse.Namespa
     topics = await backlog(kafka, f"{run}-", samples)
     engine = make_engine(database_url)
     projection = QualityProjection(lambda: engine)
-    driver = Driver(DriverSettings(bootstrap=kafka, app_id=f"{run}-streams"),
-                    [DrivenAgent("quality-projection", [topics.name("quality.samples")], [], projection.samples)])
+    driver = Driver(
+        DriverSettings(bootstrap=kafka, app_id=f"{run}-streams"),
+        [DrivenAgent("quality-projection", [topics.name("quality.samples")], [], projection.samples)],
+    )
     await driver.start()
     try:
         done, seconds = await drain(database_url, run, len(samples), args.timeout, lambda: None)
@@ -154,12 +179,24 @@ async def worker_phase(kafka: str, database_url: str, args: argparse.Namespace, 
     prefix = f"{run}-"
     samples = make_samples(run, args.samples, args.legs, args.rooms, bucket_of(datetime.now(UTC)))
     await backlog(kafka, prefix, samples)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KAFKA_BOOTSTRAP": kafka, "DATABASE_URL": database_url,
-           "ROOMLOG_TOPIC_PREFIX": prefix, "ROOMLOG_STREAMS_APP_ID": f"{prefix}streams",
-           "ROOMLOG_STREAMS_DATA_DIR": str(workdir)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "KAFKA_BOOTSTRAP": kafka,
+        "DATABASE_URL": database_url,
+        "ROOMLOG_TOPIC_PREFIX": prefix,
+        "ROOMLOG_STREAMS_APP_ID": f"{prefix}streams",
+        "ROOMLOG_STREAMS_DATA_DIR": str(workdir),
+    }
     log = (workdir / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "streams"], env=env, cwd=REPO, stdout=log,  # noqa: ASYNC220
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", "streams"],
+        env=env,
+        cwd=REPO,
+        stdout=log,  # noqa: ASYNC220
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
     def alive() -> None:
         if worker.poll() is not None:
@@ -171,8 +208,11 @@ async def worker_phase(kafka: str, database_url: str, args: argparse.Namespace, 
         worker.terminate()
         worker.wait(30)
     say(f"worker: {done} of {len(samples)} samples projected in {seconds:.1f} s")
-    return {"worker_samples_per_s": round(done / seconds), "worker_samples_projected": done,
-            "worker_seconds": round(seconds, 1)}
+    return {
+        "worker_samples_per_s": round(done / seconds),
+        "worker_samples_projected": done,
+        "worker_seconds": round(seconds, 1),
+    }
 
 
 async def measure(args: argparse.Namespace, srv: Servers) -> dict[str, Any]:
@@ -187,8 +227,9 @@ async def measure(args: argparse.Namespace, srv: Servers) -> dict[str, Any]:
     if "worker" in phases:
         result.update(await worker_phase(srv.kafka, srv.database_url, args, workdir))
     loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])  # noqa: ASYNC240 - procfs
-    result.update(machine={**machine(), "loadavg_at_end": loadavg},
-                  config={k: v for k, v in vars(args).items() if k != "json"})
+    result.update(
+        machine={**machine(), "loadavg_at_end": loadavg}, config={k: v for k, v in vars(args).items() if k != "json"}
+    )
     return result
 
 

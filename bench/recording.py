@@ -89,18 +89,27 @@ def opus(seconds: float) -> list[bytes]:
 def rtp_video(frames: list[tuple[bytes, bool]], mtu: int = 1100) -> list[RtpPacket]:
     packets, seq = [], 0
     for i, (data, _) in enumerate(frames):
-        chunks = [data[j:j + mtu] for j in range(0, len(data), mtu)]
+        chunks = [data[j : j + mtu] for j in range(0, len(data), mtu)]
         for k, chunk in enumerate(chunks):
-            packets.append(RtpPacket(payload_type=96, marker=int(k == len(chunks) - 1),
-                                     sequence_number=seq & 0xFFFF, timestamp=i * 3000, ssrc=1,
-                                     payload=(b"\x10" if k == 0 else b"\x00") + chunk))
+            packets.append(
+                RtpPacket(
+                    payload_type=96,
+                    marker=int(k == len(chunks) - 1),
+                    sequence_number=seq & 0xFFFF,
+                    timestamp=i * 3000,
+                    ssrc=1,
+                    payload=(b"\x10" if k == 0 else b"\x00") + chunk,
+                )
+            )
             seq += 1
     return packets
 
 
 def rtp_audio(payloads: list[bytes]) -> list[RtpPacket]:
-    return [RtpPacket(payload_type=111, sequence_number=i & 0xFFFF, timestamp=i * 960, ssrc=2, payload=p)
-            for i, p in enumerate(payloads)]
+    return [
+        RtpPacket(payload_type=111, sequence_number=i & 0xFFFF, timestamp=i * 960, ssrc=2, payload=p)
+        for i, p in enumerate(payloads)
+    ]
 
 
 def record(packets: list[RtpPacket], codec: str, spool: Path, segment_s: float) -> list[Segment]:
@@ -149,15 +158,21 @@ def tracks_per_core(seconds: float, work: Path) -> dict[str, Any]:
     recorded = cpu() - start
     frames = sum(s.frames for s in segments)
     assert frames == len(video) + len(audio), "every frame written"
-    return {"tracks_per_core": round(2 * seconds / (received + recorded), 1), "video_kbps": round(vbits / 1000),
-            "packets_per_track_s": round((len(vp) + len(ap)) / seconds / 2),
-            "receive_cpu_s": round(received, 3), "record_cpu_s": round(recorded, 3),
-            "record_only_tracks_per_core": round(2 * seconds / recorded, 1),
-            "frames_written": frames, "frames_lost": 0}
+    return {
+        "tracks_per_core": round(2 * seconds / (received + recorded), 1),
+        "video_kbps": round(vbits / 1000),
+        "packets_per_track_s": round((len(vp) + len(ap)) / seconds / 2),
+        "receive_cpu_s": round(received, 3),
+        "record_cpu_s": round(recorded, 3),
+        "record_only_tracks_per_core": round(2 * seconds / recorded, 1),
+        "frames_written": frames,
+        "frames_lost": 0,
+    }
 
 
-async def stop_to_listed(endpoint: str, access: str, secret: str, runs: int, tracks: int, seconds: float,
-                         work: Path) -> dict[str, Any]:
+async def stop_to_listed(
+    endpoint: str, access: str, secret: str, runs: int, tracks: int, seconds: float, work: Path
+) -> dict[str, Any]:
     client = minio_client(endpoint, access, secret)
     bucket = "roomlog-bench-recording"
     done: list[Upload] = []
@@ -168,8 +183,7 @@ async def stop_to_listed(endpoint: str, access: str, secret: str, runs: int, tra
     async def failed(_: str, exc: Exception) -> None:
         raise exc
 
-    uploader = Uploader(client, bucket, spool_limit_bytes=1 << 34, give_up_s=60, on_uploaded=uploaded,
-                        on_failed=failed)
+    uploader = Uploader(client, bucket, spool_limit_bytes=1 << 34, give_up_s=60, on_uploaded=uploaded, on_failed=failed)
     await uploader.ensure_bucket()
     runner = asyncio.create_task(uploader.run())
     video = rtp_video(vp8_720p(seconds))
@@ -186,8 +200,13 @@ async def stop_to_listed(endpoint: str, access: str, secret: str, runs: int, tra
                 track_id = f"peer{t // 2}/{codec}"
                 for s in record(packets, codec, spool / str(t), seconds / 3):
                     all_segments.append((track_id, s))
-                uploader.add(Upload(recording_id, f"{prefix}{track_id}/track.json",
-                                    data=json.dumps({"track_id": track_id, "codec": codec, "start_s": 0}).encode()))
+                uploader.add(
+                    Upload(
+                        recording_id,
+                        f"{prefix}{track_id}/track.json",
+                        data=json.dumps({"track_id": track_id, "codec": codec, "start_s": 0}).encode(),
+                    )
+                )
             # all but each track's last segment are uploaded while recording; stop starts here
             last = {tid: max(s.index for t2, s in all_segments if t2 == tid) for tid, _ in all_segments}
             for tid, s in all_segments:
@@ -210,8 +229,13 @@ async def stop_to_listed(endpoint: str, access: str, secret: str, runs: int, tra
         runner.cancel()
     times.sort()
     p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
-    return {"stop_to_listed_p50_ms": round(statistics.median(times)), "stop_to_listed_p99_ms": round(p99),
-            "stop_runs": runs, "stop_tracks": tracks, "stop_track_seconds": seconds}
+    return {
+        "stop_to_listed_p50_ms": round(statistics.median(times)),
+        "stop_to_listed_p99_ms": round(p99),
+        "stop_runs": runs,
+        "stop_tracks": tracks,
+        "stop_track_seconds": seconds,
+    }
 
 
 async def composite_speed(seconds: float, work: Path) -> dict[str, Any]:
@@ -230,8 +254,12 @@ async def composite_speed(seconds: float, work: Path) -> dict[str, Any]:
         return None
 
     render_s = await composite.render(inputs, tracks, "grid", seconds, work / "grid.mp4", progress)
-    return {"composite_speed_x": round(seconds / render_s, 2), "composite_render_s": round(render_s, 2),
-            "composite_seconds": seconds, "composite_output": "1280x720 H.264 + AAC"}
+    return {
+        "composite_speed_x": round(seconds / render_s, 2),
+        "composite_render_s": round(render_s, 2),
+        "composite_seconds": seconds,
+        "composite_output": "1280x720 H.264 + AAC",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,15 +277,27 @@ def main(argv: list[str] | None = None) -> int:
         result.update(asyncio.run(composite_speed(args.composite_seconds, work)))
         endpoint = os.environ.get("MINIO_ENDPOINT")
         if endpoint:
-            access, secret = os.environ.get("MINIO_ACCESS_KEY", "roomlog"), os.environ.get("MINIO_SECRET_KEY",
-                                                                                          "roomlog-secret")
+            access, secret = (
+                os.environ.get("MINIO_ACCESS_KEY", "roomlog"),
+                os.environ.get("MINIO_SECRET_KEY", "roomlog-secret"),
+            )
             result.update(asyncio.run(stop_to_listed(endpoint, access, secret, args.runs, args.tracks, 6, work)))
         else:
             with servers() as s:
                 env = _read_env_file(s.run_dir / "infra.env")
-                result.update(asyncio.run(stop_to_listed(env["MINIO_ENDPOINT"], env.get("MINIO_ACCESS_KEY", "roomlog"),
-                                                         env.get("MINIO_SECRET_KEY", "roomlog-secret"), args.runs,
-                                                         args.tracks, 6, work)))
+                result.update(
+                    asyncio.run(
+                        stop_to_listed(
+                            env["MINIO_ENDPOINT"],
+                            env.get("MINIO_ACCESS_KEY", "roomlog"),
+                            env.get("MINIO_SECRET_KEY", "roomlog-secret"),
+                            args.runs,
+                            args.tracks,
+                            6,
+                            work,
+                        )
+                    )
+                )
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 

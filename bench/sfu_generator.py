@@ -41,7 +41,7 @@ RCVBUF = 4 * 1024 * 1024  # the instrument's sockets must not be the ones that d
 def _payload_offset(data: bytes) -> int:
     offset = 12 + 4 * (data[0] & 0x0F)
     if data[0] & 0x10 and len(data) >= offset + 4:
-        offset += 4 + 4 * int.from_bytes(data[offset + 2:offset + 4], "big")
+        offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
     return offset
 
 
@@ -81,7 +81,7 @@ class SendLog:
         self.sent[kind][seq] = perf()
         self.count[kind] += 1
         tails = self.tails[kind]
-        tails[_tail(data[_payload_offset(data):])] = seq
+        tails[_tail(data[_payload_offset(data) :])] = seq
         if len(tails) > TAILS_KEPT:
             tails.popitem(last=False)
 
@@ -142,7 +142,7 @@ def count_rtp(pc: RTCPeerConnection, recorder: Recorder) -> dict[int, Stream]:
             plain = srtp.unprotect(data)
         except Exception:  # noqa: BLE001 - a replayed or broken packet: try the next one
             return
-        tail = _tail(plain[_payload_offset(plain):])
+        tail = _tail(plain[_payload_offset(plain) :])
         seq = (data[2] << 8) | data[3]
         for kind, tails in log.tails.items():
             published = tails.get(tail)
@@ -205,7 +205,7 @@ def read_pattern(frame: Any) -> tuple[int, int]:
     for bit in range(BITS):
         row, col = divmod(bit, per_row)
         cy, cx = row * BLOCK + BLOCK // 2, col * BLOCK + BLOCK // 2
-        value = (value << 1) | int(y[cy - 2:cy + 3, cx - 2:cx + 3].mean() > 128)
+        value = (value << 1) | int(y[cy - 2 : cy + 3, cx - 2 : cx + 3].mean() > 128)
     return value >> 24, value & 0xFFFFFF
 
 
@@ -275,10 +275,13 @@ def canary_report(canary: Canary, log: SendLog, start: float, end: float) -> dic
         if start <= at <= end and index < len(log.frame_sent) and 0 < at - log.frame_sent[index] < 5:
             ages.append(at - log.frame_sent[index])
     p50, p99 = percentile(ages, 50), percentile(ages, 99)
-    return {"fps": round(len(times) / (end - start), 1), "max_gap_s": round(max(gaps), 3),
-            "wrong_frames": canary.wrong,
-            "frame_p50_ms": None if p50 is None else round(p50 * 1000, 1),
-            "frame_p99_ms": None if p99 is None else round(p99 * 1000, 1)}
+    return {
+        "fps": round(len(times) / (end - start), 1),
+        "max_gap_s": round(max(gaps), 3),
+        "wrong_frames": canary.wrong,
+        "frame_p50_ms": None if p50 is None else round(p50 * 1000, 1),
+        "frame_p99_ms": None if p99 is None else round(p99 * 1000, 1),
+    }
 
 
 class LoopLag:

@@ -71,8 +71,18 @@ class Subscriber:
 class NodeRun:
     """One node process driven through its commands, with the subscribers it serves."""
 
-    def __init__(self, label: str, node: NodeProcess, control: NodeControl, video: MediaLoop, audio: MediaLoop,
-                 criteria: Criteria, say: Any, metrics_port: int = 0, canaries: int = 2) -> None:
+    def __init__(
+        self,
+        label: str,
+        node: NodeProcess,
+        control: NodeControl,
+        video: MediaLoop,
+        audio: MediaLoop,
+        criteria: Criteria,
+        say: Any,
+        metrics_port: int = 0,
+        canaries: int = 2,
+    ) -> None:
         self.label, self.node, self.control = label, node, control
         self.video, self.audio = video, audio
         self.criteria, self.say = criteria, say
@@ -96,8 +106,9 @@ class NodeRun:
         for loop, on_frame in ((self.video, self.log.on_frame), (self.audio, None)):
             transceiver = pc.addTransceiver(LoopTrack(loop, on_frame), direction="sendonly")
             wanted = "video/VP8" if loop.kind == "video" else "audio/opus"
-            transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities(loop.kind).codecs
-                                             if c.mimeType == wanted])
+            transceiver.setCodecPreferences(
+                [c for c in RTCRtpSender.getCapabilities(loop.kind).codecs if c.mimeType == wanted]
+            )
         self.log.hook(pc)
         await self.control.open_publisher(pc, "publisher")
         self.lag.start()
@@ -158,7 +169,7 @@ class NodeRun:
             fresh.append(sub)
         began = perf()
         for batch_start in range(0, len(fresh), 20):  # commands in batches: the node sets up 20 at a time
-            batch = fresh[batch_start:batch_start + 20]
+            batch = fresh[batch_start : batch_start + 20]
             await asyncio.gather(*(self.control.subscribe(s.name, "publisher") for s in batch))
             await asyncio.wait_for(asyncio.gather(*(s.answered.wait() for s in batch)), 120)
         answered = perf()
@@ -167,9 +178,11 @@ class NodeRun:
             await asyncio.sleep(0.2)
         failed = [s.name for s in fresh if not s.started()]
         errors = {s.error for s in fresh if s.error}
-        self.say(f"{self.label}: +{len(fresh)} subscribers negotiated in {answered - began:.1f} s, receiving "
-                 f"after {perf() - answered:.1f} s more; {len(failed)} not receiving"
-                 + (f" ({'; '.join(sorted(errors))[:300]})" if errors else ""))
+        self.say(
+            f"{self.label}: +{len(fresh)} subscribers negotiated in {answered - began:.1f} s, receiving "
+            f"after {perf() - answered:.1f} s more; {len(failed)} not receiving"
+            + (f" ({'; '.join(sorted(errors))[:300]})" if errors else "")
+        )
         return failed
 
     # --- measuring -----------------------------------------------------------------------
@@ -182,8 +195,11 @@ class NodeRun:
                 text = r.read().decode()
         except OSError:
             return None
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("roomlog_media_node_forwarded_packets_total{"))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("roomlog_media_node_forwarded_packets_total{")
+        )
 
     async def window(self, seconds: float) -> dict[str, Any]:
         streams = list(self.recorder.streams)
@@ -222,15 +238,20 @@ class NodeRun:
         delivered_pps = received / (end - start) + per_subscriber * len(canaries)
         lags = self.lag.lags
         result: dict[str, Any] = {
-            "subscribers": len(self.subscribers), "counting_subscribers": len(raw), "canaries": len(canaries),
+            "subscribers": len(self.subscribers),
+            "counting_subscribers": len(raw),
+            "canaries": len(canaries),
             "window_s": round(end - start, 2),
             "published_pps": round(per_subscriber, 1),
             "received_pps": round(delivered_pps, 1),
             "node_forwarded_total": metric1,
-            "node_counter_pps": None if metric0 is None or metric1 is None
+            "node_counter_pps": None
+            if metric0 is None or metric1 is None
             else round((metric1 - metric0) / (end - start), 1),
             "loss_pct": round(100 * lost / expected, 3) if expected else None,
-            "lost": lost, "starved_streams": starved, "streams": len(streams),
+            "lost": lost,
+            "starved_streams": starved,
+            "streams": len(streams),
             "p50_added_ms": None if p50 is None else round(p50 * 1000, 2),
             "p99_added_ms": None if p99 is None else round(p99 * 1000, 2),
             "latency_samples": len(lat),
@@ -280,11 +301,15 @@ class NodeRun:
 
     @staticmethod
     def generator_saturated(w: dict[str, Any]) -> bool:
-        return bool(w["generator_cpu_pct"] >= 90 or w["generator_loop_lag_p99_ms"] > 50
-                or w["udp_drops"].get("generator", 0) > 0)
+        return bool(
+            w["generator_cpu_pct"] >= 90
+            or w["generator_loop_lag_p99_ms"] > 50
+            or w["udp_drops"].get("generator", 0) > 0
+        )
 
-    async def grow(self, steps: list[int], window_s: float, settle_s: float, retries: int = 2,
-                   max_other_pct: float = 20.0) -> list[dict[str, Any]]:
+    async def grow(
+        self, steps: list[int], window_s: float, settle_s: float, retries: int = 2, max_other_pct: float = 20.0
+    ) -> list[dict[str, Any]]:
         """Measure each step; a failed window measured while other work used more than
         ``max_other_pct`` of a core is measured again (up to ``retries`` times)."""
         results = []
@@ -301,17 +326,26 @@ class NodeRun:
                 w["passed_issue_criteria"] = not [f for f in w["failures"] if LATENCY_FAILURE not in f]
                 w["generator_saturated"] = self.generator_saturated(w)
                 w["attempt"] = attempt + 1
-                if w["passed"] or w["other_cpu_pct"] <= max_other_pct or not w["node_alive"] \
-                        or w["publisher_state"] != "connected" or attempt == retries:
+                if (
+                    w["passed"]
+                    or w["other_cpu_pct"] <= max_other_pct
+                    or not w["node_alive"]
+                    or w["publisher_state"] != "connected"
+                    or attempt == retries
+                ):
                     break
-                self.say(f"{self.label} n={n}: failed while other work used {w['other_cpu_pct']}% "
-                         f"({'; '.join(w['failures'])}): measuring again")
+                self.say(
+                    f"{self.label} n={n}: failed while other work used {w['other_cpu_pct']}% "
+                    f"({'; '.join(w['failures'])}): measuring again"
+                )
                 await asyncio.sleep(settle_s)
-            self.say(f"{self.label} n={n}: {'PASS' if w['passed'] else 'FAIL ' + '; '.join(w['failures'])} | "
-                     f"loss {w['loss_pct']}% rx {w['received_pps']:.0f} pps, node {w['node_cpu_pct']}% "
-                     f"gen {w['generator_cpu_pct']}% other {w['other_cpu_pct']}% p50/p99 {w['p50_added_ms']}/"
-                     f"{w['p99_added_ms']} ms canary {[(c['fps'], c['max_gap_s']) for c in w['canary']]} "
-                     f"drops {w['udp_drops']} lag99 {w['generator_loop_lag_p99_ms']} ms")
+            self.say(
+                f"{self.label} n={n}: {'PASS' if w['passed'] else 'FAIL ' + '; '.join(w['failures'])} | "
+                f"loss {w['loss_pct']}% rx {w['received_pps']:.0f} pps, node {w['node_cpu_pct']}% "
+                f"gen {w['generator_cpu_pct']}% other {w['other_cpu_pct']}% p50/p99 {w['p50_added_ms']}/"
+                f"{w['p99_added_ms']} ms canary {[(c['fps'], c['max_gap_s']) for c in w['canary']]} "
+                f"drops {w['udp_drops']} lag99 {w['generator_loop_lag_p99_ms']} ms"
+            )
             results.append(w)
             if not w["passed_issue_criteria"]:
                 break

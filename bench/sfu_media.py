@@ -77,10 +77,20 @@ def _encode_video() -> MediaLoop:
     codec.qmin, codec.qmax = 2, 56
     rate = str(VIDEO_BITRATE)
     # aiortc's own VP8 settings (CBR, 1 s buffer, realtime), a little faster
-    codec.options = {"bufsize": rate, "minrate": rate, "maxrate": rate, "cpu-used": "-8",
-                     "deadline": "realtime", "lag-in-frames": "0", "noise-sensitivity": "0",
-                     "overshoot-pct": "15", "undershoot-pct": "25", "static-thresh": "1", "partitions": "0",
-                     "max-intra-rate": "400"}
+    codec.options = {
+        "bufsize": rate,
+        "minrate": rate,
+        "maxrate": rate,
+        "cpu-used": "-8",
+        "deadline": "realtime",
+        "lag-in-frames": "0",
+        "noise-sensitivity": "0",
+        "overshoot-pct": "15",
+        "undershoot-pct": "25",
+        "static-thresh": "1",
+        "partitions": "0",
+        "max-intra-rate": "400",
+    }
     warmup = KEYFRAME_EVERY  # the encoder's first keyframe is oversized: skip one gop
     frames: list[bytes] = []
     keys: list[bool] = []
@@ -90,7 +100,7 @@ def _encode_video() -> MediaLoop:
         y = planes[:HEIGHT]
         shift = PAN * i
         noise = rng.integers(-NOISE, NOISE + 1, size=(HEIGHT - PATTERN_ROWS, WIDTH), dtype=np.int16)
-        y[PATTERN_ROWS:, :] = np.clip(texture[PATTERN_ROWS:, shift:shift + WIDTH] + noise, 16, 235)
+        y[PATTERN_ROWS:, :] = np.clip(texture[PATTERN_ROWS:, shift : shift + WIDTH] + noise, 16, 235)
         frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
         frame.pts, frame.time_base = i, codec.time_base
         if i % KEYFRAME_EVERY == 0:
@@ -102,7 +112,7 @@ def _encode_video() -> MediaLoop:
     for packet in codec.encode(None):
         frames.append(bytes(packet))
         keys.append(bool(packet.is_keyframe))
-    frames, keys = frames[:LOOP_S * FPS], keys[:LOOP_S * FPS]
+    frames, keys = frames[: LOOP_S * FPS], keys[: LOOP_S * FPS]
     if not keys[0]:
         raise RuntimeError("the video loop does not start on a keyframe")
     return MediaLoop("video", frames, keys, 90_000, 90_000 // FPS)
@@ -132,15 +142,22 @@ def _encode_audio() -> MediaLoop:
 
 
 def _params_key() -> str:
-    text = (f"v5 n{NOISE} p{PAN} {WIDTH}x{HEIGHT}@{FPS} {VIDEO_BITRATE} kf{KEYFRAME_EVERY} {LOOP_S}s "
-            f"{SOURCE_CODE} opus{AUDIO_FRAME}")
+    text = (
+        f"v5 n{NOISE} p{PAN} {WIDTH}x{HEIGHT}@{FPS} {VIDEO_BITRATE} kf{KEYFRAME_EVERY} {LOOP_S}s "
+        f"{SOURCE_CODE} opus{AUDIO_FRAME}"
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _save(loop: MediaLoop, base: Path) -> None:
     base.with_suffix(".bin").write_bytes(b"".join(loop.frames))
-    index = {"kind": loop.kind, "sizes": [len(f) for f in loop.frames], "keyframes": loop.keyframes,
-             "clock_rate": loop.clock_rate, "frame_ticks": loop.frame_ticks}
+    index = {
+        "kind": loop.kind,
+        "sizes": [len(f) for f in loop.frames],
+        "keyframes": loop.keyframes,
+        "clock_rate": loop.clock_rate,
+        "frame_ticks": loop.frame_ticks,
+    }
     base.with_suffix(".json").write_text(json.dumps(index))
 
 
@@ -149,7 +166,7 @@ def _load(base: Path) -> MediaLoop:
     blob = base.with_suffix(".bin").read_bytes()
     frames, at = [], 0
     for size in index["sizes"]:
-        frames.append(blob[at:at + size])
+        frames.append(blob[at : at + size])
         at += size
     return MediaLoop(index["kind"], frames, index["keyframes"], index["clock_rate"], index["frame_ticks"])
 
@@ -168,8 +185,7 @@ def load_or_encode(cache_dir: Path, say: Callable[[str], None]) -> tuple[MediaLo
         started = time.monotonic()
         loop = encode()
         _save(loop, base)
-        say(f"{kind}: {len(loop.frames)} frames, {loop.bitrate / 1000:.0f} kbps, "
-            f"{time.monotonic() - started:.0f} s")
+        say(f"{kind}: {len(loop.frames)} frames, {loop.bitrate / 1000:.0f} kbps, {time.monotonic() - started:.0f} s")
         loops.append(loop)
     return loops[0], loops[1]
 

@@ -62,7 +62,7 @@ async def write(self: OutboundLeg, packet: RtpPacket) -> bool:
     srtp._buffer[0:size] = data
     if lib.srtp_protect(srtp._srtp[0], srtp._cdata, cell) != 0:
         return False
-    pair.protocol.transport.sendto(srtp._buffer[0:cell[0]], pair.remote_addr)
+    pair.protocol.transport.sendto(srtp._buffer[0 : cell[0]], pair.remote_addr)
     return True
 
 

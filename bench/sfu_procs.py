@@ -36,6 +36,7 @@ def pin(core: int, nice: int | None = None) -> Callable[[], None]:
             os.sched_setaffinity(0, {core})
         if nice is not None:
             set_nice(nice)
+
     return preexec
 
 
@@ -66,9 +67,16 @@ class NodeProcess:
         self._log = self.log_path.open("ab")
         prefix = ["-m", "cProfile", "-o", str(self.profile_path)] if self.profile_path else []
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen([sys.executable, *prefix, "-m", self.module, *self.args], env=env, cwd=REPO,
-                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, preexec_fn=pin(self.core, self.nice))
+        self.proc = subprocess.Popen(
+            [sys.executable, *prefix, "-m", self.module, *self.args],
+            env=env,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=pin(self.core, self.nice),
+        )
         return self
 
     @property
@@ -102,7 +110,7 @@ class NodeProcess:
 
 def cpu_seconds(pid: int) -> float:
     raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 

@@ -62,8 +62,9 @@ class NodeControl:
         await self._producer.start()
         # the run's topics are fresh (unique prefix) and results are filtered by node id: reading
         # from the beginning misses nothing and needs no offset lookup on just-created topics
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
-                                          enable_auto_commit=False, auto_offset_reset="earliest")
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         await self._consumer.start()
         parts = []
         for logical in ("media.results", "media.nodes"):
@@ -136,13 +137,19 @@ class NodeControl:
     async def open_publisher(self, pc: RTCPeerConnection, peer_id: str, timeout: float = 30.0) -> None:
         """Offer ``pc``'s tracks to the node (source ``cam``/``mic``) and apply its answer."""
         await pc.setLocalDescription(await pc.createOffer())
-        tracks = [TrackInfo(source_id="cam" if t.kind == "video" else "mic",
-                            kind=SourceKind.CAMERA if t.kind == "video" else SourceKind.MICROPHONE, mid=t.mid)
-                  for t in pc.getTransceivers()]
+        tracks = [
+            TrackInfo(
+                source_id="cam" if t.kind == "video" else "mic",
+                kind=SourceKind.CAMERA if t.kind == "video" else SourceKind.MICROPHONE,
+                mid=t.mid,
+            )
+            for t in pc.getTransceivers()
+        ]
         # a node that just started may not have resolved its command offset yet: ask again
         for attempt in range(3):
-            await self._send(OpenPublisher.new(**self._fields(), peer_id=peer_id, sdp=pc.localDescription.sdp,
-                                               tracks=tracks))
+            await self._send(
+                OpenPublisher.new(**self._fields(), peer_id=peer_id, sdp=pc.localDescription.sdp, tracks=tracks)
+            )
             try:
                 answer = await self.next_result(peer_id, timeout / 3, PublisherAnswered)
                 break
@@ -159,8 +166,11 @@ class NodeControl:
 
     async def subscribe(self, peer_id: str, publisher_id: str) -> None:
         for source_id in ("cam", "mic"):
-            await self._send(AddSubscription.new(**self._fields(), peer_id=peer_id,
-                                                 publisher_peer_id=publisher_id, source_id=source_id))
+            await self._send(
+                AddSubscription.new(
+                    **self._fields(), peer_id=peer_id, publisher_peer_id=publisher_id, source_id=source_id
+                )
+            )
 
     async def next_offer(self, peer_id: str, timeout: float) -> SubscriberOffered:
         event = await self.next_result(peer_id, timeout, SubscriberOffered)

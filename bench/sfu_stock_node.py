@@ -69,10 +69,17 @@ class StockNode:
             try:
                 await self.handle(command)
             except Exception as exc:  # noqa: BLE001 - reported, like the real node
-                await self.emit(CommandFailed.caused_by(command, room_id=command.room_id, node_id=self.node_id,
-                                                        command_type=command.type,
-                                                        peer_id=getattr(command, "peer_id", None),
-                                                        code=type(exc).__name__, message=str(exc)[:500]))
+                await self.emit(
+                    CommandFailed.caused_by(
+                        command,
+                        room_id=command.room_id,
+                        node_id=self.node_id,
+                        command_type=command.type,
+                        peer_id=getattr(command, "peer_id", None),
+                        code=type(exc).__name__,
+                        message=str(exc)[:500],
+                    )
+                )
 
     async def emit(self, event: Event) -> None:
         await self.producer.send(self.results, event)
@@ -101,13 +108,17 @@ class StockNode:
             transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
             info = by_mid[transceiver.mid]
             self.tracks[(c.peer_id, info.source_id)] = track
-            asyncio.ensure_future(self.emit(TrackStarted.new(room_id=c.room_id, peer_id=c.peer_id,
-                                                             node_id=self.node_id, track=info)))
+            asyncio.ensure_future(
+                self.emit(TrackStarted.new(room_id=c.room_id, peer_id=c.peer_id, node_id=self.node_id, track=info))
+            )
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=c.sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-        await self.emit(PublisherAnswered.caused_by(c, room_id=c.room_id, peer_id=c.peer_id, node_id=self.node_id,
-                                                    sdp=pc.localDescription.sdp))
+        await self.emit(
+            PublisherAnswered.caused_by(
+                c, room_id=c.room_id, peer_id=c.peer_id, node_id=self.node_id, sdp=pc.localDescription.sdp
+            )
+        )
 
     async def offer(self, peer_id: str) -> None:
         await asyncio.sleep(COLLECT_S)
@@ -119,11 +130,20 @@ class StockNode:
             transceiver = pc.addTransceiver(self.relay.subscribe(track, buffered=False), direction="sendonly")
             sources.append((s, transceiver))
         await pc.setLocalDescription(await pc.createOffer())
-        offered = [OfferedSource(source_id=s.source_id, peer_id=s.publisher_peer_id, kind=t.kind, layer=s.layer,
-                                 mid=t.mid) for s, t in sources]
+        offered = [
+            OfferedSource(source_id=s.source_id, peer_id=s.publisher_peer_id, kind=t.kind, layer=s.layer, mid=t.mid)
+            for s, t in sources
+        ]
         first = subscriptions[0]
-        await self.emit(SubscriberOffered.new(room_id=first.room_id, peer_id=peer_id, node_id=self.node_id,
-                                              sdp=pc.localDescription.sdp, sources=offered))
+        await self.emit(
+            SubscriberOffered.new(
+                room_id=first.room_id,
+                peer_id=peer_id,
+                node_id=self.node_id,
+                sdp=pc.localDescription.sdp,
+                sources=offered,
+            )
+        )
 
 
 async def heartbeat(producer: EventProducer, topic: str, node_id: str) -> None:
@@ -137,8 +157,13 @@ async def run(node_id: str, bootstrap: str, prefix: str) -> None:
     topics = Topics(prefix)
     async with EventProducer(bootstrap, client_id=node_id) as producer:
         node = StockNode(node_id, producer, topics)
-        consumer = EventConsumer(bootstrap, [topics.name("media.commands")], group_id=f"bench-stock-{node_id}",
-                                 address=node_id, client_id=node_id)
+        consumer = EventConsumer(
+            bootstrap,
+            [topics.name("media.commands")],
+            group_id=f"bench-stock-{node_id}",
+            address=node_id,
+            client_id=node_id,
+        )
         await consumer.start()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -149,9 +174,10 @@ async def run(node_id: str, bootstrap: str, prefix: str) -> None:
                 if isinstance(received.event, NodeCommand):
                     node.accept(received.event)
 
-        tasks: list[asyncio.Task[Any]] = [asyncio.ensure_future(commands()),
-                                          asyncio.ensure_future(heartbeat(producer, topics.name("media.nodes"),
-                                                                          node_id))]
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.ensure_future(commands()),
+            asyncio.ensure_future(heartbeat(producer, topics.name("media.nodes"), node_id)),
+        ]
         print(f"stock node {node_id} ready", file=sys.stderr, flush=True)
         await stop.wait()
         for task in tasks:
@@ -163,13 +189,19 @@ async def run(node_id: str, bootstrap: str, prefix: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.sfu_stock_node",
-                                     description="aiortc MediaRelay node answering roomlog media commands "
-                                     "(the baseline of bench.sfu_forwarding).")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sfu_stock_node",
+        description="aiortc MediaRelay node answering roomlog media commands (the baseline of bench.sfu_forwarding).",
+    )
     parser.add_argument("--node-id", required=True)
     args = parser.parse_args(argv)
-    asyncio.run(run(args.node_id, os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
-                    os.environ.get("ROOMLOG_TOPIC_PREFIX", "")))
+    asyncio.run(
+        run(
+            args.node_id,
+            os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+            os.environ.get("ROOMLOG_TOPIC_PREFIX", ""),
+        )
+    )
     return 0
 
 

@@ -3,5 +3,13 @@
 from client.quality import LinkQuality, ParticipantQuality, RoomQuality
 from client.room import ChatMessage, LocalTrack, RemoteTrack, Room, RoomError
 
-__all__ = ["ChatMessage", "LinkQuality", "LocalTrack", "ParticipantQuality", "RemoteTrack", "Room", "RoomError",
-           "RoomQuality"]
+__all__ = [
+    "ChatMessage",
+    "LinkQuality",
+    "LocalTrack",
+    "ParticipantQuality",
+    "RemoteTrack",
+    "Room",
+    "RoomError",
+    "RoomQuality",
+]

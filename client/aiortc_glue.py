@@ -103,9 +103,17 @@ def _newer(a: int, b: int) -> bool:
 class RecoveringJitterBuffer(JitterBuffer):
     """aiortc's video jitter buffer that re-NACKs, asks for keyframes and skips to them."""
 
-    def __init__(self, is_keyframe: KeyframeTest, send_nack: NackSender, *, capacity: int = VIDEO_CAPACITY,
-                 clock: Clock = time.monotonic, renack_s: float = 0.1, pli_after_s: float = 0.3,
-                 pli_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        is_keyframe: KeyframeTest,
+        send_nack: NackSender,
+        *,
+        capacity: int = VIDEO_CAPACITY,
+        clock: Clock = time.monotonic,
+        renack_s: float = 0.1,
+        pli_after_s: float = 0.3,
+        pli_interval_s: float = 1.0,
+    ) -> None:
         super().__init__(capacity=capacity, is_video=True)
         self.is_keyframe = is_keyframe
         self.send_nack = send_nack
@@ -170,8 +178,11 @@ class RecoveringJitterBuffer(JitterBuffer):
         if now - self._hole_since >= self.pli_after_s and now - self._pli_at >= self.pli_interval_s:
             self._pli_at = now
             self.plis += 1
-            log.info("video stuck %d ms behind lost packet %d: asking for a keyframe",
-                     round(1000 * (now - self._hole_since)), hole)
+            log.info(
+                "video stuck %d ms behind lost packet %d: asking for a keyframe",
+                round(1000 * (now - self._hole_since)),
+                hole,
+            )
             return True
         return False
 
@@ -190,22 +201,28 @@ class RecoveringJitterBuffer(JitterBuffer):
     def _holes(self) -> list[int]:
         assert self._origin is not None and self._max_seq is not None
         span = (self._max_seq - self._origin) & 0xFFFF
-        return [(self._origin + i) & 0xFFFF for i in range(min(span, self._capacity))
-                if self._packets[(self._origin + i) % self._capacity] is None]
+        return [
+            (self._origin + i) & 0xFFFF
+            for i in range(min(span, self._capacity))
+            if self._packets[(self._origin + i) % self._capacity] is None
+        ]
 
 
 def keyframe_test(codecs: dict[int, RTCRtpCodecParameters]) -> KeyframeTest:
     """Whether a packet starts a keyframe, by its payload type in ``codecs`` (looked up late:
     aiortc fills the receiver's codec table when it starts receiving)."""
+
     def is_keyframe(packet: RtpPacket) -> bool:
         codec = codecs.get(packet.payload_type)
         test = KEYFRAME_START.get(codec.name.lower()) if codec is not None else None
         return test is not None and test(packet.payload)
+
     return is_keyframe
 
 
-def recover_losses(receiver: RTCRtpReceiver, *, renack_s: float = 0.1, pli_after_s: float = 0.3,
-                   pli_interval_s: float = 1.0) -> RecoveringJitterBuffer | None:
+def recover_losses(
+    receiver: RTCRtpReceiver, *, renack_s: float = 0.1, pli_after_s: float = 0.3, pli_interval_s: float = 1.0
+) -> RecoveringJitterBuffer | None:
     """Give a video receiver a :class:`RecoveringJitterBuffer` (before media arrives).
 
     Returns it (or the one already installed); None for audio, and for a receiver that
@@ -227,8 +244,13 @@ def recover_losses(receiver: RTCRtpReceiver, *, renack_s: float = 0.1, pli_after
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    buffer = RecoveringJitterBuffer(keyframe_test(getattr(receiver, _R + "codecs")), send_nack,
-                                    capacity=current.capacity, renack_s=renack_s, pli_after_s=pli_after_s,
-                                    pli_interval_s=pli_interval_s)
+    buffer = RecoveringJitterBuffer(
+        keyframe_test(getattr(receiver, _R + "codecs")),
+        send_nack,
+        capacity=current.capacity,
+        renack_s=renack_s,
+        pli_after_s=pli_after_s,
+        pli_interval_s=pli_interval_s,
+    )
     setattr(receiver, _R + "jitter_buffer", buffer)
     return buffer

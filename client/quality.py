@@ -97,8 +97,7 @@ class RoomQuality:
 
     def levels(self) -> tuple[int | None, dict[str, int]]:
         """What a ``quality`` event reports a change of."""
-        return (self.uplink.level if self.uplink else None,
-                {peer: p.level for peer, p in self.downlink.items()})
+        return (self.uplink.level if self.uplink else None, {peer: p.level for peer, p in self.downlink.items()})
 
 
 @dataclass(frozen=True)
@@ -163,17 +162,29 @@ class QualityMeter:
     def uplink(self, cur: Counters, now: float) -> LinkQuality:
         prev, seconds, silent = self._window("uplink", cur, now, cur.heard)
         loss = _window_loss(prev, cur)
-        return LinkQuality(level=quality_level(loss, cur.rtt_ms, silent), loss_pct=loss, rtt_ms=cur.rtt_ms,
-                           jitter_ms=cur.jitter_ms, bitrate_kbps=_kbps(prev, cur, seconds), silent_s=silent,
-                           packets=max(0, cur.packets - prev.packets))
+        return LinkQuality(
+            level=quality_level(loss, cur.rtt_ms, silent),
+            loss_pct=loss,
+            rtt_ms=cur.rtt_ms,
+            jitter_ms=cur.jitter_ms,
+            bitrate_kbps=_kbps(prev, cur, seconds),
+            silent_s=silent,
+            packets=max(0, cur.packets - prev.packets),
+        )
 
     def leg(self, leg: Leg, now: float) -> LinkQuality:
         cur = leg.counters
         prev, seconds, silent = self._window(f"{leg.peer_id}/{leg.source_id}", cur, now, cur.packets)
         loss = _window_loss(prev, cur)
-        return LinkQuality(level=quality_level(loss, cur.rtt_ms, silent), loss_pct=loss, rtt_ms=cur.rtt_ms,
-                           jitter_ms=cur.jitter_ms, bitrate_kbps=_kbps(prev, cur, seconds), silent_s=silent,
-                           packets=max(0, cur.packets - prev.packets))
+        return LinkQuality(
+            level=quality_level(loss, cur.rtt_ms, silent),
+            loss_pct=loss,
+            rtt_ms=cur.rtt_ms,
+            jitter_ms=cur.jitter_ms,
+            bitrate_kbps=_kbps(prev, cur, seconds),
+            silent_s=silent,
+            packets=max(0, cur.packets - prev.packets),
+        )
 
     def forget(self, keep: set[str]) -> None:
         """Drop the windows of legs no longer received (``peer/source`` keys not in ``keep``)."""
@@ -181,8 +192,13 @@ class QualityMeter:
             del self._seen[key]
 
 
-def combine(peer_id: str, legs: list[tuple[Leg, LinkQuality]], rtt_ms: float | None, muted: set[str],
-            pushed: dict[str, tuple[str, int]]) -> ParticipantQuality:
+def combine(
+    peer_id: str,
+    legs: list[tuple[Leg, LinkQuality]],
+    rtt_ms: float | None,
+    muted: set[str],
+    pushed: dict[str, tuple[str, int]],
+) -> ParticipantQuality:
     """One remote participant's quality from its legs (``muted``: kinds audio/video whose legs
     are expected silent) and streams' latest decisions per source (``source -> (layer, level)``)."""
     counted = [(q.loss_pct, q.silent_s) for leg, q in legs if leg.kind not in muted]
@@ -192,6 +208,14 @@ def combine(peer_id: str, legs: list[tuple[Leg, LinkQuality]], rtt_ms: float | N
     worst_loss = max((q.loss_pct for _, q in legs), default=0.0)
     jitter = max((q.jitter_ms for _, q in legs), default=0.0)
     silent = min((s for _, s in counted), default=0.0)
-    return ParticipantQuality(level=max(own, pushed_level or 1), loss_pct=worst_loss, rtt_ms=rtt_ms,
-                              jitter_ms=jitter, bitrate_kbps=total, silent_s=silent, own_level=own,
-                              pushed_level=pushed_level, layers={s: layer for s, (layer, _) in pushed.items()})
+    return ParticipantQuality(
+        level=max(own, pushed_level or 1),
+        loss_pct=worst_loss,
+        rtt_ms=rtt_ms,
+        jitter_ms=jitter,
+        bitrate_kbps=total,
+        silent_s=silent,
+        own_level=own,
+        pushed_level=pushed_level,
+        layers={s: layer for s, (layer, _) in pushed.items()},
+    )

@@ -33,9 +33,14 @@ class QualityTracker:
     quality: RoomQuality = field(default_factory=RoomQuality)
     _legs: list[tuple[Leg, LinkQuality]] = field(default_factory=list)
 
-    async def sample(self, senders: Iterable[RTCRtpSender], subscriber: RTCPeerConnection | None,
-                     offered: dict[str, dict[str, Any]], peers: dict[str, dict[str, Any]],
-                     now: float) -> dict[str, Any]:
+    async def sample(
+        self,
+        senders: Iterable[RTCRtpSender],
+        subscriber: RTCPeerConnection | None,
+        offered: dict[str, dict[str, Any]],
+        peers: dict[str, dict[str, Any]],
+        now: float,
+    ) -> dict[str, Any]:
         """Read the stats, update :attr:`quality`; returns the ``quality-report`` message."""
         up_counters = await uplink_counters(senders)
         uplink = self.meter.uplink(up_counters, now) if up_counters is not None else None
@@ -73,8 +78,7 @@ class QualityTracker:
         else:
             self.pushed.get(peer_id, {}).pop(source_id, None)
 
-    def _combine(self, uplink: LinkQuality | None, rtt: float | None,
-                 peers: dict[str, dict[str, Any]]) -> RoomQuality:
+    def _combine(self, uplink: LinkQuality | None, rtt: float | None, peers: dict[str, dict[str, Any]]) -> RoomQuality:
         by_peer: dict[str, list[tuple[Leg, LinkQuality]]] = {}
         for leg, q in self._legs:
             by_peer.setdefault(leg.peer_id, []).append((leg, q))
@@ -90,12 +94,25 @@ class QualityTracker:
     def _report(self, uplink: LinkQuality | None) -> dict[str, Any]:
         up: dict[str, Any] = {"loss_pct": 0.0, "rtt_ms": 0.0, "jitter_ms": 0.0, "bitrate_kbps": 0.0, "level": None}
         if uplink is not None:
-            up = {"loss_pct": _bounded(uplink.loss_pct, 100.0), "rtt_ms": _bounded(uplink.rtt_ms, MAX_MS),
-                  "jitter_ms": _bounded(uplink.jitter_ms, MAX_MS),
-                  "bitrate_kbps": _bounded(uplink.bitrate_kbps, MAX_KBPS), "level": uplink.level}
-        downlink = [{"peer_id": leg.peer_id, "source_id": leg.source_id, "kind": leg.kind,
-                     "loss_pct": _bounded(q.loss_pct, 100.0), "jitter_ms": _bounded(q.jitter_ms, MAX_MS),
-                     "bitrate_kbps": _bounded(q.bitrate_kbps, MAX_KBPS), "packets": min(q.packets, 10_000_000),
-                     "frames_decoded": 0, "silent_s": _bounded(q.silent_s, 86_400.0)}
-                    for leg, q in self._legs]
+            up = {
+                "loss_pct": _bounded(uplink.loss_pct, 100.0),
+                "rtt_ms": _bounded(uplink.rtt_ms, MAX_MS),
+                "jitter_ms": _bounded(uplink.jitter_ms, MAX_MS),
+                "bitrate_kbps": _bounded(uplink.bitrate_kbps, MAX_KBPS),
+                "level": uplink.level,
+            }
+        downlink = [
+            {
+                "peer_id": leg.peer_id,
+                "source_id": leg.source_id,
+                "kind": leg.kind,
+                "loss_pct": _bounded(q.loss_pct, 100.0),
+                "jitter_ms": _bounded(q.jitter_ms, MAX_MS),
+                "bitrate_kbps": _bounded(q.bitrate_kbps, MAX_KBPS),
+                "packets": min(q.packets, 10_000_000),
+                "frames_decoded": 0,
+                "silent_s": _bounded(q.silent_s, 86_400.0),
+            }
+            for leg, q in self._legs
+        ]
         return {"type": "quality-report", "uplink": up, "downlink": downlink}

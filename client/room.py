@@ -81,8 +81,14 @@ class ChatMessage:
 
     @classmethod
     def from_message(cls, m: dict[str, Any]) -> ChatMessage:
-        return cls(id=m["id"], peer_id=m["peer_id"], identity=m.get("identity", ""), name=m.get("name", ""),
-                   text=m["text"], at=datetime.fromisoformat(m["at"]))
+        return cls(
+            id=m["id"],
+            peer_id=m["peer_id"],
+            identity=m.get("identity", ""),
+            name=m.get("name", ""),
+            text=m["text"],
+            at=datetime.fromisoformat(m["at"]),
+        )
 
 
 #: How many chat message ids a room remembers to drop a re-delivered message.
@@ -108,10 +114,12 @@ def rtc_configuration(ice_servers: list[dict[str, Any]], policy: str = "all") ->
     transport aiortc closes while bundling: that track never receives a packet, and its
     packets are routed by payload type into the other track's receiver (aiortc issue #1414).
     """
-    servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
-               for s in ice_servers]
-    return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy(policy),
-                            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential")) for s in ice_servers
+    ]
+    return RTCConfiguration(
+        iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy(policy), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+    )
 
 
 def apply_encodings(senders: list[tuple[LocalTrack, RTCRtpTransceiver]], message: dict[str, Any]) -> list[str] | None:
@@ -179,14 +187,28 @@ class Room:
     # --- lifecycle -------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, url: str, token: str, room: str, *, name: str = "",
-                      ice_servers: list[dict[str, Any]] | None = None,
-                      ice_transport_policy: str = "all",
-                      receiver_hook: Callable[[RTCRtpTransceiver, dict[str, Any]], None] | None = None) -> Room:
+    async def connect(
+        cls,
+        url: str,
+        token: str,
+        room: str,
+        *,
+        name: str = "",
+        ice_servers: list[dict[str, Any]] | None = None,
+        ice_transport_policy: str = "all",
+        receiver_hook: Callable[[RTCRtpTransceiver, dict[str, Any]], None] | None = None,
+    ) -> Room:
         """Open the socket and join ``room``. ``ice_servers`` overrides what the server sends;
         ``ice_transport_policy="relay"`` uses TURN relayed candidates only."""
-        self = cls(url=url, token=token, room=room, name=name, ice_servers=ice_servers,
-                   ice_transport_policy=ice_transport_policy, receiver_hook=receiver_hook)
+        self = cls(
+            url=url,
+            token=token,
+            room=room,
+            name=name,
+            ice_servers=ice_servers,
+            ice_transport_policy=ice_transport_policy,
+            receiver_hook=receiver_hook,
+        )
         await self.open()
         return self
 
@@ -237,8 +259,9 @@ class Room:
 
     def _config(self) -> RTCConfiguration:
         """aiortc configuration for a new connection: the override, else what the gateway sent."""
-        return rtc_configuration(self.server_ice_servers if self.ice_servers is None else self.ice_servers,
-                                 self.ice_transport_policy)
+        return rtc_configuration(
+            self.server_ice_servers if self.ice_servers is None else self.ice_servers, self.ice_transport_policy
+        )
 
     # --- publishing ------------------------------------------------------------------
 
@@ -257,10 +280,13 @@ class Room:
         self._senders = list(zip(self._published, transceivers, strict=True))
         self.encodings.clear()  # a fresh connection sends every encoding until streams say otherwise
         await pc.setLocalDescription(await pc.createOffer())
-        specs = [{"source_id": t.source_id, "kind": t.kind, "layer": t.layer, "mid": tr.mid}
-                 for t, tr in zip(self._published, transceivers, strict=True)]
+        specs = [
+            {"source_id": t.source_id, "kind": t.kind, "layer": t.layer, "mid": tr.mid}
+            for t, tr in zip(self._published, transceivers, strict=True)
+        ]
         answer = await self._signaling.request(
-            {"type": "publish", "sdp": pc.localDescription.sdp, "tracks": specs}, {"publisher-answer"})
+            {"type": "publish", "sdp": pc.localDescription.sdp, "tracks": specs}, {"publisher-answer"}
+        )
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
     async def unpublish(self, source_id: str, timeout: float = 15.0) -> dict[str, Any]:
@@ -273,8 +299,9 @@ class Room:
         for local, transceiver in self._senders:
             if local.source_id == source_id:
                 transceiver.sender.replaceTrack(None)
-        answer = await self._signaling.request({"type": "unpublish", "source_id": source_id}, {"unpublished"},
-                                               timeout=timeout)
+        answer = await self._signaling.request(
+            {"type": "unpublish", "source_id": source_id}, {"unpublished"}, timeout=timeout
+        )
         self._published = [t for t in self._published if t.source_id != source_id]
         return answer
 
@@ -301,9 +328,14 @@ class Room:
             for source in message.get("sources", []):
                 if source.get("mid") is not None:
                     self._offered[source["mid"]] = source
-            log.info("subscriber offer: %s", ", ".join(
-                f"mid {s.get('mid')} {s.get('kind')} {s.get('peer_id')}/{s.get('source_id')}"
-                for s in message.get("sources", [])), extra={"peer_id": self.peer_id, "room_id": self.room})
+            log.info(
+                "subscriber offer: %s",
+                ", ".join(
+                    f"mid {s.get('mid')} {s.get('kind')} {s.get('peer_id')}/{s.get('source_id')}"
+                    for s in message.get("sources", [])
+                ),
+                extra={"peer_id": self.peer_id, "room_id": self.room},
+            )
             pc = self._subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             if self.receiver_hook is not None:
@@ -318,20 +350,28 @@ class Room:
     async def _on_track(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
         mid = next((t.mid for t in pc.getTransceivers() if t.receiver.track is track), None)
         source = self._offered.get(mid or "", {})
-        remote = RemoteTrack(peer_id=source.get("peer_id", ""), source_id=source.get("source_id", ""),
-                             kind=source.get("kind", track.kind), track=track)
+        remote = RemoteTrack(
+            peer_id=source.get("peer_id", ""),
+            source_id=source.get("source_id", ""),
+            kind=source.get("kind", track.kind),
+            track=track,
+        )
         self.remote[(remote.peer_id, remote.source_id)] = remote
-        log.info("track %s on mid %s from %s/%s", track.kind, mid, remote.peer_id, remote.source_id,
-                 extra={"peer_id": self.peer_id, "room_id": self.room})
+        log.info(
+            "track %s on mid %s from %s/%s",
+            track.kind,
+            mid,
+            remote.peer_id,
+            remote.source_id,
+            extra={"peer_id": self.peer_id, "room_id": self.room},
+        )
         await self._emit("track", remote)
 
     def _log_states(self, pc: RTCPeerConnection, role: str) -> None:
         """ICE and connection state changes of ``pc``, at INFO (diagnosing media that never arrives)."""
         extra = {"peer_id": self.peer_id, "room_id": self.room}
-        pc.on("iceconnectionstatechange",
-              lambda: log.info("%s ICE %s", role, pc.iceConnectionState, extra=extra))
-        pc.on("connectionstatechange",
-              lambda: log.info("%s connection %s", role, pc.connectionState, extra=extra))
+        pc.on("iceconnectionstatechange", lambda: log.info("%s ICE %s", role, pc.iceConnectionState, extra=extra))
+        pc.on("connectionstatechange", lambda: log.info("%s connection %s", role, pc.connectionState, extra=extra))
 
     async def receive_stats(self) -> dict[str, dict[str, int]]:
         """Per received track (``peer/source``): packets received and lost, and how many RTP
@@ -386,7 +426,8 @@ class Room:
             try:
                 before = self.quality.levels()
                 report = await self._tracker.sample(
-                    [t.sender for _, t in self._senders], self._subscriber, self._offered, self.peers, loop.time())
+                    [t.sender for _, t in self._senders], self._subscriber, self._offered, self.peers, loop.time()
+                )
                 if self.peer_id is not None and self._signaling.connected:
                     self.reports_sent += 1
                     await self._signaling.send({**report, "request_id": f"{REPORT_ID}{self.reports_sent}"})

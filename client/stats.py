@@ -46,8 +46,9 @@ async def uplink_counters(senders: Iterable[RTCRtpSender]) -> Counters | None:
                 heard = max(heard, stat.bytesReceived)  # one transport (max-bundle)
     if not any_sender:
         return None
-    return Counters(packets=packets, lost=lost, bytes=sent_bytes, jitter_ms=jitter,
-                    rtt_ms=max(rtts) if rtts else None, heard=heard)
+    return Counters(
+        packets=packets, lost=lost, bytes=sent_bytes, jitter_ms=jitter, rtt_ms=max(rtts) if rtts else None, heard=heard
+    )
 
 
 async def receiver_counters(receiver: RTCRtpReceiver, kind: str, rtt_ms: float | None) -> Counters:

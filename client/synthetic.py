@@ -21,13 +21,13 @@ def encode_pattern(width: int, height: int, code: int, counter: int) -> np.ndarr
     """A YUV420p plane set as one array (h * 3/2, w) with the bits in the top rows."""
     y = np.full((height, width), 128, dtype=np.uint8)
     # a moving gradient so the encoder has real work and frames differ
-    y[BLOCK * 3:, :] = ((np.arange(width) + counter * 3) % 200 + 28).astype(np.uint8)
+    y[BLOCK * 3 :, :] = ((np.arange(width) + counter * 3) % 200 + 28).astype(np.uint8)
     value = ((code & 0xFF) << 24) | (counter & 0xFFFFFF)
     per_row = width // BLOCK
     for bit in range(BITS):
         row, col = divmod(bit, per_row)
         on = (value >> (BITS - 1 - bit)) & 1
-        y[row * BLOCK:(row + 1) * BLOCK, col * BLOCK:(col + 1) * BLOCK] = 235 if on else 16
+        y[row * BLOCK : (row + 1) * BLOCK, col * BLOCK : (col + 1) * BLOCK] = 235 if on else 16
     uv = np.full((height // 2, width), 128, dtype=np.uint8)
     return np.vstack([y, uv])
 
@@ -40,7 +40,7 @@ def decode_pattern(frame: av.VideoFrame) -> tuple[int, int]:
     for bit in range(BITS):
         row, col = divmod(bit, per_row)
         cy, cx = row * BLOCK + BLOCK // 2, col * BLOCK + BLOCK // 2
-        block = y[cy - 2:cy + 3, cx - 2:cx + 3]
+        block = y[cy - 2 : cy + 3, cx - 2 : cx + 3]
         value = (value << 1) | int(block.mean() > 128)
     return value >> 24, value & 0xFFFFFF
 
@@ -65,8 +65,9 @@ class PatternVideoTrack(MediaStreamTrack):
         delay = target - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        frame = av.VideoFrame.from_ndarray(encode_pattern(self.width, self.height, self.code, self.counter),
-                                           format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(
+            encode_pattern(self.width, self.height, self.code, self.counter), format="yuv420p"
+        )
         frame.pts = int(self.counter * VIDEO_CLOCK / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.counter += 1

@@ -29,9 +29,7 @@ DatabaseUrl = Annotated[
         show_default=False,
     ),
 ]
-SqlOnly = Annotated[
-    bool, typer.Option("--sql", help="Print the SQL instead of running it (offline mode).")
-]
+SqlOnly = Annotated[bool, typer.Option("--sql", help="Print the SQL instead of running it (offline mode).")]
 
 
 def alembic_config(database_url: str | None = None) -> Config:

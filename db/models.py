@@ -83,9 +83,7 @@ class Room(Base):
     node_id: Mapped[str | None]
     created_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
-    meta: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", default=dict, server_default=_EMPTY_OBJECT
-    )
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default=_EMPTY_OBJECT)
     # Id of the fact (log event) that last changed this row.
     last_event_id: Mapped[str]
 
@@ -98,9 +96,7 @@ class RoomMember(Base):
         sa.Index(None, "room_id", "state"),
     )
 
-    room_id: Mapped[str] = mapped_column(
-        sa.ForeignKey("rooms.room_id", ondelete="CASCADE"), primary_key=True
-    )
+    room_id: Mapped[str] = mapped_column(sa.ForeignKey("rooms.room_id", ondelete="CASCADE"), primary_key=True)
     peer_id: Mapped[str] = mapped_column(primary_key=True)
     identity: Mapped[str]
     name: Mapped[str] = mapped_column(default="", server_default="")
@@ -270,9 +266,7 @@ class Station(Base):
     name: Mapped[str]
     online: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     gateway_id: Mapped[str | None]
-    meta: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", default=dict, server_default=_EMPTY_OBJECT
-    )
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default=_EMPTY_OBJECT)
     cameras: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
     last_heartbeat_at: Mapped[datetime | None]
     registered_at: Mapped[datetime]
@@ -288,9 +282,7 @@ class StationCommand(Base):
     )
 
     command_id: Mapped[str] = mapped_column(primary_key=True)
-    station_id: Mapped[str] = mapped_column(
-        sa.ForeignKey("stations.station_id", ondelete="CASCADE")
-    )
+    station_id: Mapped[str] = mapped_column(sa.ForeignKey("stations.station_id", ondelete="CASCADE"))
     kind: Mapped[str]
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=_EMPTY_OBJECT)
     status: Mapped[CommandStatus] = mapped_column(sa.Text)

@@ -29,22 +29,35 @@ async def run(settings: NodeSettings) -> None:
     topics = Topics(settings.topic_prefix)
     async with EventProducer(settings.kafka_bootstrap, client_id=settings.node_id) as producer:
         runner = CommandRunner(settings.node_id, producer, topics, settings.announced_address)
-        consumer = EventConsumer(settings.kafka_bootstrap, [topics.name("media.commands")],
-                                 group_id=f"roomlog-media-node-{settings.node_id}", address=settings.node_id,
-                                 client_id=settings.node_id)
+        consumer = EventConsumer(
+            settings.kafka_bootstrap,
+            [topics.name("media.commands")],
+            group_id=f"roomlog-media-node-{settings.node_id}",
+            address=settings.node_id,
+            client_id=settings.node_id,
+        )
         await consumer.start()  # listen before announcing ourselves: no command is missed
-        heartbeat = Heartbeat(producer, topics.name("media.nodes"), settings.node_id,
-                              settings.announced_address, settings.heartbeat_interval_s)
+        heartbeat = Heartbeat(
+            producer,
+            topics.name("media.nodes"),
+            settings.node_id,
+            settings.announced_address,
+            settings.heartbeat_interval_s,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         sampler = QualitySampler(runner.peers, producer, topics.name("quality.samples"))
-        tasks = [asyncio.create_task(heartbeat.run()), asyncio.create_task(runner.run(consumer)),
-                 asyncio.create_task(maintain(runner, heartbeat)),
-                 asyncio.create_task(sampler.run(settings.stats_interval_s))]
-        print(f"media node {settings.node_id} heartbeating to {topics.name('media.nodes')}",
-              file=sys.stderr, flush=True)
+        tasks = [
+            asyncio.create_task(heartbeat.run()),
+            asyncio.create_task(runner.run(consumer)),
+            asyncio.create_task(maintain(runner, heartbeat)),
+            asyncio.create_task(sampler.run(settings.stats_interval_s)),
+        ]
+        print(
+            f"media node {settings.node_id} heartbeating to {topics.name('media.nodes')}", file=sys.stderr, flush=True
+        )
         await stop.wait()
         for task in tasks:
             task.cancel()
@@ -78,8 +91,8 @@ async def maintain(runner: CommandRunner, heartbeat: Heartbeat, interval_s: floa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m media_node",
-        description="Run a roomlog media node. Configured by ROOMLOG_NODE_* env vars and "
-        "KAFKA_BOOTSTRAP.")
+        description="Run a roomlog media node. Configured by ROOMLOG_NODE_* env vars and KAFKA_BOOTSTRAP.",
+    )
     parser.add_argument("--node-id", help="override ROOMLOG_NODE_NODE_ID")
     args = parser.parse_args(argv)
     settings = NodeSettings()

@@ -61,11 +61,31 @@ NackMissHandler = Callable[[list[int]], Awaitable[None]]
 
 _R = "_RTCRtpReceiver__"
 _S = "_RTCRtpSender__"
-RECEIVER_INTERNALS = ("codecs", "rtx_ssrc", "started", "transport", "rtcp_task", "decoder_thread",
-                      "remote_streams", "active_ssrc", "nack_generator", "remote_bitrate_estimator",
-                      "rtcp_ssrc", "stop_decoder", "kind")
-SENDER_INTERNALS = ("started", "transport", "rtp_history", "rtp_header_extensions_map", "packet_count",
-                    "octet_count", "ntp_timestamp", "rtp_timestamp")
+RECEIVER_INTERNALS = (
+    "codecs",
+    "rtx_ssrc",
+    "started",
+    "transport",
+    "rtcp_task",
+    "decoder_thread",
+    "remote_streams",
+    "active_ssrc",
+    "nack_generator",
+    "remote_bitrate_estimator",
+    "rtcp_ssrc",
+    "stop_decoder",
+    "kind",
+)
+SENDER_INTERNALS = (
+    "started",
+    "transport",
+    "rtp_history",
+    "rtp_header_extensions_map",
+    "packet_count",
+    "octet_count",
+    "ntp_timestamp",
+    "rtp_timestamp",
+)
 NTP_UNIX_OFFSET_S = 2_208_988_800
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -81,12 +101,16 @@ def check_internals(receiver: RTCRtpReceiver | None = None, sender: RTCRtpSender
     missing: list[str] = []
     if receiver is not None:
         missing += [f"RTCRtpReceiver.__{n}" for n in RECEIVER_INTERNALS if not hasattr(receiver, _R + n)]
-        missing += [f"RTCRtpReceiver.{n}" for n in ("_send_rtcp_pli", "_send_rtcp_nack", "_send_rtcp",
-                                                     "_run_rtcp", "_enabled") if not hasattr(receiver, n)]
+        missing += [
+            f"RTCRtpReceiver.{n}"
+            for n in ("_send_rtcp_pli", "_send_rtcp_nack", "_send_rtcp", "_run_rtcp", "_enabled")
+            if not hasattr(receiver, n)
+        ]
     if sender is not None:
         missing += [f"RTCRtpSender.__{n}" for n in SENDER_INTERNALS if not hasattr(sender, _S + n)]
-        missing += [f"RTCRtpSender.{n}" for n in ("_ssrc", "_retransmit", "_handle_rtcp_packet")
-                    if not hasattr(sender, n)]
+        missing += [
+            f"RTCRtpSender.{n}" for n in ("_ssrc", "_retransmit", "_handle_rtcp_packet") if not hasattr(sender, n)
+        ]
     if missing:
         raise AiortcInternalsChanged("aiortc internals missing: " + ", ".join(missing))
 
@@ -117,9 +141,17 @@ def serialize(packet: RtpPacket, ids: ExtensionIds) -> bytes | None:
     with one-byte extension headers; returns None otherwise (use aiortc's serializer).
     """
     x = packet.extensions
-    if packet.csrc or packet.padding_size or ids.mid > 14 or ids.abs_send_time > 14 or ids.audio_level > 14 \
-            or x.rtp_stream_id is not None or x.repaired_rtp_stream_id is not None \
-            or x.transmission_offset is not None or x.transport_sequence_number is not None:
+    if (
+        packet.csrc
+        or packet.padding_size
+        or ids.mid > 14
+        or ids.abs_send_time > 14
+        or ids.audio_level > 14
+        or x.rtp_stream_id is not None
+        or x.repaired_rtp_stream_id is not None
+        or x.transmission_offset is not None
+        or x.transport_sequence_number is not None
+    ):
         return None
     ext = b""
     if ids.mid and x.mid is not None:
@@ -132,11 +164,32 @@ def serialize(packet: RtpPacket, ids: ExtensionIds) -> bytes | None:
     if ids.audio_level and x.audio_level is not None:
         ext += bytes((ids.audio_level << 4, (0x80 if x.audio_level[0] else 0) | (x.audio_level[1] & 0x7F)))
     if not ext:
-        return pack("!BBHLL", 0x80, (packet.marker << 7) | packet.payload_type, packet.sequence_number,
-                    packet.timestamp, packet.ssrc) + packet.payload
+        return (
+            pack(
+                "!BBHLL",
+                0x80,
+                (packet.marker << 7) | packet.payload_type,
+                packet.sequence_number,
+                packet.timestamp,
+                packet.ssrc,
+            )
+            + packet.payload
+        )
     ext += b"\x00" * (-len(ext) % 4)
-    return pack("!BBHLLHH", 0x90, (packet.marker << 7) | packet.payload_type, packet.sequence_number,
-                packet.timestamp, packet.ssrc, 0xBEDE, len(ext) >> 2) + ext + packet.payload
+    return (
+        pack(
+            "!BBHLLHH",
+            0x90,
+            (packet.marker << 7) | packet.payload_type,
+            packet.sequence_number,
+            packet.timestamp,
+            packet.ssrc,
+            0xBEDE,
+            len(ext) >> 2,
+        )
+        + ext
+        + packet.payload
+    )
 
 
 class SilentTrack(MediaStreamTrack):
@@ -236,10 +289,12 @@ class InboundTap:
         if not r._enabled:
             return
         if self._estimator is not None and packet.extensions.abs_send_time is not None:
-            remb = self._estimator.add(abs_send_time=packet.extensions.abs_send_time,
-                                       arrival_time_ms=arrival_time_ms,
-                                       payload_size=len(packet.payload) + packet.padding_size,
-                                       ssrc=packet.ssrc)
+            remb = self._estimator.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
             if remb is not None:
                 self.uplink_bitrate = remb[0]
         self._active_ssrc[packet.ssrc] = clock.current_datetime()
@@ -253,8 +308,7 @@ class InboundTap:
         if is_rtx(codec):
             original_ssrc = self._rtx_ssrc.get(packet.ssrc)
             apt = codec.parameters.get("apt")
-            if original_ssrc is None or len(packet.payload) < 2 or not isinstance(apt, int) \
-                    or apt not in self._codecs:
+            if original_ssrc is None or len(packet.payload) < 2 or not isinstance(apt, int) or apt not in self._codecs:
                 return
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
         if self.drop is not None and self.drop(packet):
@@ -294,8 +348,9 @@ async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: list[int]) ->
     rtcp_ssrc = getattr(receiver, _R + "rtcp_ssrc")
     if rtcp_ssrc is None:
         return
-    await receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
-                                             fci=pack_remb_fci(bitrate, ssrcs)))
+    await receiver._send_rtcp(
+        RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs))
+    )
 
 
 def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
@@ -447,9 +502,11 @@ class OutboundLeg:
                 self._handle_remb(packet.fci)
                 return
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            missed = [seq for seq in packet.lost
-                      if (kept := self._history.get(seq % RTP_HISTORY_SIZE)) is None
-                      or kept.sequence_number != seq]
+            missed = [
+                seq
+                for seq in packet.lost
+                if (kept := self._history.get(seq % RTP_HISTORY_SIZE)) is None or kept.sequence_number != seq
+            ]
             self.nacked += len(packet.lost)
             recent = self._nacked_recent
             for seq in packet.lost:  # only packets this leg really sent count as lost on the way

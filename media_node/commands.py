@@ -55,10 +55,16 @@ class CommandRunner:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._causes: dict[str, tuple[NodeCommand, int]] = {}
         self.handlers: dict[type[NodeCommand], Callable[[Any], Awaitable[None]]] = {
-            OpenPublisher: self.open_publisher, OpenSubscriber: self.open_subscriber,
-            AddSubscription: self.add_subscription, ApplySubscriberAnswer: self.apply_answer,
-            RemoveSubscription: self.remove_subscription, SetLayer: self.set_layer, SetPaused: self.set_paused,
-            ClosePeer: self.close_peer, CloseRoom: self.close_room, RemoveSource: self.remove_source,
+            OpenPublisher: self.open_publisher,
+            OpenSubscriber: self.open_subscriber,
+            AddSubscription: self.add_subscription,
+            ApplySubscriberAnswer: self.apply_answer,
+            RemoveSubscription: self.remove_subscription,
+            SetLayer: self.set_layer,
+            SetPaused: self.set_paused,
+            ClosePeer: self.close_peer,
+            CloseRoom: self.close_room,
+            RemoveSource: self.remove_source,
         }
 
     async def run(self, consumer: EventConsumer) -> None:
@@ -97,9 +103,17 @@ class CommandRunner:
             except Exception as exc:  # noqa: BLE001 - report every failure as a result
                 metrics.MEDIA_COMMANDS.labels(command.type, "failed").inc()
                 log.exception("command failed", extra={"room_id": command.room_id, "event_id": str(command.event_id)})
-                await self._emit(CommandFailed.caused_by(
-                    command, room_id=command.room_id, node_id=self.node_id, command_type=command.type,
-                    peer_id=getattr(command, "peer_id", None), code=type(exc).__name__, message=str(exc)[:500]))
+                await self._emit(
+                    CommandFailed.caused_by(
+                        command,
+                        room_id=command.room_id,
+                        node_id=self.node_id,
+                        command_type=command.type,
+                        peer_id=getattr(command, "peer_id", None),
+                        code=type(exc).__name__,
+                        message=str(exc)[:500],
+                    )
+                )
 
     async def _emit(self, event: Event) -> None:
         await self._producer.send(self._results, event)
@@ -110,8 +124,9 @@ class CommandRunner:
         for index, track in enumerate(c.tracks, start=1):  # track-started results are caused by this command
             self._causes[f"{c.peer_id}/{track.source_id}/{track.layer}"] = (c, index)
         sdp = await self.peers.open_publisher(c.room_id, c.peer_id, c.sdp, c.tracks)
-        await self._emit(PublisherAnswered.caused_by(c, room_id=c.room_id, peer_id=c.peer_id,
-                                                     node_id=self.node_id, sdp=sdp))
+        await self._emit(
+            PublisherAnswered.caused_by(c, room_id=c.room_id, peer_id=c.peer_id, node_id=self.node_id, sdp=sdp)
+        )
 
     async def open_subscriber(self, c: OpenSubscriber) -> None:
         self.peers.session(c.room_id, c.peer_id)
@@ -145,8 +160,9 @@ class CommandRunner:
 
     async def _track_started(self, session: PeerSession, track: TrackInfo) -> None:
         cause = self._causes.pop(f"{session.peer_id}/{track.source_id}/{track.layer}", None)
-        fields: dict[str, Any] = dict(room_id=session.room_id, peer_id=session.peer_id, node_id=self.node_id,
-                                      track=track)
+        fields: dict[str, Any] = dict(
+            room_id=session.room_id, peer_id=session.peer_id, node_id=self.node_id, track=track
+        )
         # the track started now, not when the publish was decided: streams take the deadlines of
         # the subscriptions they command from this time (a screen shared 20 s after the publisher
         # connection was negotiated used to carry that older time, and its subscriptions expired)
@@ -156,8 +172,9 @@ class CommandRunner:
 
     async def _offer(self, session: PeerSession, sdp: str, sources: list[OfferedSource]) -> None:
         cause = self._causes.get(f"offer/{session.peer_id}")
-        fields: dict[str, Any] = dict(room_id=session.room_id, peer_id=session.peer_id, node_id=self.node_id,
-                                      sdp=sdp, sources=sources)
+        fields: dict[str, Any] = dict(
+            room_id=session.room_id, peer_id=session.peer_id, node_id=self.node_id, sdp=sdp, sources=sources
+        )
         # one offer can carry several subscriptions: its id must not collide with an earlier offer's
         event = SubscriberOffered.new(correlation_id=cause[0].correlation_id if cause else None, **fields)
         if cause is not None:

@@ -58,6 +58,7 @@ class Upstream(Protocol):
     @property
     def connection(self) -> object:
         """What identifies the publisher connection this encoding arrives on."""
+
     def codec_of(self, payload_type: int) -> tuple[str, int] | None: ...
     async def request_keyframe(self, media_ssrc: int) -> None: ...
     async def request_retransmission(self, media_ssrc: int, seqs: list[int]) -> None: ...
@@ -168,8 +169,11 @@ class Encoding:
         metrics.MEDIA_UNREPAIRED_PACKETS.inc(len(lost))
         recovered = all(self.keyframe_after(s) for s in lost)
         if not recovered and any(r.current is self for r in self.readers):
-            log.info("%d packets lost upstream and not retransmitted: asking for a keyframe", len(lost),
-                     extra={"peer_id": self.source.publisher_id, "source_id": self.source.source_id})
+            log.info(
+                "%d packets lost upstream and not retransmitted: asking for a keyframe",
+                len(lost),
+                extra={"peer_id": self.source.publisher_id, "source_id": self.source.source_id},
+            )
             await self.request_keyframe(now, reason="loss")
 
     async def subscriber_missed(self, seqs: list[int]) -> None:
@@ -179,8 +183,11 @@ class Encoding:
         if not seqs or (self.repair is not None and all(self.repair.pending(s) for s in seqs)):
             return  # a retransmission may still come; check_repair asks for a keyframe if not
         if await self.request_keyframe(reason="nack_miss"):
-            log.info("a subscriber NACKed %d packets the node does not have: asked for a keyframe", len(seqs),
-                     extra={"peer_id": self.source.publisher_id, "source_id": self.source.source_id})
+            log.info(
+                "a subscriber NACKed %d packets the node does not have: asked for a keyframe",
+                len(seqs),
+                extra={"peer_id": self.source.publisher_id, "source_id": self.source.source_id},
+            )
 
     async def request_keyframe(self, now: float | None = None, reason: str = "start") -> bool:
         """Ask the publisher for a keyframe (PLI) unless one was asked for too recently."""
@@ -203,9 +210,11 @@ class Encoding:
 
     def bitrate_limit(self, now: float) -> int | None:
         """The smallest fresh estimate among this encoding's subscribers and its uplink."""
-        estimates = [r.remb for r in self.readers
-                     if r.current is self and r.remb is not None
-                     and now - r.remb_at <= self.source.remb_timeout_s]
+        estimates = [
+            r.remb
+            for r in self.readers
+            if r.current is self and r.remb is not None and now - r.remb_at <= self.source.remb_timeout_s
+        ]
         if self.upstream.uplink_bitrate is not None:
             estimates.append(self.upstream.uplink_bitrate)
         return min(estimates) if estimates else None
@@ -221,8 +230,15 @@ class Encoding:
 class Downstream:
     """One subscriber of a source: its layer choice and its continuous outgoing numbering."""
 
-    def __init__(self, source: Source, subscriber_id: str, leg: Downlink, target: Encoding,
-                 initial_seq: int | None = None, initial_ts: int | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        subscriber_id: str,
+        leg: Downlink,
+        target: Encoding,
+        initial_seq: int | None = None,
+        initial_ts: int | None = None,
+    ) -> None:
         self.source = source
         self.subscriber_id = subscriber_id
         self.leg = leg
@@ -282,9 +298,15 @@ class Downstream:
     async def start(self, packet: RtpPacket, picture_id: PictureId, now: float) -> None:
         """The target's keyframe begins: switch now, or once the current frame is complete."""
         if self.current is None:
-            log.info("first %s packet of %s/%s to %s %.2f s after subscribing", self.source.kind,
-                     self.source.publisher_id, self.source.source_id, self.subscriber_id, now - self._subscribed_at,
-                     extra={"peer_id": self.source.publisher_id, "source_id": self.source.source_id})
+            log.info(
+                "first %s packet of %s/%s to %s %.2f s after subscribing",
+                self.source.kind,
+                self.source.publisher_id,
+                self.source.source_id,
+                self.subscriber_id,
+                now - self._subscribed_at,
+                extra={"peer_id": self.source.publisher_id, "source_id": self.source.source_id},
+            )
         if self.current is not None and self._frame_open:
             self._held = [(packet, picture_id)]
             self._held_since = now
@@ -336,8 +358,12 @@ class Downstream:
         if old is not None and old is not encoding and old is not self.target and self in old.readers:
             old.readers.remove(self)
         self.switches.append((encoding.layer, packet.sequence_number, self._next_seq))
-        log.debug("layer %s from seq %d", encoding.layer, self._next_seq,
-                  extra={"peer_id": self.subscriber_id, "source_id": self.source.source_id})
+        log.debug(
+            "layer %s from seq %d",
+            encoding.layer,
+            self._next_seq,
+            extra={"peer_id": self.subscriber_id, "source_id": self.source.source_id},
+        )
 
     def rewrite(self, packet: RtpPacket, picture_id: PictureId, now: float) -> RtpPacket | None:
         """This subscriber's copy of ``packet``, or None for packets from before the switch."""
@@ -351,8 +377,11 @@ class Downstream:
         if payload_type is None:
             if not self.unsupported_codec:
                 self.unsupported_codec = True
-                log.warning("subscriber did not negotiate %s", encoding.codec_name,
-                            extra={"peer_id": self.subscriber_id, "source_id": self.source.source_id})
+                log.warning(
+                    "subscriber did not negotiate %s",
+                    encoding.codec_name,
+                    extra={"peer_id": self.subscriber_id, "source_id": self.source.source_id},
+                )
             return None
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
@@ -369,8 +398,9 @@ class Downstream:
             self._frame_open = not packet.marker
             if pic is not None:
                 self._last_pic = pic
-        out = RtpPacket(payload_type=payload_type, marker=packet.marker, sequence_number=seq,
-                        timestamp=ts, payload=payload)
+        out = RtpPacket(
+            payload_type=payload_type, marker=packet.marker, sequence_number=seq, timestamp=ts, payload=payload
+        )
         out.padding_size = packet.padding_size
         if packet.extensions.audio_level is not None:
             out.extensions.audio_level = packet.extensions.audio_level
@@ -418,9 +448,18 @@ class Downstream:
 class Source:
     """One publisher's source (camera, microphone, screen) and everyone subscribed to it."""
 
-    def __init__(self, publisher_id: str, source_id: str, kind: str, *, clock: Clock = time.monotonic,
-                 pli_interval_s: float = 0.5, remb_timeout_s: float = 5.0, nack_retry_s: float = 0.05,
-                 repair_give_up_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        publisher_id: str,
+        source_id: str,
+        kind: str,
+        *,
+        clock: Clock = time.monotonic,
+        pli_interval_s: float = 0.5,
+        remb_timeout_s: float = 5.0,
+        nack_retry_s: float = 0.05,
+        repair_give_up_s: float = 0.2,
+    ) -> None:
         self.publisher_id = publisher_id
         self.source_id = source_id
         self.kind = kind
@@ -455,8 +494,14 @@ class Source:
                 return self.encodings[candidate]
         raise LookupError(f"source {self.source_id} has no usable encoding")
 
-    async def subscribe(self, subscriber_id: str, leg: Downlink, layer: Layer = "high",
-                        initial_seq: int | None = None, initial_ts: int | None = None) -> Downstream:
+    async def subscribe(
+        self,
+        subscriber_id: str,
+        leg: Downlink,
+        layer: Layer = "high",
+        initial_seq: int | None = None,
+        initial_ts: int | None = None,
+    ) -> Downstream:
         """Start forwarding to ``leg``; video begins at the next keyframe (requested now)."""
         if subscriber_id in self.downstreams:
             raise ValueError(f"{subscriber_id} already subscribes to {self.source_id}")
@@ -521,8 +566,9 @@ class Source:
 class Forwarder:
     """Every source of one media node process."""
 
-    def __init__(self, *, clock: Clock = time.monotonic, pli_interval_s: float = 0.5,
-                 remb_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, *, clock: Clock = time.monotonic, pli_interval_s: float = 0.5, remb_timeout_s: float = 5.0
+    ) -> None:
         self.clock = clock
         self.pli_interval_s = pli_interval_s
         self.remb_timeout_s = remb_timeout_s
@@ -532,9 +578,14 @@ class Forwarder:
         """The source, created on first use."""
         key = (publisher_id, source_id)
         if key not in self.sources:
-            self.sources[key] = Source(publisher_id, source_id, kind, clock=self.clock,
-                                       pli_interval_s=self.pli_interval_s,
-                                       remb_timeout_s=self.remb_timeout_s)
+            self.sources[key] = Source(
+                publisher_id,
+                source_id,
+                kind,
+                clock=self.clock,
+                pli_interval_s=self.pli_interval_s,
+                remb_timeout_s=self.remb_timeout_s,
+            )
         return self.sources[key]
 
     def remove_source(self, publisher_id: str, source_id: str) -> Source | None:

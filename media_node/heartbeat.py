@@ -31,8 +31,7 @@ class CpuMeter:
 
 
 class Heartbeat:
-    def __init__(self, producer: EventProducer, topic: str, node_id: str, address: str,
-                 interval_s: float) -> None:
+    def __init__(self, producer: EventProducer, topic: str, node_id: str, address: str, interval_s: float) -> None:
         self._producer = producer
         self._topic = topic
         self._node_id = node_id
@@ -45,12 +44,14 @@ class Heartbeat:
         self.packets_per_s = 0.0
 
     def load(self) -> NodeLoad:
-        return NodeLoad(peers=self.peers, legs=self.legs, packets_per_s=self.packets_per_s,
-                        cpu_pct=round(self._cpu.read(), 2))
+        return NodeLoad(
+            peers=self.peers, legs=self.legs, packets_per_s=self.packets_per_s, cpu_pct=round(self._cpu.read(), 2)
+        )
 
     async def beat(self) -> None:
-        event = NodeHeartbeat.new(node_id=self._node_id, address=self._address,
-                                  started_at=self._started_at, load=self.load())
+        event = NodeHeartbeat.new(
+            node_id=self._node_id, address=self._address, started_at=self._started_at, load=self.load()
+        )
         await self._producer.send(self._topic, event)
         metrics.MEDIA_HEARTBEATS.inc()
 

@@ -129,13 +129,14 @@ class Peers:
         await pc.setLocalDescription(await pc.createAnswer())
         return announce(str(pc.localDescription.sdp), self.announced_address)
 
-    def _first_packet(self, session: PeerSession, info: TrackInfo,
-                      push: Callable[[RtpPacket, int], Awaitable[None]],
-                      tap: InboundTap) -> Callable[[RtpPacket, int], Awaitable[None]]:
+    def _first_packet(
+        self, session: PeerSession, info: TrackInfo, push: Callable[[RtpPacket, int], Awaitable[None]], tap: InboundTap
+    ) -> Callable[[RtpPacket, int], Awaitable[None]]:
         async def first(packet: RtpPacket, arrival_ms: int) -> None:
             tap.on_packet = push  # every later packet goes straight to the encoding
             await push(packet, arrival_ms)
             await self._on_track_started(session, info)
+
         return first
 
     async def _close_publisher(self, session: PeerSession) -> None:
@@ -154,8 +155,7 @@ class Peers:
 
     # --- subscribing ------------------------------------------------------------------
 
-    async def add_subscription(self, room_id: str, peer_id: str, publisher_id: str, source_id: str,
-                               layer: str) -> None:
+    async def add_subscription(self, room_id: str, peer_id: str, publisher_id: str, source_id: str, layer: str) -> None:
         source = self.sources.get((publisher_id, source_id))
         if source is None:
             raise LookupError(f"source {publisher_id}/{source_id} is not on this node")
@@ -164,7 +164,8 @@ class Peers:
             return
         if session.subscriber is None:
             pc = session.subscriber = RTCPeerConnection(
-                RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+                RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+            )
             pc.on("connectionstatechange", lambda: self._connection_changed(session))
         session.pending[source_id] = (source, layer)
         self._renegotiate_soon(session)
@@ -184,13 +185,21 @@ class Peers:
         session.retired.clear()
         for source_id, (source, layer) in session.pending.items():
             transceiver = pc.addTransceiver(source.kind, direction="sendonly")
-            session.subscriptions[source_id] = Subscription(source, transceiver, OutboundLeg(transceiver.sender),
-                                                            layer, offered=True)
+            session.subscriptions[source_id] = Subscription(
+                source, transceiver, OutboundLeg(transceiver.sender), layer, offered=True
+            )
         session.pending.clear()
         await pc.setLocalDescription(await pc.createOffer())
-        offered = [OfferedSource(source_id=source_id, peer_id=sub.source.publisher_id, kind=sub.source.kind,
-                                 layer=sub.layer, mid=sub.transceiver.mid)
-                   for source_id, sub in session.subscriptions.items()]
+        offered = [
+            OfferedSource(
+                source_id=source_id,
+                peer_id=sub.source.publisher_id,
+                kind=sub.source.kind,
+                layer=sub.layer,
+                mid=sub.transceiver.mid,
+            )
+            for source_id, sub in session.subscriptions.items()
+        ]
         await self._on_offer(session, announce(str(pc.localDescription.sdp), self.announced_address), offered)
 
     async def apply_answer(self, room_id: str, peer_id: str, sdp: str) -> None:
@@ -218,9 +227,15 @@ class Peers:
                     continue
                 if sub.leg.ready:
                     sub.active = True
-                    log.info("forwarding %s/%s to %s on mid %s ssrc %s", sub.source.publisher_id,
-                             sub.source.source_id, session.peer_id, sub.leg.mid, sub.leg.ssrc,
-                             extra={"peer_id": session.peer_id, "room_id": session.room_id})
+                    log.info(
+                        "forwarding %s/%s to %s on mid %s ssrc %s",
+                        sub.source.publisher_id,
+                        sub.source.source_id,
+                        session.peer_id,
+                        sub.leg.mid,
+                        sub.leg.ssrc,
+                        extra={"peer_id": session.peer_id, "room_id": session.room_id},
+                    )
                     await sub.source.subscribe(session.peer_id, sub.leg, sub.layer)  # type: ignore[arg-type]
                     if sub.paused:
                         await sub.source.set_paused(session.peer_id, True)
@@ -229,12 +244,19 @@ class Peers:
             if not waiting:
                 return
             await asyncio.sleep(0.05)
-        waiting_legs = [f"{sid} (mid {sub.leg.mid}, transport {sub.leg.sender.transport.state})"
-                        for sid, sub in session.subscriptions.items() if sub.offered and not sub.active]
+        waiting_legs = [
+            f"{sid} (mid {sub.leg.mid}, transport {sub.leg.sender.transport.state})"
+            for sid, sub in session.subscriptions.items()
+            if sub.offered and not sub.active
+        ]
         if waiting_legs and session.subscriber is not None:
-            log.warning("legs not ready after %.0f s (connection %s): %s", timeout_s,
-                        session.subscriber.connectionState, ", ".join(waiting_legs),
-                        extra={"peer_id": session.peer_id, "room_id": session.room_id})
+            log.warning(
+                "legs not ready after %.0f s (connection %s): %s",
+                timeout_s,
+                session.subscriber.connectionState,
+                ", ".join(waiting_legs),
+                extra={"peer_id": session.peer_id, "room_id": session.room_id},
+            )
 
     async def remove_subscription(self, peer_id: str, source_id: str) -> None:
         session = self.sessions.get(peer_id)
@@ -275,8 +297,9 @@ class Peers:
         log.info("unpublished %s/%s", peer_id, source_id, extra={"peer_id": peer_id, "room_id": session.room_id})
 
     @staticmethod
-    def _after_quiet(tap: InboundTap, then: Callable[[RtpPacket, int], Awaitable[None]],
-                     quiet_s: float = REANNOUNCE_QUIET_S) -> Callable[[RtpPacket, int], Awaitable[None]]:
+    def _after_quiet(
+        tap: InboundTap, then: Callable[[RtpPacket, int], Awaitable[None]], quiet_s: float = REANNOUNCE_QUIET_S
+    ) -> Callable[[RtpPacket, int], Awaitable[None]]:
         """Drop packets until none came for ``quiet_s``; from then on hand them to ``then``."""
         loop = asyncio.get_running_loop()
         last = loop.time()
@@ -288,6 +311,7 @@ class Peers:
             if quiet:
                 tap.on_packet = then
                 await then(packet, arrival_ms)
+
         return wait
 
     async def set_layer(self, peer_id: str, source_id: str, layer: str) -> None:

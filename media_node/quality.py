@@ -72,8 +72,13 @@ class QualitySampler:
         loss = 100.0 * missed / (got + missed) if got + missed > 0 else 0.0
         seconds = now.at - last.at
         kbps = 8 * (now.octets - last.octets) / 1000 / seconds if seconds > 0 else 0.0
-        return Delta(max(0, got), round(min(loss, 100.0), 2), round(max(kbps, 0.0), 1),
-                     max(0, now.nacks - last.nacks), max(0, now.plis - last.plis))
+        return Delta(
+            max(0, got),
+            round(min(loss, 100.0), 2),
+            round(max(kbps, 0.0), 1),
+            max(0, now.nacks - last.nacks),
+            max(0, now.plis - last.plis),
+        )
 
     async def sample(self) -> list[QualitySample]:
         samples: list[QualitySample] = []
@@ -97,20 +102,42 @@ class QualitySampler:
                 continue
             leg = f"pub/{key}"
             live.add((session.peer_id, leg))
-            d = self._delta((session.peer_id, leg), Totals(
-                inbound.packetsReceived, inbound.packetsLost, encoding.bytes_in, tap.nacks_sent,
-                encoding.keyframe_requests_sent, self.clock()))
+            d = self._delta(
+                (session.peer_id, leg),
+                Totals(
+                    inbound.packetsReceived,
+                    inbound.packetsLost,
+                    encoding.bytes_in,
+                    tap.nacks_sent,
+                    encoding.keyframe_requests_sent,
+                    self.clock(),
+                ),
+            )
             kind = tap.receiver.track.kind if tap.receiver.track else encoding.source.kind
             clock = CLOCK_RATE.get(kind, 90_000)
-            out.append(QualitySample.new(
-                room_id=session.room_id, peer_id=session.peer_id, leg=leg, source="node",
-                loss_pct=d.loss_pct, jitter_ms=round(1000 * (inbound.jitter or 0) / clock, 2),
-                bitrate_kbps=d.kbps, source_id=info.source_id, kind=kind, layer=info.layer,
-                layers=sorted(encoding.source.encodings), packets=d.packets, nacks=d.nacks, plis=d.plis))
+            out.append(
+                QualitySample.new(
+                    room_id=session.room_id,
+                    peer_id=session.peer_id,
+                    leg=leg,
+                    source="node",
+                    loss_pct=d.loss_pct,
+                    jitter_ms=round(1000 * (inbound.jitter or 0) / clock, 2),
+                    bitrate_kbps=d.kbps,
+                    source_id=info.source_id,
+                    kind=kind,
+                    layer=info.layer,
+                    layers=sorted(encoding.source.encodings),
+                    packets=d.packets,
+                    nacks=d.nacks,
+                    plis=d.plis,
+                )
+            )
         return out
 
-    async def _subscriber_sample(self, session: PeerSession, source_id: str, sub: Subscription,
-                                 live: set[tuple[str, str]]) -> QualitySample | None:
+    async def _subscriber_sample(
+        self, session: PeerSession, source_id: str, sub: Subscription, live: set[tuple[str, str]]
+    ) -> QualitySample | None:
         report = await sub.transceiver.sender.getStats()
         outbound, remote = _stat(report, "outbound-rtp"), _stat(report, "remote-inbound-rtp")
         if outbound is None:
@@ -119,9 +146,17 @@ class QualitySampler:
         live.add((session.peer_id, leg))
         source = sub.source
         downstream = source.downstreams.get(session.peer_id)
-        d = self._delta((session.peer_id, leg), Totals(
-            outbound.packetsSent, remote.packetsLost if remote is not None else 0, outbound.bytesSent,
-            sub.leg.nacked_distinct, sub.leg.keyframe_requests, self.clock()))
+        d = self._delta(
+            (session.peer_id, leg),
+            Totals(
+                outbound.packetsSent,
+                remote.packetsLost if remote is not None else 0,
+                outbound.bytesSent,
+                sub.leg.nacked_distinct,
+                sub.leg.keyframe_requests,
+                self.clock(),
+            ),
+        )
         nack_loss = 100.0 * d.nacks / d.packets if d.packets > 0 else 0.0
         # nothing sent (a paused leg): a late receiver report's count is not this interval's loss
         loss = round(min(100.0, max(d.loss_pct, nack_loss)), 2) if d.packets > 0 else 0.0
@@ -129,19 +164,33 @@ class QualitySampler:
         rtt = max(0.0, remote.roundTripTime or 0.0) if remote is not None else 0.0
         clock = CLOCK_RATE.get(source.kind, 90_000)
         jitter = max(0, remote.jitter or 0) if remote is not None else 0
-        fresh_remb = downstream is not None and downstream.remb is not None and \
-            source.clock() - downstream.remb_at <= source.remb_timeout_s
+        fresh_remb = (
+            downstream is not None
+            and downstream.remb is not None
+            and source.clock() - downstream.remb_at <= source.remb_timeout_s
+        )
         if source.kind == "video":
             metrics.MEDIA_SUBSCRIBER_LOSS.observe(loss / 100)
         return QualitySample.new(
-            room_id=session.room_id, peer_id=session.peer_id, leg=leg, source="node",
-            loss_pct=loss, rtt_ms=round(1000 * rtt, 2), jitter_ms=round(1000 * jitter / clock, 2),
-            bitrate_kbps=d.kbps, source_id=source_id, publisher_peer_id=source.publisher_id, kind=source.kind,
+            room_id=session.room_id,
+            peer_id=session.peer_id,
+            leg=leg,
+            source="node",
+            loss_pct=loss,
+            rtt_ms=round(1000 * rtt, 2),
+            jitter_ms=round(1000 * jitter / clock, 2),
+            bitrate_kbps=d.kbps,
+            source_id=source_id,
+            publisher_peer_id=source.publisher_id,
+            kind=source.kind,
             layer=downstream.layer if downstream is not None and not downstream.paused else None,
-            layers=sorted(source.encodings), paused=downstream.paused if downstream is not None else False,
-            packets=d.packets, nacks=d.nacks, plis=d.plis,
-            bandwidth_kbps=round(downstream.remb / 1000, 1) if fresh_remb and downstream and downstream.remb
-            else None)
+            layers=sorted(source.encodings),
+            paused=downstream.paused if downstream is not None else False,
+            packets=d.packets,
+            nacks=d.nacks,
+            plis=d.plis,
+            bandwidth_kbps=round(downstream.remb / 1000, 1) if fresh_remb and downstream and downstream.remb else None,
+        )
 
     async def run(self, interval_s: float) -> None:
         loop = asyncio.get_running_loop()

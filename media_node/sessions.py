@@ -37,8 +37,9 @@ def codec_capabilities(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecCapabi
     chosen: list[RTCRtpCodecCapability] = []
     for capability in RTCRtpSender.getCapabilities(transceiver.kind).codecs:
         name = capability.mimeType.lower()
-        if (name == primary.mimeType.lower() and capability.parameters == primary.parameters) or \
-                (name.endswith("/rtx") and any(c.name.lower() == "rtx" for c in negotiated)):
+        if (name == primary.mimeType.lower() and capability.parameters == primary.parameters) or (
+            name.endswith("/rtx") and any(c.name.lower() == "rtx" for c in negotiated)
+        ):
             chosen.append(capability)
     return chosen if any(not c.mimeType.lower().endswith("/rtx") for c in chosen) else []
 
@@ -46,8 +47,7 @@ def codec_capabilities(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecCapabi
 class PublisherSession:
     """The node's end of one publisher's PeerConnection."""
 
-    def __init__(self, publisher_id: str, forwarder: Forwarder,
-                 configuration: RTCConfiguration | None = None) -> None:
+    def __init__(self, publisher_id: str, forwarder: Forwarder, configuration: RTCConfiguration | None = None) -> None:
         self.publisher_id = publisher_id
         self.forwarder = forwarder
         self.pc = RTCPeerConnection(configuration or publisher_configuration())
@@ -92,14 +92,16 @@ class SubscriberSession:
 
     def __init__(self, subscriber_id: str, configuration: RTCConfiguration | None = None) -> None:
         self.subscriber_id = subscriber_id
-        self.pc = RTCPeerConnection(configuration or RTCConfiguration(
-            iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.pc = RTCPeerConnection(
+            configuration or RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
         self.downstreams: dict[tuple[str, str], Downstream] = {}
         self.legs: dict[tuple[str, str], OutboundLeg] = {}
         self.transceivers: dict[tuple[str, str], RTCRtpTransceiver] = {}
 
-    async def add(self, source: Source, layer: Layer = "high",
-                  codecs: Sequence[RTCRtpCodecCapability] = ()) -> Downstream:
+    async def add(
+        self, source: Source, layer: Layer = "high", codecs: Sequence[RTCRtpCodecCapability] = ()
+    ) -> Downstream:
         """A new sendonly transceiver forwarding ``source``; call :meth:`offer` next."""
         key = (source.publisher_id, source.source_id)
         transceiver = self.pc.addTransceiver(SilentTrack(source.kind), direction="sendonly")

@@ -26,10 +26,10 @@ class NodeSettings(BaseSettings):
     metrics_port: int = 0
     #: Make any codec construction raise (tests prove forwarding never decodes/encodes).
     forbid_codecs: bool = False
-    kafka_bootstrap: str = Field(default="127.0.0.1:19092",
-validation_alias=AliasChoices("KAFKA_BOOTSTRAP",
-                                                               "ROOMLOG_NODE_KAFKA_BOOTSTRAP"))
-    topic_prefix: str = Field(default="",
-validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
-                                                               "ROOMLOG_NODE_TOPIC_PREFIX"))
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "ROOMLOG_NODE_KAFKA_BOOTSTRAP")
+    )
+    topic_prefix: str = Field(
+        default="", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX", "ROOMLOG_NODE_TOPIC_PREFIX")
+    )
     log_level: str = "info"

@@ -7,8 +7,18 @@ import logging
 import sys
 from typing import Any
 
-CONTEXT_FIELDS = ("room_id", "peer_id", "event_id", "node_id", "gateway_id", "session_id",
-                  "topic", "offset", "reason", "service")
+CONTEXT_FIELDS = (
+    "room_id",
+    "peer_id",
+    "event_id",
+    "node_id",
+    "gateway_id",
+    "session_id",
+    "topic",
+    "offset",
+    "reason",
+    "service",
+)
 
 
 class JsonFormatter(logging.Formatter):

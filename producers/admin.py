@@ -36,14 +36,12 @@ async def create_topics(bootstrap: str, prefix: str = "", *, quiet: bool = False
     if not quiet:
         for name in created:
             print(f"created {name}", file=sys.stderr)
-        print(f"{len(created)} topics created, {len(all_specs()) - len(created)} already present",
-              file=sys.stderr)
+        print(f"{len(created)} topics created, {len(all_specs()) - len(created)} already present", file=sys.stderr)
     return created
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m producers.admin",
-                                     description="Manage roomlog's Kafka topics.")
+    parser = argparse.ArgumentParser(prog="python -m producers.admin", description="Manage roomlog's Kafka topics.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     create = sub.add_parser("create-topics", help="create every registry topic that is missing")
     create.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"))

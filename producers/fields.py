@@ -83,6 +83,7 @@ def chat_text(text: str) -> str:
     if not stripped:
         raise InvalidChatText("chat_empty", "a chat message needs some text")
     if len(stripped) > CHAT_MAX_CHARS:
-        raise InvalidChatText("chat_too_long",
-                              f"a chat message is at most {CHAT_MAX_CHARS} characters, not {len(stripped)}")
+        raise InvalidChatText(
+            "chat_too_long", f"a chat message is at most {CHAT_MAX_CHARS} characters, not {len(stripped)}"
+        )
     return stripped

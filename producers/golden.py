@@ -83,11 +83,7 @@ def _example(annotation: Any, name: str, info: FieldInfo | None = None) -> Any:
 
 def example_payload(cls: type[Event]) -> dict[str, Any]:
     """A complete, valid payload for ``cls`` with every field filled."""
-    payload = {
-        k: _example(f.annotation, k, f)
-        for k, f in cls.model_fields.items()
-        if k != "type"
-    }
+    payload = {k: _example(f.annotation, k, f) for k, f in cls.model_fields.items() if k != "type"}
     payload["type"] = cls.model_fields["type"].default
     payload["occurred_at"] = _EPOCH.isoformat()
     payload["schema_version"] = SCHEMA_VERSION

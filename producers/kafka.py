@@ -90,10 +90,16 @@ class EventProducer:
             headers=trace_headers(event),
         )
 
-    async def send_raw(self, topic: str, value: bytes, *, key: bytes | None = None,
-                       headers: Headers | None = None, partition: int | None = None) -> RecordMetadata:
-        fut = await self._producer.send(topic, value=value, key=key, headers=headers or [],
-                                        partition=partition)
+    async def send_raw(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> RecordMetadata:
+        fut = await self._producer.send(topic, value=value, key=key, headers=headers or [], partition=partition)
         return await fut
 
     async def partitions(self, topic: str) -> int:
@@ -192,8 +198,10 @@ class EventConsumer:
         while True:
             record = await self._consumer.getone()
             await self._commit_pending()
-            if self._address is not None and record.key is not None and (
-                record.key.decode(errors="replace") != self._address
+            if (
+                self._address is not None
+                and record.key is not None
+                and (record.key.decode(errors="replace") != self._address)
             ):
                 self._pending = record
                 continue
@@ -204,12 +212,10 @@ class EventConsumer:
                 self._pending = record
                 continue
             self._pending = record
-            yield Received(event, record.topic, record.partition, record.offset,
-                           record.timestamp, record.headers)
+            yield Received(event, record.topic, record.partition, record.offset, record.timestamp, record.headers)
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: DecodeError) -> None:
-        log.warning("dead letter", extra={"topic": record.topic, "offset": record.offset,
-                                          "reason": exc.reason})
+        log.warning("dead letter", extra={"topic": record.topic, "offset": record.offset, "reason": exc.reason})
         if self._dead_letters is None:
             return
         await self._dead_letters.send_raw(

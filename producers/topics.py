@@ -47,16 +47,20 @@ REGISTRY: tuple[TopicSpec, ...] = (
     TopicSpec("media.nodes", "node_id", 1, retention_ms=DAY_MS, description="heartbeats, placement requests"),
     TopicSpec("node.facts", "node_id", 1, retention_ms=None, description="node liveness decisions"),
     TopicSpec("quality.samples", "room_id", ROOM_PARTITIONS, retention_ms=3 * DAY_MS, description="stats samples"),
-    TopicSpec("quality.facts", "room_id", ROOM_PARTITIONS, retention_ms=30 * DAY_MS,
-              description="quality decisions (layers, pauses, dynacast)"),
+    TopicSpec(
+        "quality.facts",
+        "room_id",
+        ROOM_PARTITIONS,
+        retention_ms=30 * DAY_MS,
+        description="quality decisions (layers, pauses, dynacast)",
+    ),
     TopicSpec("station.events", "station_id", 4, description="station registry and command results"),
     TopicSpec("station.commands", "station_id", 4, retention_ms=DAY_MS, description="commands for edge agents"),
     TopicSpec("call.events", "call_id", 4, description="invites and outcomes"),
     TopicSpec("recording.commands", "room_id", 4, description="recorder commands"),
     TopicSpec("recording.events", "room_id", 4, description="recording progress"),
     TopicSpec("recording.intents", "room_id", 4, description="recording start/stop requests"),
-    TopicSpec("recording.facts", "room_id", 4, retention_ms=None,
-              description="recording decisions; replayable"),
+    TopicSpec("recording.facts", "room_id", 4, retention_ms=None, description="recording decisions; replayable"),
 )
 
 _BY_NAME = {spec.name: spec for spec in REGISTRY}
@@ -71,7 +75,11 @@ def spec(name: str) -> TopicSpec:
 
 def dlq_spec(source: TopicSpec) -> TopicSpec:
     return TopicSpec(
-        f"{source.name}.dlq", source.key, 1, retention_ms=30 * DAY_MS, dlq=False,
+        f"{source.name}.dlq",
+        source.key,
+        1,
+        retention_ms=30 * DAY_MS,
+        dlq=False,
         description=f"dead letters of {source.name}",
     )
 

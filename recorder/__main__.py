@@ -22,8 +22,12 @@ log = logging.getLogger("recorder")
 
 async def run(settings: RecorderSettings) -> None:
     topics = Topics(settings.topic_prefix)
-    minio = minio_client(settings.minio_endpoint, settings.minio_access_key,
-                         settings.minio_secret_key.get_secret_value(), settings.minio_secure)
+    minio = minio_client(
+        settings.minio_endpoint,
+        settings.minio_access_key,
+        settings.minio_secret_key.get_secret_value(),
+        settings.minio_secure,
+    )
     async with EventProducer(settings.kafka_bootstrap, client_id=settings.recorder_id) as producer:
         recorder = Recorder(settings, producer, topics, minio)
         stop = asyncio.Event()
@@ -31,8 +35,11 @@ async def run(settings: RecorderSettings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         task = asyncio.create_task(recorder.run())
-        print(f"recorder {settings.recorder_id} consuming {topics.name('recording.commands')}",
-              file=sys.stderr, flush=True)
+        print(
+            f"recorder {settings.recorder_id} consuming {topics.name('recording.commands')}",
+            file=sys.stderr,
+            flush=True,
+        )
         done, _ = await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -46,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m recorder",
         description="Run a roomlog recorder: executes StartRecording/StopRecording from recording.commands. "
-        "Configured by ROOMLOG_RECORDER_* env vars, KAFKA_BOOTSTRAP and MINIO_*.")
+        "Configured by ROOMLOG_RECORDER_* env vars, KAFKA_BOOTSTRAP and MINIO_*.",
+    )
     parser.add_argument("--recorder-id", help="override ROOMLOG_RECORDER_RECORDER_ID")
     args = parser.parse_args(argv)
     settings = RecorderSettings()

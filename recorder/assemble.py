@@ -39,7 +39,7 @@ class TrackFiles:
 def list_tracks(client: Minio, bucket: str, prefix: str) -> dict[str, TrackFiles]:
     tracks: dict[str, TrackFiles] = {}
     for obj in client.list_objects(bucket, prefix=prefix, recursive=True):
-        rest = (obj.object_name or "")[len(prefix):]
+        rest = (obj.object_name or "")[len(prefix) :]
         track_id, _, name = rest.rpartition("/")
         if not track_id or "/" not in track_id:
             continue  # manifest.json, track files (<peer>/<source>.webm)
@@ -89,8 +89,14 @@ def remux(sources: list[tuple[int, Path]], out: Path) -> dict[str, Any]:
                     spans.append((index, seg_first, end))
                     first_pts = seg_first if first_pts is None else first_pts
                     last_end = max(last_end, end)
-    return {"frames": frames, "first_s": first_pts or 0.0, "end_s": last_end, "spans": spans,
-            "width": width, "height": height}
+    return {
+        "frames": frames,
+        "first_s": first_pts or 0.0,
+        "end_s": last_end,
+        "spans": spans,
+        "width": width,
+        "height": height,
+    }
 
 
 def gaps_of(segments: list[int], spans: list[tuple[int, float, float]]) -> list[dict[str, Any]]:
@@ -121,36 +127,53 @@ def assemble_track(client: Minio, bucket: str, prefix: str, files: TrackFiles, w
     meta = files.meta
     start_s = float(meta.get("start_s", 0.0))
     return {
-        "track_id": files.track_id, "peer_id": meta.get("peer_id", files.track_id.split("/")[0]),
-        "identity": meta.get("identity", ""), "source_id": meta.get("source_id", ""),
-        "kind": meta.get("kind", ""), "codec": meta.get("codec", ""), "object_key": key,
-        "start_s": start_s, "duration_s": round(info["end_s"] - 0.0, 3), "first_frame_s": info["first_s"],
-        "size_bytes": out.stat().st_size, "frames": info["frames"],
-        "width": info["width"], "height": info["height"], "segments": len(files.segments),
+        "track_id": files.track_id,
+        "peer_id": meta.get("peer_id", files.track_id.split("/")[0]),
+        "identity": meta.get("identity", ""),
+        "source_id": meta.get("source_id", ""),
+        "kind": meta.get("kind", ""),
+        "codec": meta.get("codec", ""),
+        "object_key": key,
+        "start_s": start_s,
+        "duration_s": round(info["end_s"] - 0.0, 3),
+        "first_frame_s": info["first_s"],
+        "size_bytes": out.stat().st_size,
+        "frames": info["frames"],
+        "width": info["width"],
+        "height": info["height"],
+        "segments": len(files.segments),
         "gaps": gaps_of(sorted(files.segments), info["spans"]),
     }
 
 
-def assemble(client: Minio, bucket: str, room_id: str, recording_id: str, started_at: str | None,
-             stopped_at: str) -> dict[str, Any]:
+def assemble(
+    client: Minio, bucket: str, room_id: str, recording_id: str, started_at: str | None, stopped_at: str
+) -> dict[str, Any]:
     """Build every track file and the manifest; returns the manifest (blocking I/O)."""
     prefix = recording_prefix(room_id, recording_id)
     tracks = list_tracks(client, bucket, prefix)
     with tempfile.TemporaryDirectory(prefix="roomlog-assemble-") as tmp:
-        entries = [assemble_track(client, bucket, prefix, tracks[t], Path(tmp))
-                   for t in sorted(tracks) if tracks[t].segments]
+        entries = [
+            assemble_track(client, bucket, prefix, tracks[t], Path(tmp)) for t in sorted(tracks) if tracks[t].segments
+        ]
     entries.sort(key=lambda e: (e["start_s"], e["track_id"]))
     duration = max((e["start_s"] + e["duration_s"] for e in entries), default=0.0)
     manifest = {
-        "recording_id": recording_id, "room_id": room_id, "started_at": started_at, "stopped_at": stopped_at,
-        "duration_s": round(duration, 3), "size_bytes": sum(e["size_bytes"] for e in entries),
+        "recording_id": recording_id,
+        "room_id": room_id,
+        "started_at": started_at,
+        "stopped_at": stopped_at,
+        "duration_s": round(duration, 3),
+        "size_bytes": sum(e["size_bytes"] for e in entries),
         "peers": sorted({e["identity"] or e["peer_id"] for e in entries}),
-        "codecs": sorted({e["codec"] for e in entries}), "tracks": entries,
+        "codecs": sorted({e["codec"] for e in entries}),
+        "tracks": entries,
     }
     put_json(client, bucket, f"{prefix}manifest.json", manifest)
     return manifest
 
 
-async def assemble_async(client: Minio, bucket: str, room_id: str, recording_id: str, started_at: str | None,
-                         stopped_at: str) -> dict[str, Any]:
+async def assemble_async(
+    client: Minio, bucket: str, room_id: str, recording_id: str, started_at: str | None, stopped_at: str
+) -> dict[str, Any]:
     return await asyncio.to_thread(assemble, client, bucket, room_id, recording_id, started_at, stopped_at)

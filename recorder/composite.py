@@ -26,9 +26,11 @@ Progress = Callable[[float], Awaitable[None]]
 
 def _tile(i: int, track: dict[str, Any], w: int, h: int, out: str) -> str:
     start = max(0.0, float(track.get("start_s", 0.0)))
-    return (f"[{i}:v]fps={FPS},scale={w}:{h}:force_original_aspect_ratio=decrease,"
-            f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,"
-            f"tpad=start_duration={start:.3f}:start_mode=add:color=black,setpts=PTS-STARTPTS[{out}]")
+    return (
+        f"[{i}:v]fps={FPS},scale={w}:{h}:force_original_aspect_ratio=decrease,"
+        f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,"
+        f"tpad=start_duration={start:.3f}:start_mode=add:color=black,setpts=PTS-STARTPTS[{out}]"
+    )
 
 
 def filter_graph(tracks: list[dict[str, Any]], layout: str, duration_s: float) -> tuple[str, bool]:
@@ -78,18 +80,33 @@ def command(inputs: list[Path], graph: str, audio: bool, duration_s: float, out:
     args += ["-filter_complex", graph, "-map", "[v]"]
     if audio:
         args += ["-map", "[a]", "-c:a", "aac", "-b:a", "128k"]
-    args += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-r", str(FPS),
-             "-t", f"{duration_s:.3f}", "-movflags", "+faststart", str(out)]
+    args += [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-r",
+        str(FPS),
+        "-t",
+        f"{duration_s:.3f}",
+        "-movflags",
+        "+faststart",
+        str(out),
+    ]
     return args
 
 
-async def render(inputs: list[Path], tracks: list[dict[str, Any]], layout: str, duration_s: float, out: Path,
-                 progress: Progress) -> float:
+async def render(
+    inputs: list[Path], tracks: list[dict[str, Any]], layout: str, duration_s: float, out: Path, progress: Progress
+) -> float:
     """Run ffmpeg; report progress (percent) as it goes; returns the render's wall time."""
     graph, audio = filter_graph(tracks, layout, duration_s)
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(*command(inputs, graph, audio, duration_s, out),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *command(inputs, graph, audio, duration_s, out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     assert proc.stdout is not None and proc.stderr is not None
     errors = asyncio.create_task(proc.stderr.read())
     async for raw in proc.stdout:

@@ -111,7 +111,7 @@ class FrameAssembler:
 
     def _frame(self, packets: list[RtpPacket], arrival: float) -> Frame:
         if self.video:
-            data = b"".join(p.payload[vp8_descriptor_size(p.payload):] for p in packets)
+            data = b"".join(p.payload[vp8_descriptor_size(p.payload) :] for p in packets)
             keyframe = vp8_keyframe_start(packets[0].payload)
         else:
             data, keyframe = packets[0].payload, True
@@ -158,8 +158,9 @@ class FrameAssembler:
         current = self._packets.get(self._next)
         ts = current[0].timestamp if current is not None else None
         later = sorted(s for s in self._packets if s > self._next)
-        resume = next((s for s in later if self._start(self._packets[s][0])
-                       and self._packets[s][0].timestamp != ts), None)
+        resume = next(
+            (s for s in later if self._start(self._packets[s][0]) and self._packets[s][0].timestamp != ts), None
+        )
         self.lost += 1
         if self.video:
             self.needs_keyframe = True

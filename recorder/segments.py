@@ -42,8 +42,16 @@ class Segment:
 
 
 class TrackWriter:
-    def __init__(self, track_id: str, codec: str, spool: Path, segment_s: float, first_index: int,
-                 on_closed: Callable[[Segment], None], base_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        track_id: str,
+        codec: str,
+        spool: Path,
+        segment_s: float,
+        first_index: int,
+        on_closed: Callable[[Segment], None],
+        base_s: float = 0.0,
+    ) -> None:
         self.track_id = track_id
         self.codec = codec.lower()
         if self.codec not in CODECS:
@@ -127,10 +135,16 @@ class TrackWriter:
             return None
         self._container.close()
         segment = Segment(
-            track_id=self.track_id, index=self.index, path=self._path,
+            track_id=self.track_id,
+            index=self.index,
+            path=self._path,
             start_s=self._seg_start / self.clock,
             duration_s=(self._seg_last - self._seg_start) / self.clock + LAST_FRAME_S[self.codec],
-            frames=self._seg_frames, size_bytes=os.path.getsize(self._path), width=self.width, height=self.height)
+            frames=self._seg_frames,
+            size_bytes=os.path.getsize(self._path),
+            width=self.width,
+            height=self.height,
+        )
         self._container = self._stream = self._path = None
         self.index += 1
         if segment.frames:

@@ -92,9 +92,14 @@ class Recorder:
         self.producer = producer
         self.topics = topics
         self.minio = minio
-        self.uploader = Uploader(minio, settings.bucket, spool_limit_bytes=settings.spool_limit_bytes,
-                                 give_up_s=settings.upload_give_up_s, on_uploaded=self._uploaded,
-                                 on_failed=self._upload_failed)
+        self.uploader = Uploader(
+            minio,
+            settings.bucket,
+            spool_limit_bytes=settings.spool_limit_bytes,
+            give_up_s=settings.upload_give_up_s,
+            on_uploaded=self._uploaded,
+            on_failed=self._upload_failed,
+        )
         self.running: dict[str, Running] = {}
         self.holds = Holds()
         self.executed: set[str] = set()
@@ -114,13 +119,26 @@ class Recorder:
         room_id = run.command.room_id if run else upload.object_key.split("/")[1]
         track = upload.meta.get("track", {})
         self.segments_uploaded += 1
-        await self.emit(RecordingSegmentUploaded.new(
-            room_id=room_id, recording_id=upload.recording_id, object_key=upload.object_key,
-            size_bytes=segment.size_bytes, duration_s=round(segment.duration_s, 3), track_id=segment.track_id,
-            peer_id=track.get("peer_id"), identity=track.get("identity"), source_id=track.get("source_id"),
-            kind=track.get("kind"), codec=track.get("codec"), index=segment.index,
-            start_s=round(float(track.get("start_s", 0.0)) + segment.start_s, 3), frames=segment.frames,
-            width=segment.width, height=segment.height))
+        await self.emit(
+            RecordingSegmentUploaded.new(
+                room_id=room_id,
+                recording_id=upload.recording_id,
+                object_key=upload.object_key,
+                size_bytes=segment.size_bytes,
+                duration_s=round(segment.duration_s, 3),
+                track_id=segment.track_id,
+                peer_id=track.get("peer_id"),
+                identity=track.get("identity"),
+                source_id=track.get("source_id"),
+                kind=track.get("kind"),
+                codec=track.get("codec"),
+                index=segment.index,
+                start_s=round(float(track.get("start_s", 0.0)) + segment.start_s, 3),
+                frames=segment.frames,
+                width=segment.width,
+                height=segment.height,
+            )
+        )
 
     async def _upload_failed(self, recording_id: str, exc: Exception) -> None:
         await self.fail(recording_id, str(exc))
@@ -175,10 +193,16 @@ class Recorder:
     async def _join(self, run: Running, resumed: Resumed | None) -> None:
         c = run.command
         spool = Path(self.settings.spool_dir) / self.settings.recorder_id / c.recording_id
-        recording = RoomRecording(room_id=c.room_id, recording_id=c.recording_id,
-                                  segment_s=c.segment_s or self.settings.segment_s, spool=spool,
-                                  uploader=self.uploader, hold_s=self.settings.reorder_hold_s,
-                                  resumed=resumed, started_at=time.time())
+        recording = RoomRecording(
+            room_id=c.room_id,
+            recording_id=c.recording_id,
+            segment_s=c.segment_s or self.settings.segment_s,
+            spool=spool,
+            uploader=self.uploader,
+            hold_s=self.settings.reorder_hold_s,
+            resumed=resumed,
+            started_at=time.time(),
+        )
         run.recording = recording
         try:
             token = await self._token(c.room_id)
@@ -187,17 +211,35 @@ class Recorder:
         except Exception as exc:  # noqa: BLE001 - any join failure ends the recording, reported
             await self.fail(c.recording_id, f"could not join room {c.room_id}: {exc}")
             return
-        log.info("recording %s of room %s%s", c.recording_id, c.room_id, " (taken over)" if resumed else "",
-                 extra={"room_id": c.room_id})
-        await self.emit(RecordingStarted.new(room_id=c.room_id, recording_id=c.recording_id,
-                                             recorder_id=self.settings.recorder_id, takeover=resumed is not None))
+        log.info(
+            "recording %s of room %s%s",
+            c.recording_id,
+            c.room_id,
+            " (taken over)" if resumed else "",
+            extra={"room_id": c.room_id},
+        )
+        await self.emit(
+            RecordingStarted.new(
+                room_id=c.room_id,
+                recording_id=c.recording_id,
+                recorder_id=self.settings.recorder_id,
+                takeover=resumed is not None,
+            )
+        )
 
     async def _token(self, room_id: str) -> str:
         async with httpx.AsyncClient(timeout=10) as client:
-            r = await client.post(f"{self.settings.api_url.rstrip('/')}/v1/tokens",
-                                  headers={"X-API-Secret": self.settings.api_secret.get_secret_value()},
-                                  json={"identity": f"recorder-{self.settings.recorder_id}", "name": "recorder",
-                                        "room": room_id, "grants": ["join", "subscribe", "record"], "ttl_s": 86_400})
+            r = await client.post(
+                f"{self.settings.api_url.rstrip('/')}/v1/tokens",
+                headers={"X-API-Secret": self.settings.api_secret.get_secret_value()},
+                json={
+                    "identity": f"recorder-{self.settings.recorder_id}",
+                    "name": "recorder",
+                    "room": room_id,
+                    "grants": ["join", "subscribe", "record"],
+                    "ttl_s": 86_400,
+                },
+            )
             r.raise_for_status()
             return str(r.json()["token"])
 
@@ -208,14 +250,20 @@ class Recorder:
         self.executed.add(key)
         run = self.running.get(command.recording_id)
         if run is None:
-            run = Running(StartRecording.new(room_id=command.room_id, recording_id=command.recording_id),
-                          TopicPartition("", 0), 0)
+            run = Running(
+                StartRecording.new(room_id=command.room_id, recording_id=command.recording_id), TopicPartition("", 0), 0
+            )
             prefix = recording_prefix(command.room_id, command.recording_id)
             if await self._storage(self._exists, prefix + "manifest.json"):
                 return  # finished before (a re-read after a takeover or restart)
             if not await self._storage(self._exists, prefix + "recording.json"):
-                await self.emit(RecordingFailed.new(room_id=command.room_id, recording_id=command.recording_id,
-                                                    error="stopped before anything was recorded"))
+                await self.emit(
+                    RecordingFailed.new(
+                        room_id=command.room_id,
+                        recording_id=command.recording_id,
+                        error="stopped before anything was recorded",
+                    )
+                )
                 return
             self.running[command.recording_id] = run
         if run.stopping:
@@ -237,19 +285,34 @@ class Recorder:
         started = run.recording.started_at if run.recording else None
         try:
             manifest = await self._storage(
-                assemble, self.minio, self.settings.bucket, c.room_id, c.recording_id,
-                datetime.fromtimestamp(started, UTC).isoformat() if started else None, stopped_at)
+                assemble,
+                self.minio,
+                self.settings.bucket,
+                c.room_id,
+                c.recording_id,
+                datetime.fromtimestamp(started, UTC).isoformat() if started else None,
+                stopped_at,
+            )
         except Exception as exc:  # noqa: BLE001 - reported as the recording's failure
             await self.fail(c.recording_id, f"assembling the track files failed: {exc}")
             return
-        await self.emit(RecordingCompleted.new(
-            room_id=c.room_id, recording_id=c.recording_id, duration_s=manifest["duration_s"],
-            size_bytes=manifest["size_bytes"], manifest_key=recording_prefix(c.room_id, c.recording_id) +
-            "manifest.json", tracks=manifest["tracks"], participants=manifest["peers"], codecs=manifest["codecs"]))
+        await self.emit(
+            RecordingCompleted.new(
+                room_id=c.room_id,
+                recording_id=c.recording_id,
+                duration_s=manifest["duration_s"],
+                size_bytes=manifest["size_bytes"],
+                manifest_key=recording_prefix(c.room_id, c.recording_id) + "manifest.json",
+                tracks=manifest["tracks"],
+                participants=manifest["peers"],
+                codecs=manifest["codecs"],
+            )
+        )
         self.running.pop(c.recording_id, None)
         self.holds.running.pop(c.recording_id, None)
-        log.info("recording %s completed: %d tracks", c.recording_id, len(manifest["tracks"]),
-                 extra={"room_id": c.room_id})
+        log.info(
+            "recording %s completed: %d tracks", c.recording_id, len(manifest["tracks"]), extra={"room_id": c.room_id}
+        )
 
     async def _composite(self, c: RenderComposite) -> None:
         prefix = recording_prefix(c.room_id, c.recording_id)
@@ -259,8 +322,10 @@ class Recorder:
             nonlocal last
             if percent - last >= 5:
                 last = percent
-                await self.emit(CompositeProgress.new(room_id=c.room_id, recording_id=c.recording_id,
-                                                      percent=round(percent, 1)))
+                await self.emit(
+                    CompositeProgress.new(room_id=c.room_id, recording_id=c.recording_id, percent=round(percent, 1))
+                )
+
         try:
             with tempfile.TemporaryDirectory(prefix="roomlog-composite-") as tmp:
                 work = Path(tmp)
@@ -269,23 +334,36 @@ class Recorder:
                 inputs = []
                 for n, track in enumerate(tracks):
                     path = work / f"{n}.webm"
-                    await asyncio.to_thread(self.minio.fget_object, self.settings.bucket, track["object_key"],
-                                            str(path))
+                    await asyncio.to_thread(
+                        self.minio.fget_object, self.settings.bucket, track["object_key"], str(path)
+                    )
                     inputs.append(path)
                 out = work / "composite.mp4"
                 duration = float(manifest["duration_s"])
                 render_s = await composite.render(inputs, tracks, c.layout, duration, out, progress)
                 key = f"{prefix}composite-{c.layout}.mp4"
-                await asyncio.to_thread(put, self.minio, self.settings.bucket,
-                                        Upload(c.recording_id, key, path=out, content_type="video/mp4"))
+                await asyncio.to_thread(
+                    put,
+                    self.minio,
+                    self.settings.bucket,
+                    Upload(c.recording_id, key, path=out, content_type="video/mp4"),
+                )
                 size = out.stat().st_size
         except Exception as exc:  # noqa: BLE001 - reported as the render's failure
             log.exception("composite of %s failed", c.recording_id, extra={"room_id": c.room_id})
             await self.emit(CompositeFailed.new(room_id=c.room_id, recording_id=c.recording_id, error=str(exc)))
             return
-        await self.emit(CompositeRendered.new(room_id=c.room_id, recording_id=c.recording_id, object_key=key,
-                                              size_bytes=size, duration_s=duration, render_s=round(render_s, 3),
-                                              layout=c.layout))
+        await self.emit(
+            CompositeRendered.new(
+                room_id=c.room_id,
+                recording_id=c.recording_id,
+                object_key=key,
+                size_bytes=size,
+                duration_s=duration,
+                render_s=round(render_s, 3),
+                layout=c.layout,
+            )
+        )
 
     def _get(self, key: str) -> bytes:
         response = self.minio.get_object(self.settings.bucket, key)
@@ -328,8 +406,10 @@ class Recorder:
             response.close()
             response.release_conn()
         tracks = list_tracks(self.minio, self.settings.bucket, prefix)
-        return Resumed(started_at=float(info["started_at"]),
-                       tracks={t: (f.meta, max(f.segments, default=-1)) for t, f in tracks.items() if f.meta})
+        return Resumed(
+            started_at=float(info["started_at"]),
+            tracks={t: (f.meta, max(f.segments, default=-1)) for t, f in tracks.items() if f.meta},
+        )
 
     # --- the consumer ------------------------------------------------------------------
 
@@ -358,9 +438,14 @@ class Recorder:
         s = self.settings
         listener = _Listener(self)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap, group_id=f"{s.topic_prefix}{s.group_id}",
-            client_id=s.recorder_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=int(s.session_timeout_s * 1000), heartbeat_interval_ms=1000)
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=f"{s.topic_prefix}{s.group_id}",
+            client_id=s.recorder_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=1000,
+        )
         self.consumer = consumer
         await consumer.start()
         consumer.subscribe([self.topics.name("recording.commands")], listener=listener)

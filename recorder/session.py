@@ -61,9 +61,19 @@ class Resumed:
 
 
 class RoomRecording:
-    def __init__(self, *, room_id: str, recording_id: str, segment_s: float, spool: Path, uploader: Uploader,
-                 hold_s: float, resumed: Resumed | None, started_at: float,
-                 on_segment_queued: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        room_id: str,
+        recording_id: str,
+        segment_s: float,
+        spool: Path,
+        uploader: Uploader,
+        hold_s: float,
+        resumed: Resumed | None,
+        started_at: float,
+        on_segment_queued: Callable[[], None] | None = None,
+    ) -> None:
         self.room_id = room_id
         self.recording_id = recording_id
         self.segment_s = segment_s
@@ -89,10 +99,13 @@ class RoomRecording:
 
     async def join(self, ws_url: str, token: str, ice_servers: list[dict[str, Any]] | None) -> None:
         if self.resumed is None:
-            self._queue_json("recording.json", {"recording_id": self.recording_id, "room_id": self.room_id,
-                                                "started_at": self.started_at})
-        self.room = await Room.connect(ws_url, token, self.room_id, name="recorder", ice_servers=ice_servers,
-                                       receiver_hook=self.taps)
+            self._queue_json(
+                "recording.json",
+                {"recording_id": self.recording_id, "room_id": self.room_id, "started_at": self.started_at},
+            )
+        self.room = await Room.connect(
+            ws_url, token, self.room_id, name="recorder", ice_servers=ice_servers, receiver_hook=self.taps
+        )
         self.room.on(self._on_room_event)
         self._poller = asyncio.create_task(self._poll())
 
@@ -131,8 +144,7 @@ class RoomRecording:
             return None
         codec = codec_info[0].lower()
         if codec not in CODECS:
-            log.warning("not recording %s/%s: codec %s", peer_id, source_id, codec,
-                        extra={"room_id": self.room_id})
+            log.warning("not recording %s/%s: codec %s", peer_id, source_id, codec, extra={"room_id": self.room_id})
             return None
         n = self.track_count.get(key, 0) + 1
         self.track_count[key] = n
@@ -143,18 +155,32 @@ class RoomRecording:
             first_index = last + 2  # the dead instance's open segment is lost
             base_s = max(0.0, time.time() - float(meta.get("start_wall", time.time())))
         if meta is None:
-            peer = (self.room.peers.get(peer_id, {}) if self.room else {})
-            meta = {"track_id": track_id, "peer_id": peer_id, "identity": peer.get("identity", ""),
-                    "source_id": source_id, "kind": self._kind(peer_id, source_id, source.get("kind", "")),
-                    "codec": codec,
-                    "start_wall": time.time(), "start_s": round(time.time() - self.started_at, 3)}
+            peer = self.room.peers.get(peer_id, {}) if self.room else {}
+            meta = {
+                "track_id": track_id,
+                "peer_id": peer_id,
+                "identity": peer.get("identity", ""),
+                "source_id": source_id,
+                "kind": self._kind(peer_id, source_id, source.get("kind", "")),
+                "codec": codec,
+                "start_wall": time.time(),
+                "start_s": round(time.time() - self.started_at, 3),
+            }
             self._queue_json(f"{track_id}/track.json", meta)
-        writer = TrackWriter(track_id, codec, self.spool / track_id.replace("/", "_"), self.segment_s, first_index,
-                             self._segment_closed, base_s=base_s)
+        writer = TrackWriter(
+            track_id,
+            codec,
+            self.spool / track_id.replace("/", "_"),
+            self.segment_s,
+            first_index,
+            self._segment_closed,
+            base_s=base_s,
+        )
         track = Track(track_id, meta, FrameAssembler(codec, self.hold_s), writer, tap, packet.ssrc)
         self.tracks[key] = track
-        log.info("recording track %s (%s) from segment %d", track_id, codec, first_index,
-                 extra={"room_id": self.room_id})
+        log.info(
+            "recording track %s (%s) from segment %d", track_id, codec, first_index, extra={"room_id": self.room_id}
+        )
         return track
 
     async def _on_packet(self, tap: InboundTap, source: dict[str, Any], packet: RtpPacket, now: float) -> None:
@@ -169,8 +195,9 @@ class RoomRecording:
         await self._keyframe_if_needed(track, now)
 
     async def _keyframe_if_needed(self, track: Track, now: float) -> None:
-        if (track.writer.want_keyframe or track.assembler.needs_keyframe) and \
-                now - track.keyframe_asked >= KEYFRAME_INTERVAL_S:
+        if (
+            track.writer.want_keyframe or track.assembler.needs_keyframe
+        ) and now - track.keyframe_asked >= KEYFRAME_INTERVAL_S:
             track.keyframe_asked = now
             await track.tap.request_keyframe(track.ssrc)
 
@@ -225,13 +252,22 @@ class RoomRecording:
     # --- uploads -----------------------------------------------------------------------
 
     def _queue_json(self, name: str, value: dict[str, Any]) -> None:
-        self.uploader.add(Upload(self.recording_id, self.prefix + name, data=json.dumps(value).encode(),
-                                 content_type="application/json"))
+        self.uploader.add(
+            Upload(
+                self.recording_id, self.prefix + name, data=json.dumps(value).encode(), content_type="application/json"
+            )
+        )
 
     def _segment_closed(self, segment: Segment) -> None:
         track = next((t for t in self.tracks.values() if t.track_id == segment.track_id), None)
         meta = dict(track.meta) if track else {}
-        self.uploader.add(Upload(self.recording_id, f"{self.prefix}{segment.track_id}/{segment.index}.webm",
-                                 path=segment.path, meta={"segment": segment, "track": meta}))
+        self.uploader.add(
+            Upload(
+                self.recording_id,
+                f"{self.prefix}{segment.track_id}/{segment.index}.webm",
+                path=segment.path,
+                meta={"segment": segment, "track": meta},
+            )
+        )
         if self._on_segment_queued is not None:
             self._on_segment_queued()

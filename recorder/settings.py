@@ -22,9 +22,10 @@ class RecorderSettings(BaseSettings):
     group_id: str = "roomlog-recorder"
     #: The api the recorder joins rooms through (``/v1/rtc``) and mints its tokens at.
     api_url: str = "http://127.0.0.1:8080"
-    api_secret: SecretStr = Field(default=SecretStr("dev-api-secret-change-me"),
-                                  validation_alias=AliasChoices("ROOMLOG_RECORDER_API_SECRET",
-                                                                "ROOMLOG_API_API_SECRET"))
+    api_secret: SecretStr = Field(
+        default=SecretStr("dev-api-secret-change-me"),
+        validation_alias=AliasChoices("ROOMLOG_RECORDER_API_SECRET", "ROOMLOG_API_API_SECRET"),
+    )
     #: ICE servers for the recorder's connections; None uses what the gateway sends.
     ice_servers: list[dict[str, Any]] | None = None
     #: Default segment length (a command may set its own).
@@ -41,17 +42,25 @@ class RecorderSettings(BaseSettings):
     session_timeout_s: float = Field(default=6.0, ge=6.0)
     #: Make any codec construction raise (tests prove recording never decodes or encodes).
     forbid_codecs: bool = False
-    kafka_bootstrap: str = Field(default="127.0.0.1:19092",
-                                 validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "ROOMLOG_RECORDER_KAFKA_BOOTSTRAP"))
-    topic_prefix: str = Field(default="", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX",
-                                                                       "ROOMLOG_RECORDER_TOPIC_PREFIX"))
-    minio_endpoint: str = Field(default="127.0.0.1:19000",
-                                validation_alias=AliasChoices("MINIO_ENDPOINT", "ROOMLOG_RECORDER_MINIO_ENDPOINT"))
-    minio_access_key: str = Field(default="roomlog", validation_alias=AliasChoices(
-        "MINIO_ACCESS_KEY", "ROOMLOG_RECORDER_MINIO_ACCESS_KEY"))
-    minio_secret_key: SecretStr = Field(default=SecretStr("roomlog-secret"), validation_alias=AliasChoices(
-        "MINIO_SECRET_KEY", "ROOMLOG_RECORDER_MINIO_SECRET_KEY"))
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "ROOMLOG_RECORDER_KAFKA_BOOTSTRAP")
+    )
+    topic_prefix: str = Field(
+        default="", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX", "ROOMLOG_RECORDER_TOPIC_PREFIX")
+    )
+    minio_endpoint: str = Field(
+        default="127.0.0.1:19000", validation_alias=AliasChoices("MINIO_ENDPOINT", "ROOMLOG_RECORDER_MINIO_ENDPOINT")
+    )
+    minio_access_key: str = Field(
+        default="roomlog", validation_alias=AliasChoices("MINIO_ACCESS_KEY", "ROOMLOG_RECORDER_MINIO_ACCESS_KEY")
+    )
+    minio_secret_key: SecretStr = Field(
+        default=SecretStr("roomlog-secret"),
+        validation_alias=AliasChoices("MINIO_SECRET_KEY", "ROOMLOG_RECORDER_MINIO_SECRET_KEY"),
+    )
     minio_secure: bool = False
-    bucket: str = Field(default="roomlog-recordings", validation_alias=AliasChoices(
-        "ROOMLOG_RECORDING_BUCKET", "ROOMLOG_RECORDER_BUCKET"))
+    bucket: str = Field(
+        default="roomlog-recordings",
+        validation_alias=AliasChoices("ROOMLOG_RECORDING_BUCKET", "ROOMLOG_RECORDER_BUCKET"),
+    )
     log_level: str = "info"

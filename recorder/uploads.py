@@ -47,14 +47,16 @@ class Upload:
 def minio_client(endpoint: str, access_key: str, secret_key: str, secure: bool = False) -> Minio:
     """A client that fails fast (no urllib3 retries): the uploader does its own retrying."""
     http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2.0, read=30.0), retries=False, maxsize=8)
-    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region="us-east-1",
-                 http_client=http)
+    return Minio(
+        endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region="us-east-1", http_client=http
+    )
 
 
 def put(client: Minio, bucket: str, upload: Upload) -> None:
     if upload.data is not None:
-        client.put_object(bucket, upload.object_key, io.BytesIO(upload.data), len(upload.data),
-                          content_type=upload.content_type)
+        client.put_object(
+            bucket, upload.object_key, io.BytesIO(upload.data), len(upload.data), content_type=upload.content_type
+        )
     else:
         assert upload.path is not None
         # fput_object switches to multipart above its part size (large segments, track files)
@@ -67,9 +69,16 @@ def put_json(client: Minio, bucket: str, key: str, value: Any) -> None:
 
 
 class Uploader:
-    def __init__(self, client: Minio, bucket: str, *, spool_limit_bytes: int, give_up_s: float,
-                 on_uploaded: Callable[[Upload], Awaitable[None]],
-                 on_failed: Callable[[str, Exception], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        client: Minio,
+        bucket: str,
+        *,
+        spool_limit_bytes: int,
+        give_up_s: float,
+        on_uploaded: Callable[[Upload], Awaitable[None]],
+        on_failed: Callable[[str, Exception], Awaitable[None]],
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.spool_limit_bytes = spool_limit_bytes
@@ -110,8 +119,14 @@ class Uploader:
             self.drop(upload.recording_id)
             if upload.path is not None:
                 upload.path.unlink(missing_ok=True)
-            task = asyncio.ensure_future(self.on_failed(upload.recording_id, SpoolFull(
-                f"local spool full: {self.spooled + size} bytes waiting > limit {self.spool_limit_bytes}")))
+            task = asyncio.ensure_future(
+                self.on_failed(
+                    upload.recording_id,
+                    SpoolFull(
+                        f"local spool full: {self.spooled + size} bytes waiting > limit {self.spool_limit_bytes}"
+                    ),
+                )
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return False
@@ -159,8 +174,13 @@ class Uploader:
                 if now - self.failed_since >= self.give_up_s:
                     await self._give_up(now - self.failed_since, exc)
                     continue
-                log.warning("upload of %s failed (%s); %d waiting, retrying in %.1fs", upload.object_key, exc,
-                            len(self._queue), delay)
+                log.warning(
+                    "upload of %s failed (%s); %d waiting, retrying in %.1fs",
+                    upload.object_key,
+                    exc,
+                    len(self._queue),
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
@@ -176,6 +196,8 @@ class Uploader:
         recordings = sorted({u.recording_id for u in self._queue})
         for recording_id in recordings:
             self.drop(recording_id)
-            await self.on_failed(recording_id, StorageUnavailable(
-                f"MinIO refused uploads for {waited:.0f} s (limit {self.give_up_s:.0f} s): {exc}"))
+            await self.on_failed(
+                recording_id,
+                StorageUnavailable(f"MinIO refused uploads for {waited:.0f} s (limit {self.give_up_s:.0f} s): {exc}"),
+            )
         self.failed_since = None

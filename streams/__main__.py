@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m streams",
         description="Run a roomlog streams worker: room agent, node registry, projection. "
-        "Configured by ROOMLOG_STREAMS_* env vars, KAFKA_BOOTSTRAP and DATABASE_URL.")
+        "Configured by ROOMLOG_STREAMS_* env vars, KAFKA_BOOTSTRAP and DATABASE_URL.",
+    )
     parser.parse_args(argv)
     settings = StreamsSettings()
     mode.loop.use("uvloop")  # before faust creates its loop: less per-message overhead
@@ -30,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     worker = build(settings)
     if settings.trace_file:
         worker.trace = open(settings.trace_file, "a", buffering=1)  # noqa: SIM115
-    faust_worker = faust.Worker(worker.app, worker.driver, loglevel=settings.log_level.upper(), quiet=True,
-                                override_logging=False)
+    faust_worker = faust.Worker(
+        worker.app, worker.driver, loglevel=settings.log_level.upper(), quiet=True, override_logging=False
+    )
     faust_worker.execute_from_commandline()
     return 0
 

@@ -92,8 +92,12 @@ class Worker:
     async def dead_letter(self, batch: Batch, record: ConsumerRecord, exc: DecodeError) -> None:
         metrics.STREAMS_DEAD_LETTERS.labels(record.topic, exc.reason).inc()
         log.warning("dead letter topic=%s offset=%s reason=%s", record.topic, record.offset, exc.reason)
-        await batch.send_raw(f"{record.topic}.dlq", record.key, record.value,
-                             dead_letter_headers(record.topic, record.partition, record.offset, exc))
+        await batch.send_raw(
+            f"{record.topic}.dlq",
+            record.key,
+            record.value,
+            dead_letter_headers(record.topic, record.partition, record.offset, exc),
+        )
 
     async def parsed(self, batch: Batch, records: Sequence[ConsumerRecord]) -> list[tuple[int, Event]]:
         """Decode a batch; dead-letter what does not parse."""
@@ -110,9 +114,15 @@ class Worker:
             out.append((record.partition, event))
         return out
 
-    def agent(self, name: str, logical: Sequence[str], tables: list[Table],
-              on_input: Callable[[Batch, Event, int], Awaitable[None]]) -> DrivenAgent:
+    def agent(
+        self,
+        name: str,
+        logical: Sequence[str],
+        tables: list[Table],
+        on_input: Callable[[Batch, Event, int], Awaitable[None]],
+    ) -> DrivenAgent:
         """A driven agent: decode each record, hand it to ``on_input``, return the batch."""
+
         async def handle(records: Sequence[ConsumerRecord]) -> Batch:
             batch = self.batch()
             for partition, event in await self.parsed(batch, records):
@@ -151,8 +161,9 @@ class Worker:
             return None
         return raw if isinstance(raw, RoomState) else RoomState.model_validate(raw)
 
-    def store_room(self, batch: Batch, room_id: str, before: RoomState | None, after: RoomState | None,
-                   partition: int) -> None:
+    def store_room(
+        self, batch: Batch, room_id: str, before: RoomState | None, after: RoomState | None, partition: int
+    ) -> None:
         if after is None or after is before:
             return
         batch.put(self.room_table, room_id, partition, after)
@@ -182,8 +193,9 @@ class Worker:
         self.store_room(batch, room_id, state, new_state, partition)
 
     async def on_room_tick(self, batch: Batch, tick: Tick, partition: int) -> None:
-        due = [room_id for room_id, at in self._timers(batch, partition).items()
-               if datetime.fromisoformat(at) <= tick.now]
+        due = [
+            room_id for room_id, at in self._timers(batch, partition).items() if datetime.fromisoformat(at) <= tick.now
+        ]
         for room_id in sorted(due):
             state = self.load_room(batch, room_id)
             new_state, out = room_decision.handle(state, tick, self.room_config, room_id=room_id)
@@ -194,8 +206,11 @@ class Worker:
 
     async def on_registry_input(self, batch: Batch, event: Event, partition: int) -> None:
         raw = batch.get(self.registry_table, registry_decision.REGISTRY_KEY)
-        state = raw if isinstance(raw, registry_decision.RegistryState) or raw is None else \
-            registry_decision.RegistryState.model_validate(raw)
+        state = (
+            raw
+            if isinstance(raw, registry_decision.RegistryState) or raw is None
+            else registry_decision.RegistryState.model_validate(raw)
+        )
         new_state, out = registry_decision.handle(state, event, self.registry_config)
         await batch.emit(out.items)
         if out.items or not isinstance(event, Tick):
@@ -206,8 +221,9 @@ class Worker:
         for logical in ("rtc.intents", "media.nodes", "session.events", "call.events"):
             for partition in range(spec(logical).partitions):
                 tick = Tick.new(now=now, occurred_at=now)
-                await self.app.producer.send(self.topics.name(logical), b"tick", encode(tick),
-                                             partition, None, trace_headers(tick))
+                await self.app.producer.send(
+                    self.topics.name(logical), b"tick", encode(tick), partition, None, trace_headers(tick)
+                )
 
 
 def build(settings: StreamsSettings) -> Worker:
@@ -226,40 +242,57 @@ def build(settings: StreamsSettings) -> Worker:
     def table(name: str, logical: str) -> Table:
         return Table(name, f"{settings.app_id}-{name}-changelog", spec(logical).partitions)
 
-    driver = Driver(DriverSettings(bootstrap=settings.kafka_bootstrap, app_id=settings.app_id,
-                                   batch_max=settings.batch_max, commit_interval_s=settings.commit_interval_s,
-                                   session_timeout_s=settings.session_timeout_s), [])
+    driver = Driver(
+        DriverSettings(
+            bootstrap=settings.kafka_bootstrap,
+            app_id=settings.app_id,
+            batch_max=settings.batch_max,
+            commit_interval_s=settings.commit_interval_s,
+            session_timeout_s=settings.session_timeout_s,
+        ),
+        [],
+    )
     worker = Worker(
-        app=app, driver=driver, settings=settings, topics=topics,
+        app=app,
+        driver=driver,
+        settings=settings,
+        topics=topics,
         room_table=table("rooms", "rtc.intents"),
         timer_table=table("room-timers", "rtc.intents"),
         registry_table=table("node-registry", "media.nodes"),
-        room_config=RoomConfig(disconnect_grace_s=settings.disconnect_grace_s,
-                               command_ttl_s=settings.command_ttl_s),
+        room_config=RoomConfig(disconnect_grace_s=settings.disconnect_grace_s, command_ttl_s=settings.command_ttl_s),
         registry_config=registry_decision.RegistryConfig(node_timeout_s=settings.node_timeout_s),
     )
     # the room agent reads intents and media-node results: same key, same partition count,
     # so a room's inputs from both topics land in the same partition number (co-partitioned)
-    driver.agents.append(worker.agent("rooms", ["rtc.intents", "media.results"],
-                                      [worker.room_table, worker.timer_table], worker.on_room_input))
-    driver.agents.append(worker.agent("registry", ["media.nodes"], [worker.registry_table],
-                                      worker.on_registry_input))
+    driver.agents.append(
+        worker.agent(
+            "rooms", ["rtc.intents", "media.results"], [worker.room_table, worker.timer_table], worker.on_room_input
+        )
+    )
+    driver.agents.append(worker.agent("registry", ["media.nodes"], [worker.registry_table], worker.on_registry_input))
     _user_and_call_agents(worker, table)
     _recording_agent(worker, table)
-    quality = QualityAgent(table("quality", "quality.samples"), table("quality-rooms", "quality.samples"),
-                           QualityConfig(), settings.command_ttl_s, topics.name("quality.samples"),
-                           topics.name("rtc.facts"))
+    quality = QualityAgent(
+        table("quality", "quality.samples"),
+        table("quality-rooms", "quality.samples"),
+        QualityConfig(),
+        settings.command_ttl_s,
+        topics.name("quality.samples"),
+        topics.name("rtc.facts"),
+    )
     driver.agents.append(quality.driven(worker))
 
     if settings.project_to_postgres:
         driver.agents.append(DrivenAgent("projection", [topics.name("rtc.facts")], [], worker.project_facts))
-        driver.agents.append(DrivenAgent("presence-projection", [topics.name("presence.facts")], [],
-                                         worker.project_presence))
+        driver.agents.append(
+            DrivenAgent("presence-projection", [topics.name("presence.facts")], [], worker.project_presence)
+        )
         history = QualityProjection(worker._engine, settings.quality_retention_days, settings.quality_prune_batch)
-        driver.agents.append(DrivenAgent("quality-projection", [topics.name("quality.samples")], [],
-                                         history.samples))
-        driver.agents.append(DrivenAgent("quality-decisions-projection", [topics.name("quality.facts")], [],
-                                         history.decisions))
+        driver.agents.append(DrivenAgent("quality-projection", [topics.name("quality.samples")], [], history.samples))
+        driver.agents.append(
+            DrivenAgent("quality-decisions-projection", [topics.name("quality.facts")], [], history.decisions)
+        )
 
         @app.timer(settings.quality_retention_interval_s)  # type: ignore[untyped-decorator]
         async def quality_retention() -> None:
@@ -277,15 +310,23 @@ def _recording_agent(worker: Worker, table: Callable[[str, str], Table]) -> None
     recording facts, recorder commands, ``recording`` notices (``streams/recordings.py``)."""
     config = recording_decision.RecordingConfig()
     recordings = KeyedAgent(
-        recording_decision.RoomRecordings, table("recordings", "recording.intents"),
+        recording_decision.RoomRecordings,
+        table("recordings", "recording.intents"),
         table("recording-timers", "recording.intents"),
         key_of=lambda e: str(getattr(e, "room_id", "")) or None,
         decide=lambda state, event, key: recording_decision.handle(state, event, config, room_id=key),
-        deadline=lambda state: None)
-    worker.driver.agents.append(worker.agent(
-        "recordings", ["recording.intents", "recording.events", "rtc.facts"],
-        [recordings.table, recordings.timers], recordings.on_input))
+        deadline=lambda state: None,
+    )
+    worker.driver.agents.append(
+        worker.agent(
+            "recordings",
+            ["recording.intents", "recording.events", "rtc.facts"],
+            [recordings.table, recordings.timers],
+            recordings.on_input,
+        )
+    )
     if worker.settings.project_to_postgres:
+
         async def project(records: Sequence[ConsumerRecord]) -> Projected:
             events = []
             for record in records:
@@ -296,29 +337,41 @@ def _recording_agent(worker: Worker, table: Callable[[str, str], Table]) -> None
             await project_recordings(worker._engine(), events)
             return Projected()
 
-        worker.driver.agents.append(DrivenAgent(
-            "recording-projection", [worker.topics.name(t) for t in ("recording.facts", "recording.events")],
-            [], project))
+        worker.driver.agents.append(
+            DrivenAgent(
+                "recording-projection",
+                [worker.topics.name(t) for t in ("recording.facts", "recording.events")],
+                [],
+                project,
+            )
+        )
 
 
 def _user_and_call_agents(worker: Worker, table: Callable[[str, str], Table]) -> None:
     """The users agent (``session.events``) and the call agent (``call.events``)."""
     settings = worker.settings
     user_config = user_decision.UserConfig(
-        presence_ttl_s=settings.presence_ttl_s, resume_grace_s=settings.disconnect_grace_s,
-        max_call_attempts=settings.call_max_attempts, attempt_window_s=settings.call_attempt_window_s)
+        presence_ttl_s=settings.presence_ttl_s,
+        resume_grace_s=settings.disconnect_grace_s,
+        max_call_attempts=settings.call_max_attempts,
+        attempt_window_s=settings.call_attempt_window_s,
+    )
     call_config = call_decision.CallConfig(ring_timeout_s=settings.call_ring_timeout_s)
     worker.users = users = KeyedAgent(
-        UserState, table("users", "session.events"), table("user-timers", "session.events"),
+        UserState,
+        table("users", "session.events"),
+        table("user-timers", "session.events"),
         key_of=lambda e: str(getattr(e, "user_id", "")) or None,
         decide=lambda state, event, key: user_decision.handle(state, event, user_config, user_id=key),
-        deadline=lambda state: user_decision.next_deadline(state, user_config))
+        deadline=lambda state: user_decision.next_deadline(state, user_config),
+    )
     worker.calls = calls = KeyedAgent(
-        CallState, table("calls", "call.events"), table("call-timers", "call.events"),
+        CallState,
+        table("calls", "call.events"),
+        table("call-timers", "call.events"),
         key_of=lambda e: str(getattr(e, "call_id", "")) or None,
         decide=lambda state, event, key: call_decision.handle(state, event, call_config, call_id=key),
-        deadline=lambda state: call_decision.next_deadline(state, call_config))
-    worker.driver.agents.append(worker.agent("users", ["session.events"], [users.table, users.timers],
-                                             users.on_input))
-    worker.driver.agents.append(worker.agent("calls", ["call.events"], [calls.table, calls.timers],
-                                             calls.on_input))
+        deadline=lambda state: call_decision.next_deadline(state, call_config),
+    )
+    worker.driver.agents.append(worker.agent("users", ["session.events"], [users.table, users.timers], users.on_input))
+    worker.driver.agents.append(worker.agent("calls", ["call.events"], [calls.table, calls.timers], calls.on_input))

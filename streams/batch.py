@@ -48,18 +48,29 @@ class Batch:
         parent = traceparent() if outputs else ""
         for output in outputs:
             event = output.event
-            await self._send(self._topics.name(output.topic), event.key.encode(), encode(event), output.partition,
-                             trace_headers(event, parent))
+            await self._send(
+                self._topics.name(output.topic),
+                event.key.encode(),
+                encode(event),
+                output.partition,
+                trace_headers(event, parent),
+            )
             metrics.STREAMS_OUTPUTS.labels(event.type).inc()
 
-    async def send_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                       headers: list[tuple[str, bytes]]) -> None:
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
         await self._send(topic, key, value, None, headers)
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
-                    headers: list[tuple[str, bytes]]) -> None:
-        self._pending.append(await self._producer.send(topic, value, key=key, partition=partition,
-                                                       headers=headers))
+    async def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        headers: list[tuple[str, bytes]],
+    ) -> None:
+        self._pending.append(await self._producer.send(topic, value, key=key, partition=partition, headers=headers))
 
     async def acknowledged(self) -> None:
         """Wait until the broker acknowledged every output handed to the producer."""

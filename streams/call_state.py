@@ -56,9 +56,16 @@ class CallState(BaseModel):
 
 
 def _invited(state: CallState | None, f: CallInvited) -> CallState:
-    return CallState(call_id=f.call_id, caller=f.caller, callee=f.callee, caller_name=f.caller_name,
-                     invited_at=f.occurred_at, expires_at=f.expires_at, ring_until=f.ring_until,
-                     seen=state.seen if state else [])
+    return CallState(
+        call_id=f.call_id,
+        caller=f.caller,
+        callee=f.callee,
+        caller_name=f.caller_name,
+        invited_at=f.occurred_at,
+        expires_at=f.expires_at,
+        ring_until=f.ring_until,
+        seen=state.seen if state else [],
+    )
 
 
 def _ringing(state: CallState, _: CallRinging) -> CallState:
@@ -72,6 +79,7 @@ def _accepted(state: CallState, f: CallAccepted) -> CallState:
 def _ended(status: CallStatus) -> Callable[[CallState, Event], CallState]:
     def apply(state: CallState, f: Event) -> CallState:
         return state.model_copy(update={"status": status, "ended_at": f.occurred_at})
+
     return apply
 
 

@@ -53,8 +53,7 @@ def room_for(call_id: str) -> str:
 
 
 class CallDecision:
-    def __init__(self, state: CallState | None, cause: Event, call_id: str, at: datetime,
-                 config: CallConfig) -> None:
+    def __init__(self, state: CallState | None, cause: Event, call_id: str, at: datetime, config: CallConfig) -> None:
         self.state = state
         self.out = Outputs(cause, f"call:{call_id}", at)
         self.call_id = call_id
@@ -66,8 +65,14 @@ class CallDecision:
         return event
 
     def tell(self, user_id: str, state: str, message: dict[str, Any]) -> None:
-        self.out.add("session.events", NotifyCallParty, user_id=user_id, call_id=self.call_id, state=state,
-                     message={"call_id": self.call_id, **message})
+        self.out.add(
+            "session.events",
+            NotifyCallParty,
+            user_id=user_id,
+            call_id=self.call_id,
+            state=state,
+            message={"call_id": self.call_id, **message},
+        )
 
     def tell_both(self, state: str, message: dict[str, Any]) -> None:
         assert self.state is not None
@@ -76,20 +81,44 @@ class CallDecision:
 
     def error(self, answer: CallAnswerRequested, code: str, message: str) -> None:
         if answer.gateway_id and answer.session_id:
-            self.out.add("gateway.notifications", Notification, gateway_id=answer.gateway_id,
-                         session_id=answer.session_id, message={
-                             "type": "error", "code": code, "message": message, "call_id": self.call_id,
-                             "request_id": answer.correlation_id})
+            self.out.add(
+                "gateway.notifications",
+                Notification,
+                gateway_id=answer.gateway_id,
+                session_id=answer.session_id,
+                message={
+                    "type": "error",
+                    "code": code,
+                    "message": message,
+                    "call_id": self.call_id,
+                    "request_id": answer.correlation_id,
+                },
+            )
 
 
 def on_invite(d: CallDecision, e: CallInviteRequested) -> None:
     if d.state is not None:
         return  # the same call id again
     ring_until = e.occurred_at + timedelta(seconds=d.config.ring_timeout_s)
-    d.fact(CallInvited, caller=e.caller, callee=e.callee, caller_name=e.caller_name, expires_at=e.expires_at,
-           ring_until=ring_until)
-    d.tell(e.callee, "ringing", {"type": "call-incoming", "caller": e.caller, "caller_name": e.caller_name,
-                                 "expires_at": e.expires_at.isoformat(), "ring_until": ring_until.isoformat()})
+    d.fact(
+        CallInvited,
+        caller=e.caller,
+        callee=e.callee,
+        caller_name=e.caller_name,
+        expires_at=e.expires_at,
+        ring_until=ring_until,
+    )
+    d.tell(
+        e.callee,
+        "ringing",
+        {
+            "type": "call-incoming",
+            "caller": e.caller,
+            "caller_name": e.caller_name,
+            "expires_at": e.expires_at.isoformat(),
+            "ring_until": ring_until.isoformat(),
+        },
+    )
 
 
 def on_ringing(d: CallDecision, e: CallRinging) -> None:
@@ -112,9 +141,17 @@ def accept(d: CallDecision, e: CallAnswerRequested) -> None:
     call = d.state
     assert call is not None
     room_id = room_for(d.call_id)
-    d.out.add("rtc.intents", CreateRoomRequested, room_id=room_id, room_type=RoomType.P2P, max_participants=2,
-              empty_timeout_s=d.config.room_empty_timeout_s, creator=call.caller,
-              metadata={"call_id": d.call_id}, allowed_identities=[call.caller, call.callee])
+    d.out.add(
+        "rtc.intents",
+        CreateRoomRequested,
+        room_id=room_id,
+        room_type=RoomType.P2P,
+        max_participants=2,
+        empty_timeout_s=d.config.room_empty_timeout_s,
+        creator=call.caller,
+        metadata={"call_id": d.call_id},
+        allowed_identities=[call.caller, call.callee],
+    )
     d.fact(CallAccepted, room_id=room_id, by=e.user_id)
     message = {"type": "call-accepted", "room": room_id, "caller": call.caller, "callee": call.callee}
     d.tell(call.caller, "connected", message)
@@ -196,8 +233,9 @@ def next_deadline(state: CallState | None, config: CallConfig) -> datetime | Non
     return state.ring_until if state.unanswered else forget_at(state, config)
 
 
-def handle(state: CallState | None, event: Event, config: CallConfig,
-           call_id: str | None = None) -> tuple[CallState | None, Outputs]:
+def handle(
+    state: CallState | None, event: Event, config: CallConfig, call_id: str | None = None
+) -> tuple[CallState | None, Outputs]:
     """Apply one input to one call. The agent's own facts read back change nothing."""
     call_id = call_id or str(getattr(event, "call_id"))  # noqa: B009
     at = event.now if isinstance(event, Tick) else event.occurred_at
@@ -211,5 +249,5 @@ def handle(state: CallState | None, event: Event, config: CallConfig,
         return state, d.out
     handler(d, event)
     if d.state is not None:
-        d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1):], event_id]})
+        d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1) :], event_id]})
     return d.state, d.out

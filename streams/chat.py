@@ -20,24 +20,36 @@ from streams.decision import Decision
 
 def chat_message(posted: ChatMessagePosted) -> dict[str, Any]:
     """The ``chat`` message clients get for a posted message."""
-    return {"type": "chat", "id": str(posted.event_id), "room": posted.room_id, "peer_id": posted.peer_id,
-            "identity": posted.identity, "name": posted.name, "text": posted.text,
-            "at": posted.occurred_at.isoformat()}
+    return {
+        "type": "chat",
+        "id": str(posted.event_id),
+        "room": posted.room_id,
+        "peer_id": posted.peer_id,
+        "identity": posted.identity,
+        "name": posted.name,
+        "text": posted.text,
+        "at": posted.occurred_at.isoformat(),
+    }
 
 
 def on_chat(d: Decision, intent: ChatMessageRequested) -> None:
     sender = d.peer(intent.peer_id)
     if sender is None:
-        d.reject(intent, "not_joined", f"peer {intent.peer_id} is not in room {intent.room_id}",
-                 peer_id=intent.peer_id, gateway_id=intent.gateway_id, session_id=intent.session_id)
+        d.reject(
+            intent,
+            "not_joined",
+            f"peer {intent.peer_id} is not in room {intent.room_id}",
+            peer_id=intent.peer_id,
+            gateway_id=intent.gateway_id,
+            session_id=intent.session_id,
+        )
         return
     try:
         text = chat_text(intent.text)
     except InvalidChatText as exc:
         d.reject_to(intent, sender, exc.code, exc.message)
         return
-    posted = d.fact(ChatMessagePosted, peer_id=sender.peer_id, identity=sender.identity, name=sender.name,
-                    text=text)
+    posted = d.fact(ChatMessagePosted, peer_id=sender.peer_id, identity=sender.identity, name=sender.name, text=text)
     message = chat_message(posted)
     d.notify(sender, {**message, "request_id": intent.correlation_id})
     d.notify_others(sender.peer_id, message)

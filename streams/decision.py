@@ -24,8 +24,7 @@ class RoomConfig:
 class Decision:
     """Collects outputs and keeps ``state`` equal to the fold of the facts so far."""
 
-    def __init__(self, state: RoomState | None, cause: Event, room_id: str, at: datetime,
-                 config: RoomConfig) -> None:
+    def __init__(self, state: RoomState | None, cause: Event, room_id: str, at: datetime, config: RoomConfig) -> None:
         self.state = state
         self.out = Outputs(cause, room_id, at)
         self.room_id = room_id
@@ -37,9 +36,15 @@ class Decision:
         return event
 
     def notify(self, peer: PeerState, message: dict[str, Any]) -> None:
-        self.out.add("gateway.notifications", Notification, gateway_id=peer.gateway_id,
-                     session_id=peer.session_id, room_id=self.room_id, peer_id=peer.peer_id,
-                     message=message)
+        self.out.add(
+            "gateway.notifications",
+            Notification,
+            gateway_id=peer.gateway_id,
+            session_id=peer.session_id,
+            room_id=self.room_id,
+            peer_id=peer.peer_id,
+            message=message,
+        )
 
     def notify_others(self, peer_id: str, message: dict[str, Any]) -> None:
         """One notification per gateway, listing the sessions of every other joined peer."""
@@ -49,33 +54,60 @@ class Decision:
             if other.peer_id != peer_id and other.state == "joined":
                 by_gateway.setdefault(other.gateway_id, []).append(other.session_id)
         for gateway_id, sessions in sorted(by_gateway.items()):
-            self.out.add("gateway.notifications", Notification, gateway_id=gateway_id, session_id=sessions[0],
-                         session_ids=sessions if len(sessions) > 1 else [], room_id=self.room_id, message=message)
+            self.out.add(
+                "gateway.notifications",
+                Notification,
+                gateway_id=gateway_id,
+                session_id=sessions[0],
+                session_ids=sessions if len(sessions) > 1 else [],
+                room_id=self.room_id,
+                message=message,
+            )
 
     def command(self, cls: type[Any], **fields: Any) -> None:
         if self.state is None or self.state.node_id is None:
             return
         deadline = self.out.at + timedelta(seconds=self.config.command_ttl_s)
-        self.out.add("media.commands", cls, node_id=self.state.node_id, room_id=self.room_id,
-                     deadline=deadline, **fields)
+        self.out.add(
+            "media.commands", cls, node_id=self.state.node_id, room_id=self.room_id, deadline=deadline, **fields
+        )
 
     def reject_to(self, intent: Event, peer: PeerState, code: str, message: str) -> None:
         """Reject an intent of a peer in the room and tell that peer."""
-        self.reject(intent, code, message, peer_id=peer.peer_id, gateway_id=peer.gateway_id,
-                    session_id=peer.session_id)
+        self.reject(intent, code, message, peer_id=peer.peer_id, gateway_id=peer.gateway_id, session_id=peer.session_id)
 
     def peer(self, peer_id: str) -> PeerState | None:
         return self.state.peers.get(peer_id) if self.state is not None else None
 
-    def reject(self, intent: Event, code: str, message: str, *, peer_id: str | None = None,
-               gateway_id: str | None = None, session_id: str | None = None) -> None:
-        self.out.add("rtc.facts", RequestRejected, room_id=self.room_id, peer_id=peer_id,
-                     request_type=intent.type, code=code, message=message)
+    def reject(
+        self,
+        intent: Event,
+        code: str,
+        message: str,
+        *,
+        peer_id: str | None = None,
+        gateway_id: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self.out.add(
+            "rtc.facts",
+            RequestRejected,
+            room_id=self.room_id,
+            peer_id=peer_id,
+            request_type=intent.type,
+            code=code,
+            message=message,
+        )
         if gateway_id and session_id:
-            self.out.add("gateway.notifications", Notification, gateway_id=gateway_id,
-                         session_id=session_id, room_id=self.room_id, peer_id=peer_id,
-                         message={"type": "error", "code": code, "message": message,
-                                  "request_id": intent.correlation_id})
+            self.out.add(
+                "gateway.notifications",
+                Notification,
+                gateway_id=gateway_id,
+                session_id=session_id,
+                room_id=self.room_id,
+                peer_id=peer_id,
+                message={"type": "error", "code": code, "message": message, "request_id": intent.correlation_id},
+            )
 
 
 def track_summary(peer: PeerState) -> list[dict[str, Any]]:
@@ -83,8 +115,11 @@ def track_summary(peer: PeerState) -> list[dict[str, Any]]:
 
 
 def peer_summary(peer: PeerState) -> dict[str, Any]:
-    return {"peer_id": peer.peer_id, "identity": peer.identity, "name": peer.name,
-            "audio_muted": peer.audio_muted, "video_muted": peer.video_muted,
-            "tracks": track_summary(peer)}
-
-
+    return {
+        "peer_id": peer.peer_id,
+        "identity": peer.identity,
+        "name": peer.name,
+        "audio_muted": peer.audio_muted,
+        "video_muted": peer.video_muted,
+        "tracks": track_summary(peer),
+    }

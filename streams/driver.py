@@ -90,7 +90,8 @@ class Table:
         else:
             payload = json.dumps(value, separators=(",", ":")).encode()
         future: asyncio.Future[Any] = await self._producer.send(
-            self.changelog, payload, key=json.dumps(key).encode(), partition=partition)
+            self.changelog, payload, key=json.dumps(key).encode(), partition=partition
+        )
         return future
 
     def _apply(self, partition: int, key: str, value: Any) -> None:
@@ -116,8 +117,13 @@ async def restore(bootstrap: str, tables: Sequence[Table], partitions: set[int])
     by_topic = {table.changelog: table for table in tables}
     for table in tables:
         table.forget(partitions)
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                              auto_offset_reset="earliest", client_id="restore")
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="restore",
+    )
     await reader.start()
     applied = 0
     try:
@@ -236,17 +242,28 @@ class _Runner:
             restored = await restore(self.settings.bootstrap, self.agent.tables, now - before)
             self.owned = set(assigned)
             self.handled = {tp: o for tp, o in self.handled.items() if tp in assigned}
-            log.info("agent %s: partitions assigned %s; restored %d changelog records of partitions %s in %.2fs",
-                     self.agent.name, _names(assigned), restored, sorted(now - before), time.monotonic() - started)
+            log.info(
+                "agent %s: partitions assigned %s; restored %d changelog records of partitions %s in %.2fs",
+                self.agent.name,
+                _names(assigned),
+                restored,
+                sorted(now - before),
+                time.monotonic() - started,
+            )
 
     async def run(self) -> None:
         s = self.settings
         self.consumer = consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap, group_id=f"{s.app_id}-{self.agent.name}",
-            client_id=f"{s.app_id}-{self.agent.name}", enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=int(s.session_timeout_s * 1000),
+            bootstrap_servers=s.bootstrap,
+            group_id=f"{s.app_id}-{self.agent.name}",
+            client_id=f"{s.app_id}-{self.agent.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
-            fetch_max_wait_ms=s.fetch_wait_ms, max_poll_records=s.batch_max)
+            fetch_max_wait_ms=s.fetch_wait_ms,
+            max_poll_records=s.batch_max,
+        )
         consumer.subscribe(topics=self.agent.topics, listener=_Listener(self))
         await consumer.start()
         self.last_commit = time.monotonic()
@@ -294,8 +311,14 @@ class _Runner:
             self._spend(step, seconds)
         self._spend("records", len(records))
         self._spend("batches", 1)
-        log.debug("agent %s: %d records: decide %.1f ms, outputs acked %.1f ms, changelog %.1f ms",
-                  name, len(records), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        log.debug(
+            "agent %s: %d records: decide %.1f ms, outputs acked %.1f ms, changelog %.1f ms",
+            name,
+            len(records),
+            (t1 - t0) * 1e3,
+            (t2 - t1) * 1e3,
+            (t3 - t2) * 1e3,
+        )
         for tp, tp_records in got.items():
             self.handled[tp] = tp_records[-1].offset + 1
 
@@ -310,10 +333,17 @@ class _Runner:
         spent, self.spent, elapsed, self.last_summary = self.spent, {}, now - self.last_summary, now
         if not spent.get("records"):
             return
-        steps = ", ".join(f"{k} {spent.get(k, 0.0):.2f}s"
-                          for k in ("fetch", "lock", "decide", "outputs", "changelog", "commit"))
-        log.info("agent %s: %d records in %d batches in the last %.1fs; %s", self.agent.name,
-                 spent["records"], spent["batches"], elapsed, steps)
+        steps = ", ".join(
+            f"{k} {spent.get(k, 0.0):.2f}s" for k in ("fetch", "lock", "decide", "outputs", "changelog", "commit")
+        )
+        log.info(
+            "agent %s: %d records in %d batches in the last %.1fs; %s",
+            self.agent.name,
+            spent["records"],
+            spent["batches"],
+            elapsed,
+            steps,
+        )
 
     async def _commit(self) -> None:
         self.last_commit = time.monotonic()
@@ -326,8 +356,12 @@ class _Runner:
         try:
             await self.consumer.commit(offsets)
         except KafkaError as exc:  # a rebalance took the partitions: their new owner re-reads
-            log.warning("agent %s: commit of %s failed (%r); those records will be handled again",
-                        self.agent.name, _names(set(offsets)), exc)
+            log.warning(
+                "agent %s: commit of %s failed (%r); those records will be handled again",
+                self.agent.name,
+                _names(set(offsets)),
+                exc,
+            )
 
 
 def _names(tps: set[TopicPartition]) -> str:
@@ -354,16 +388,23 @@ class Driver(Service):
     async def on_start(self) -> None:
         s = self.settings  # made here: aiokafka binds the running loop
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap, client_id=f"{s.app_id}-driver", acks="all",
-            enable_idempotence=True, linger_ms=2, max_batch_size=1_000_000, max_request_size=2_000_000)
+            bootstrap_servers=s.bootstrap,
+            client_id=f"{s.app_id}-driver",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=1_000_000,
+            max_request_size=2_000_000,
+        )
         await self.producer.start()
         await self._create_changelogs()
         for agent in self.agents:
             for table in agent.tables:
                 table.bind(self.producer)
         self._runners = [_Runner(agent, self.settings) for agent in self.agents]
-        self._agent_tasks = [asyncio.create_task(self._supervise(r), name=f"agent-{r.agent.name}")
-                             for r in self._runners]
+        self._agent_tasks = [
+            asyncio.create_task(self._supervise(r), name=f"agent-{r.agent.name}") for r in self._runners
+        ]
 
     async def _supervise(self, runner: _Runner) -> None:
         try:
@@ -391,9 +432,13 @@ class Driver(Service):
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            wanted = [NewTopic(t.changelog, t.partitions, 1,
-                               topic_configs={"cleanup.policy": "compact", "segment.ms": "600000"})
-                      for t in tables if t.changelog not in existing]
+            wanted = [
+                NewTopic(
+                    t.changelog, t.partitions, 1, topic_configs={"cleanup.policy": "compact", "segment.ms": "600000"}
+                )
+                for t in tables
+                if t.changelog not in existing
+            ]
             if wanted:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(wanted)

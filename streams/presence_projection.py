@@ -40,8 +40,13 @@ def rows(raw: Sequence[bytes]) -> list[dict[str, Any]]:
         except DecodeError:
             continue  # presence.facts is written by streams only
         if isinstance(event, PresenceChanged):
-            latest[event.user_id] = {"user_id": event.user_id, "name": event.name, "status": event.status,
-                                     "changed_at": event.occurred_at, "last_event_id": str(event.event_id)}
+            latest[event.user_id] = {
+                "user_id": event.user_id,
+                "name": event.name,
+                "status": event.status,
+                "changed_at": event.occurred_at,
+                "last_event_id": str(event.event_id),
+            }
     return list(latest.values())
 
 

@@ -36,7 +36,12 @@ Statement = Any
 #: some of these unwrapped (CannotConnectNowError while the server shuts down or starts,
 #: InternalClientError on a connection broken mid-query).
 POSTGRES_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError, DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+    OSError,
+    DBAPIError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 log = logging.getLogger(__name__)
 
 
@@ -46,8 +51,7 @@ def _upsert(model: Any, keys: tuple[str, ...]) -> Statement:
     of rows goes out as one executemany."""
     stmt = insert(model)
     columns = [c.name for c in model.__table__.columns if c.name not in keys]
-    return stmt.on_conflict_do_update(index_elements=list(keys),
-                                      set_={c: stmt.excluded[c] for c in columns})
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns})
 
 
 def _update(model: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Statement:
@@ -68,15 +72,25 @@ Row = tuple[Statement, dict[str, Any]]
 
 
 def _room_created(f: RoomCreated) -> Row:
-    return ROOM_UPSERT, dict(room_id=f.room_id, room_type=f.room_type.value, creator=f.creator,
-                             max_participants=f.max_participants, empty_timeout_s=f.empty_timeout_s,
-                             status="open", node_id=None, created_at=f.occurred_at, closed_at=None,
-                             metadata=dict(f.metadata), last_event_id=str(f.event_id))
+    return ROOM_UPSERT, dict(
+        room_id=f.room_id,
+        room_type=f.room_type.value,
+        creator=f.creator,
+        max_participants=f.max_participants,
+        empty_timeout_s=f.empty_timeout_s,
+        status="open",
+        node_id=None,
+        created_at=f.occurred_at,
+        closed_at=None,
+        metadata=dict(f.metadata),
+        last_event_id=str(f.event_id),
+    )
 
 
 def _room_closed(f: RoomClosed) -> Row:
-    return ROOM_CLOSED, dict(k_room_id=f.room_id, status="closed", closed_at=f.occurred_at,
-                             node_id=None, last_event_id=str(f.event_id))
+    return ROOM_CLOSED, dict(
+        k_room_id=f.room_id, status="closed", closed_at=f.occurred_at, node_id=None, last_event_id=str(f.event_id)
+    )
 
 
 def _room_placed(f: RoomPlaced) -> Row:
@@ -84,16 +98,30 @@ def _room_placed(f: RoomPlaced) -> Row:
 
 
 def _member(stmt: Statement, f: Event, peer_id: str, **values: Any) -> Row:
-    return stmt, dict(k_room_id=getattr(f, "room_id"), k_peer_id=peer_id,  # noqa: B009
-                      last_event_id=str(f.event_id), **values)
+    return stmt, dict(
+        k_room_id=getattr(f, "room_id"),  # noqa: B009
+        k_peer_id=peer_id,
+        last_event_id=str(f.event_id),
+        **values,
+    )
 
 
 def _peer_joined(f: PeerJoined) -> Row | None:
     if f.hidden:
         return None  # a recorder is not a member anyone lists
-    return MEMBER_UPSERT, dict(room_id=f.room_id, peer_id=f.peer_id, identity=f.identity, name=f.name,
-                               state="joined", joined_at=f.occurred_at, left_at=None, left_reason=None,
-                               audio_enabled=True, video_enabled=True, last_event_id=str(f.event_id))
+    return MEMBER_UPSERT, dict(
+        room_id=f.room_id,
+        peer_id=f.peer_id,
+        identity=f.identity,
+        name=f.name,
+        state="joined",
+        joined_at=f.occurred_at,
+        left_at=None,
+        left_reason=None,
+        audio_enabled=True,
+        video_enabled=True,
+        last_event_id=str(f.event_id),
+    )
 
 
 def _peer_left(f: PeerLeft) -> Row:
@@ -109,8 +137,7 @@ def _peer_resumed(f: PeerResumed) -> Row:
 
 
 def _peer_updated(f: PeerUpdated) -> Row:
-    return _member(MEMBER_MEDIA, f, f.peer_id, audio_enabled=not f.audio_muted,
-                   video_enabled=not f.video_muted)
+    return _member(MEMBER_MEDIA, f, f.peer_id, audio_enabled=not f.audio_muted, video_enabled=not f.video_muted)
 
 
 PROJECTORS: dict[type[Event], Callable[[Any], Row | None]] = {

@@ -125,9 +125,17 @@ def decide(state: dict[str, Any], sample: QualitySample, config: QualityConfig) 
     if w is None:
         # the window's layer is the quality cap, not what the subscriber asked for (the node
         # forwards the lower of the two): every window starts uncapped
-        w = state["w"][key] = {"layer": "high", "at": None, "hist": [], "good": None, "bwlow": 0,
-                               "audio": False, "pub": sample.publisher_peer_id, "layers": [],
-                               "source_id": sample.source_id}
+        w = state["w"][key] = {
+            "layer": "high",
+            "at": None,
+            "hist": [],
+            "good": None,
+            "bwlow": 0,
+            "audio": False,
+            "pub": sample.publisher_peer_id,
+            "layers": [],
+            "source_id": sample.source_id,
+        }
     w["layers"] = list(sample.layers)
     w["seen"] = t
     if w["layer"] == "paused":
@@ -170,9 +178,17 @@ def _change(w: dict[str, Any], sample: QualitySample, layer: str, reason: str, l
     previous = w["layer"]
     w.update(layer=layer, at=t, good=None, bwlow=0)
     source_id = sample.source_id if sample.kind != "audio" else None
-    return Change(peer_id=sample.peer_id, source_id=source_id or "", publisher_peer_id=w["pub"], layer=layer,
-                  previous=previous, reason=reason, loss_pct=round(loss, 2), level=level_for(layer, loss),
-                  bandwidth_kbps=sample.bandwidth_kbps)
+    return Change(
+        peer_id=sample.peer_id,
+        source_id=source_id or "",
+        publisher_peer_id=w["pub"],
+        layer=layer,
+        previous=previous,
+        reason=reason,
+        loss_pct=round(loss, 2),
+        level=level_for(layer, loss),
+        bandwidth_kbps=sample.bandwidth_kbps,
+    )
 
 
 def _good_for(w: dict[str, Any], t: float, good: bool, config: QualityConfig) -> float:
@@ -208,8 +224,9 @@ def _with_source(change: Change, w: dict[str, Any], sample: QualitySample) -> Ch
     return Change(**{**change.__dict__, "source_id": w.get("source_id") or ""})
 
 
-def _playing(state: dict[str, Any], w: dict[str, Any], sample: QualitySample, t: float,
-             config: QualityConfig) -> list[Change]:
+def _playing(
+    state: dict[str, Any], w: dict[str, Any], sample: QualitySample, t: float, config: QualityConfig
+) -> list[Change]:
     hist = w["hist"]
     latest = hist[-1][1]
     effective = min(latest, 1.5 * _mean([x for _, x in hist[-2:]]))
@@ -224,8 +241,9 @@ def _playing(state: dict[str, Any], w: dict[str, Any], sample: QualitySample, t:
         # more than one step down at once only when the sample before says so too: a single
         # noisy sample (few packets) moves one step
         confirmed = _band(min(x for _, x in hist[-2:]), layers, config) if len(hist) > 1 else None
-        if ladder.index(current) - ladder.index(target) > 1 and \
-                (confirmed is None or ladder.index(confirmed) > ladder.index(target)):
+        if ladder.index(current) - ladder.index(target) > 1 and (
+            confirmed is None or ladder.index(confirmed) > ladder.index(target)
+        ):
             target = ladder[ladder.index(current) - 1]
         return [_change(w, sample, target, reason, effective, t)]
     usable = available(layers)
@@ -254,8 +272,9 @@ def _rate(state: dict[str, Any], source_id: str | None, layer: str) -> float | N
     return rate if rate else None
 
 
-def _bandwidth_target(state: dict[str, Any], w: dict[str, Any], sample: QualitySample,
-                      config: QualityConfig) -> str | None:
+def _bandwidth_target(
+    state: dict[str, Any], w: dict[str, Any], sample: QualitySample, config: QualityConfig
+) -> str | None:
     """The highest layer that fits the subscriber's estimate, after two short samples in a row."""
     estimate = sample.bandwidth_kbps
     rate = _rate(state, sample.source_id, w["layer"])
@@ -265,8 +284,11 @@ def _bandwidth_target(state: dict[str, Any], w: dict[str, Any], sample: QualityS
     w["bwlow"] += 1
     if w["bwlow"] < 2:
         return None
-    fitting = [layer for layer in available(w["layers"])
-               if (r := _rate(state, sample.source_id, layer)) is not None and estimate >= config.bandwidth_fit * r]
+    fitting = [
+        layer
+        for layer in available(w["layers"])
+        if (r := _rate(state, sample.source_id, layer)) is not None and estimate >= config.bandwidth_fit * r
+    ]
     return fitting[-1] if fitting else available(w["layers"])[0]
 
 

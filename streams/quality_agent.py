@@ -60,9 +60,20 @@ def decision_outputs(sample: QualitySample, changes: list[Change]) -> Outputs:
     """The facts of a sample's decisions, first in its outputs (ids from the sample alone)."""
     out = Outputs(sample, sample.room_id, sample.occurred_at)
     for c in changes:
-        out.add("quality.facts", QualityDecided, room_id=sample.room_id, peer_id=c.peer_id, source_id=c.source_id,
-                layer=c.layer, loss_pct=c.loss_pct, previous=c.previous, reason=c.reason,
-                publisher_peer_id=c.publisher_peer_id, level=c.level, bandwidth_kbps=c.bandwidth_kbps)
+        out.add(
+            "quality.facts",
+            QualityDecided,
+            room_id=sample.room_id,
+            peer_id=c.peer_id,
+            source_id=c.source_id,
+            layer=c.layer,
+            loss_pct=c.loss_pct,
+            previous=c.previous,
+            reason=c.reason,
+            publisher_peer_id=c.publisher_peer_id,
+            level=c.level,
+            bandwidth_kbps=c.bandwidth_kbps,
+        )
     return out
 
 
@@ -96,8 +107,13 @@ def act(out: Outputs, room: RoomState | None, changes: list[Change], command_ttl
     deadline = out.at + timedelta(seconds=command_ttl_s)
     for c in changes:
         if room.node_id is not None:
-            node = {"node_id": room.node_id, "room_id": room.room_id, "deadline": deadline,
-                    "peer_id": c.peer_id, "source_id": c.source_id}
+            node = {
+                "node_id": room.node_id,
+                "room_id": room.room_id,
+                "deadline": deadline,
+                "peer_id": c.peer_id,
+                "source_id": c.source_id,
+            }
             if c.layer == "paused":
                 out.add("media.commands", SetPaused, paused=True, **node)
             else:
@@ -106,11 +122,24 @@ def act(out: Outputs, room: RoomState | None, changes: list[Change], command_ttl
                     out.add("media.commands", SetPaused, paused=False, **node)
         peer = room.peers.get(c.peer_id)
         if peer is not None:
-            out.add("gateway.notifications", Notification, gateway_id=peer.gateway_id, session_id=peer.session_id,
-                    room_id=room.room_id, peer_id=peer.peer_id,
-                    message={"type": "quality", "peer_id": c.publisher_peer_id, "source_id": c.source_id,
-                             "layer": c.layer, "previous": c.previous, "level": c.level, "reason": c.reason,
-                             "loss_pct": c.loss_pct})
+            out.add(
+                "gateway.notifications",
+                Notification,
+                gateway_id=peer.gateway_id,
+                session_id=peer.session_id,
+                room_id=room.room_id,
+                peer_id=peer.peer_id,
+                message={
+                    "type": "quality",
+                    "peer_id": c.publisher_peer_id,
+                    "source_id": c.source_id,
+                    "layer": c.layer,
+                    "previous": c.previous,
+                    "level": c.level,
+                    "reason": c.reason,
+                    "loss_pct": c.loss_pct,
+                },
+            )
 
 
 def needed_encodings(room: RoomState, state: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
@@ -132,8 +161,11 @@ def needed_encodings(room: RoomState, state: dict[str, Any]) -> dict[tuple[str, 
                 layer = window["layer"] if window is not None else requested
                 if layer == "paused":
                     continue
-                if requested in LAYER_ORDER and layer in LAYER_ORDER and \
-                        LAYER_ORDER.index(requested) > LAYER_ORDER.index(layer):
+                if (
+                    requested in LAYER_ORDER
+                    and layer in LAYER_ORDER
+                    and LAYER_ORDER.index(requested) > LAYER_ORDER.index(layer)
+                ):
                     layer = requested
                 needed.add(resolve(layer, layers))
             out[(publisher.peer_id, source_id)] = [layer for layer in (*LAYER_ORDER, "single") if layer in needed]
@@ -154,19 +186,39 @@ def dynacast(out: Outputs, room: RoomState, state: dict[str, Any]) -> bool:
         changed = True
         publisher = room.peers[publisher_id]
         reason = "no-subscriber" if not active else "layers"
-        out.add("quality.facts", EncodingsChanged, room_id=room.room_id, peer_id=publisher_id, source_id=source_id,
-                active=active, reason=reason)
-        out.add("gateway.notifications", Notification, gateway_id=publisher.gateway_id,
-                session_id=publisher.session_id, room_id=room.room_id, peer_id=publisher_id,
-                message={"type": "encodings", "source_id": source_id, "active": active})
+        out.add(
+            "quality.facts",
+            EncodingsChanged,
+            room_id=room.room_id,
+            peer_id=publisher_id,
+            source_id=source_id,
+            active=active,
+            reason=reason,
+        )
+        out.add(
+            "gateway.notifications",
+            Notification,
+            gateway_id=publisher.gateway_id,
+            session_id=publisher.session_id,
+            room_id=room.room_id,
+            peer_id=publisher_id,
+            message={"type": "encodings", "source_id": source_id, "active": active},
+        )
     for key in [k for k in sent if k.split("|", 1)[0] not in room.peers]:
         del sent[key]
     return changed
 
 
 class QualityAgent:
-    def __init__(self, windows: Table, rooms: Table, config: QualityConfig, command_ttl_s: float,
-                 samples_topic: str, facts_topic: str) -> None:
+    def __init__(
+        self,
+        windows: Table,
+        rooms: Table,
+        config: QualityConfig,
+        command_ttl_s: float,
+        samples_topic: str,
+        facts_topic: str,
+    ) -> None:
         self.windows = windows
         self.rooms = rooms
         self.config = config
@@ -254,14 +306,19 @@ class QualityAgent:
         if window is None or window["layer"] == "high":
             return
         out = Outputs(added, f"{room.room_id}:quality", added.occurred_at)
-        node = {"node_id": room.node_id, "room_id": room.room_id, "peer_id": added.peer_id,
-                "source_id": added.source_id,
-                "deadline": added.occurred_at + timedelta(seconds=self.command_ttl_s)}
+        node = {
+            "node_id": room.node_id,
+            "room_id": room.room_id,
+            "peer_id": added.peer_id,
+            "source_id": added.source_id,
+            "deadline": added.occurred_at + timedelta(seconds=self.command_ttl_s),
+        }
         if window["layer"] == "paused":
             out.add("media.commands", SetPaused, paused=True, **node)
         else:
-            out.add("media.commands", SetLayer, layer=capped(window["layer"], room, added.peer_id, added.source_id),
-                    **node)
+            out.add(
+                "media.commands", SetLayer, layer=capped(window["layer"], room, added.peer_id, added.source_id), **node
+            )
         await batch.emit(out.items)
 
     async def on_batch_end(self, batch: Batch, room_id: str, cause: Event, partition: int) -> None:

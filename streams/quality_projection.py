@@ -103,10 +103,13 @@ _DECISION = insert(QualityDecision)
 INSERT_DECISIONS = _DECISION.on_conflict_do_nothing(index_elements=["event_id"])
 
 PRUNE = {
-    "quality_stats": text("DELETE FROM quality_stats WHERE id IN "
-                          "(SELECT id FROM quality_stats WHERE sampled_at < :cutoff LIMIT :n)"),
-    "quality_decisions": text("DELETE FROM quality_decisions WHERE event_id IN "
-                              "(SELECT event_id FROM quality_decisions WHERE decided_at < :cutoff LIMIT :n)"),
+    "quality_stats": text(
+        "DELETE FROM quality_stats WHERE id IN (SELECT id FROM quality_stats WHERE sampled_at < :cutoff LIMIT :n)"
+    ),
+    "quality_decisions": text(
+        "DELETE FROM quality_decisions WHERE event_id IN "
+        "(SELECT event_id FROM quality_decisions WHERE decided_at < :cutoff LIMIT :n)"
+    ),
 }
 
 
@@ -135,29 +138,71 @@ def storable(s: QualitySample) -> bool:
 
 def sample_columns(samples: Sequence[QualitySample]) -> dict[str, list[Any]]:
     """Column arrays of a batch for ``UPSERT_SAMPLES`` (an event id only once)."""
-    cols: dict[str, list[Any]] = {k: [] for k in (
-        "event_id", "room_id", "peer_id", "leg", "source", "bucket", "at", "loss", "rtt", "jitter",
-        "bitrate", "packets", "nacks", "plis", "layer", "bw")}
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "event_id",
+            "room_id",
+            "peer_id",
+            "leg",
+            "source",
+            "bucket",
+            "at",
+            "loss",
+            "rtt",
+            "jitter",
+            "bitrate",
+            "packets",
+            "nacks",
+            "plis",
+            "layer",
+            "bw",
+        )
+    }
     seen: set[str] = set()
     for s in samples:
         event_id = str(s.event_id)
         if event_id in seen or not storable(s):
             continue
         seen.add(event_id)
-        values = (event_id, s.room_id, s.peer_id, s.leg, s.source, bucket_of(s.occurred_at), s.occurred_at,
-                  s.loss_pct, _real(s.rtt_ms), _real(s.jitter_ms), _real(s.bitrate_kbps),
-                  min(s.packets, MAX_COUNT), min(s.nacks, MAX_COUNT), min(s.plis, MAX_COUNT),
-                  "paused" if s.paused else s.layer, _real(s.bandwidth_kbps))
+        values = (
+            event_id,
+            s.room_id,
+            s.peer_id,
+            s.leg,
+            s.source,
+            bucket_of(s.occurred_at),
+            s.occurred_at,
+            s.loss_pct,
+            _real(s.rtt_ms),
+            _real(s.jitter_ms),
+            _real(s.bitrate_kbps),
+            min(s.packets, MAX_COUNT),
+            min(s.nacks, MAX_COUNT),
+            min(s.plis, MAX_COUNT),
+            "paused" if s.paused else s.layer,
+            _real(s.bandwidth_kbps),
+        )
         for column, value in zip(cols, values, strict=True):
             cols[column].append(value)
     return cols
 
 
 def decision_row(f: QualityDecided) -> dict[str, Any]:
-    return {"event_id": str(f.event_id), "room_id": f.room_id, "peer_id": f.peer_id, "source_id": f.source_id,
-            "publisher_peer_id": f.publisher_peer_id, "layer": f.layer, "previous": f.previous,
-            "reason": f.reason, "loss_pct": f.loss_pct, "level": f.level, "bandwidth_kbps": f.bandwidth_kbps,
-            "decided_at": f.occurred_at}
+    return {
+        "event_id": str(f.event_id),
+        "room_id": f.room_id,
+        "peer_id": f.peer_id,
+        "source_id": f.source_id,
+        "publisher_peer_id": f.publisher_peer_id,
+        "layer": f.layer,
+        "previous": f.previous,
+        "reason": f.reason,
+        "loss_pct": f.loss_pct,
+        "level": f.level,
+        "bandwidth_kbps": f.bandwidth_kbps,
+        "decided_at": f.occurred_at,
+    }
 
 
 async def write_samples(conn: AsyncConnection, samples: Sequence[QualitySample]) -> int:
@@ -253,6 +298,7 @@ async def prune(engine: AsyncEngine, cutoff: datetime, batch: int = 5000) -> dic
     for table, stmt in PRUNE.items():
         total = 0
         while True:
+
             async def one(conn: AsyncConnection, stmt: Any = stmt) -> int:
                 result = await conn.execute(stmt, {"cutoff": cutoff, "n": batch})
                 return int(result.rowcount)

@@ -123,19 +123,37 @@ def _status(state: RoomRecordings, recording_id: str, status: str) -> RoomRecord
 EVOLVERS: dict[type[Event], Callable[[RoomRecordings, Any], RoomRecordings]] = {
     RoomCreated: lambda s, f: _with(s, room_open=True, peers={}),
     RoomClosed: lambda s, f: _with(s, room_open=False, peers={}),
-    PeerJoined: lambda s, f: _with(s, peers={**s.peers, f.peer_id: PeerAddress(
-        gateway_id=f.gateway_id, session_id=f.session_id, hidden=f.hidden)}),
+    PeerJoined: lambda s, f: _with(
+        s, peers={**s.peers, f.peer_id: PeerAddress(gateway_id=f.gateway_id, session_id=f.session_id, hidden=f.hidden)}
+    ),
     PeerLeft: lambda s, f: _with(s, peers={k: v for k, v in s.peers.items() if k != f.peer_id}),
-    PeerResumed: lambda s, f: s if f.peer_id not in s.peers else _with(s, peers={
-        **s.peers, f.peer_id: s.peers[f.peer_id].model_copy(
-            update={"gateway_id": f.gateway_id, "session_id": f.session_id})}),
-    RecordingAccepted: lambda s, f: _with(s, active={**s.active, f.recording_id: RecordingEntry(
-        requested_by=f.requested_by, accepted_at=f.occurred_at)}),
-    RecordingStarted: lambda s, f: s if s.active.get(f.recording_id, None) is None or
-    s.active[f.recording_id].status != "accepted" else _status(s, f.recording_id, "recording"),
+    PeerResumed: lambda s, f: (
+        s
+        if f.peer_id not in s.peers
+        else _with(
+            s,
+            peers={
+                **s.peers,
+                f.peer_id: s.peers[f.peer_id].model_copy(
+                    update={"gateway_id": f.gateway_id, "session_id": f.session_id}
+                ),
+            },
+        )
+    ),
+    RecordingAccepted: lambda s, f: _with(
+        s, active={**s.active, f.recording_id: RecordingEntry(requested_by=f.requested_by, accepted_at=f.occurred_at)}
+    ),
+    RecordingStarted: lambda s, f: (
+        s
+        if s.active.get(f.recording_id, None) is None or s.active[f.recording_id].status != "accepted"
+        else _status(s, f.recording_id, "recording")
+    ),
     RecordingStopping: lambda s, f: _status(s, f.recording_id, "stopping"),
-    RecordingCompleted: lambda s, f: _with(s, active=_without(s.active, f.recording_id), completed=[
-        *[r for r in s.completed if r != f.recording_id][-(COMPLETED_LIMIT - 1):], f.recording_id]),
+    RecordingCompleted: lambda s, f: _with(
+        s,
+        active=_without(s.active, f.recording_id),
+        completed=[*[r for r in s.completed if r != f.recording_id][-(COMPLETED_LIMIT - 1) :], f.recording_id],
+    ),
     RecordingFailed: lambda s, f: _with(s, active=_without(s.active, f.recording_id)),
 }
 
@@ -166,28 +184,46 @@ class Decision:
         self.out.add("recording.commands", cls, room_id=self.state.room_id, **fields)
 
     def reject(self, intent: Event, code: str, message: str) -> None:
-        self.out.add("recording.facts", RequestRejected, room_id=self.state.room_id,
-                     request_type=intent.type, code=code, message=message)
+        self.out.add(
+            "recording.facts",
+            RequestRejected,
+            room_id=self.state.room_id,
+            request_type=intent.type,
+            code=code,
+            message=message,
+        )
 
     def tell(self, peer_ids: list[str]) -> None:
         """Send the room's recording status to ``peer_ids`` (visible, joined peers only)."""
-        message = {"type": "recording", "room": self.state.room_id, "active": bool(self.state.active),
-                   "recording_ids": sorted(self.state.active)}
+        message = {
+            "type": "recording",
+            "room": self.state.room_id,
+            "active": bool(self.state.active),
+            "recording_ids": sorted(self.state.active),
+        }
         for peer_id in sorted(peer_ids):
             peer = self.state.peers.get(peer_id)
             if peer is not None and not peer.hidden:
-                self.out.add("gateway.notifications", Notification, gateway_id=peer.gateway_id,
-                             session_id=peer.session_id, room_id=self.state.room_id, peer_id=peer_id,
-                             message=message)
+                self.out.add(
+                    "gateway.notifications",
+                    Notification,
+                    gateway_id=peer.gateway_id,
+                    session_id=peer.session_id,
+                    room_id=self.state.room_id,
+                    peer_id=peer_id,
+                    message=message,
+                )
 
     def tell_everyone(self) -> None:
         self.tell(list(self.state.peers))
 
-    def accept(self, recording_id: str, requested_by: str, segment_s: float | None,
-               origin: Literal["request", "auto"]) -> None:
+    def accept(
+        self, recording_id: str, requested_by: str, segment_s: float | None, origin: Literal["request", "auto"]
+    ) -> None:
         segment_s = segment_s if segment_s is not None else self.config.segment_s
-        self.fact(RecordingAccepted, recording_id=recording_id, requested_by=requested_by,
-                  segment_s=segment_s, origin=origin)
+        self.fact(
+            RecordingAccepted, recording_id=recording_id, requested_by=requested_by, segment_s=segment_s, origin=origin
+        )
         self.command(StartRecording, recording_id=recording_id, segment_s=segment_s)
         self.tell_everyone()
 
@@ -262,8 +298,9 @@ HANDLERS: dict[type[Event], Callable[[Decision, Any], None]] = {
 }
 
 
-def handle(state: RoomRecordings | None, event: Event, config: RecordingConfig,
-           room_id: str | None = None) -> tuple[RoomRecordings | None, Outputs]:
+def handle(
+    state: RoomRecordings | None, event: Event, config: RecordingConfig, room_id: str | None = None
+) -> tuple[RoomRecordings | None, Outputs]:
     """Apply one input to one room's recordings. Inputs it does not use leave the state
     as is (``None`` stays ``None``: a room the agent never needed is not stored)."""
     room_id = room_id or str(getattr(event, "room_id", ""))
@@ -279,5 +316,5 @@ def handle(state: RoomRecordings | None, event: Event, config: RecordingConfig,
         d.state = evolve(d.state, event) or d.state
     else:
         handler(d, event)
-    d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1):], event_id]})
+    d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1) :], event_id]})
     return d.state, d.out

@@ -70,30 +70,29 @@ def choose_node(state: RegistryState) -> str | None:
     live = state.live()
     if not live:
         return None
-    best = min(live, key=lambda n: (n.load.packets_per_s, n.load.peers,
-                                    counts.get(n.node_id, 0), n.node_id))
+    best = min(live, key=lambda n: (n.load.packets_per_s, n.load.peers, counts.get(n.node_id, 0), n.node_id))
     return best.node_id
 
 
-def _place(state: RegistryState, out: Outputs, room_id: str, previous: str | None,
-           reason: str) -> None:
+def _place(state: RegistryState, out: Outputs, room_id: str, previous: str | None, reason: str) -> None:
     node_id = choose_node(state)
     state.rooms[room_id] = node_id
     if node_id is not None:
-        out.add("rtc.intents", RoomPlaced, room_id=room_id, node_id=node_id,
-                previous_node_id=previous, reason=reason)
+        out.add("rtc.intents", RoomPlaced, room_id=room_id, node_id=node_id, previous_node_id=previous, reason=reason)
 
 
 def _mark_dead(state: RegistryState, out: Outputs, node: NodeInfo, reason: str) -> None:
     node.alive = False
-    out.add("node.facts", NodeMarkedDead, node_id=node.node_id, reason=reason,
-            last_seen_at=node.last_seen)
+    out.add("node.facts", NodeMarkedDead, node_id=node.node_id, reason=reason, last_seen_at=node.last_seen)
     for room_id in state.rooms_on(node.node_id):
         _place(state, out, room_id, node.node_id, "node-failed")
 
 
-def handle(state: RegistryState | None, event: Event, config: RegistryConfig,
-           ) -> tuple[RegistryState, Outputs]:
+def handle(
+    state: RegistryState | None,
+    event: Event,
+    config: RegistryConfig,
+) -> tuple[RegistryState, Outputs]:
     state = state.model_copy(deep=True) if state is not None else RegistryState()
     at = event.now if isinstance(event, Tick) else event.occurred_at
     out = Outputs(event, REGISTRY_KEY, at)
@@ -101,8 +100,13 @@ def handle(state: RegistryState | None, event: Event, config: RegistryConfig,
         node = state.nodes.get(event.node_id)
         was_alive = node is not None and node.alive
         state.nodes[event.node_id] = NodeInfo(
-            node_id=event.node_id, alive=True, address=event.address,
-            started_at=event.started_at, last_seen=event.occurred_at, load=event.load)
+            node_id=event.node_id,
+            alive=True,
+            address=event.address,
+            started_at=event.started_at,
+            last_seen=event.occurred_at,
+            load=event.load,
+        )
         if not was_alive:
             out.add("node.facts", NodeMarkedAlive, node_id=event.node_id, address=event.address)
             for room_id in sorted(r for r, n in state.rooms.items() if n is None):
@@ -114,8 +118,7 @@ def handle(state: RegistryState | None, event: Event, config: RegistryConfig,
     elif isinstance(event, PlacementRequested):
         current = state.rooms.get(event.room_id)
         if current is not None and state.nodes[current].alive:
-            out.add("rtc.intents", RoomPlaced, room_id=event.room_id, node_id=current,
-                    reason="initial")
+            out.add("rtc.intents", RoomPlaced, room_id=event.room_id, node_id=current, reason="initial")
         else:
             _place(state, out, event.room_id, current, "initial")
     elif isinstance(event, RoomReleased):

@@ -41,15 +41,24 @@ class ReplayReport:
         return not self.mismatches
 
     def as_dict(self) -> dict[str, Any]:
-        return {"equal": self.equal, "facts": self.facts, "duplicate_records": self.duplicates,
-                "rooms": self.rooms, "mismatches": self.mismatches[:50],
-                "mismatch_count": len(self.mismatches)}
+        return {
+            "equal": self.equal,
+            "facts": self.facts,
+            "duplicate_records": self.duplicates,
+            "rooms": self.rooms,
+            "mismatches": self.mismatches[:50],
+            "mismatch_count": len(self.mismatches),
+        }
 
 
 async def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
     """Every record in ``topic`` up to its end offsets now, in per-partition order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"roomlog-replay-{uuid.uuid4().hex[:8]}",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"roomlog-replay-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic)
@@ -103,14 +112,30 @@ MemberRows = dict[tuple[str, str], dict[str, Any]]
 
 def expected_rows(rooms: dict[str, RoomState]) -> tuple[Rows, MemberRows]:
     room_rows = {
-        r.room_id: {"room_type": r.room_type.value, "status": r.status, "max_participants": r.max_participants,
-                    "empty_timeout_s": r.empty_timeout_s, "creator": r.creator, "node_id": r.node_id,
-                    "created_at": r.created_at, "closed_at": r.closed_at}
-        for r in rooms.values()}
+        r.room_id: {
+            "room_type": r.room_type.value,
+            "status": r.status,
+            "max_participants": r.max_participants,
+            "empty_timeout_s": r.empty_timeout_s,
+            "creator": r.creator,
+            "node_id": r.node_id,
+            "created_at": r.created_at,
+            "closed_at": r.closed_at,
+        }
+        for r in rooms.values()
+    }
     member_rows = {
-        (r.room_id, p.peer_id): {"identity": p.identity, "name": p.name, "state": p.state,
-                                 "audio_enabled": not p.audio_muted, "video_enabled": not p.video_muted}
-        for r in rooms.values() for p in r.peers.values() if not p.hidden}
+        (r.room_id, p.peer_id): {
+            "identity": p.identity,
+            "name": p.name,
+            "state": p.state,
+            "audio_enabled": not p.audio_muted,
+            "video_enabled": not p.video_muted,
+        }
+        for r in rooms.values()
+        for p in r.peers.values()
+        if not p.hidden
+    }
     return room_rows, member_rows
 
 
@@ -120,12 +145,31 @@ async def compare_postgres(database_url: str, rooms: dict[str, RoomState], repor
     try:
         async with engine.connect() as conn:
             ids = list(want_rooms)
-            got_rooms = {row.room_id: dict(row._mapping) for row in (await conn.execute(sa.text(
-                "select room_id, room_type, status, max_participants, empty_timeout_s, creator, node_id, "
-                "created_at, closed_at from rooms where room_id = any(:ids)"), {"ids": ids})).all()}
-            got_members = {(row.room_id, row.peer_id): dict(row._mapping) for row in (await conn.execute(sa.text(
-                "select room_id, peer_id, identity, name, state, audio_enabled, video_enabled from room_members "
-                "where room_id = any(:ids) and state <> 'left'"), {"ids": ids})).all()}
+            got_rooms = {
+                row.room_id: dict(row._mapping)
+                for row in (
+                    await conn.execute(
+                        sa.text(
+                            "select room_id, room_type, status, max_participants, empty_timeout_s, creator, node_id, "
+                            "created_at, closed_at from rooms where room_id = any(:ids)"
+                        ),
+                        {"ids": ids},
+                    )
+                ).all()
+            }
+            got_members = {
+                (row.room_id, row.peer_id): dict(row._mapping)
+                for row in (
+                    await conn.execute(
+                        sa.text(
+                            "select room_id, peer_id, identity, name, state, audio_enabled, video_enabled "
+                            "from room_members "
+                            "where room_id = any(:ids) and state <> 'left'"
+                        ),
+                        {"ids": ids},
+                    )
+                ).all()
+            }
     finally:
         await engine.dispose()
     for room_id, want in want_rooms.items():
@@ -176,15 +220,22 @@ async def replay(bootstrap: str, prefix: str, database_url: str | None, app_id: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streams.replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m streams.replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     parser.add_argument("--prefix", default=os.environ.get("ROOMLOG_TOPIC_PREFIX", ""), help="topic prefix")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="compare with this read model (default $DATABASE_URL)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="compare with this read model (default $DATABASE_URL)",
+    )
     parser.add_argument("--no-postgres", action="store_true", help="skip the Postgres comparison")
-    parser.add_argument("--app-id", default=os.environ.get("ROOMLOG_STREAMS_APP_ID"),
-                        help="compare with this streams app's room table (its changelog topic)")
+    parser.add_argument(
+        "--app-id",
+        default=os.environ.get("ROOMLOG_STREAMS_APP_ID"),
+        help="compare with this streams app's room table (its changelog topic)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     database_url = None if args.no_postgres else args.database_url
@@ -192,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), default=str))
     else:
-        print(f"replayed {report.facts} facts into {report.rooms} rooms "
-              f"({report.duplicates} duplicate records skipped)")
+        print(
+            f"replayed {report.facts} facts into {report.rooms} rooms ({report.duplicates} duplicate records skipped)"
+        )
         for line in report.mismatches:
             print(f"MISMATCH {line}")
         print("replay equals live state" if report.equal else f"{len(report.mismatches)} mismatch(es)")

@@ -112,17 +112,30 @@ Evolver = Callable[[RoomState | None, Any], RoomState | None]
 
 def _created(state: RoomState | None, f: RoomCreated) -> RoomState:
     return RoomState(
-        room_id=f.room_id, room_type=f.room_type, max_participants=f.max_participants,
-        empty_timeout_s=f.empty_timeout_s, creator=f.creator, metadata=dict(f.metadata),
-        created_at=f.occurred_at, empty_since=f.occurred_at,
-        allowed_identities=list(f.allowed_identities), seen=state.seen if state else [],
+        room_id=f.room_id,
+        room_type=f.room_type,
+        max_participants=f.max_participants,
+        empty_timeout_s=f.empty_timeout_s,
+        creator=f.creator,
+        metadata=dict(f.metadata),
+        created_at=f.occurred_at,
+        empty_since=f.occurred_at,
+        allowed_identities=list(f.allowed_identities),
+        seen=state.seen if state else [],
     )
 
 
 def _closed(state: RoomState, f: RoomClosed) -> RoomState:
-    return state.model_copy(update={"status": "closed", "closed_at": f.occurred_at,
-                                    "peers": {}, "node_id": None, "empty_since": None,
-                                    "publisher_peer_id": None})
+    return state.model_copy(
+        update={
+            "status": "closed",
+            "closed_at": f.occurred_at,
+            "peers": {},
+            "node_id": None,
+            "empty_since": None,
+            "publisher_peer_id": None,
+        }
+    )
 
 
 def _placed(state: RoomState, f: RoomPlaced) -> RoomState:
@@ -134,13 +147,20 @@ def _placed(state: RoomState, f: RoomPlaced) -> RoomState:
 
 
 def _joined(state: RoomState, f: PeerJoined) -> RoomState:
-    peer = PeerState(peer_id=f.peer_id, identity=f.identity, name=f.name,
-                     session_id=f.session_id, gateway_id=f.gateway_id, joined_at=f.occurred_at,
-                     can_publish=f.can_publish, can_subscribe=f.can_subscribe,
-                     join_request_id=f.correlation_id, hidden=f.hidden)
+    peer = PeerState(
+        peer_id=f.peer_id,
+        identity=f.identity,
+        name=f.name,
+        session_id=f.session_id,
+        gateway_id=f.gateway_id,
+        joined_at=f.occurred_at,
+        can_publish=f.can_publish,
+        can_subscribe=f.can_subscribe,
+        join_request_id=f.correlation_id,
+        hidden=f.hidden,
+    )
     empty_since = state.empty_since if f.hidden else None
-    return state.model_copy(update={"peers": {**state.peers, f.peer_id: peer},
-                                    "empty_since": empty_since})
+    return state.model_copy(update={"peers": {**state.peers, f.peer_id: peer}, "empty_since": empty_since})
 
 
 def _left(state: RoomState, f: PeerLeft) -> RoomState:
@@ -148,8 +168,7 @@ def _left(state: RoomState, f: PeerLeft) -> RoomState:
     visible = any(not p.hidden for p in peers.values())
     empty_since = state.empty_since if visible or state.empty_since is not None else f.occurred_at
     publisher = None if state.publisher_peer_id == f.peer_id else state.publisher_peer_id
-    return state.model_copy(update={"peers": peers, "empty_since": empty_since,
-                                    "publisher_peer_id": publisher})
+    return state.model_copy(update={"peers": peers, "empty_since": empty_since, "publisher_peer_id": publisher})
 
 
 def _claimed(state: RoomState, f: PublisherClaimed) -> RoomState:
@@ -160,8 +179,7 @@ def _with_peer(room: RoomState, peer_id: str, **changes: Any) -> RoomState:
     peer = room.peers.get(peer_id)
     if peer is None:
         return room
-    return room.model_copy(update={"peers": {**room.peers,
-                                             peer_id: peer.model_copy(update=changes)}})
+    return room.model_copy(update={"peers": {**room.peers, peer_id: peer.model_copy(update=changes)}})
 
 
 def _disconnected(state: RoomState, f: PeerDisconnected) -> RoomState:
@@ -169,8 +187,9 @@ def _disconnected(state: RoomState, f: PeerDisconnected) -> RoomState:
 
 
 def _resumed(state: RoomState, f: PeerResumed) -> RoomState:
-    return _with_peer(state, f.peer_id, state="joined", disconnected_at=None,
-                      session_id=f.session_id, gateway_id=f.gateway_id)
+    return _with_peer(
+        state, f.peer_id, state="joined", disconnected_at=None, session_id=f.session_id, gateway_id=f.gateway_id
+    )
 
 
 def _updated(state: RoomState, f: PeerUpdated) -> RoomState:

@@ -60,8 +60,7 @@ def remove_peer(d: Decision, peer: PeerState, reason: str, *, tell_peer: bool = 
     d.fact(PeerLeft, peer_id=peer.peer_id, reason=reason)
     d.command(ClosePeer, peer_id=peer.peer_id)
     if not peer.hidden:
-        d.notify_others(peer.peer_id, {"type": "peer-left", "peer_id": peer.peer_id,
-                                       "reason": reason})
+        d.notify_others(peer.peer_id, {"type": "peer-left", "peer_id": peer.peer_id, "reason": reason})
     if tell_peer:
         d.notify(peer, {"type": "left", "peer_id": peer.peer_id, "reason": reason})
 
@@ -83,10 +82,15 @@ def on_create(d: Decision, intent: CreateRoomRequested) -> None:
     if d.state is not None and d.state.is_open:
         d.reject(intent, "room_exists", f"room {intent.room_id} already exists")
         return
-    d.fact(RoomCreated, room_type=intent.room_type,
-           max_participants=p2p.capacity(intent.room_type, intent.max_participants),
-           empty_timeout_s=intent.empty_timeout_s, creator=intent.creator,
-           metadata=intent.metadata, allowed_identities=intent.allowed_identities)
+    d.fact(
+        RoomCreated,
+        room_type=intent.room_type,
+        max_participants=p2p.capacity(intent.room_type, intent.max_participants),
+        empty_timeout_s=intent.empty_timeout_s,
+        creator=intent.creator,
+        metadata=intent.metadata,
+        allowed_identities=intent.allowed_identities,
+    )
 
 
 def on_delete(d: Decision, intent: DeleteRoomRequested) -> None:
@@ -97,15 +101,19 @@ def on_delete(d: Decision, intent: DeleteRoomRequested) -> None:
 
 
 def on_join(d: Decision, intent: JoinRequested) -> None:
-    where = {"peer_id": intent.peer_id, "gateway_id": intent.gateway_id,
-             "session_id": intent.session_id}
+    where = {"peer_id": intent.peer_id, "gateway_id": intent.gateway_id, "session_id": intent.session_id}
     if Grant.JOIN not in intent.grants:
         d.reject(intent, "forbidden", "token does not grant join", **where)
         return
     if d.state is None or not d.state.is_open:
         room_type = intent.room_type or RoomType.SFU
-        d.fact(RoomCreated, room_type=room_type, max_participants=p2p.capacity(room_type, 50),
-               empty_timeout_s=300, creator=intent.identity)
+        d.fact(
+            RoomCreated,
+            room_type=room_type,
+            max_participants=p2p.capacity(room_type, 50),
+            empty_timeout_s=300,
+            creator=intent.identity,
+        )
     assert d.state is not None
     if intent.peer_id in d.state.peers:
         return  # the same peer id joined already (a re-sent intent with a new event id)
@@ -118,11 +126,17 @@ def on_join(d: Decision, intent: JoinRequested) -> None:
     if len(d.state.peers) >= d.state.max_participants:
         d.reject(intent, "room_full", f"room {intent.room_id} is full", **where)
         return
-    peer = d.fact(PeerJoined, peer_id=intent.peer_id, identity=intent.identity, name=intent.name,
-                  session_id=intent.session_id, gateway_id=intent.gateway_id,
-                  can_publish=Grant.PUBLISH in intent.grants,
-                  can_subscribe=Grant.SUBSCRIBE in intent.grants,
-                  hidden=Grant.RECORD in intent.grants and Grant.PUBLISH not in intent.grants)
+    peer = d.fact(
+        PeerJoined,
+        peer_id=intent.peer_id,
+        identity=intent.identity,
+        name=intent.name,
+        session_id=intent.session_id,
+        gateway_id=intent.gateway_id,
+        can_publish=Grant.PUBLISH in intent.grants,
+        can_subscribe=Grant.SUBSCRIBE in intent.grants,
+        hidden=Grant.RECORD in intent.grants and Grant.PUBLISH not in intent.grants,
+    )
     me = d.state.peers[peer.peer_id]
     if not me.hidden:
         d.notify_others(me.peer_id, {"type": "peer-joined", "peer": peer_summary(me)})
@@ -136,9 +150,17 @@ def on_join(d: Decision, intent: JoinRequested) -> None:
 
 def send_joined(d: Decision, me: PeerState) -> None:
     assert d.state is not None
-    d.notify(me, {"type": "joined", "request_id": me.join_request_id, "room": d.room_id,
-                  "room_type": d.state.room_type.value, "peer_id": me.peer_id,
-                  "peers": [peer_summary(p) for p in d.state.visible_peers() if p.peer_id != me.peer_id]})
+    d.notify(
+        me,
+        {
+            "type": "joined",
+            "request_id": me.join_request_id,
+            "room": d.room_id,
+            "room_type": d.state.room_type.value,
+            "peer_id": me.peer_id,
+            "peers": [peer_summary(p) for p in d.state.visible_peers() if p.peer_id != me.peer_id],
+        },
+    )
 
 
 def on_leave(d: Decision, intent: LeaveRequested) -> None:
@@ -156,16 +178,28 @@ def on_connection_lost(d: Decision, intent: ConnectionLost) -> None:
 def on_resume(d: Decision, intent: ResumeRequested) -> None:
     peer = d.state.peers.get(intent.peer_id) if d.state else None
     if peer is None or (intent.identity is not None and intent.identity != peer.identity):
-        d.reject(intent, "peer_not_found", "peer is gone; join again", peer_id=intent.peer_id,
-                 gateway_id=intent.gateway_id, session_id=intent.session_id)
+        d.reject(
+            intent,
+            "peer_not_found",
+            "peer is gone; join again",
+            peer_id=intent.peer_id,
+            gateway_id=intent.gateway_id,
+            session_id=intent.session_id,
+        )
         return
-    d.fact(PeerResumed, peer_id=peer.peer_id, session_id=intent.session_id,
-           gateway_id=intent.gateway_id)
+    d.fact(PeerResumed, peer_id=peer.peer_id, session_id=intent.session_id, gateway_id=intent.gateway_id)
     assert d.state is not None
     me = d.state.peers[peer.peer_id]
-    d.notify(me, {"type": "resumed", "request_id": intent.correlation_id, "peer_id": me.peer_id,
-                  "peers": [peer_summary(p) for p in d.state.visible_peers() if p is not me],
-                  "tracks": track_summary(me)})
+    d.notify(
+        me,
+        {
+            "type": "resumed",
+            "request_id": intent.correlation_id,
+            "peer_id": me.peer_id,
+            "peers": [peer_summary(p) for p in d.state.visible_peers() if p is not me],
+            "tracks": track_summary(me),
+        },
+    )
 
 
 def on_mute(d: Decision, intent: MuteRequested) -> None:
@@ -176,8 +210,7 @@ def on_mute(d: Decision, intent: MuteRequested) -> None:
     video = intent.muted if intent.source_kind != "microphone" else peer.video_muted
     d.fact(PeerUpdated, peer_id=peer.peer_id, audio_muted=audio, video_muted=video)
     assert d.state is not None
-    d.notify_others(peer.peer_id, {"type": "peer-updated",
-                                   "peer": peer_summary(d.state.peers[peer.peer_id])})
+    d.notify_others(peer.peer_id, {"type": "peer-updated", "peer": peer_summary(d.state.peers[peer.peer_id])})
 
 
 def on_placed(d: Decision, intent: RoomPlaced) -> None:
@@ -187,8 +220,7 @@ def on_placed(d: Decision, intent: RoomPlaced) -> None:
     if d.state.node_id == intent.node_id:
         return
     moved = d.state.node_id is not None or intent.previous_node_id is not None
-    d.fact(RoomPlaced, node_id=intent.node_id, previous_node_id=intent.previous_node_id,
-           reason=intent.reason)
+    d.fact(RoomPlaced, node_id=intent.node_id, previous_node_id=intent.previous_node_id, reason=intent.reason)
     for peer in list(d.state.peers.values()):
         if moved:
             d.notify(peer, {"type": "reconnect", "reason": intent.reason})
@@ -201,13 +233,17 @@ def on_tick(d: Decision, tick: Tick) -> None:
         return
     grace = timedelta(seconds=d.config.disconnect_grace_s)
     for peer in list(d.state.peers.values()):
-        if peer.state == "disconnected" and peer.disconnected_at is not None and (
-            tick.now - peer.disconnected_at >= grace
+        if (
+            peer.state == "disconnected"
+            and peer.disconnected_at is not None
+            and (tick.now - peer.disconnected_at >= grace)
         ):
             remove_peer(d, peer, "disconnect-timeout")
     empty_since = d.state.empty_since
-    if not d.state.visible_peers() and empty_since is not None and (
-        tick.now - empty_since >= timedelta(seconds=d.state.empty_timeout_s)
+    if (
+        not d.state.visible_peers()
+        and empty_since is not None
+        and (tick.now - empty_since >= timedelta(seconds=d.state.empty_timeout_s))
     ):
         close_room(d, "empty-timeout")
 
@@ -240,15 +276,19 @@ def next_deadline(state: RoomState | None, config: RoomConfig) -> datetime | Non
     """When a tick may next change this room (a grace period or the empty timeout)."""
     if state is None or not state.is_open:
         return None
-    times = [p.disconnected_at + timedelta(seconds=config.disconnect_grace_s)
-             for p in state.peers.values() if p.disconnected_at is not None]
+    times = [
+        p.disconnected_at + timedelta(seconds=config.disconnect_grace_s)
+        for p in state.peers.values()
+        if p.disconnected_at is not None
+    ]
     if not state.visible_peers() and state.empty_since is not None:
         times.append(state.empty_since + timedelta(seconds=state.empty_timeout_s))
     return min(times, default=None)
 
 
-def handle(state: RoomState | None, intent: Event, config: RoomConfig,
-           room_id: str | None = None) -> tuple[RoomState | None, Outputs]:
+def handle(
+    state: RoomState | None, intent: Event, config: RoomConfig, room_id: str | None = None
+) -> tuple[RoomState | None, Outputs]:
     """Apply one input to one room. Returns the new state and the outputs."""
     room_id = room_id or str(getattr(intent, "room_id"))  # noqa: B009
     at = intent.now if isinstance(intent, Tick) else intent.occurred_at
@@ -265,6 +305,5 @@ def handle(state: RoomState | None, intent: Event, config: RoomConfig,
         else:
             handler(d, intent)
         if d.state is not None:
-            d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1):],
-                                                          event_id]})
+            d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1) :], event_id]})
     return d.state, d.out

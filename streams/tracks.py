@@ -39,8 +39,14 @@ from streams.decision import Decision
 from streams.room_state import PeerState, track_key
 
 
-def _ready_peer(d: Decision, intent: PublishRequested | SubscribeRequested | UnsubscribeRequested |
-                SubscriberAnswerSubmitted | UnpublishRequested) -> PeerState | None:
+def _ready_peer(
+    d: Decision,
+    intent: PublishRequested
+    | SubscribeRequested
+    | UnsubscribeRequested
+    | SubscriberAnswerSubmitted
+    | UnpublishRequested,
+) -> PeerState | None:
     peer = d.peer(intent.peer_id)
     if peer is None:
         d.reject(intent, "not_joined", f"peer {intent.peer_id} is not in the room", peer_id=intent.peer_id)
@@ -60,8 +66,13 @@ def subscribe(d: Decision, subscriber: PeerState, publisher: PeerState, source_i
     if subscriber.subscriptions.get(source_id) == layer:
         return
     d.fact(SubscriptionAdded, peer_id=subscriber.peer_id, source_id=source_id, layer=layer)
-    d.command(AddSubscription, peer_id=subscriber.peer_id, publisher_peer_id=publisher.peer_id,
-              source_id=source_id, layer=layer)
+    d.command(
+        AddSubscription,
+        peer_id=subscriber.peer_id,
+        publisher_peer_id=publisher.peer_id,
+        source_id=source_id,
+        layer=layer,
+    )
 
 
 def subscribe_to_room(d: Decision, subscriber: PeerState) -> None:
@@ -98,8 +109,12 @@ def on_publish(d: Decision, intent: PublishRequested) -> None:
     if d.state.room_type == RoomType.BROADCAST:
         holder = d.state.publisher_peer_id
         if holder is not None and holder != peer.peer_id:
-            d.reject_to(intent, peer, "publisher_exists",
-                        f"broadcast room {d.room_id} already has a publisher ({holder}); it has one")
+            d.reject_to(
+                intent,
+                peer,
+                "publisher_exists",
+                f"broadcast room {d.room_id} already has a publisher ({holder}); it has one",
+            )
             return
         if holder is None:
             d.fact(PublisherClaimed, peer_id=peer.peer_id)
@@ -184,8 +199,14 @@ def on_publisher_answered(d: Decision, result: PublisherAnswered) -> None:
 def on_subscriber_offered(d: Decision, result: SubscriberOffered) -> None:
     peer = d.peer(result.peer_id)
     if peer is not None and _current_node(d, result.node_id):
-        d.notify(peer, {"type": "subscriber-offer", "sdp": result.sdp,
-                        "sources": [s.model_dump(mode="json") for s in result.sources]})
+        d.notify(
+            peer,
+            {
+                "type": "subscriber-offer",
+                "sdp": result.sdp,
+                "sources": [s.model_dump(mode="json") for s in result.sources],
+            },
+        )
 
 
 def on_track_started(d: Decision, result: TrackStarted) -> None:
@@ -196,9 +217,18 @@ def on_track_started(d: Decision, result: TrackStarted) -> None:
         return
     first_encoding = result.track.source_id not in peer.source_ids()
     d.fact(TrackPublished, peer_id=peer.peer_id, track=result.track)
-    d.notify_others(peer.peer_id, {"type": "track-published", "peer_id": peer.peer_id,
-                                   "track": {"source_id": result.track.source_id, "kind": result.track.kind.value,
-                                             "layer": result.track.layer}})
+    d.notify_others(
+        peer.peer_id,
+        {
+            "type": "track-published",
+            "peer_id": peer.peer_id,
+            "track": {
+                "source_id": result.track.source_id,
+                "kind": result.track.kind.value,
+                "layer": result.track.layer,
+            },
+        },
+    )
     if first_encoding:
         assert d.state is not None
         publisher = d.state.peers[peer.peer_id]
@@ -215,5 +245,6 @@ def on_track_ended(d: Decision, result: TrackEnded) -> None:
 def on_command_failed(d: Decision, result: CommandFailed) -> None:
     peer = d.peer(result.peer_id) if result.peer_id else None
     if peer is not None:
-        d.notify(peer, {"type": "error", "code": result.code, "message": result.message,
-                        "request_id": result.correlation_id})
+        d.notify(
+            peer, {"type": "error", "code": result.code, "message": result.message, "request_id": result.correlation_id}
+        )

@@ -66,8 +66,7 @@ class UserState(BaseModel):
 
 def _opened(state: UserState, e: SessionOpened) -> UserState:
     info = SessionInfo(session_id=e.session_id, gateway_id=e.gateway_id, last_seen=e.occurred_at)
-    return state.model_copy(update={"sessions": {**state.sessions, e.session_id: info},
-                                    "name": e.name or state.name})
+    return state.model_copy(update={"sessions": {**state.sessions, e.session_id: info}, "name": e.name or state.name})
 
 
 def _pinged(state: UserState, e: SessionPinged) -> UserState:
@@ -103,8 +102,9 @@ def _presence(state: UserState, e: PresenceChanged) -> UserState:
 
 
 def _invited(state: UserState, e: CallInviteRequested) -> UserState:
-    return state.model_copy(update={"attempts": [*state.attempts, e.occurred_at],
-                                    "calls": {**state.calls, e.call_id: "calling"}})
+    return state.model_copy(
+        update={"attempts": [*state.attempts, e.occurred_at], "calls": {**state.calls, e.call_id: "calling"}}
+    )
 
 
 def _party(state: UserState, e: NotifyCallParty) -> UserState:

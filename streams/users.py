@@ -64,13 +64,20 @@ class UserDecision:
         for info in self.state.live_sessions():
             by_gateway.setdefault(info.gateway_id, []).append(info.session_id)
         for gateway_id, sessions in sorted(by_gateway.items()):
-            self.out.add("gateway.notifications", Notification, gateway_id=gateway_id, session_id=sessions[0],
-                         session_ids=sessions if len(sessions) > 1 else [], message=message)
+            self.out.add(
+                "gateway.notifications",
+                Notification,
+                gateway_id=gateway_id,
+                session_id=sessions[0],
+                session_ids=sessions if len(sessions) > 1 else [],
+                message=message,
+            )
 
     def reply(self, gateway_id: str | None, session_id: str | None, message: dict[str, Any]) -> None:
         if gateway_id and session_id:
-            self.out.add("gateway.notifications", Notification, gateway_id=gateway_id, session_id=session_id,
-                         message=message)
+            self.out.add(
+                "gateway.notifications", Notification, gateway_id=gateway_id, session_id=session_id, message=message
+            )
 
     def reconcile(self) -> None:
         """Emit ``PresenceChanged`` when the derived status differs from the recorded one;
@@ -80,10 +87,10 @@ class UserDecision:
             return
         if status == "offline":
             for call_id in sorted(self.state.calls):
-                self.out.add("call.events", CallAnswerRequested, call_id=call_id, user_id=self.state.user_id,
-                             answer="hangup")
-        self.fact("presence.facts", PresenceChanged, user_id=self.state.user_id, status=status,
-                  name=self.state.name)
+                self.out.add(
+                    "call.events", CallAnswerRequested, call_id=call_id, user_id=self.state.user_id, answer="hangup"
+                )
+        self.fact("presence.facts", PresenceChanged, user_id=self.state.user_id, status=status, name=self.state.name)
 
 
 def on_observed(d: UserDecision, event: Event) -> None:
@@ -98,25 +105,42 @@ def on_call_requested(d: UserDecision, e: CallRequested) -> None:
     d.state = d.state.model_copy(update={"attempts": recent})
     if len(recent) >= d.config.max_call_attempts:
         retry_after = max(0.0, (recent[0] + window - e.occurred_at).total_seconds())
-        d.out.add("call.events", CallRefused, call_id=e.call_id, reason="rate_limited", caller=e.user_id,
-                  callee=e.callee)
-        d.reply(e.gateway_id, e.reply_session_id, {
-            "type": "error", "code": "rate_limited", "call_id": e.call_id,
-            "message": f"at most {d.config.max_call_attempts} call attempts per "
-                       f"{d.config.attempt_window_s:g} s; retry in {retry_after:.0f} s",
-            "retry_after_s": round(retry_after, 3)})
+        d.out.add(
+            "call.events", CallRefused, call_id=e.call_id, reason="rate_limited", caller=e.user_id, callee=e.callee
+        )
+        d.reply(
+            e.gateway_id,
+            e.reply_session_id,
+            {
+                "type": "error",
+                "code": "rate_limited",
+                "call_id": e.call_id,
+                "message": f"at most {d.config.max_call_attempts} call attempts per "
+                f"{d.config.attempt_window_s:g} s; retry in {retry_after:.0f} s",
+                "retry_after_s": round(retry_after, 3),
+            },
+        )
         return
-    d.fact("call.events", CallInviteRequested, call_id=e.call_id, caller=e.user_id, callee=e.callee,
-           expires_at=e.expires_at, caller_name=e.name or d.state.name)
-    d.reply(e.gateway_id, e.reply_session_id, {"type": "call-requested", "call_id": e.call_id,
-                                               "callee": e.callee, "expires_at": e.expires_at.isoformat()})
+    d.fact(
+        "call.events",
+        CallInviteRequested,
+        call_id=e.call_id,
+        caller=e.user_id,
+        callee=e.callee,
+        expires_at=e.expires_at,
+        caller_name=e.name or d.state.name,
+    )
+    d.reply(
+        e.gateway_id,
+        e.reply_session_id,
+        {"type": "call-requested", "call_id": e.call_id, "callee": e.callee, "expires_at": e.expires_at.isoformat()},
+    )
 
 
 def on_party(d: UserDecision, e: NotifyCallParty) -> None:
     if e.state == "ringing" and e.call_id not in d.state.calls:
         live = d.state.live_sessions()
-        reason = ("callee_offline" if not live else
-                  "callee_busy" if "connected" in d.state.calls.values() else None)
+        reason = "callee_offline" if not live else "callee_busy" if "connected" in d.state.calls.values() else None
         if reason is not None:
             d.out.add("call.events", CallRefused, call_id=e.call_id, reason=reason, callee=e.user_id)
             return
@@ -132,11 +156,9 @@ def on_tick(d: UserDecision, tick: Tick) -> None:
     grace = timedelta(seconds=d.config.resume_grace_s)
     for session_id, info in sorted(d.state.sessions.items()):
         if info.lost_at is not None and tick.now - info.lost_at >= grace:
-            d.fact("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id,
-                   reason="grace")
+            d.fact("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id, reason="grace")
         elif tick.now - info.last_seen >= ttl:
-            d.fact("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id,
-                   reason="ttl")
+            d.fact("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id, reason="ttl")
     d.reconcile()
 
 
@@ -153,13 +175,18 @@ def next_deadline(state: UserState | None, config: UserConfig) -> datetime | Non
     """When a tick may next change this user: a session's TTL or resume grace."""
     if state is None:
         return None
-    times = [info.lost_at + timedelta(seconds=config.resume_grace_s) if info.lost_at is not None
-             else info.last_seen + timedelta(seconds=config.presence_ttl_s) for info in state.sessions.values()]
+    times = [
+        info.lost_at + timedelta(seconds=config.resume_grace_s)
+        if info.lost_at is not None
+        else info.last_seen + timedelta(seconds=config.presence_ttl_s)
+        for info in state.sessions.values()
+    ]
     return min(times, default=None)
 
 
-def handle(state: UserState | None, event: Event, config: UserConfig,
-           user_id: str | None = None) -> tuple[UserState | None, Outputs]:
+def handle(
+    state: UserState | None, event: Event, config: UserConfig, user_id: str | None = None
+) -> tuple[UserState | None, Outputs]:
     """Apply one input to one user. Inputs of other types (the facts other agents
     write to ``session.events``) change nothing."""
     user_id = user_id or str(getattr(event, "user_id"))  # noqa: B009
@@ -174,5 +201,5 @@ def handle(state: UserState | None, event: Event, config: UserConfig,
     if handler is None or event_id in current.seen:
         return state, d.out
     handler(d, event)
-    d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1):], event_id]})
+    d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1) :], event_id]})
     return d.state, d.out

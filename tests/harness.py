@@ -41,8 +41,13 @@ class Infra:
         missing = [k for k in ("KAFKA_BOOTSTRAP", "DATABASE_URL", "MINIO_ENDPOINT") if not os.environ.get(k)]
         if missing:
             raise RuntimeError(f"{missing} not set: run the suite with `make test` (it starts the infrastructure)")
-        return cls(os.environ["KAFKA_BOOTSTRAP"], os.environ["DATABASE_URL"], os.environ["MINIO_ENDPOINT"],
-                   os.environ.get("MINIO_ACCESS_KEY", "roomlog"), os.environ.get("MINIO_SECRET_KEY", "roomlog-secret"))
+        return cls(
+            os.environ["KAFKA_BOOTSTRAP"],
+            os.environ["DATABASE_URL"],
+            os.environ["MINIO_ENDPOINT"],
+            os.environ.get("MINIO_ACCESS_KEY", "roomlog"),
+            os.environ.get("MINIO_SECRET_KEY", "roomlog-secret"),
+        )
 
 
 def unique(prefix: str = "t") -> str:
@@ -63,8 +68,14 @@ class Service:
     def start(self) -> Service:
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         self.log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], env=env, cwd=REPO,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module, *self.args],
+            env=env,
+            cwd=REPO,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._register_target()
         return self
 
@@ -72,8 +83,11 @@ class Service:
     def metrics_port(self) -> int | None:
         """Where the service serves Prometheus metrics: the api on its own port, the
         others on their ``ROOMLOG_*_METRICS_PORT``."""
-        key = "ROOMLOG_API_PORT" if self.module == "api" else next(
-            (k for k in self.env if k.endswith("_METRICS_PORT")), None)
+        key = (
+            "ROOMLOG_API_PORT"
+            if self.module == "api"
+            else next((k for k in self.env if k.endswith("_METRICS_PORT")), None)
+        )
         port = int(self.env.get(key, "0") or 0) if key else 0
         return port or None
 
@@ -89,8 +103,7 @@ class Service:
         path = self._target_file()
         if path is None:
             return
-        labels = {"service": self.module, "name": self.name,
-                  "prefix": self.env.get("ROOMLOG_TOPIC_PREFIX", "")}
+        labels = {"service": self.module, "name": self.name, "prefix": self.env.get("ROOMLOG_TOPIC_PREFIX", "")}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps([{"targets": [f"127.0.0.1:{self.metrics_port}"], "labels": labels}]))
         tmp.replace(path)
@@ -166,8 +179,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
     ends = await end_offsets(bootstrap, topic)
     if not any(ends.values()):
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     out: list[Record] = []
     try:
@@ -212,11 +224,13 @@ async def wait_for(check: Callable[[], Any], timeout: float, what: str, interval
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}"[:2000])
 
 
-async def wait_for_events(bootstrap: str, topic: str, predicate: Callable[[list[Event]], bool],
-                          timeout: float, what: str) -> list[Event]:
+async def wait_for_events(
+    bootstrap: str, topic: str, predicate: Callable[[list[Event]], bool], timeout: float, what: str
+) -> list[Event]:
     async def check() -> list[Event] | None:
         events = await read_events(bootstrap, topic)
         return events if predicate(events) else None
+
     result: list[Event] = await wait_for(check, timeout, what, interval=0.3)
     return result
 
@@ -225,19 +239,30 @@ def of_type(events: Iterable[Event], cls: type[Any]) -> list[Any]:
     return [e for e in events if isinstance(e, cls)]
 
 
-def streams_service(infra: Infra, prefix: str, log_dir: Path, *, app_id: str | None = None,
-                    name: str = "streams", **settings: Any) -> Service:
+def streams_service(
+    infra: Infra, prefix: str, log_dir: Path, *, app_id: str | None = None, name: str = "streams", **settings: Any
+) -> Service:
     """A ``python -m streams`` worker on the test's topics (settings → ROOMLOG_STREAMS_*)."""
-    env = {"KAFKA_BOOTSTRAP": infra.kafka, "DATABASE_URL": infra.database_url, "ROOMLOG_TOPIC_PREFIX": prefix,
-           "ROOMLOG_STREAMS_APP_ID": app_id or f"{prefix}streams", "ROOMLOG_STREAMS_LOG_LEVEL": "info",
-           "ROOMLOG_STREAMS_METRICS_PORT": str(free_port())}
+    env = {
+        "KAFKA_BOOTSTRAP": infra.kafka,
+        "DATABASE_URL": infra.database_url,
+        "ROOMLOG_TOPIC_PREFIX": prefix,
+        "ROOMLOG_STREAMS_APP_ID": app_id or f"{prefix}streams",
+        "ROOMLOG_STREAMS_LOG_LEVEL": "info",
+        "ROOMLOG_STREAMS_METRICS_PORT": str(free_port()),
+    }
     env.update({f"ROOMLOG_STREAMS_{k.upper()}": str(v) for k, v in settings.items()})
     return Service(name, "streams", env, log_dir / f"{name}.log")
 
 
 def node_service(infra: Infra, prefix: str, log_dir: Path, node_id: str, **settings: Any) -> Service:
-    env = {"KAFKA_BOOTSTRAP": infra.kafka, "ROOMLOG_TOPIC_PREFIX": prefix, "ROOMLOG_NODE_NODE_ID": node_id,
-           "ROOMLOG_NODE_HEARTBEAT_INTERVAL_S": "0.5", "ROOMLOG_NODE_METRICS_PORT": str(free_port())}
+    env = {
+        "KAFKA_BOOTSTRAP": infra.kafka,
+        "ROOMLOG_TOPIC_PREFIX": prefix,
+        "ROOMLOG_NODE_NODE_ID": node_id,
+        "ROOMLOG_NODE_HEARTBEAT_INTERVAL_S": "0.5",
+        "ROOMLOG_NODE_METRICS_PORT": str(free_port()),
+    }
     env.update({f"ROOMLOG_NODE_{k.upper()}": str(v) for k, v in settings.items()})
     return Service(node_id, "media_node", env, log_dir / f"{node_id}.log")
 
@@ -273,9 +298,14 @@ API_SECRET = "test-api-secret"
 
 
 def api_service(infra: Infra, prefix: str, log_dir: Path, port: int, name: str = "api", **settings: Any) -> Service:
-    env = {"KAFKA_BOOTSTRAP": infra.kafka, "DATABASE_URL": infra.database_url, "ROOMLOG_TOPIC_PREFIX": prefix,
-           "ROOMLOG_API_PORT": str(port), "ROOMLOG_API_API_SECRET": API_SECRET,
-           "ROOMLOG_API_GATEWAY_ID": f"{name}-{port}"}
+    env = {
+        "KAFKA_BOOTSTRAP": infra.kafka,
+        "DATABASE_URL": infra.database_url,
+        "ROOMLOG_TOPIC_PREFIX": prefix,
+        "ROOMLOG_API_PORT": str(port),
+        "ROOMLOG_API_API_SECRET": API_SECRET,
+        "ROOMLOG_API_GATEWAY_ID": f"{name}-{port}",
+    }
     env.update({f"ROOMLOG_API_{k.upper()}": str(v) for k, v in settings.items()})
     return Service(name, "api", env, log_dir / f"{name}.log")
 
@@ -308,14 +338,25 @@ async def mint_token(base_http: str, identity: str, grants: list[str], room: str
     import httpx
 
     async with httpx.AsyncClient() as client:
-        r = await client.post(f"{base_http}/v1/tokens", headers={"X-API-Secret": API_SECRET},
-                              json={"identity": identity, "grants": grants, "room": room, "name": identity})
+        r = await client.post(
+            f"{base_http}/v1/tokens",
+            headers={"X-API-Secret": API_SECRET},
+            json={"identity": identity, "grants": grants, "room": room, "name": identity},
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
 
-async def start_media_stack(infra: Infra, topics: Any, prefix: str, producer: Any, services: list[Service],
-                            log_dir: Path, nodes: int = 1, **node_settings: Any) -> tuple[list[Service], str]:
+async def start_media_stack(
+    infra: Infra,
+    topics: Any,
+    prefix: str,
+    producer: Any,
+    services: list[Service],
+    log_dir: Path,
+    nodes: int = 1,
+    **node_settings: Any,
+) -> tuple[list[Service], str]:
     """Start streams, ``nodes`` media nodes and an api; wait until all answer.
     Returns the services (worker first, api last) and the api's base URL."""
     stack = media_stack(infra, prefix, log_dir, nodes=nodes, **node_settings)
@@ -329,7 +370,10 @@ async def start_media_stack(infra: Infra, topics: Any, prefix: str, producer: An
 
 async def api_token(client: Any, identity: str, grants: list[str], room: str | None = None) -> str:
     """A token from the api's ``POST /v1/tokens`` (``client``: an httpx client on the api)."""
-    r = await client.post("/v1/tokens", headers={"X-API-Secret": API_SECRET},
-                          json={"identity": identity, "grants": grants, "room": room, "ttl_s": 600})
+    r = await client.post(
+        "/v1/tokens",
+        headers={"X-API-Secret": API_SECRET},
+        json={"identity": identity, "grants": grants, "room": room, "ttl_s": 600},
+    )
     assert r.status_code == 201, r.text
     return str(r.json()["token"])

@@ -32,15 +32,21 @@ Y4M_CACHE = REPO / ".run" / "y4m"
 def chromium_args(y4m: Path, *, fake_ui: bool = True) -> list[str]:
     """``fake_ui=False``: no auto-accepted permission prompt (add ``--deny-permission-prompts``
     for a person who refuses the camera and microphone)."""
-    return ["--no-sandbox", "--disable-background-networking",
-            *(["--use-fake-ui-for-media-stream"] if fake_ui else []),
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={y4m}",
-            "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-            "--autoplay-policy=no-user-gesture-required"]
+    return [
+        "--no-sandbox",
+        "--disable-background-networking",
+        *(["--use-fake-ui-for-media-stream"] if fake_ui else []),
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+        "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
 
 
-async def start_web_stack(infra: Infra, topics: Any, prefix: str, producer: Any, services: list[Service],
-                          log_dir: Path) -> tuple[list[Service], str]:
+async def start_web_stack(
+    infra: Infra, topics: Any, prefix: str, producer: Any, services: list[Service], log_dir: Path
+) -> tuple[list[Service], str]:
     """streams, one media node and an api in development mode (the dev login is on)."""
     stack = media_stack(infra, prefix, log_dir, stats_interval_s=1)
     stack[-1].env["ROOMLOG_API_DEV_MODE"] = "true"
@@ -77,11 +83,14 @@ class User:
     async def ensure_room(self, room_id: str, room_type: str = "sfu") -> None:
         """Create the room through the api with this user's token (already there: fine): the
         room page does not create a room a link names (a mistyped link must not)."""
-        status: int = await self.page.evaluate("""async ([room, type]) => {
+        status: int = await self.page.evaluate(
+            """async ([room, type]) => {
             const { token } = JSON.parse(sessionStorage.getItem('roomlog.session'));
             const r = await fetch('/v1/rooms', { method: 'POST', body: JSON.stringify({ room_id: room, type }),
                 headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` } });
-            return r.status; }""", [room_id, room_type])
+            return r.status; }""",
+            [room_id, room_type],
+        )
         assert status in (201, 202, 409), f"creating room {room_id}: HTTP {status}"
 
     async def join_from_lobby(self, room_id: str, timeout_s: float = 20) -> None:
@@ -93,12 +102,14 @@ class User:
     async def wait_published(self, timeout_s: float = 40) -> str:
         """Until the page has joined and published; returns its peer id."""
         try:
-            await self.page.wait_for_function("window.roomlogPage && window.roomlogPage.published === true",
-                                              timeout=timeout_s * 1000)
+            await self.page.wait_for_function(
+                "window.roomlogPage && window.roomlogPage.published === true", timeout=timeout_s * 1000
+            )
         except Exception as exc:
             errors = await self.page.evaluate("window.roomlogPage && window.roomlogPage.errors")
-            raise AssertionError(f"{self.name} did not publish: {exc}; page errors {errors}; "
-                                 f"console {self.console[-15:]}") from None
+            raise AssertionError(
+                f"{self.name} did not publish: {exc}; page errors {errors}; console {self.console[-15:]}"
+            ) from None
         peer_id: str = await self.page.evaluate("window.roomlogPage.room.peerId")
         return peer_id
 
@@ -116,8 +127,11 @@ class User:
     async def frames_decoded(self) -> dict[str, int]:
         """framesDecoded per remote video source, from the subscriber connection's getStats."""
         stats = await self.page.evaluate("window.roomlogPage.room.stats()")
-        return {f"{s['peerId']}/{s['sourceId']}": s["framesDecoded"] for s in stats["inbound"]
-                if s["kind"] == "video" and s["peerId"]}
+        return {
+            f"{s['peerId']}/{s['sourceId']}": s["framesDecoded"]
+            for s in stats["inbound"]
+            if s["kind"] == "video" and s["peerId"]
+        }
 
     async def debug(self) -> Any:
         """What the page's connections report (for failure messages)."""
@@ -142,11 +156,14 @@ class User:
         }""")
 
     async def record_messages(self, kind: str) -> None:
-        await self.page.evaluate("""(kind) => {
+        await self.page.evaluate(
+            """(kind) => {
             window.__messages = window.__messages || {};
             window.__messages[kind] = [];
             window.roomlogPage.room.on(kind, (m) => window.__messages[kind].push(m));
-        }""", kind)
+        }""",
+            kind,
+        )
 
     async def messages(self, kind: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.page.evaluate("(kind) => window.__messages[kind]", kind)
@@ -165,15 +182,29 @@ async def chromium() -> AsyncIterator[Playwright]:
         yield pw
 
 
-async def open_user(pw: Playwright, name: str, code: int, *, seconds: float = 30, fake_ui: bool = True,
-                    extra_args: tuple[str, ...] = (), permissions: list[str] | None = None,
-                    viewport: tuple[int, int] = (1280, 800), mobile: bool = False) -> User:
+async def open_user(
+    pw: Playwright,
+    name: str,
+    code: int,
+    *,
+    seconds: float = 30,
+    fake_ui: bool = True,
+    extra_args: tuple[str, ...] = (),
+    permissions: list[str] | None = None,
+    viewport: tuple[int, int] = (1280, 800),
+    mobile: bool = False,
+) -> User:
     """A Chromium whose camera shows ``code`` (and a counter) at 640x360, 15 fps; its own profile."""
     y4m = write_y4m(Y4M_CACHE / f"code{code}-{int(seconds)}s.y4m", code, seconds=seconds)
-    browser = await pw.chromium.launch(executable_path=str(CHROMIUM),
-                                       args=[*chromium_args(y4m, fake_ui=fake_ui), *extra_args])
-    context = await browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
-                                        permissions=permissions, is_mobile=mobile, has_touch=mobile)
+    browser = await pw.chromium.launch(
+        executable_path=str(CHROMIUM), args=[*chromium_args(y4m, fake_ui=fake_ui), *extra_args]
+    )
+    context = await browser.new_context(
+        viewport={"width": viewport[0], "height": viewport[1]},
+        permissions=permissions,
+        is_mobile=mobile,
+        has_touch=mobile,
+    )
     page = await context.new_page()
     user = User(name, code, browser, page)
     page.on("console", lambda m: user.console.append(f"{m.type}: {m.text}"))
@@ -202,9 +233,17 @@ class PythonParticipant:
         # test's session the participant would share one group's CPU with pytest and the
         # Playwright driver (and anything else started from the same shell)
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.e2e.pattern_client", *self.args, cwd=REPO, env=env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self.log_path.open("ab"),
-            start_new_session=True)
+            sys.executable,
+            "-m",
+            "tests.e2e.pattern_client",
+            *self.args,
+            cwd=REPO,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self.log_path.open("ab"),
+            start_new_session=True,
+        )
         self._reader = asyncio.create_task(self._read())
         deadline = time.monotonic() + timeout_s
         while self.peer_id is None:

@@ -27,6 +27,7 @@ class Watcher:
         async def on_event(kind: str, payload: object) -> None:
             if kind == "track" and isinstance(payload, RemoteTrack):
                 self.tasks.append(asyncio.create_task(self._consume(payload)))
+
         room.on(on_event)
 
     async def _consume(self, remote: RemoteTrack) -> None:
@@ -48,5 +49,3 @@ class Watcher:
 
 def advancing(counters: list[int], at_least: int = 15) -> bool:
     return len(counters) >= at_least and counters[-1] > counters[0] and counters == sorted(counters)
-
-

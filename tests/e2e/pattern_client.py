@@ -42,8 +42,13 @@ async def consume(remote: RemoteTrack, audio: Counter[str]) -> None:
             frame = await remote.track.recv()
             if first:
                 first = False
-                log.info("first %s frame from %s/%s %.2f s after its track", remote.track.kind, remote.peer_id,
-                         remote.source_id, time.monotonic() - started)
+                log.info(
+                    "first %s frame from %s/%s %.2f s after its track",
+                    remote.track.kind,
+                    remote.peer_id,
+                    remote.source_id,
+                    time.monotonic() - started,
+                )
             if remote.track.kind != "video":
                 audio[remote.peer_id] += 1
                 continue
@@ -65,8 +70,12 @@ async def run(args: argparse.Namespace) -> None:
             emit(kind, peer=payload["peer"])
 
     room.on(on_event)
-    await room.publish([LocalTrack(PatternVideoTrack(args.code, WIDTH, HEIGHT), f"{args.name}-cam", "camera"),
-                        LocalTrack(ToneAudioTrack(), f"{args.name}-mic", "microphone")])
+    await room.publish(
+        [
+            LocalTrack(PatternVideoTrack(args.code, WIDTH, HEIGHT), f"{args.name}-cam", "camera"),
+            LocalTrack(ToneAudioTrack(), f"{args.name}-mic", "microphone"),
+        ]
+    )
     emit("joined", peer_id=room.peer_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,8 +101,9 @@ def main() -> int:
     parser.add_argument("room")
     parser.add_argument("--name", default="python")
     parser.add_argument("--code", type=int, required=True)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for name in ("client", "tests.e2e.pattern_client", "aioice"):  # tracks, states, recovery: the test's log
         logging.getLogger(name).setLevel(logging.INFO)
     asyncio.run(run(parser.parse_args()))

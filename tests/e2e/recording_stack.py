@@ -25,28 +25,49 @@ BUCKET = "roomlog-recordings"
 
 
 def recorder_service(infra: Infra, prefix: str, log_dir: Path, base: str, name: str, **settings: Any) -> Service:
-    env = {"KAFKA_BOOTSTRAP": infra.kafka, "ROOMLOG_TOPIC_PREFIX": prefix, "MINIO_ENDPOINT": infra.minio_endpoint,
-           "MINIO_ACCESS_KEY": infra.minio_access_key, "MINIO_SECRET_KEY": infra.minio_secret_key,
-           "ROOMLOG_RECORDER_API_URL": base, "ROOMLOG_RECORDER_API_SECRET": API_SECRET,
-           "ROOMLOG_RECORDER_RECORDER_ID": name, "ROOMLOG_RECORDER_FORBID_CODECS": "true",
-           "ROOMLOG_RECORDER_SPOOL_DIR": str(log_dir / "spool")}
+    env = {
+        "KAFKA_BOOTSTRAP": infra.kafka,
+        "ROOMLOG_TOPIC_PREFIX": prefix,
+        "MINIO_ENDPOINT": infra.minio_endpoint,
+        "MINIO_ACCESS_KEY": infra.minio_access_key,
+        "MINIO_SECRET_KEY": infra.minio_secret_key,
+        "ROOMLOG_RECORDER_API_URL": base,
+        "ROOMLOG_RECORDER_API_SECRET": API_SECRET,
+        "ROOMLOG_RECORDER_RECORDER_ID": name,
+        "ROOMLOG_RECORDER_FORBID_CODECS": "true",
+        "ROOMLOG_RECORDER_SPOOL_DIR": str(log_dir / "spool"),
+    }
     env.update({f"ROOMLOG_RECORDER_{k.upper()}": str(v) for k, v in settings.items()})
     return Service(name, "recorder", env, log_dir / f"{name}.log")
 
 
-async def start_recording_stack(infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
-                                services: list[Service], log_dir: Path, recorders: int = 1,
-                                **recorder_settings: Any) -> tuple[str, list[Service]]:
+async def start_recording_stack(
+    infra: Infra,
+    topics: Topics,
+    prefix: str,
+    producer: EventProducer,
+    services: list[Service],
+    log_dir: Path,
+    recorders: int = 1,
+    **recorder_settings: Any,
+) -> tuple[str, list[Service]]:
     stack = media_stack(infra, prefix, log_dir, forbid_codecs="true")
-    stack[-1].env.update({"MINIO_ENDPOINT": infra.minio_endpoint, "MINIO_ACCESS_KEY": infra.minio_access_key,
-                          "MINIO_SECRET_KEY": infra.minio_secret_key})
+    stack[-1].env.update(
+        {
+            "MINIO_ENDPOINT": infra.minio_endpoint,
+            "MINIO_ACCESS_KEY": infra.minio_access_key,
+            "MINIO_SECRET_KEY": infra.minio_secret_key,
+        }
+    )
     for service in stack:
         services.append(service.start())
     base = f"http://127.0.0.1:{stack[-1].env['ROOMLOG_API_PORT']}"
     await streams_ready(producer, infra, topics, stack[0])
     await http_ready(f"{base}/healthz", stack[-1])
-    recs = [recorder_service(infra, prefix, log_dir, base, f"{prefix}rec{i}", **recorder_settings).start()
-            for i in range(recorders)]
+    recs = [
+        recorder_service(infra, prefix, log_dir, base, f"{prefix}rec{i}", **recorder_settings).start()
+        for i in range(recorders)
+    ]
     services += recs
     return base, recs
 
@@ -62,14 +83,16 @@ class Publisher:
 
 async def publisher(base: str, room_id: str, identity: str, code: int) -> Publisher:
     ws_url = base.replace("http", "ws") + "/v1/rtc"
-    room = await Room.connect(ws_url, await mint_token(base, identity, ["join", "publish", "subscribe"], room_id),
-                              room_id, name=identity)
+    room = await Room.connect(
+        ws_url, await mint_token(base, identity, ["join", "publish", "subscribe"], room_id), room_id, name=identity
+    )
     video = PatternVideoTrack(code, width=320, height=180, fps=15)
     p = Publisher(identity, code, room, video)
     room.on(lambda kind, payload: p.events.append((kind, payload)))
     # source ids are unique in a room (a subscription is keyed by source id)
-    await room.publish([LocalTrack(video, f"{identity}-cam", "camera"),
-                        LocalTrack(ToneAudioTrack(), f"{identity}-mic", "microphone")])
+    await room.publish(
+        [LocalTrack(video, f"{identity}-cam", "camera"), LocalTrack(ToneAudioTrack(), f"{identity}-mic", "microphone")]
+    )
     return p
 
 
@@ -83,22 +106,37 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def wait_status(client: httpx.AsyncClient, recording_id: str, headers: dict[str, str], status: str,
-                      timeout: float) -> dict[str, Any]:
+async def wait_status(
+    client: httpx.AsyncClient, recording_id: str, headers: dict[str, str], status: str, timeout: float
+) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         r = await client.get(f"/v1/recordings/{recording_id}", headers=headers)
         body: dict[str, Any] = r.json()
         if body.get("status") == "failed" and status != "failed":
             raise AssertionError(f"recording failed: {body}")
         return body if r.status_code == 200 and body.get("status") == status else None
+
     result: dict[str, Any] = await wait_for(check, timeout, f"recording {status}")
     return result
 
 
 def ffprobe(path: Path) -> dict[str, Any]:
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-                          "stream=codec_name,codec_type,width,height,nb_read_frames:format=duration",
-                          "-of", "json", str(path)], capture_output=True, check=True, timeout=120).stdout
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,codec_type,width,height,nb_read_frames:format=duration",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
     probed: dict[str, Any] = json.loads(out)
     return probed
 
@@ -113,8 +151,9 @@ def pattern_counters(path: Path) -> list[tuple[int, int]]:
 
 
 def minio(infra: Infra) -> Minio:
-    return Minio(infra.minio_endpoint, access_key=infra.minio_access_key, secret_key=infra.minio_secret_key,
-                 secure=False)
+    return Minio(
+        infra.minio_endpoint, access_key=infra.minio_access_key, secret_key=infra.minio_secret_key, secure=False
+    )
 
 
 def object_bytes(client: Minio, key: str) -> bytes:
@@ -150,7 +189,7 @@ def tile_codes(path: Path, at_s: list[float], tile: tuple[int, int] = (640, 360)
             gray = frame.to_ndarray(format="gray")
             codes = []
             for x in range(0, gray.shape[1] - tile[0] + 1, tile[0]):
-                crop = np.ascontiguousarray(gray[0:tile[1], x:x + tile[0]])
+                crop = np.ascontiguousarray(gray[0 : tile[1], x : x + tile[0]])
                 small = av.VideoFrame.from_ndarray(crop, format="gray").reformat(width=320, height=180)
                 codes.append(decode_pattern(small)[0])
             out[wanted.pop(0)] = codes

@@ -41,18 +41,22 @@ async def receive(ws: Any, kind: str, request_id: str | None = None, timeout: fl
             message: dict[str, Any] = json.loads(await ws.recv())
             if message["type"] == kind and (request_id is None or message.get("request_id") == request_id):
                 return message
+
     return await asyncio.wait_for(first(), timeout)
 
 
 async def test_broadcast_viewer_sees_the_publisher_and_cannot_publish(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("cast-")
     admin = await mint_token(base, "ops", ["admin"])
     async with httpx.AsyncClient() as http:
-        r = await http.post(f"{base}/v1/rooms", json={"room_id": room_id, "type": "broadcast"},
-                            headers={"Authorization": f"Bearer {admin}"})
+        r = await http.post(
+            f"{base}/v1/rooms",
+            json={"room_id": room_id, "type": "broadcast"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
         assert r.status_code in (201, 202), r.text
     ws_url = base.replace("http", "ws") + "/v1/rtc"
     token = await mint_token(base, "caster", ["join", "publish", "subscribe"], room_id)
@@ -67,7 +71,8 @@ async def test_broadcast_viewer_sees_the_publisher_and_cannot_publish(
                 await viewer.sign_in(base)
                 await viewer.page.goto(f"{base}/web/room.html?room={room_id}&view=1")
                 await viewer.page.wait_for_function(
-                    "window.roomlogPage && window.roomlogPage.room.state === 'connected'")
+                    "window.roomlogPage && window.roomlogPage.room.state === 'connected'"
+                )
 
                 async def sees_broadcaster() -> bool:
                     tiles = [t for t in await viewer.tiles() if t["read"] and not t["local"]]
@@ -84,8 +89,16 @@ async def test_broadcast_viewer_sees_the_publisher_and_cannot_publish(
             await ws.send(json.dumps({"type": "join", "room": room_id, "name": "V2", "request_id": "j1"}))
             joined = await receive(ws, "joined", "j1")
             assert joined["room_type"] == "broadcast"
-            await ws.send(json.dumps({"type": "publish", "request_id": "p1", "sdp": await offer_sdp(),
-                                      "tracks": [{"source_id": "sneaky", "kind": "camera", "mid": "0"}]}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "publish",
+                        "request_id": "p1",
+                        "sdp": await offer_sdp(),
+                        "tracks": [{"source_id": "sneaky", "kind": "camera", "mid": "0"}],
+                    }
+                )
+            )
             error = await receive(ws, "error", "p1")
             assert error["code"] == "forbidden", error
             await ws.send(json.dumps({"type": "ping", "request_id": "after"}))

@@ -40,9 +40,17 @@ from tests.harness import (
 ALICE, BOB = 31, 32  # the source codes in each browser's frames
 
 
-async def start_calls_stack(infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
-                            services: list[Service], log_dir: Path, gateways: int = 1,
-                            api_settings: list[dict[str, str]] | None = None, **streams_settings: Any) -> list[str]:
+async def start_calls_stack(
+    infra: Infra,
+    topics: Topics,
+    prefix: str,
+    producer: EventProducer,
+    services: list[Service],
+    log_dir: Path,
+    gateways: int = 1,
+    api_settings: list[dict[str, str]] | None = None,
+    **streams_settings: Any,
+) -> list[str]:
     """streams and ``gateways`` api processes in development mode (no media node: p2p)."""
     worker = streams_service(infra, prefix, log_dir, node_timeout_s=3, **streams_settings).start()
     services.append(worker)
@@ -99,7 +107,8 @@ async def states(user: User) -> list[str]:
 async def ringing(user: User) -> bool:
     result: bool = await user.page.evaluate(
         "window.lobbyPage.ringer.ringing && document.querySelector('#incoming').open "
-        "&& document.querySelector('#incoming').dataset.ringing === 'true'")
+        "&& document.querySelector('#incoming').dataset.ringing === 'true'"
+    )
     return result
 
 
@@ -124,6 +133,7 @@ async def remote_code(user: User) -> int | None:
 async def until_state(user: User, wanted: str, timeout: float) -> None:
     async def reached() -> bool:
         return await state(user) == wanted
+
     try:
         await wait_for(reached, timeout, f"{user.name} in state {wanted}", interval=0.3)
     except AssertionError as exc:
@@ -137,8 +147,10 @@ async def call_events(infra: Infra, topics: Topics) -> list[Any]:
 @contextlib.asynccontextmanager
 async def two_users(names: tuple[str, str] = ("Alice", "Bob")) -> Any:
     async with chromium() as pw:
-        users = [await open_user(pw, f"{names[0]}-{unique('')[:6]}", ALICE),
-                 await open_user(pw, f"{names[1]}-{unique('')[:6]}", BOB)]
+        users = [
+            await open_user(pw, f"{names[0]}-{unique('')[:6]}", ALICE),
+            await open_user(pw, f"{names[1]}-{unique('')[:6]}", BOB),
+        ]
         try:
             yield users
         except BaseException:
@@ -166,9 +178,9 @@ async def connect_call(alice: User, bob: User, bob_id: str) -> None:
 
 
 @pytest.mark.timeout(300)
-async def test_call_accepted_media_both_ways_then_hang_up(infra: Infra, topics: Topics, prefix: str,
-                                                          producer: EventProducer, services: list[Service],
-                                                          tmp_path: Path) -> None:
+async def test_call_accepted_media_both_ways_then_hang_up(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     [base] = await start_calls_stack(infra, topics, prefix, producer, services, tmp_path)
     ARTIFACTS.mkdir(exist_ok=True)
     async with two_users() as (alice, bob):
@@ -212,18 +224,28 @@ async def test_call_accepted_media_both_ways_then_hang_up(infra: Infra, topics: 
 
 @pytest.mark.timeout(400)
 async def test_relay_only_call_goes_through_turn_and_fails_with_a_wrong_secret(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
-    good, bad = await start_calls_stack(infra, topics, prefix, producer, services, tmp_path, gateways=2,
-                                        api_settings=[turn_settings(), turn_settings("not-the-turn-secret")])
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
+    good, bad = await start_calls_stack(
+        infra,
+        topics,
+        prefix,
+        producer,
+        services,
+        tmp_path,
+        gateways=2,
+        api_settings=[turn_settings(), turn_settings("not-the-turn-secret")],
+    )
     async with two_users() as (alice, bob):
         await open_lobby(alice, good, "ice=relay")
         bob_id = await open_lobby(bob, good, "ice=relay")
         await connect_call(alice, bob, bob_id)
         for user in (alice, bob):
+
             async def relayed(user: User = user) -> bool:
                 pair = (await p2p_stats(user))["pair"]
                 return bool(pair) and pair["state"] == "succeeded"
+
             await wait_for(relayed, 15, f"{user.name}'s selected pair succeeding")
             stats = await p2p_stats(user)
             assert stats["pair"] == {"state": "succeeded", "localType": "relay", "remoteType": "relay"}, stats
@@ -255,8 +277,8 @@ async def test_relay_only_call_goes_through_turn_and_fails_with_a_wrong_secret(
 
 @pytest.mark.timeout(400)
 async def test_unanswered_call_times_out_and_the_eleventh_attempt_is_refused(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     gw = await start_calls_stack(infra, topics, prefix, producer, services, tmp_path, gateways=2)
     async with two_users() as (alice, bob):
         alice_id = await open_lobby(alice, gw[0])
@@ -281,8 +303,12 @@ async def test_unanswered_call_times_out_and_the_eleventh_attempt_is_refused(
         token = await token_of(alice)
         async with httpx.AsyncClient() as http:
             for attempt in range(2, 11):
-                r = await http.post(f"{gw[attempt % 2]}/v1/calls", json={"callee": unique("nobody-")},
-                                    headers={"Authorization": f"Bearer {token}"}, timeout=15)
+                r = await http.post(
+                    f"{gw[attempt % 2]}/v1/calls",
+                    json={"callee": unique("nobody-")},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=15,
+                )
                 assert r.status_code == 201, (attempt, r.text)
             await click_call(alice, bob_id)
             await wait_for(lambda: alice.page.evaluate("window.lobbyPage.errors.length > 0"), 15, "the refusal")
@@ -291,14 +317,18 @@ async def test_unanswered_call_times_out_and_the_eleventh_attempt_is_refused(
             assert "Too many calls" in await alice.page.locator("#call-note").text_content()
             await until_state(alice, "idle", 5)
             # the 12th through the other gateway: the documented 429
-            r = await http.post(f"{gw[1]}/v1/calls", json={"callee": bob_id},
-                                headers={"Authorization": f"Bearer {token}"}, timeout=15)
+            r = await http.post(
+                f"{gw[1]}/v1/calls", json={"callee": bob_id}, headers={"Authorization": f"Bearer {token}"}, timeout=15
+            )
             assert r.status_code == 429, r.text
             assert r.json()["error"]["code"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
         await asyncio.sleep(1)
         assert not await ringing(bob), "a refused call must not ring"
-        refused = [e for e in await call_events(infra, topics)
-                   if isinstance(e, CallRefused) and e.reason == "rate_limited" and e.caller == alice_id]
+        refused = [
+            e
+            for e in await call_events(infra, topics)
+            if isinstance(e, CallRefused) and e.reason == "rate_limited" and e.caller == alice_id
+        ]
         assert len(refused) == 2, refused
 
 
@@ -307,13 +337,15 @@ GRACE_S = 6  # streams' disconnect grace for the gateway test (the default is 30
 
 @pytest.mark.timeout(400)
 async def test_room_page_outlives_its_gateway_and_rejoins_after_the_grace(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     worker = streams_service(infra, prefix, tmp_path, node_timeout_s=3, disconnect_grace_s=GRACE_S).start()
     node = node_service(infra, prefix, tmp_path, f"{prefix}n0", stats_interval_s=1).start()
     ports = [free_port(), free_port()]
-    gateways = [api_service(infra, prefix, tmp_path, port, name=f"api{i}", dev_mode="true").start()
-                for i, port in enumerate(ports)]
+    gateways = [
+        api_service(infra, prefix, tmp_path, port, name=f"api{i}", dev_mode="true").start()
+        for i, port in enumerate(ports)
+    ]
     services.extend([worker, node, *gateways])
     bases = [f"http://127.0.0.1:{port}" for port in ports]
     for base, api in zip(bases, gateways, strict=True):
@@ -331,8 +363,9 @@ async def test_room_page_outlives_its_gateway_and_rejoins_after_the_grace(
             await alice.page.goto(f"{bases[0]}/web/room.html?room={room_id}&gateways={urls}")
             alice_id = await alice.wait_published()
             token = await mint_token(bases[1], "carol", ["join", "publish", "subscribe"], room_id)
-            carol = await PythonParticipant(f"ws://127.0.0.1:{ports[1]}/v1/rtc", token, room_id, "Carol", 33,
-                                            tmp_path / "carol.log").start()
+            carol = await PythonParticipant(
+                f"ws://127.0.0.1:{ports[1]}/v1/rtc", token, room_id, "Carol", 33, tmp_path / "carol.log"
+            ).start()
             await wait_for(lambda: decodes(alice, carol), 60, "Alice decoding Carol", interval=1)
             for kind in ("state", "reconnected"):
                 await alice.record_messages(kind)
@@ -363,8 +396,11 @@ async def test_room_page_outlives_its_gateway_and_rejoins_after_the_grace(
             assert await alice.page.evaluate("window.roomlogPage.room.peerId") == new_id
             await wait_for(lambda: decodes(alice, carol), 60, "Alice decoding Carol after the rejoin", interval=1)
             rejoined_at = time.monotonic()
-            await wait_for(lambda: carol.frames_since(ALICE, rejoined_at) > 10 and new_id in carol.peers, 60,
-                           "Carol decoding Alice's new peer")
+            await wait_for(
+                lambda: carol.frames_since(ALICE, rejoined_at) > 10 and new_id in carol.peers,
+                60,
+                "Carol decoding Alice's new peer",
+            )
         except BaseException:
             print(f"--- {alice.name} console ---\n" + "\n".join(alice.console[-40:]))
             with contextlib.suppress(Exception):

@@ -29,8 +29,9 @@ async def open_room(user: User, base: str, room_id: str) -> str:
     await user.sign_in(base)
     await user.ensure_room(room_id)
     await user.page.goto(f"{base}/web/room.html?room={room_id}&view=1")  # watching: no camera needed
-    await user.page.wait_for_function("window.roomlogPage && window.roomlogPage.room.state === 'connected'",
-                                      timeout=40_000)
+    await user.page.wait_for_function(
+        "window.roomlogPage && window.roomlogPage.room.state === 'connected'", timeout=40_000
+    )
     await user.page.wait_for_function("!document.getElementById('chat-text').disabled", timeout=5_000)
     peer_id: str = await user.page.evaluate("window.roomlogPage.room.peerId")
     return peer_id
@@ -42,8 +43,8 @@ async def say(user: User, text: str) -> None:
 
 
 async def test_a_message_typed_in_one_page_appears_in_the_other(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("chat-")
     async with chromium() as pw:
@@ -71,10 +72,12 @@ async def test_a_message_typed_in_one_page_appears_in_the_other(
             except AssertionError as exc:
                 raise AssertionError(f"{exc}; Ana's console {ana.console[-10:]}; Ben's {ben.console[-10:]}") from None
             assert [(m["name"], m["text"], m["peerId"], m["own"]) for m in ben_panel] == [
-                ("Ana", TRICKY, ana_peer, False)]
+                ("Ana", TRICKY, ana_peer, False)
+            ]
             ana_panel = await wait_for(lambda: shows(ana, 1), 10, "Ana's panel to show her own message")
             assert [(m["id"], m["name"], m["text"], m["own"]) for m in ana_panel] == [
-                (ben_panel[0]["id"], "Ana", TRICKY, True)]
+                (ben_panel[0]["id"], "Ana", TRICKY, True)
+            ]
             assert await ana.page.input_value("#chat-text") == ""  # sent: the field is cleared
 
             await say(ben, "hello Ana")
@@ -93,7 +96,12 @@ async def test_a_message_typed_in_one_page_appears_in_the_other(
         finally:
             await browser.close()
 
-    posted = [e for e in await read_events(infra.kafka, topics.name("rtc.facts"))
-              if isinstance(e, ChatMessagePosted) and e.room_id == room_id]
+    posted = [
+        e
+        for e in await read_events(infra.kafka, topics.name("rtc.facts"))
+        if isinstance(e, ChatMessagePosted) and e.room_id == room_id
+    ]
     assert [(str(e.event_id), e.peer_id, e.name, e.text) for e in posted] == [
-        (ana_panel[0]["id"], ana_peer, "Ana", TRICKY), (ana_panel[1]["id"], ben_peer, "Ben", "hello Ana")]
+        (ana_panel[0]["id"], ana_peer, "Ana", TRICKY),
+        (ana_panel[1]["id"], ben_peer, "Ben", "hello Ana"),
+    ]

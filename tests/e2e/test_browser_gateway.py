@@ -61,13 +61,14 @@ async def decoding(user: User, other: User) -> bool:
     after = {k: v for k, v in (await user.frames_decoded()).items() if k.startswith(key)}
     return any(after[k] >= before.get(k, 0) + 8 for k in after) and any(
         r is not None and r["code"] == other.code
-        for r in [t["read"] for t in await user.tiles() if not t["local"] and t["peerId"] == them["peerId"]])
+        for r in [t["read"] for t in await user.tiles() if not t["local"] and t["peerId"] == them["peerId"]]
+    )
 
 
 @pytest.mark.timeout(420)
 async def test_a_gateway_stopped_30_s_and_started_again_leaves_both_pages_in_the_room(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     stack, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     api = stack[-1]
     room_id = unique("gw-")
@@ -83,8 +84,7 @@ async def test_a_gateway_stopped_30_s_and_started_again_leaves_both_pages_in_the
             await bob.page.goto(f"{base}/web/room.html?room={room_id}")
             await bob.wait_published()
             for user, other in ((alice, bob), (bob, alice)):
-                await wait_for(partial(decoding, user, other), 60, f"{user.name} decoding {other.name}",
-                               interval=0.5)
+                await wait_for(partial(decoding, user, other), 60, f"{user.name} decoding {other.name}", interval=0.5)
                 await user.page.evaluate(RECORD_JS)
             before = {u.name: await page_state(u) for u in users}
 
@@ -104,8 +104,12 @@ async def test_a_gateway_stopped_30_s_and_started_again_leaves_both_pages_in_the
             print(f"gateway stopped in {stop_s:.1f} s, back after {time.monotonic() - stopped_at:.1f} s")
 
             for user, other in ((alice, bob), (bob, alice)):
-                await wait_for(partial(decoding, user, other), 60,
-                               f"{user.name} back in the room decoding {other.name}", interval=0.5)
+                await wait_for(
+                    partial(decoding, user, other),
+                    60,
+                    f"{user.name} back in the room decoding {other.name}",
+                    interval=0.5,
+                )
             after = {u.name: await page_state(u) for u in users}
             print(f"before: {before}\nafter: {after}")
             for user in users:
@@ -128,12 +132,15 @@ async def test_a_gateway_stopped_30_s_and_started_again_leaves_both_pages_in_the
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.xfail(strict=True, reason="known bug (issue 16 item 2): after Alice rejoins as a new participant, Bob's "
-                   "page (resumed as the same participant) never decodes her new tracks within 60 s; the resume "
-                   "path does not subscribe a resumed peer to a newcomer's tracks or offer them — not yet found")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug (issue 16 item 2): after Alice rejoins as a new participant, Bob's "
+    "page (resumed as the same participant) never decodes her new tracks within 60 s; the resume "
+    "path does not subscribe a resumed peer to a newcomer's tracks or offer them — not yet found",
+)
 async def test_a_page_that_gives_up_offers_rejoin_and_rejoining_works(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     """Alice's page has a 5 s reconnection budget (set on its Room for the test); the gateway is
     away for longer: her page says it gave up, the badge says Failed, Rejoin appears, and
     Rejoin (once the gateway is back) puts her in the room again with Bob's video."""
@@ -171,8 +178,9 @@ async def test_a_page_that_gives_up_offers_rejoin_and_rejoining_works(
             await alice.page.click("#rejoin")
             await alice.wait_published()
             for user, other in ((alice, bob), (bob, alice)):
-                await wait_for(partial(decoding, user, other), 60, f"{user.name} decoding {other.name} after Rejoin",
-                               interval=0.5)
+                await wait_for(
+                    partial(decoding, user, other), 60, f"{user.name} decoding {other.name} after Rejoin", interval=0.5
+                )
             after = await page_state(alice)
             assert after["room"] == room_id and after["badge"] == "Connected" and not after["rejoin"], after
         except BaseException:

@@ -72,11 +72,16 @@ async def carol_in_a_room(carol: User, base: str) -> tuple[str, str]:
 
 @pytest.mark.timeout(300)
 async def test_the_address_a_room_page_shows_works_in_another_browser_profile(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
-    async with chromium() as pw, browsers(pw, ("Carol", CAROL, {"permissions": ["clipboard-read", "clipboard-write"]}),
-                                          ("Dave", DAVE, {})) as (carol, dave):
+    async with (
+        chromium() as pw,
+        browsers(pw, ("Carol", CAROL, {"permissions": ["clipboard-read", "clipboard-write"]}), ("Dave", DAVE, {})) as (
+            carol,
+            dave,
+        ),
+    ):
         room_id, carol_id = await carol_in_a_room(carol, base)
         address = carol.page.url
         assert parse_qs(urlsplit(address).query) == {"room": [room_id]}, address
@@ -97,16 +102,15 @@ async def test_the_address_a_room_page_shows_works_in_another_browser_profile(
 
 @pytest.mark.timeout(300)
 async def test_a_link_naming_a_missing_camera_joins_with_the_default_one_and_says_so(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     async with chromium() as pw, browsers(pw, ("Carol", CAROL, {}), ("Dave", DAVE, {})) as (carol, dave):
         room_id, carol_id = await carol_in_a_room(carol, base)
         await dave.sign_in(base)
         await dave.page.goto(f"{base}/web/room.html?room={room_id}&camera=no-such-camera-0123&microphone=default")
         dave_id = await dave.wait_published()
-        await wait_for(lambda: sees(carol, dave_id, DAVE), 60, "Carol's page showing Dave's default camera",
-                       interval=1)
+        await wait_for(lambda: sees(carol, dave_id, DAVE), 60, "Carol's page showing Dave's default camera", interval=1)
         await wait_for(lambda: sees(dave, carol_id, CAROL), 60, "Dave's page showing Carol's camera", interval=1)
         status = await page_status(dave)
         assert status["devices"] == {"camera": "default", "microphone": "ok"}, status
@@ -119,8 +123,8 @@ async def test_a_link_naming_a_missing_camera_joins_with_the_default_one_and_say
 
 @pytest.mark.timeout(300)
 async def test_a_refused_camera_joins_as_a_viewer_with_a_clear_message(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     refusing = {"fake_ui": False, "extra_args": ("--deny-permission-prompts",)}
     async with chromium() as pw, browsers(pw, ("Carol", CAROL, {}), ("Eve", EVE, refusing)) as (carol, eve):
@@ -135,8 +139,9 @@ async def test_a_refused_camera_joins_as_a_viewer_with_a_clear_message(
         status = await wait_for(settled, 40, "Eve's page to finish joining", interval=0.5)
         assert status["role"] == "watching" and status["errors"] == [], status
         assert status["devices"] == {"camera": "refused", "microphone": "refused"}, status
-        assert status["banner"] is not None and status["banner"].startswith("Camera and microphone unavailable (access "
-                                                                            "was refused"), status
+        assert status["banner"] is not None and status["banner"].startswith(
+            "Camera and microphone unavailable (access was refused"
+        ), status
         assert "watching only" in status["banner"] and not status["bannerError"], status
         assert (status["badge"], status["badgeState"]) == ("Connected · watching", "connected"), status
         await wait_for(lambda: sees(eve, carol_id, CAROL), 60, "Eve's page showing Carol's camera", interval=1)

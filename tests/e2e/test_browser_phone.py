@@ -42,16 +42,15 @@ async def no_sideways_scroll(user: User, where: str) -> None:
 
 @pytest.mark.timeout(300)
 async def test_phone_size_lobby_join_is_clickable_and_the_room_page_does_not_scroll_sideways(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("phone-")
     async with chromium() as pw:
         phone = await open_user(pw, "Pat", 61, viewport=PHONE, mobile=True)
         try:
             await phone.sign_in(base)
-            await phone.page.wait_for_function("document.querySelectorAll('#camera option').length > 0",
-                                               timeout=20_000)
+            await phone.page.wait_for_function("document.querySelectorAll('#camera option').length > 0", timeout=20_000)
             await phone.ensure_room(room_id)  # someone created it: the lobby lists it
             join = phone.page.locator(f"tr[data-room='{room_id}'] a").first
             await join.wait_for(timeout=20_000)

@@ -66,8 +66,9 @@ TILE_QUALITY = """() => [...document.querySelectorAll('.tile')].map((t) => ({
 
 async def tile_of(user: User, peer_id: str, local: bool = False) -> dict[str, Any] | None:
     tiles: list[dict[str, Any]] = await user.page.evaluate(TILE_QUALITY)
-    return next((t for t in tiles if t["local"] == local and (local or t["peerId"] == peer_id)
-                 and t["kind"] == "camera"), None)
+    return next(
+        (t for t in tiles if t["local"] == local and (local or t["peerId"] == peer_id) and t["kind"] == "camera"), None
+    )
 
 
 async def level_of(user: User, peer_id: str, local: bool = False) -> int:
@@ -77,17 +78,20 @@ async def level_of(user: User, peer_id: str, local: bool = False) -> int:
 
 async def viewer_levels(viewer: User, publisher_id: str) -> dict[str, Any]:
     """What the viewer's SDK computed for the publisher: combined, own stats, pushed (for messages)."""
-    result: dict[str, Any] = await viewer.page.evaluate("""(peerId) => {
+    result: dict[str, Any] = await viewer.page.evaluate(
+        """(peerId) => {
         const q = window.roomlogPage.room.lastQuality?.downlink?.get(peerId);
         return q ? { level: q.level, own: q.ownLevel, pushed: q.pushedLevel, loss: q.lossPct, layers: q.layers } : null;
-    }""", publisher_id)
+    }""",
+        publisher_id,
+    )
     return result
 
 
 @pytest.mark.timeout(600)
 async def test_the_viewer_tile_shows_loss_towards_the_viewer_and_its_recovery(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("quality-web-")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -120,8 +124,9 @@ async def test_the_viewer_tile_shows_loss_towards_the_viewer_and_its_recovery(
 
             # clean network: Bob's tile of Alice and Alice's own tile show a good level
             await wait_for(lambda: _at_most(bob, alice_id, 2), 30, "Bob's tile of Alice at level <= 2", interval=0.5)
-            await wait_for(lambda: _at_most(alice, alice_id, 2, local=True), 30, "Alice's own tile at <= 2",
-                           interval=0.5)
+            await wait_for(
+                lambda: _at_most(alice, alice_id, 2, local=True), 30, "Alice's own tile at <= 2", interval=0.5
+            )
 
             # 15 % loss on the UDP traffic towards Bob's port only
             selected = await wait_for(lambda: bob.page.evaluate(SELECTED_PORT), 15, "Bob's selected candidate pair")
@@ -129,17 +134,23 @@ async def test_the_viewer_tile_shows_loss_towards_the_viewer_and_its_recovery(
             loss = Loss({int(selected["port"])})
             loss.set(15)
             started = time.monotonic()
-            lossy = await wait_for(lambda: _at_least(bob, alice_id, 4), 45,
-                                   "Bob's tile of Alice at level >= 4 under 15 % loss", interval=0.5)
+            lossy = await wait_for(
+                lambda: _at_least(bob, alice_id, 4),
+                45,
+                "Bob's tile of Alice at level >= 4 under 15 % loss",
+                interval=0.5,
+            )
             took = time.monotonic() - started
             await bob.page.screenshot(path=str(ARTIFACTS / "quality-viewer-loss.png"))
             await bob.page.locator(".tile[data-quality-level]:not(.local)").first.screenshot(
-                path=str(ARTIFACTS / "quality-viewer-loss-tile.png"))
+                path=str(ARTIFACTS / "quality-viewer-loss-tile.png")
+            )
             detail = await viewer_levels(bob, alice_id)
             print(f"level {lossy['level']} after {took:.1f} s; SDK: {detail}; tooltip: {lossy['title']}")
             assert "loss" in lossy["title"] and "RTT" in lossy["title"] and "kbit/s" in lossy["title"]
             # the loss is towards Bob only: Alice's own tile (her uplink) stays good
             assert await level_of(alice, alice_id, local=True) <= 2
+
             # streams' decision comes too (within a few samples) and the tile combines it
             async def decided() -> list[dict[str, Any]] | None:
                 got = [d for d in await bob.messages("quality-decision") if d["peer_id"] == alice_id]
@@ -155,10 +166,13 @@ async def test_the_viewer_tile_shows_loss_towards_the_viewer_and_its_recovery(
             loss.clear()
             loss = None
             cleared = time.monotonic()
-            recovered = await wait_for(lambda: _at_most(bob, alice_id, 2), 90,
-                                       "Bob's tile of Alice back at level <= 2", interval=0.5)
-            print(f"back to level {recovered['level']} after {time.monotonic() - cleared:.1f} s; "
-                  f"SDK: {await viewer_levels(bob, alice_id)}")
+            recovered = await wait_for(
+                lambda: _at_most(bob, alice_id, 2), 90, "Bob's tile of Alice back at level <= 2", interval=0.5
+            )
+            print(
+                f"back to level {recovered['level']} after {time.monotonic() - cleared:.1f} s; "
+                f"SDK: {await viewer_levels(bob, alice_id)}"
+            )
             await bob.page.screenshot(path=str(ARTIFACTS / "quality-viewer-recovered.png"))
             await alice.page.screenshot(path=str(ARTIFACTS / "quality-publisher.png"))
 
@@ -182,8 +196,11 @@ async def test_the_viewer_tile_shows_loss_towards_the_viewer_and_its_recovery(
     # every report the viewer sent is one client sample on the log (one more may have left
     # between counting and closing), and they carry what it measured: Alice's video, lossy
     async def all_reports() -> list[QualitySample] | None:
-        samples = [e for e in await read_events(infra.kafka, topics.name("quality.samples"))
-                   if isinstance(e, QualitySample) and e.room_id == room_id and e.source == "client"]
+        samples = [
+            e
+            for e in await read_events(infra.kafka, topics.name("quality.samples"))
+            if isinstance(e, QualitySample) and e.room_id == room_id and e.source == "client"
+        ]
         return samples if len([s for s in samples if s.peer_id == bob_id]) >= sent else None
 
     samples = await wait_for(all_reports, 15, f"the viewer's {sent} reports on quality.samples")
@@ -195,8 +212,12 @@ async def test_the_viewer_tile_shows_loss_towards_the_viewer_and_its_recovery(
     alice_legs = [leg for s in from_bob for leg in s.downlink if leg.peer_id == alice_id]
     alice_video = [leg for leg in alice_legs if leg.kind == "video"]
     assert alice_video and any(leg.packets > 0 and leg.frames_decoded > 0 for leg in alice_video)
-    print("reported loss %, video:", [leg.loss_pct for leg in alice_video],
-          "audio:", [leg.loss_pct for leg in alice_legs if leg.kind == "audio"])
+    print(
+        "reported loss %, video:",
+        [leg.loss_pct for leg in alice_video],
+        "audio:",
+        [leg.loss_pct for leg in alice_legs if leg.kind == "audio"],
+    )
     assert any(leg.loss_pct >= 5 for leg in alice_legs), [leg.loss_pct for leg in alice_legs]
     assert any(s.peer_id == alice_id and s.level is not None for s in samples), "no uplink level from Alice"
 

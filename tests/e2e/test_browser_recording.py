@@ -16,8 +16,9 @@ from tests.harness import Infra, Service, http_ready, media_stack, streams_ready
 async def open_room(user: User, base: str, room_id: str) -> None:
     await user.sign_in(base)
     await user.page.goto(f"{base}/web/room.html?room={room_id}&view=1")  # watching: no camera needed
-    await user.page.wait_for_function("window.roomlogPage && window.roomlogPage.room.state === 'connected'",
-                                      timeout=40_000)
+    await user.page.wait_for_function(
+        "window.roomlogPage && window.roomlogPage.room.state === 'connected'", timeout=40_000
+    )
 
 
 async def indicator(user: User) -> bool:
@@ -26,11 +27,17 @@ async def indicator(user: User) -> bool:
 
 
 async def test_indicator_for_everyone_and_the_recording_plays_in_the_page(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     stack = media_stack(infra, prefix, tmp_path)
-    stack[-1].env.update({"ROOMLOG_API_DEV_MODE": "true", "MINIO_ENDPOINT": infra.minio_endpoint,
-                          "MINIO_ACCESS_KEY": infra.minio_access_key, "MINIO_SECRET_KEY": infra.minio_secret_key})
+    stack[-1].env.update(
+        {
+            "ROOMLOG_API_DEV_MODE": "true",
+            "MINIO_ENDPOINT": infra.minio_endpoint,
+            "MINIO_ACCESS_KEY": infra.minio_access_key,
+            "MINIO_SECRET_KEY": infra.minio_secret_key,
+        }
+    )
     for service in stack:
         services.append(service.start())
     base = f"http://127.0.0.1:{stack[-1].env['ROOMLOG_API_PORT']}"
@@ -69,12 +76,14 @@ async def test_indicator_for_everyone_and_the_recording_plays_in_the_page(
                     [...document.querySelectorAll('#rec-list li')].map((li) => ({
                         id: li.dataset.recordingId, status: li.dataset.status, play: !!li.querySelector('.play')}))""")
                 return items if items and items[0]["play"] else None
+
             (item,) = await wait_for(playable, 60, "a completed recording in Ben's list")
             assert item["status"] == "completed"
             await ben.page.click(f"#rec-list li[data-recording-id='{item['id']}'] .play")
             await ben.page.wait_for_function(
                 "(() => { const v = document.getElementById('rec-player'); return !v.hidden && v.currentTime > 1; })()",
-                timeout=30_000)
+                timeout=30_000,
+            )
         finally:
             await browser.close()
             await close_all(alice.room)

@@ -54,8 +54,8 @@ async def two(pw: Any) -> Any:
 
 @pytest.mark.timeout(300)
 async def test_a_signed_out_link_returns_to_its_room_and_mute_state_is_shown_everywhere(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("page-")
     async with chromium() as pw, two(pw) as (ann, ben):
@@ -94,8 +94,8 @@ async def test_a_signed_out_link_returns_to_its_room_and_mute_state_is_shown_eve
 
 @pytest.mark.timeout(300)
 async def test_broadcast_viewers_are_listed_as_watching_and_get_no_tile(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("cast-")
     async with chromium() as pw, two(pw) as (ann, ben):
@@ -122,8 +122,8 @@ async def test_broadcast_viewers_are_listed_as_watching_and_get_no_tile(
 
 @pytest.mark.timeout(200)
 async def test_a_mistyped_room_link_says_so_and_creates_nothing(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     typo = unique("no-such-room-")
     async with chromium() as pw, two(pw) as (ann, _):
@@ -137,11 +137,16 @@ async def test_a_mistyped_room_link_says_so_and_creates_nothing(
             return shown if shown["banner"] else None
 
         shown = await wait_for(told, 20, "the page saying the room does not exist", interval=0.5)
-        assert shown == {"banner": f"There is no room named “{typo}”. Check the link, or create the room in the lobby.",
-                         "badge": "No such room", "state": "idle"}, shown
+        assert shown == {
+            "banner": f"There is no room named “{typo}”. Check the link, or create the room in the lobby.",
+            "badge": "No such room",
+            "state": "idle",
+        }, shown
         assert not await ann.page.locator("#leave").is_disabled()
-        status = await ann.page.evaluate("""async (room) => {
+        status = await ann.page.evaluate(
+            """async (room) => {
             const { token } = JSON.parse(sessionStorage.getItem('roomlog.session'));
             return (await fetch(`/v1/rooms/${room}`, { headers: { Authorization: `Bearer ${token}` } })).status; }""",
-                                         typo)
+            typo,
+        )
         assert status == 404, status  # nothing was created

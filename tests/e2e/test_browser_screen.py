@@ -106,6 +106,7 @@ async def frames(user: User, peer_id: str, source_id: str) -> int | None:
 
 async def decodes(user: User, peer_id: str, source_id: str, what: str, timeout_s: float = 30) -> None:
     """Until ``user``'s page decodes at least SCREEN_MIN_FRAMES frames of the source in SCREEN_WINDOW_S."""
+
     async def advancing() -> tuple[int, int] | None:
         first = await frames(user, peer_id, source_id)
         await asyncio.sleep(SCREEN_WINDOW_S)
@@ -138,14 +139,18 @@ async def click_share(user: User, label: str) -> None:
 
 
 async def sharing(user: User) -> bool:
-    state: bool = await user.page.evaluate("document.body.classList.contains('sharing') && "
-                                           "document.getElementById('screen').textContent === 'Stop sharing'")
+    state: bool = await user.page.evaluate(
+        "document.body.classList.contains('sharing') && "
+        "document.getElementById('screen').textContent === 'Stop sharing'"
+    )
     return state
 
 
 async def not_sharing(user: User) -> bool:
-    state: bool = await user.page.evaluate("!document.body.classList.contains('sharing') && "
-                                           "document.getElementById('screen').textContent === 'Share screen'")
+    state: bool = await user.page.evaluate(
+        "!document.body.classList.contains('sharing') && "
+        "document.getElementById('screen').textContent === 'Share screen'"
+    )
     return state
 
 
@@ -180,16 +185,16 @@ async def share_and_see(room: ScreenRoom) -> str:
         tiles = [t for t in await screen_tiles(viewer) if t["peerId"] == room.sharer_id]
         return tiles[0] if len(tiles) == 1 and green(tiles[0]["rgb"]) else None
 
-    tile = await wait_for(screen_tile_shows_the_screen, 30, "the viewer's screen tile showing the screen",
-                          interval=0.5)
+    tile = await wait_for(screen_tile_shows_the_screen, 30, "the viewer's screen tile showing the screen", interval=0.5)
     assert tile["sourceId"] == source_id and tile["label"] == "Sharer (screen)", tile
     # the shared screen takes the stage: first, across the grid's whole width (issue 16 item 5)
     boxes = await viewer.page.evaluate("""() => [...document.querySelectorAll('.tile')].map((t) => {
         const r = t.getBoundingClientRect(); return { kind: t.dataset.kind, top: r.top, width: r.width }; })""")
     stage = [b for b in boxes if b["kind"] == "screen"]
     others = [b for b in boxes if b["kind"] != "screen"]
-    assert len(stage) == 1 and all(stage[0]["width"] > 2 * b["width"] and stage[0]["top"] < b["top"]
-                                   for b in others), boxes
+    assert len(stage) == 1 and all(stage[0]["width"] > 2 * b["width"] and stage[0]["top"] < b["top"] for b in others), (
+        boxes
+    )
     assert (tile["width"], tile["height"]) == (1280, 720), tile
 
     # the screen arrived in addition to the camera, which still shows the grey y4m picture
@@ -205,8 +210,9 @@ async def share_and_see(room: ScreenRoom) -> str:
 
 
 @contextlib.asynccontextmanager
-async def screen_room(infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
-                      services: list[Service], tmp_path: Path) -> AsyncIterator[ScreenRoom]:
+async def screen_room(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> AsyncIterator[ScreenRoom]:
     """An SFU room with two browsers publishing their cameras, each seeing the other."""
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("screen-")
@@ -250,15 +256,18 @@ async def screen_room(infra: Infra, topics: Topics, prefix: str, producer: Event
 
 @pytest.mark.timeout(420)
 async def test_a_screen_shared_from_the_room_page_reaches_the_other_page(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     async with screen_room(infra, topics, prefix, producer, services, tmp_path) as room:
         sharer, viewer = room.sharer, room.viewer
         source_id = await share_and_see(room)
         ARTIFACTS.mkdir(exist_ok=True)
         await viewer.page.screenshot(path=str(ARTIFACTS / "screen-share.png"))
-        camera_key = next(k for k in await viewer.frames_decoded()
-                          if k.startswith(f"{room.sharer_id}/") and not k.endswith(f"/{source_id}"))
+        camera_key = next(
+            k
+            for k in await viewer.frames_decoded()
+            if k.startswith(f"{room.sharer_id}/") and not k.endswith(f"/{source_id}")
+        )
 
         # "Stop sharing": the capture ends and the viewer decodes no more screen frames
         await click_share(sharer, "Stop sharing")
@@ -280,13 +289,23 @@ async def test_a_screen_shared_from_the_room_page_reaches_the_other_page(
         assert len(tiles) == 1 and tiles[0]["sourceId"] == source_id and green(tiles[0]["rgb"]), tiles
 
     # stopping unpublished the screen; sharing again published it anew
-    facts = [e for e in await read_events(infra.kafka, topics.name("rtc.facts"))
-             if isinstance(e, TrackPublished | TrackUnpublished) and e.room_id == room.room_id
-             and e.peer_id == room.sharer_id]
-    history = [(e.type, e.track.kind.value, e.track.layer) if isinstance(e, TrackPublished) else (e.type,)
-               for e in facts if (e.track.source_id if isinstance(e, TrackPublished) else e.source_id) == source_id]
-    assert history == [("TrackPublished", "screen", "single"), ("TrackUnpublished",),
-                       ("TrackPublished", "screen", "single")], facts
+    facts = [
+        e
+        for e in await read_events(infra.kafka, topics.name("rtc.facts"))
+        if isinstance(e, TrackPublished | TrackUnpublished)
+        and e.room_id == room.room_id
+        and e.peer_id == room.sharer_id
+    ]
+    history = [
+        (e.type, e.track.kind.value, e.track.layer) if isinstance(e, TrackPublished) else (e.type,)
+        for e in facts
+        if (e.track.source_id if isinstance(e, TrackPublished) else e.source_id) == source_id
+    ]
+    assert history == [
+        ("TrackPublished", "screen", "single"),
+        ("TrackUnpublished",),
+        ("TrackPublished", "screen", "single"),
+    ], facts
 
 
 class ScreenNotUnpublished(AssertionError):
@@ -295,8 +314,8 @@ class ScreenNotUnpublished(AssertionError):
 
 @pytest.mark.timeout(420)
 async def test_stopping_the_share_unpublishes_the_screen_for_the_other_page(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     async with screen_room(infra, topics, prefix, producer, services, tmp_path) as room:
         source_id = await share_and_see(room)
         await click_share(room.sharer, "Stop sharing")
@@ -310,8 +329,9 @@ async def test_stopping_the_share_unpublishes_the_screen_for_the_other_page(
             return log if unpublished and removed and not tiles else None
 
         try:
-            log = await wait_for(gone, 20, "the viewer's page dropping the screen (track-unpublished, tile removed)",
-                                 interval=0.5)
+            log = await wait_for(
+                gone, 20, "the viewer's page dropping the screen (track-unpublished, tile removed)", interval=0.5
+            )
         except AssertionError as exc:
             raise ScreenNotUnpublished(f"{exc}; viewer's screen tiles {await screen_tiles(room.viewer)}") from None
         assert log["unpublished"] == [{"peerId": room.sharer_id, "sourceId": source_id}], log
@@ -322,8 +342,8 @@ async def test_stopping_the_share_unpublishes_the_screen_for_the_other_page(
 
 @pytest.mark.timeout(420)
 async def test_a_screen_shared_20_s_after_joining_reaches_the_other_page(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     """Issue 16 item 1: the screen slot is negotiated at join and filled 20 s later; the
     subscription's deadline must not come from the join time (the node dropped it as expired)."""
     async with screen_room(infra, topics, prefix, producer, services, tmp_path) as room:

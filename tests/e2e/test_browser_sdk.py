@@ -56,7 +56,9 @@ async def test_backoff_doubles_from_one_second_caps_at_ten_with_ten_percent_jitt
 
 
 async def test_backoff_gives_up_when_the_budget_is_spent(page: Page) -> None:
-    result = await run(page, """
+    result = await run(
+        page,
+        """
         const b = new sdk.Backoff({}, () => 0.5);
         let now = 0; const delays = [];
         for (;;) { const d = b.next(now); if (d === null) break; delays.push(d); now += d + 100; }
@@ -64,7 +66,8 @@ async def test_backoff_gives_up_when_the_budget_is_spent(page: Page) -> None:
         const short = []; let t = 0;
         for (;;) { const d = custom.next(t); if (d === null) break; short.push(d); t += d; }
         return { delays, elapsed: b.elapsed(now), short };
-    """)
+    """,
+    )
     # attempts go on until 60 s have passed: the last delay is cut to what is left of the budget
     assert result["delays"] == [1000, 2000, 4000, 8000, 10000, 10000, 10000, 10000, 4200], result
     assert result["elapsed"] == 60000 + 100, result
@@ -72,7 +75,9 @@ async def test_backoff_gives_up_when_the_budget_is_spent(page: Page) -> None:
 
 
 async def test_call_state_machine_follows_its_table(page: Page) -> None:
-    result = await run(page, """
+    result = await run(
+        page,
+        """
         const walk = (events) => { const c = new sdk.CallState(); return events.map((e) => c.send(e)); };
         let invalid = null;
         try { new sdk.CallState().send('connected'); }
@@ -84,7 +89,8 @@ async def test_call_state_machine_follows_its_table(page: Page) -> None:
             failed: walk(['join', 'connected', 'lost', 'fail', 'reset']),
             invalid,
         };
-    """)
+    """,
+    )
     assert result["room"] == ["connecting", "connected", "reconnecting", "reconnecting", "connected", "ending", "idle"]
     assert result["caller"] == ["calling", "connecting", "connected", "ending", "idle"]
     assert result["callee"] == ["ringing", "ending", "idle"]
@@ -94,20 +100,28 @@ async def test_call_state_machine_follows_its_table(page: Page) -> None:
 
 async def test_quality_levels_follow_the_documented_bands(page: Page) -> None:
     cases = [
-        ({"lossPct": 0, "rttMs": 20}, 1), ({"lossPct": 0.99, "rttMs": 99}, 1),
-        ({"lossPct": 1, "rttMs": 20}, 2), ({"lossPct": 0, "rttMs": 250}, 2),
-        ({"lossPct": 5, "rttMs": 20}, 3), ({"lossPct": 0, "rttMs": 450}, 3),
-        ({"lossPct": 12, "rttMs": 20}, 4), ({"lossPct": 0, "rttMs": 999}, 4),
-        ({"lossPct": 20, "rttMs": 20}, 5), ({"lossPct": 0, "rttMs": 1500}, 5),
+        ({"lossPct": 0, "rttMs": 20}, 1),
+        ({"lossPct": 0.99, "rttMs": 99}, 1),
+        ({"lossPct": 1, "rttMs": 20}, 2),
+        ({"lossPct": 0, "rttMs": 250}, 2),
+        ({"lossPct": 5, "rttMs": 20}, 3),
+        ({"lossPct": 0, "rttMs": 450}, 3),
+        ({"lossPct": 12, "rttMs": 20}, 4),
+        ({"lossPct": 0, "rttMs": 999}, 4),
+        ({"lossPct": 20, "rttMs": 20}, 5),
+        ({"lossPct": 0, "rttMs": 1500}, 5),
         ({"lossPct": 12, "rttMs": 450}, 4),  # the worse band wins
         ({"lossPct": 0, "rttMs": None}, 1),  # no RTT measured yet
         ({"lossPct": 0, "rttMs": 20, "silentMs": 4999}, 1),
         ({"lossPct": 0, "rttMs": 20, "silentMs": 5000}, 6),  # Down after 5 s without packets
     ]
-    levels = await page.evaluate("""async (cases) => {
+    levels = await page.evaluate(
+        """async (cases) => {
         const sdk = await import('/web/sdk/index.js');
         return cases.map((c) => sdk.qualityLevel(c));
-    }""", [c for c, _ in cases])
+    }""",
+        [c for c, _ in cases],
+    )
     assert levels == [level for _, level in cases]
 
 
@@ -121,20 +135,33 @@ async def test_the_browser_and_python_mappings_agree(page: Page) -> None:
     rtts: list[float | None] = [None, 0, 99.9, 100, 299, 300, 499, 500, 999, 1000, 5000]
     silences = [0, 4.999, 5, 60]
     cases = [(loss, rtt, silent) for loss in losses for rtt in rtts for silent in silences]
-    levels = await page.evaluate("""async (cases) => {
+    levels = await page.evaluate(
+        """async (cases) => {
         const sdk = await import('/web/sdk/index.js');
         return cases.map(([lossPct, rttMs, silentS]) => sdk.qualityLevel({ lossPct, rttMs, silentMs: silentS * 1000 }));
-    }""", cases)
+    }""",
+        cases,
+    )
     assert levels == [quality_level(loss, rtt, silent) for loss, rtt, silent in cases]
 
     participants: list[tuple[list[tuple[float, float]], float | None, int | None]] = [
-        ([], None, None), ([], 20, 4), ([(0, 0), (12, 0)], 20, None), ([(0, 9), (0, 0)], 20, None),
-        ([(0, 9), (0, 5)], 20, None), ([(0, 9), (0, 5)], 20, 3), ([(3, 0)], 350, 2), ([(25, 0)], 20, 1)]
-    combined = await page.evaluate("""async (cases) => {
+        ([], None, None),
+        ([], 20, 4),
+        ([(0, 0), (12, 0)], 20, None),
+        ([(0, 9), (0, 0)], 20, None),
+        ([(0, 9), (0, 5)], 20, None),
+        ([(0, 9), (0, 5)], 20, 3),
+        ([(3, 0)], 350, 2),
+        ([(25, 0)], 20, 1),
+    ]
+    combined = await page.evaluate(
+        """async (cases) => {
         const sdk = await import('/web/sdk/index.js');
         return cases.map(([legs, rttMs, pushed]) => sdk.participantLevel(
             legs.map(([lossPct, silentS]) => ({ lossPct, silentMs: silentS * 1000 })), rttMs, pushed));
-    }""", participants)
+    }""",
+        participants,
+    )
     assert combined == [participant_level(legs, rtt, pushed) for legs, rtt, pushed in participants]
 
 
@@ -179,7 +206,13 @@ async def test_the_browser_report_is_what_the_gateway_accepts(page: Page) -> Non
     assert report.uplink.level == 4 and report.uplink.loss_pct == 10 and report.uplink.rtt_ms == 40
     video = next(leg for leg in report.downlink if leg.source_id == "cam-a")
     assert (video.peer_id, video.kind, video.loss_pct, video.packets, video.frames_decoded, video.jitter_ms) == (
-        "Pa", "video", 15, 170, 60, 4)
+        "Pa",
+        "video",
+        15,
+        170,
+        60,
+        4,
+    )
 
 
 async def test_repaired_packets_count_as_lost_by_the_network(page: Page) -> None:

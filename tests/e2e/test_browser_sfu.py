@@ -25,8 +25,11 @@ ALICE, BOB, CAROL = 11, 12, 13  # the source codes in each participant's frames
 
 def remote_codes(tiles: list[dict[str, Any]]) -> dict[str, tuple[int, int, str]]:
     """peer id -> (code, counter, name) of every remote camera tile showing a picture."""
-    return {t["peerId"]: (t["read"]["code"], t["read"]["counter"], t["name"]) for t in tiles
-            if not t["local"] and t["kind"] == "camera" and t["read"]}
+    return {
+        t["peerId"]: (t["read"]["code"], t["read"]["counter"], t["name"])
+        for t in tiles
+        if not t["local"] and t["kind"] == "camera" and t["read"]
+    }
 
 
 async def sees(user: User, expected: dict[str, tuple[int, str]]) -> bool:
@@ -51,9 +54,9 @@ def png_std(path: Path) -> float:
 
 
 @pytest.mark.timeout(600)
-async def test_browsers_and_python_client_in_sfu_room(infra: Infra, topics: Topics, prefix: str,
-                                                      producer: EventProducer, services: list[Service],
-                                                      tmp_path: Path) -> None:
+async def test_browsers_and_python_client_in_sfu_room(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_web_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("web-")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -68,34 +71,47 @@ async def test_browsers_and_python_client_in_sfu_room(infra: Infra, topics: Topi
             alice_id = await alice.wait_published()
             await bob.sign_in(base)
             await bob.page.locator(f"tr[data-room='{room_id}']").wait_for(timeout=20_000)
-            await bob.page.wait_for_function("document.querySelector('#preview').readyState >= 2 && "
-                                             "document.querySelectorAll('#camera option').length > 0",
-                                             timeout=20_000)
+            await bob.page.wait_for_function(
+                "document.querySelector('#preview').readyState >= 2 && "
+                "document.querySelectorAll('#camera option').length > 0",
+                timeout=20_000,
+            )
             await bob.page.screenshot(path=str(ARTIFACTS / "lobby.png"))
             await bob.join_from_lobby(room_id)
             bob_id = await bob.wait_published()
 
             # Carol is a Python client (client/room.py) in her own process
             token = await mint_token(base, "carol", ["join", "publish", "subscribe"], room_id)
-            carol = await PythonParticipant(base.replace("http", "ws") + "/v1/rtc", token, room_id, "Carol", CAROL,
-                                            tmp_path / "carol.log").start()
+            carol = await PythonParticipant(
+                base.replace("http", "ws") + "/v1/rtc", token, room_id, "Carol", CAROL, tmp_path / "carol.log"
+            ).start()
             assert carol.peer_id is not None
             carol_id = carol.peer_id
 
             # everyone receives everyone, identities from the frame pattern
-            await wait_for(lambda: sees(alice, {bob_id: (BOB, "Bob"), carol_id: (CAROL, "Carol")}), 60,
-                           "Alice's page showing Bob and Carol", interval=1)
-            await wait_for(lambda: sees(bob, {alice_id: (ALICE, "Alice"), carol_id: (CAROL, "Carol")}), 60,
-                           "Bob's page showing Alice and Carol", interval=1)
-            await wait_for(lambda: all(len(carol.video[c]) >= 15 for c in (ALICE, BOB)), 60,
-                           "Carol decoding Alice and Bob")
+            await wait_for(
+                lambda: sees(alice, {bob_id: (BOB, "Bob"), carol_id: (CAROL, "Carol")}),
+                60,
+                "Alice's page showing Bob and Carol",
+                interval=1,
+            )
+            await wait_for(
+                lambda: sees(bob, {alice_id: (ALICE, "Alice"), carol_id: (CAROL, "Carol")}),
+                60,
+                "Bob's page showing Alice and Carol",
+                interval=1,
+            )
+            await wait_for(
+                lambda: all(len(carol.video[c]) >= 15 for c in (ALICE, BOB)), 60, "Carol decoding Alice and Bob"
+            )
             assert set(carol.video) == {ALICE, BOB}, f"Carol decoded codes {set(carol.video)}"
             for code in (ALICE, BOB):
                 tail = carol.video[code][-10:]
                 assert tail[-1] != tail[0], f"code {code} frozen at Carol: {tail}"
             # each microphone on its own receiver: both are heard (audio counts arrive once a second)
-            await wait_for(lambda: all(carol.audio.get(p, 0) > 0 for p in (alice_id, bob_id)), 10,
-                           "Carol hearing Alice and Bob")
+            await wait_for(
+                lambda: all(carol.audio.get(p, 0) > 0 for p in (alice_id, bob_id)), 10, "Carol hearing Alice and Bob"
+            )
 
             # getStats: frames decoded keep increasing on both pages
             for user, others in ((alice, (bob_id, carol_id)), (bob, (alice_id, carol_id))):
@@ -121,8 +137,9 @@ async def test_browsers_and_python_client_in_sfu_room(infra: Infra, topics: Topi
             # Bob turns his camera off: the others get peer-updated and his frames stop
             await alice.record_messages("peer-updated")
             await bob.page.click("#camera")
-            await wait_for(lambda: carol.peers.get(bob_id, {}).get("video_muted") is True, 15,
-                           "Carol seeing Bob's camera off")
+            await wait_for(
+                lambda: carol.peers.get(bob_id, {}).get("video_muted") is True, 15, "Carol seeing Bob's camera off"
+            )
             updates = await wait_for(lambda: alice.messages("peer-updated"), 15, "Alice getting peer-updated")
             assert updates[-1]["peer"]["peer_id"] == bob_id and updates[-1]["peer"]["video_muted"] is True
             await asyncio.sleep(1.5)  # frames in flight
@@ -138,8 +155,9 @@ async def test_browsers_and_python_client_in_sfu_room(infra: Infra, topics: Topi
 
             # ... and on again: peer-updated, frames resume with Bob's pattern
             await bob.page.click("#camera")
-            await wait_for(lambda: carol.peers.get(bob_id, {}).get("video_muted") is False, 15,
-                           "Carol seeing Bob's camera on")
+            await wait_for(
+                lambda: carol.peers.get(bob_id, {}).get("video_muted") is False, 15, "Carol seeing Bob's camera on"
+            )
             resumed_at = time.monotonic()
             # aiortc's receiver holds frames behind a lost packet until its 512-packet jitter buffer
             # overflows (tens of seconds at a browser's low packet rate) before it asks for a keyframe
@@ -149,8 +167,12 @@ async def test_browsers_and_python_client_in_sfu_room(infra: Infra, topics: Topi
             assert updates[-1]["peer"]["peer_id"] == bob_id and updates[-1]["peer"]["video_muted"] is False
         except BaseException:
             if carol is not None:
-                print("Carol decoded:", {c: (len(v), v[:3], v[-3:]) for c, v in carol.video.items()},
-                      "audio frames:", carol.audio)
+                print(
+                    "Carol decoded:",
+                    {c: (len(v), v[:3], v[-3:]) for c, v in carol.video.items()},
+                    "audio frames:",
+                    carol.audio,
+                )
             for user in (alice, bob):
                 with contextlib.suppress(Exception):
                     await user.page.screenshot(path=str(ARTIFACTS / f"failed-{user.name}.png"))

@@ -35,9 +35,9 @@ def chain(event: Event, index: dict[uuid.UUID, Event]) -> list[Event]:
     return out
 
 
-async def test_requests_reach_their_answers_through_the_log(infra: Infra, topics: Topics, prefix: str,
-                                                            producer: EventProducer, services: list[Service],
-                                                            tmp_path: Path) -> None:
+async def test_requests_reach_their_answers_through_the_log(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     stack, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("cause-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -61,8 +61,14 @@ async def test_requests_reach_their_answers_through_the_log(infra: Infra, topics
                 await room.close()
 
     events: list[Event] = []
-    for logical in ("rtc.intents", "media.commands", "media.results", "rtc.facts", "gateway.notifications",
-                    "media.nodes"):
+    for logical in (
+        "rtc.intents",
+        "media.commands",
+        "media.results",
+        "rtc.facts",
+        "gateway.notifications",
+        "media.nodes",
+    ):
         events += await read_events(infra.kafka, topics.name(logical))
     index = {e.event_id: e for e in events}
     mine = [e for e in events if getattr(e, "room_id", None) == room_id]
@@ -79,15 +85,19 @@ async def test_requests_reach_their_answers_through_the_log(infra: Infra, topics
     publishes = [e for e in mine if isinstance(e, PublishRequested)]
     assert len(publishes) == 2
     for publish in publishes:
-        answers = [n for n in notes if n.message["type"] == "publisher-answer"
-                   and n.message["request_id"] == publish.correlation_id]
+        answers = [
+            n
+            for n in notes
+            if n.message["type"] == "publisher-answer" and n.message["request_id"] == publish.correlation_id
+        ]
         assert len(answers) == 1
         path = [type(e) for e in chain(answers[0], index)]
         assert path == [Notification, PublisherAnswered, OpenPublisher, PublishRequested]
 
     subscribe = next(e for e in mine if isinstance(e, SubscribeRequested))
-    offers = [n for n in notes
-              if n.message["type"] == "subscriber-offer" and n.correlation_id == subscribe.correlation_id]
+    offers = [
+        n for n in notes if n.message["type"] == "subscriber-offer" and n.correlation_id == subscribe.correlation_id
+    ]
     assert offers, "the subscribe request produced a subscriber offer"
     path = chain(offers[-1], index)
     assert [type(e) for e in path] == [Notification, SubscriberOffered, AddSubscription, SubscribeRequested]

@@ -30,8 +30,8 @@ async def packets_sent(sender: RTCRtpSender) -> int:
 
 
 async def test_dynacast_and_quality_reports_of_the_python_sdk(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("pyquality-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -39,9 +39,11 @@ async def test_dynacast_and_quality_reports_of_the_python_sdk(
     viewer = Room(url=ws_url, token=await mint_token(base, "view", ["join", "subscribe"], room_id), room=room_id)
     watcher = Watcher()
     try:
-        tracks = [LocalTrack(PatternVideoTrack(HIGH, 320, 180), "cam", "camera", "high"),
-                  LocalTrack(PatternVideoTrack(LOW, 160, 90), "cam", "camera", "low"),
-                  LocalTrack(ToneAudioTrack(), "mic", "microphone")]
+        tracks = [
+            LocalTrack(PatternVideoTrack(HIGH, 320, 180), "cam", "camera", "high"),
+            LocalTrack(PatternVideoTrack(LOW, 160, 90), "cam", "camera", "low"),
+            LocalTrack(ToneAudioTrack(), "mic", "microphone"),
+        ]
         await publisher.publish(tracks)
         high, low, mic = (t.sender for t in publisher._publisher.getTransceivers())  # type: ignore[union-attr]
 
@@ -64,14 +66,20 @@ async def test_dynacast_and_quality_reports_of_the_python_sdk(
         await wait_for(lambda: "high" in publisher.encodings.get("cam", []), 30, "high needed again")
         assert publisher.sending("cam")["high"] is True
         await wait_for(lambda: len(watcher.video.get(HIGH, [])) >= 30, 30, "the viewer decoding the high pattern")
-        print(f"high decoded {time.monotonic() - joined:.1f} s after the viewer joined; "
-              f"encodings {publisher.encodings}")
+        print(
+            f"high decoded {time.monotonic() - joined:.1f} s after the viewer joined; encodings {publisher.encodings}"
+        )
 
         # both have levels and send reports; the viewer's level for the publisher is good
         assert publisher.peer_id is not None and viewer.peer_id is not None
-        await wait_for(lambda: viewer.quality.downlink.get(publisher.peer_id or "") is not None
-                       and viewer.quality.downlink[publisher.peer_id or ""].bitrate_kbps > 0, 20,
-                       "the viewer's quality for the publisher")
+        await wait_for(
+            lambda: (
+                viewer.quality.downlink.get(publisher.peer_id or "") is not None
+                and viewer.quality.downlink[publisher.peer_id or ""].bitrate_kbps > 0
+            ),
+            20,
+            "the viewer's quality for the publisher",
+        )
         seen = viewer.quality.downlink[publisher.peer_id]
         assert 1 <= seen.level <= 2 and seen.loss_pct < 5, seen
         assert viewer.quality.uplink is None  # publishes nothing
@@ -98,6 +106,9 @@ async def test_dynacast_and_quality_reports_of_the_python_sdk(
     assert all(s.level is not None and s.bitrate_kbps >= 0 for s in by_peer[pub_id])
     legs = [leg for s in by_peer[viewer_id] for leg in s.downlink]
     assert {(leg.peer_id, leg.source_id) for leg in legs} >= {(pub_id, "cam"), (pub_id, "mic")}
-    facts = [e for e in await read_events(infra.kafka, topics.name("quality.facts"))
-             if isinstance(e, EncodingsChanged) and e.room_id == room_id and e.source_id == "cam"]
+    facts = [
+        e
+        for e in await read_events(infra.kafka, topics.name("quality.facts"))
+        if isinstance(e, EncodingsChanged) and e.room_id == room_id and e.source_id == "cam"
+    ]
     assert [f.active for f in facts][:1] == [[]] and "high" in facts[-1].active, [f.active for f in facts]

@@ -37,9 +37,9 @@ async def room_node(infra: Infra, room_id: str) -> str | None:
     return row[0] if row else None
 
 
-async def test_media_resumes_on_another_node_after_sigkill(infra: Infra, topics: Topics, prefix: str,
-                                                           producer: EventProducer, services: list[Service],
-                                                           tmp_path: Path) -> None:
+async def test_media_resumes_on_another_node_after_sigkill(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     stack, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path, nodes=2)
     nodes = stack[1:3]
 
@@ -55,10 +55,17 @@ async def test_media_resumes_on_another_node_after_sigkill(infra: Infra, topics:
             watcher.attach(room)
             rooms.append(room)
             watchers.append(watcher)
-            await room.publish([LocalTrack(PatternVideoTrack(code), f"cam-{code}", "camera"),
-                                LocalTrack(ToneAudioTrack(), f"mic-{code}", "microphone")])
-        await wait_for(lambda: advancing(watchers[0].video.get(2, [])) and advancing(watchers[1].video.get(1, [])),
-                       30, "media flowing before the kill")
+            await room.publish(
+                [
+                    LocalTrack(PatternVideoTrack(code), f"cam-{code}", "camera"),
+                    LocalTrack(ToneAudioTrack(), f"mic-{code}", "microphone"),
+                ]
+            )
+        await wait_for(
+            lambda: advancing(watchers[0].video.get(2, [])) and advancing(watchers[1].video.get(1, [])),
+            30,
+            "media flowing before the kill",
+        )
         first_peers = [r.peer_id for r in rooms]
 
         hosting = await room_node(infra, room_id)
@@ -68,8 +75,10 @@ async def test_media_resumes_on_another_node_after_sigkill(infra: Infra, topics:
         killed_at = time.monotonic()
 
         def flowing_again() -> bool:
-            return all(len([t for t in w.video_at.get(other, []) if t > killed_at]) >= 15
-                       for w, other in zip(watchers, (2, 1), strict=True))
+            return all(
+                len([t for t in w.video_at.get(other, []) if t > killed_at]) >= 15
+                for w, other in zip(watchers, (2, 1), strict=True)
+            )
 
         await wait_for(flowing_again, 10, "media flowing again after the node was killed", interval=0.2)
         recovered_in = time.monotonic() - killed_at
@@ -84,15 +93,24 @@ async def test_media_resumes_on_another_node_after_sigkill(infra: Infra, topics:
             with contextlib.suppress(Exception):
                 await room.close()
 
-    moved = [e for e in await read_events(infra.kafka, topics.name("rtc.intents"))
-             if isinstance(e, RoomPlaced) and e.room_id == room_id and e.previous_node_id == hosting]
+    moved = [
+        e
+        for e in await read_events(infra.kafka, topics.name("rtc.intents"))
+        if isinstance(e, RoomPlaced) and e.room_id == room_id and e.previous_node_id == hosting
+    ]
     assert len(moved) == 1 and moved[0].reason == "node-failed"
     engine = make_engine(infra.database_url)
     try:
         async with engine.connect() as conn:
-            rows = (await conn.execute(sa.text(
-                "select identity, count(*) from room_members where room_id = :r and state <> 'left' group by identity"),
-                {"r": room_id})).all()
+            rows = (
+                await conn.execute(
+                    sa.text(
+                        "select identity, count(*) from room_members "
+                        "where room_id = :r and state <> 'left' group by identity"
+                    ),
+                    {"r": room_id},
+                )
+            ).all()
     finally:
         await engine.dispose()
     assert sorted(rows) == [("user1", 1), ("user2", 1)], "no duplicate peers in room state"

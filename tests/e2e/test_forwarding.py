@@ -39,6 +39,7 @@ def capture_sent_frames(pc: RTCPeerConnection, hashes: list[str]) -> None:
 
 def capture_received_frames(room: Room, hashes: list[str]) -> None:
     """Record the hash of every encoded frame handed to the subscriber's decoder."""
+
     def on_event(kind: str, payload: object) -> None:
         if kind != "track" or not isinstance(payload, RemoteTrack) or payload.track.kind != "video":
             return
@@ -54,6 +55,7 @@ def capture_received_frames(room: Room, hashes: list[str]) -> None:
             put(item, *args, **kwargs)
 
         queue.put = recorded
+
     room.on(on_event)
 
 
@@ -68,8 +70,9 @@ def count_keyframe_requests(pc: RTCPeerConnection, counter: list[float]) -> None
     sender._send_keyframe = recorded  # type: ignore[method-assign]
 
 
-async def start(infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-                tmp_path: Path) -> str:
+async def start(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> str:
     stack = media_stack(infra, prefix, tmp_path, forbid_codecs="true")
     for service in stack:
         services.append(service.start())
@@ -79,9 +82,9 @@ async def start(infra: Infra, topics: Topics, prefix: str, producer: EventProduc
     return base
 
 
-async def test_encoded_frames_arrive_byte_identical(infra: Infra, topics: Topics, prefix: str,
-                                                    producer: EventProducer, services: list[Service],
-                                                    tmp_path: Path) -> None:
+async def test_encoded_frames_arrive_byte_identical(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     base = await start(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("hash-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -110,9 +113,9 @@ async def test_encoded_frames_arrive_byte_identical(infra: Infra, topics: Topics
     assert watcher.video.get(5), "the frames also decoded to the publisher's pattern"
 
 
-async def test_late_joiner_gets_a_picture_within_a_second(infra: Infra, topics: Topics, prefix: str,
-                                                          producer: EventProducer, services: list[Service],
-                                                          tmp_path: Path) -> None:
+async def test_late_joiner_gets_a_picture_within_a_second(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     base = await start(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("kf-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -133,6 +136,7 @@ async def test_late_joiner_gets_a_picture_within_a_second(infra: Infra, topics: 
         def on_event(kind: str, payload: object) -> None:
             if kind == "subscriber-offer" and not offered_at:
                 offered_at.append(time.monotonic())
+
         viewer.on(on_event)
         watcher = Watcher()
         watcher.attach(viewer)

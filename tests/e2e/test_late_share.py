@@ -37,8 +37,8 @@ class LateTrack(PatternVideoTrack):
 
 
 async def test_a_screen_shared_20_s_after_joining_reaches_the_viewer(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("late-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -48,8 +48,9 @@ async def test_a_screen_shared_20_s_after_joining_reaches_the_viewer(
     watcher.attach(viewer)
     screen = LateTrack(42)
     try:
-        await publisher.publish([LocalTrack(PatternVideoTrack(41, 320, 180), "cam", "camera"),
-                                 LocalTrack(screen, "screen", "screen")])
+        await publisher.publish(
+            [LocalTrack(PatternVideoTrack(41, 320, 180), "cam", "camera"), LocalTrack(screen, "screen", "screen")]
+        )
         await wait_for(lambda: len(watcher.video[41]) > 10, 20, "the camera at the viewer")
         await wait_for(lambda: screen.started_at is not None, LATE_S + 10, "the screen starting")
         await wait_for(lambda: len(watcher.video[42]) > 10, 15, "the late screen at the viewer")

@@ -54,9 +54,15 @@ def decoder_stats(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return stats
 
 
-async def test_set_layer_switches_at_a_keyframe(infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
-                                                services: list[Service], tmp_path: Path,
-                                                decoder_stats: dict[str, Any]) -> None:
+async def test_set_layer_switches_at_a_keyframe(
+    infra: Infra,
+    topics: Topics,
+    prefix: str,
+    producer: EventProducer,
+    services: list[Service],
+    tmp_path: Path,
+    decoder_stats: dict[str, Any],
+) -> None:
     stack, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path, forbid_codecs="true")
     room_id = unique("layer-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -64,8 +70,12 @@ async def test_set_layer_switches_at_a_keyframe(infra: Infra, topics: Topics, pr
     viewer = Room(url=ws_url, token=await mint_token(base, "viewer", ["join", "subscribe"], room_id), room=room_id)
     watcher = Watcher()
     try:
-        await publisher.publish([LocalTrack(PatternVideoTrack(7, 320, 180), "cam", "camera", layer="high"),
-                                 LocalTrack(PatternVideoTrack(7, 160, 90), "cam", "camera", layer="low")])
+        await publisher.publish(
+            [
+                LocalTrack(PatternVideoTrack(7, 320, 180), "cam", "camera", layer="high"),
+                LocalTrack(PatternVideoTrack(7, 160, 90), "cam", "camera", layer="low"),
+            ]
+        )
         watcher.attach(viewer)
         await viewer._signaling.open()
         await viewer._join()

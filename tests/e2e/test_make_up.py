@@ -12,8 +12,15 @@ import httpx
 
 from tests.harness import REPO, free_port
 
-COMPONENT_PATTERNS = ("kafka.Kafka", "minio server", "postgres -D", "-m streams", "-m api", "-m media_node",
-                      "prometheus --config.file")
+COMPONENT_PATTERNS = (
+    "kafka.Kafka",
+    "minio server",
+    "postgres -D",
+    "-m streams",
+    "-m api",
+    "-m media_node",
+    "prometheus --config.file",
+)
 
 
 def _alive(pid: int) -> bool:
@@ -43,16 +50,38 @@ def _processes_mentioning(text: str) -> list[str]:
 
 def test_make_up_then_down(tmp_path: Path) -> None:
     run_dir = tmp_path / "up"
-    ports = {name: str(free_port()) for name in
-             ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "PG_PORT", "MINIO_PORT", "MINIO_CONSOLE_PORT",
-              "PROM_PORT", "ROOMLOG_API_PORT", "ROOMLOG_STREAMS_METRICS_PORT", "ROOMLOG_NODE_METRICS_PORT")}
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL", "MINIO_ENDPOINT", "ROOMLOG_RUN_DIR", "PROMETHEUS_URL",
-                        "PROMETHEUS_TARGETS_DIR")}
+    ports = {
+        name: str(free_port())
+        for name in (
+            "KAFKA_PORT",
+            "KAFKA_CONTROLLER_PORT",
+            "PG_PORT",
+            "MINIO_PORT",
+            "MINIO_CONSOLE_PORT",
+            "PROM_PORT",
+            "ROOMLOG_API_PORT",
+            "ROOMLOG_STREAMS_METRICS_PORT",
+            "ROOMLOG_NODE_METRICS_PORT",
+        )
+    }
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "KAFKA_BOOTSTRAP",
+            "DATABASE_URL",
+            "MINIO_ENDPOINT",
+            "ROOMLOG_RUN_DIR",
+            "PROMETHEUS_URL",
+            "PROMETHEUS_TARGETS_DIR",
+        )
+    }
     env.update(ports, ROOMLOG_RUN_DIR=str(run_dir))
     log = (tmp_path / "make-up.log").open("wb")
-    up = subprocess.Popen(["make", "up"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                          start_new_session=True)
+    up = subprocess.Popen(
+        ["make", "up"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     api = f"http://127.0.0.1:{ports['ROOMLOG_API_PORT']}"
     pids: list[int] = []
     try:
@@ -81,8 +110,11 @@ def test_make_up_then_down(tmp_path: Path) -> None:
         healthy: set[str] = set()
         while time.monotonic() < deadline and healthy != {"api", "streams", "media_node"}:
             targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-            healthy = {t["labels"].get("service", "") for t in targets
-                       if t["labels"].get("job") == "roomlog" and t["health"] == "up"}
+            healthy = {
+                t["labels"].get("service", "")
+                for t in targets
+                if t["labels"].get("job") == "roomlog" and t["health"] == "up"
+            }
             time.sleep(1)
         assert healthy == {"api", "streams", "media_node"}, targets
         pids = [int(p.read_text()) for p in (run_dir / "pids").glob("*.pid")]

@@ -47,11 +47,18 @@ class Call:
     async def facts(self) -> list[str]:
         """The room's quality facts, short, for failure messages."""
         names = {self.s1.peer_id: "S1", self.s2.peer_id: "S2", self.publisher.peer_id: "pub"}
-        return [f"{e.occurred_at:%H:%M:%S.%f} {names.get(e.peer_id)} "
-                + (f"{e.previous}->{e.layer} {e.reason} {e.loss_pct}%" if isinstance(e, QualityDecided)
-                   else f"encodings {e.active}" if isinstance(e, EncodingsChanged) else e.type)
-                for e in await read_events(self.infra.kafka, self.topics.name("quality.facts"))
-                if getattr(e, "room_id", None) == self.room_id]
+        return [
+            f"{e.occurred_at:%H:%M:%S.%f} {names.get(e.peer_id)} "
+            + (
+                f"{e.previous}->{e.layer} {e.reason} {e.loss_pct}%"
+                if isinstance(e, QualityDecided)
+                else f"encodings {e.active}"
+                if isinstance(e, EncodingsChanged)
+                else e.type
+            )
+            for e in await read_events(self.infra.kafka, self.topics.name("quality.facts"))
+            if getattr(e, "room_id", None) == self.room_id
+        ]
 
     async def decisions(self, peer: Room) -> list[QualityDecided]:
         return [d for d, _ in await self.decisions_logged(peer)]
@@ -67,10 +74,16 @@ class Call:
 
     async def samples(self, peer: Room, since: float) -> list[tuple[float, float, int, str | None]]:
         """(seconds after ``since``, loss %, packets, layer) of the node's samples of the peer's video leg."""
-        return [(round(s.occurred_at.timestamp() - since, 1), s.loss_pct, s.packets, s.layer)
-                for s in await read_events(self.infra.kafka, self.topics.name("quality.samples"))
-                if isinstance(s, QualitySample) and s.room_id == self.room_id and s.peer_id == peer.peer_id
-                and s.kind == "video" and s.leg.startswith("sub/") and s.occurred_at.timestamp() >= since - 4]
+        return [
+            (round(s.occurred_at.timestamp() - since, 1), s.loss_pct, s.packets, s.layer)
+            for s in await read_events(self.infra.kafka, self.topics.name("quality.samples"))
+            if isinstance(s, QualitySample)
+            and s.room_id == self.room_id
+            and s.peer_id == peer.peer_id
+            and s.kind == "video"
+            and s.leg.startswith("sub/")
+            and s.occurred_at.timestamp() >= since - 4
+        ]
 
 
 def layer_seen(watcher: Watcher, within_s: float = 1.0) -> str | None:
@@ -92,8 +105,21 @@ class Loss:
     def set(self, percent: float) -> None:
         self.clear()
         for port in self.ports:
-            rule = ["INPUT", "-p", "udp", "--dport", str(port), "-m", "statistic", "--mode", "random",
-                    "--probability", f"{percent / 100:.4f}", "-j", "DROP"]
+            rule = [
+                "INPUT",
+                "-p",
+                "udp",
+                "--dport",
+                str(port),
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                f"{percent / 100:.4f}",
+                "-j",
+                "DROP",
+            ]
             subprocess.run(["iptables", "-A", *rule], check=True)
             self.rules.append(rule)
 
@@ -114,8 +140,9 @@ def subscriber_ports(room: Room) -> set[int]:
 
 
 @pytest.fixture
-async def call(infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-               tmp_path: Path) -> AsyncIterator[Call]:
+async def call(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> AsyncIterator[Call]:
     _, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path, forbid_codecs="true")
     room_id = unique("quality-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -126,9 +153,13 @@ async def call(infra: Infra, topics: Topics, prefix: str, producer: EventProduce
     try:
         # 30 frames/s: the simple pattern makes ~1 packet a frame, so a 2 s sample counts ~60
         # packets (at 15 frames/s, 30: an 8 % loss then measures anywhere from 0 to 17 %)
-        await publisher.publish([LocalTrack(PatternVideoTrack(CODES[layer], *SIZES[layer], fps=30), "cam",
-                                            "camera", layer=layer) for layer in CODES]
-                                + [LocalTrack(ToneAudioTrack(), "mic", "microphone")])
+        await publisher.publish(
+            [
+                LocalTrack(PatternVideoTrack(CODES[layer], *SIZES[layer], fps=30), "cam", "camera", layer=layer)
+                for layer in CODES
+            ]
+            + [LocalTrack(ToneAudioTrack(), "mic", "microphone")]
+        )
         for room, watcher in ((s1, w1), (s2, w2)):
             watcher.attach(room)
             await room._signaling.open()
@@ -146,15 +177,18 @@ async def call(infra: Infra, topics: Topics, prefix: str, producer: EventProduce
 
 async def _decided(c: Call, layer: str, since: int, timeout: float) -> tuple[QualityDecided, float]:
     """Wait for S1's next decision to ``layer`` after the first ``since``; when it was seen."""
+
     async def check() -> QualityDecided | None:
         found = [d for d in (await c.decisions(c.s1))[since:] if d.layer == layer]
         return found[0] if found else None
+
     try:
         decision = await wait_for(check, timeout, f"S1 decided {layer}", interval=0.25)
     except AssertionError as exc:
         since = time.time() - timeout - 10
-        raise AssertionError(f"{exc}; quality facts: {await c.facts()}; "
-                             f"S1 video samples (s, loss %): {await c.samples(c.s1, since)}") from None
+        raise AssertionError(
+            f"{exc}; quality facts: {await c.facts()}; S1 video samples (s, loss %): {await c.samples(c.s1, since)}"
+        ) from None
     return decision, time.monotonic()
 
 
@@ -167,8 +201,10 @@ async def test_loss_moves_one_subscriber_down_pauses_it_and_brings_it_back(call:
         await _decided(c, "mid", 0, 20)
         [(first, logged)] = (await c.decisions_logged(c.s1))[:1]
         assert first.layer == "mid"
-        assert logged - started <= 6.0, (f"mid decided {logged - started:.1f} s after the loss started; "
-                                         f"samples (s, loss %): {await c.samples(c.s1, started)}")
+        assert logged - started <= 6.0, (
+            f"mid decided {logged - started:.1f} s after the loss started; "
+            f"samples (s, loss %): {await c.samples(c.s1, started)}"
+        )
         await wait_for(lambda: layer_seen(c.w1) == "mid", 10, "S1 decoding the mid layer")
 
         loss.set(15)
@@ -196,8 +232,11 @@ async def test_loss_moves_one_subscriber_down_pauses_it_and_brings_it_back(call:
         cleared = time.monotonic()
         count = len(await c.decisions(c.s1))
         await _decided(c, "high", count, 25)
-        await wait_for(lambda: layer_seen(c.w1) == "high", max(1.0, 25 - (time.monotonic() - cleared)),
-                       "S1 back on high within 25 s")
+        await wait_for(
+            lambda: layer_seen(c.w1) == "high",
+            max(1.0, 25 - (time.monotonic() - cleared)),
+            "S1 back on high within 25 s",
+        )
     finally:
         loss.clear()
     assert await c.decisions(c.s2) == [], "S2, without loss, is never moved"
@@ -205,13 +244,21 @@ async def test_loss_moves_one_subscriber_down_pauses_it_and_brings_it_back(call:
     assert [d.layer for d in await c.decisions(c.s1)][:1] == ["mid"]
 
     # replaying the samples through the pure decision gives exactly the live facts, ids included
-    samples = [e for e in await read_events(c.infra.kafka, c.topics.name("quality.samples"))
-               if isinstance(e, QualitySample) and e.room_id == c.room_id]
-    live = [e for e in await read_events(c.infra.kafka, c.topics.name("quality.facts"))
-            if isinstance(e, QualityDecided) and e.room_id == c.room_id]
+    samples = [
+        e
+        for e in await read_events(c.infra.kafka, c.topics.name("quality.samples"))
+        if isinstance(e, QualitySample) and e.room_id == c.room_id
+    ]
+    live = [
+        e
+        for e in await read_events(c.infra.kafka, c.topics.name("quality.facts"))
+        if isinstance(e, QualityDecided) and e.room_id == c.room_id
+    ]
     assert replay(samples) == live
-    print(f"S1 decisions: {await c.facts()}\nS1 video samples (s, loss %, packets, layer): "
-          f"{await c.samples(c.s1, started)}")
+    print(
+        f"S1 decisions: {await c.facts()}\nS1 video samples (s, loss %, packets, layer): "
+        f"{await c.samples(c.s1, started)}"
+    )
 
 
 async def test_steady_loss_does_not_flap(call: Call) -> None:
@@ -227,9 +274,15 @@ async def test_steady_loss_does_not_flap(call: Call) -> None:
             loss.clear()
     finally:
         loss.clear()
-    samples = [e for e in await read_events(c.infra.kafka, c.topics.name("quality.samples"))
-               if isinstance(e, QualitySample) and e.room_id == c.room_id and e.peer_id == c.s1.peer_id
-               and e.kind == "video" and e.leg.startswith("sub/")]
+    samples = [
+        e
+        for e in await read_events(c.infra.kafka, c.topics.name("quality.samples"))
+        if isinstance(e, QualitySample)
+        and e.room_id == c.room_id
+        and e.peer_id == c.s1.peer_id
+        and e.kind == "video"
+        and e.leg.startswith("sub/")
+    ]
     assert max(s.loss_pct for s in samples) >= 4, "the loss was real and measured"
 
 
@@ -256,8 +309,11 @@ async def test_dynacast_stops_encodings_nobody_receives_and_starts_them_again(ca
     for room in (c.s1, c.s2):
         await room.subscribe("cam", "low")
     await wait_for(lambda: layer_seen(c.w1) == "low" and layer_seen(c.w2) == "low", 15, "both on low")
-    await wait_for(lambda: c.publisher.sending("cam") == {"high": False, "mid": False, "low": True}, 10,
-                   "the publisher sending only low")
+    await wait_for(
+        lambda: c.publisher.sending("cam") == {"high": False, "mid": False, "low": True},
+        10,
+        "the publisher sending only low",
+    )
     stopped = await _rates(c.publisher)
     assert stopped["high"] < 5 and stopped["mid"] < 5, f"stopped encodings still send: {stopped}"
     assert stopped["low"] > 20

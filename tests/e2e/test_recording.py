@@ -37,14 +37,15 @@ RECORD_S = 30
 def packet_times_increase(path: Path) -> bool:
     """Every packet of the file has a later timestamp than the one before (no frame twice)."""
     import av
+
     with av.open(str(path)) as container:
         pts = [p.pts for p in container.demux(container.streams[0]) if p.pts is not None]
     return all(b > a for a, b in zip(pts, pts[1:], strict=False))
 
 
-async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, topics: Topics, prefix: str,
-                                                                producer: EventProducer, services: list[Service],
-                                                                tmp_path: Path) -> None:
+async def test_two_publishers_recorded_for_30s_without_decoding(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     base, (recorder,) = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("recroom-")
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -62,11 +63,15 @@ async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, to
                 events = await read_events(infra.kafka, topics.name("recording.events"))
                 assert recorder.alive(), recorder.tail()
                 return any(e.recording_id == recording_id for e in of_type(events, RecordingStarted))
+
             await wait_for(started, 30, "RecordingStarted")
             # every peer is told the room is being recorded; the recorder is not a participant
             for p in (alice, bob):
-                await wait_for(lambda p=p: any(k == "recording" and m["active"] for k, m in p.events), 10,
-                               f"{p.identity} told about the recording")
+                await wait_for(
+                    lambda p=p: any(k == "recording" and m["active"] for k, m in p.events),
+                    10,
+                    f"{p.identity} told about the recording",
+                )
                 assert not any(k == "peer-joined" and "recorder" in str(m) for k, m in p.events)
             members = (await client.get(f"/v1/rooms/{room_id}", headers=await admin_headers(base))).json()["members"]
             assert sorted(m["identity"] for m in members) == ["alice", "bob"]
@@ -82,8 +87,11 @@ async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, to
     assert recorder.alive(), recorder.tail()
     assert "CodecForbidden" not in recorder.log_path.read_text(), "the recorder never builds a codec"
     # segments were acknowledged as they closed, in order per track
-    uploads = [e for e in of_type(await read_events(infra.kafka, topics.name("recording.events")),
-                                  RecordingSegmentUploaded) if e.recording_id == recording_id]
+    uploads = [
+        e
+        for e in of_type(await read_events(infra.kafka, topics.name("recording.events")), RecordingSegmentUploaded)
+        if e.recording_id == recording_id
+    ]
     by_track: dict[str, list[int]] = {}
     for e in uploads:
         by_track.setdefault(str(e.track_id), []).append(int(e.index or 0))
@@ -92,8 +100,11 @@ async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, to
 
     # one file per track in MinIO; the presigned URL downloads the same bytes
     assert sorted((t["identity"], t["kind"], t["codec"]) for t in done["tracks"]) == [
-        ("alice", "camera", "vp8"), ("alice", "microphone", "opus"),
-        ("bob", "camera", "vp8"), ("bob", "microphone", "opus")]
+        ("alice", "camera", "vp8"),
+        ("alice", "microphone", "opus"),
+        ("bob", "camera", "vp8"),
+        ("bob", "microphone", "opus"),
+    ]
     assert sorted(done["participants"]) == ["alice", "bob"]
     assert done["size_bytes"] == sum(t["size_bytes"] for t in done["tracks"]) > 0
     store = minio(infra)
@@ -149,6 +160,7 @@ async def test_two_publishers_recorded_for_30s_without_decoding(infra: Infra, to
             if composite.get("progress") is not None:
                 progress.append(composite["progress"])
             return composite if composite.get("status") == "done" else None
+
         composite = await wait_for(rendered, 180, "composite rendered", interval=0.1)
     assert progress == sorted(progress) and progress[-1] == 100.0
     async with httpx.AsyncClient(timeout=60) as plain:

@@ -35,13 +35,19 @@ from tests.harness import REPO, Infra, Service, of_type, read_events, unique, wa
 
 
 async def started_events(infra: Infra, topics: Topics, recording_id: str) -> list[RecordingStarted]:
-    return [e for e in of_type(await read_events(infra.kafka, topics.name("recording.events")), RecordingStarted)
-            if e.recording_id == recording_id]
+    return [
+        e
+        for e in of_type(await read_events(infra.kafka, topics.name("recording.events")), RecordingStarted)
+        if e.recording_id == recording_id
+    ]
 
 
 async def uploads_of(infra: Infra, topics: Topics, recording_id: str) -> list[RecordingSegmentUploaded]:
-    return [e for e in of_type(await read_events(infra.kafka, topics.name("recording.events")),
-                               RecordingSegmentUploaded) if e.recording_id == recording_id]
+    return [
+        e
+        for e in of_type(await read_events(infra.kafka, topics.name("recording.events")), RecordingSegmentUploaded)
+        if e.recording_id == recording_id
+    ]
 
 
 async def start(client: httpx.AsyncClient, room_id: str, headers: dict[str, str], segment_s: float) -> str:
@@ -78,8 +84,8 @@ def manifest_of(infra: Infra, done: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_a_late_track_is_recorded_from_its_start_and_a_rejoin_is_a_second_track(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     base, _ = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("late-")
     rooms = []
@@ -137,14 +143,16 @@ async def test_a_late_track_is_recorded_from_its_start_and_a_rejoin_is_a_second_
         assert {c for c, _ in pattern_counters(p)} == {code}
 
 
-async def test_sigkill_of_the_recorder_another_takes_over(infra: Infra, topics: Topics, prefix: str,
-                                                          producer: EventProducer, services: list[Service],
-                                                          tmp_path: Path) -> None:
-    base, recorders = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path,
-                                                  recorders=2)
+async def test_sigkill_of_the_recorder_another_takes_over(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
+    base, recorders = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path, recorders=2)
     for r in recorders:  # both in the group, each owning partitions
-        await wait_for(lambda r=r: "commands:" in r.log_path.read_text() and
-                       r.log_path.read_text().count("assigned") >= 1, 60, f"{r.name} assigned")
+        await wait_for(
+            lambda r=r: "commands:" in r.log_path.read_text() and r.log_path.read_text().count("assigned") >= 1,
+            60,
+            f"{r.name} assigned",
+        )
     await asyncio.sleep(4)
     room_id = unique("kill-")
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -163,6 +171,7 @@ async def test_sigkill_of_the_recorder_another_takes_over(infra: Infra, topics: 
             async def taken_over() -> RecordingStarted | None:
                 events = await started_events(infra, topics, recording_id)
                 return next((e for e in events if e.takeover), None)
+
             takeover = await wait_for(taken_over, 30, "takeover")
             took = takeover.occurred_at.timestamp() - killed_at
             assert takeover.recorder_id == survivor.env["ROOMLOG_RECORDER_RECORDER_ID"]
@@ -185,9 +194,9 @@ async def test_sigkill_of_the_recorder_another_takes_over(infra: Infra, topics: 
         assert len(missing) <= 1 and missing == {g["segment"] for g in track["gaps"]}, (indexes, track)
 
 
-async def test_minio_down_20s_every_segment_arrives_in_order(infra: Infra, topics: Topics, prefix: str,
-                                                             producer: EventProducer, services: list[Service],
-                                                             tmp_path: Path) -> None:
+async def test_minio_down_20s_every_segment_arrives_in_order(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     base, (recorder,) = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("minio-")
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -222,8 +231,8 @@ async def test_minio_down_20s_every_segment_arrives_in_order(infra: Infra, topic
 
 
 async def test_postgres_down_while_finishing_the_row_completes_after(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     base, _ = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("pg-")
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -236,9 +245,11 @@ async def test_postgres_down_while_finishing_the_row_completes_after(
             await asyncio.sleep(6)
             assert (await client.delete(f"/v1/recordings/{recording_id}", headers=rec)).status_code == 202
             stop_component("postgres")
+
             async def completed_in_log() -> bool:
                 events = await read_events(infra.kafka, topics.name("recording.events"))
                 return any(e.recording_id == recording_id for e in of_type(events, RecordingCompleted))
+
             await wait_for(completed_in_log, 60, "RecordingCompleted on the log while Postgres is down")
             await asyncio.sleep(3)
             start_components()
@@ -250,6 +261,7 @@ async def test_postgres_down_while_finishing_the_row_completes_after(
                     return None
                 body: dict[str, Any] = r.json() if r.status_code == 200 else {}
                 return body if body.get("status") == "completed" else None
+
             done = await wait_for(row, 90, "row completed after Postgres returned")
         finally:
             await close_all(alice.room)

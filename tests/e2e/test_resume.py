@@ -25,9 +25,9 @@ from tests.harness import (
 )
 
 
-async def test_sdk_resumes_its_peer_after_the_gateway_restarts(infra: Infra, topics: Topics, prefix: str,
-                                                               producer: EventProducer, services: list[Service],
-                                                               tmp_path: Path) -> None:
+async def test_sdk_resumes_its_peer_after_the_gateway_restarts(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     stack, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path)
     api = stack[-1]
     room_id = unique("resume-")

@@ -24,11 +24,12 @@ from tests.harness import (
 )
 
 
-async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topics, prefix: str,
-                                                     producer: EventProducer, services: list[Service],
-                                                     tmp_path: Path) -> None:
-    stack, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path,
-                                          forbid_codecs="true", stats_interval_s=1)
+async def test_three_clients_see_and_hear_each_other(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
+    stack, base = await start_media_stack(
+        infra, topics, prefix, producer, services, tmp_path, forbid_codecs="true", stats_interval_s=1
+    )
 
     room_id = unique("call-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -42,8 +43,12 @@ async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topic
             watcher.attach(room)
             rooms.append(room)
             watchers.append(watcher)
-            await room.publish([LocalTrack(PatternVideoTrack(code), f"cam-{code}", "camera"),
-                                LocalTrack(ToneAudioTrack(), f"mic-{code}", "microphone")])
+            await room.publish(
+                [
+                    LocalTrack(PatternVideoTrack(code), f"cam-{code}", "camera"),
+                    LocalTrack(ToneAudioTrack(), f"mic-{code}", "microphone"),
+                ]
+            )
 
         def everyone_sees_everyone() -> bool:
             for code, watcher in zip((1, 2, 3), watchers, strict=True):
@@ -55,11 +60,14 @@ async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topic
             return True
 
         try:
-            await wait_for(everyone_sees_everyone, 60, "every client decoding the other two and hearing them",
-                           interval=0.5)
+            await wait_for(
+                everyone_sees_everyone, 60, "every client decoding the other two and hearing them", interval=0.5
+            )
         except AssertionError as exc:
-            summary = [{c: (len(v), v[:3], v[-3:], v == sorted(v)) for c, v in w.video.items()} | {
-                "audio": dict(w.audio)} for w in watchers]
+            summary = [
+                {c: (len(v), v[:3], v[-3:], v == sorted(v)) for c, v in w.video.items()} | {"audio": dict(w.audio)}
+                for w in watchers
+            ]
             raise AssertionError(f"{exc}\n{summary}") from None
         for code, watcher in zip((1, 2, 3), watchers, strict=True):
             assert code not in watcher.video, "a client received its own video"
@@ -78,8 +86,11 @@ async def test_three_clients_see_and_hear_each_other(infra: Infra, topics: Topic
     node = stack[1]
     assert node.alive(), node.tail()
     # per-leg quality samples from the node: every published encoding and every subscription
-    samples = [e for e in await read_events(infra.kafka, topics.name("quality.samples"))
-               if isinstance(e, QualitySample) and e.room_id == room_id]
+    samples = [
+        e
+        for e in await read_events(infra.kafka, topics.name("quality.samples"))
+        if isinstance(e, QualitySample) and e.room_id == room_id
+    ]
     legs = {(s.peer_id, s.leg) for s in samples}
     for code, room in zip((1, 2, 3), rooms, strict=True):
         assert {(room.peer_id, f"pub/cam-{code}/single"), (room.peer_id, f"pub/mic-{code}/single")} <= legs

@@ -34,8 +34,8 @@ CAMERA, SCREEN = 41, 42  # the codes in the sharer's two pattern tracks
 
 @pytest.mark.timeout(240)
 async def test_unpublishing_a_source_removes_it_for_the_other_client(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("unpub-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -57,20 +57,27 @@ async def test_unpublishing_a_source_removes_it_for_the_other_client(
     async def record(kind: str, payload: object) -> None:
         if kind in ("track-published", "track-unpublished") and isinstance(payload, dict):
             messages.append(payload)
+
     viewer.on(record)
     sharer_messages: list[dict[str, Any]] = []
 
     async def record_sharer(kind: str, payload: object) -> None:
         if kind == "track-unpublished" and isinstance(payload, dict):
             sharer_messages.append(payload)
+
     sharer.on(record_sharer)
     try:
-        await sharer.publish([LocalTrack(PatternVideoTrack(CAMERA), "cam-s", "camera"),
-                              LocalTrack(PatternVideoTrack(SCREEN), "screen-s", "screen")])
+        await sharer.publish(
+            [
+                LocalTrack(PatternVideoTrack(CAMERA), "cam-s", "camera"),
+                LocalTrack(PatternVideoTrack(SCREEN), "screen-s", "screen"),
+            ]
+        )
         assert sharer.peer_id is not None
 
         def sees_both() -> bool:
             return advancing(watcher.video.get(CAMERA, [])) and advancing(watcher.video.get(SCREEN, []))
+
         await wait_for(sees_both, 60, "the viewer decoding the sharer's camera and screen", interval=0.5)
         assert {(sharer.peer_id, "cam-s"), (sharer.peer_id, "screen-s")} <= set(viewer.remote)
 
@@ -88,9 +95,11 @@ async def test_unpublishing_a_source_removes_it_for_the_other_client(
 
         async def told() -> bool:
             return any(m["type"] == "track-unpublished" for m in messages)
+
         await wait_for(told, 15, "the viewer being told the screen is unpublished", interval=0.2)
         assert [m for m in messages if m["type"] == "track-unpublished"] == [
-            {"type": "track-unpublished", "peer_id": sharer.peer_id, "source_id": "screen-s"}]
+            {"type": "track-unpublished", "peer_id": sharer.peer_id, "source_id": "screen-s"}
+        ]
         assert sharer_messages == [], "the unpublishing peer is not told its own track-unpublished"
         assert (sharer.peer_id, "screen-s") not in viewer.remote
         assert (sharer.peer_id, "cam-s") in viewer.remote
@@ -113,22 +122,32 @@ async def test_unpublishing_a_source_removes_it_for_the_other_client(
             with contextlib.suppress(Exception):
                 await room.close()
 
-    intents = [e for e in await read_events(infra.kafka, topics.name("rtc.intents"))
-               if isinstance(e, UnpublishRequested) and e.room_id == room_id]
+    intents = [
+        e
+        for e in await read_events(infra.kafka, topics.name("rtc.intents"))
+        if isinstance(e, UnpublishRequested) and e.room_id == room_id
+    ]
     # only the sharer's own declared source got through the gateway (twice: see above)
     assert [(e.peer_id, e.source_id) for e in intents] == [(sharer.peer_id, "screen-s")] * 2
-    facts = [e for e in await read_events(infra.kafka, topics.name("rtc.facts"))
-             if getattr(e, "room_id", "") == room_id]
+    facts = [
+        e for e in await read_events(infra.kafka, topics.name("rtc.facts")) if getattr(e, "room_id", "") == room_id
+    ]
     unpublished = [e for e in facts if isinstance(e, TrackUnpublished)]
     assert [(e.peer_id, e.source_id, e.causation_id) for e in unpublished] == [
-        (sharer.peer_id, "screen-s", intents[0].event_id)]
+        (sharer.peer_id, "screen-s", intents[0].event_id)
+    ]
     removed = [e for e in facts if isinstance(e, SubscriptionRemoved) and e.source_id == "screen-s"]
     assert [e.peer_id for e in removed] == [viewer.peer_id]
     assert [(e.request_type, e.code) for e in facts if isinstance(e, RequestRejected)] == [
-        ("UnpublishRequested", "source_not_found")]
+        ("UnpublishRequested", "source_not_found")
+    ]
     published = [e.track.source_id for e in facts if isinstance(e, TrackPublished)]
     assert sorted(published) == ["cam-s", "screen-s"]
-    commands = [e for e in await read_events(infra.kafka, topics.name("media.commands"))
-                if isinstance(e, RemoveSource) and e.room_id == room_id]
+    commands = [
+        e
+        for e in await read_events(infra.kafka, topics.name("media.commands"))
+        if isinstance(e, RemoveSource) and e.room_id == room_id
+    ]
     assert [(c.peer_id, c.source_id, c.causation_id) for c in commands] == [
-        (sharer.peer_id, "screen-s", intents[0].event_id)]
+        (sharer.peer_id, "screen-s", intents[0].event_id)
+    ]

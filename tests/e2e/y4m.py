@@ -20,8 +20,9 @@ from client.synthetic import decode_pattern, encode_pattern
 WIDTH, HEIGHT, FPS = 640, 360, 15
 
 
-def write_y4m(path: Path, code: int, *, seconds: float = 30, width: int = WIDTH, height: int = HEIGHT,
-              fps: int = FPS) -> Path:
+def write_y4m(
+    path: Path, code: int, *, seconds: float = 30, width: int = WIDTH, height: int = HEIGHT, fps: int = FPS
+) -> Path:
     """Write ``seconds`` of I420 frames carrying ``code`` and counters 0.. to ``path`` (idempotent)."""
     if not 0 <= code <= 255:
         raise ValueError("code must fit in 8 bits")
@@ -53,8 +54,7 @@ def read_first_frame(path: Path) -> tuple[int, int]:
         raw = f.read(width * height * 3 // 2)
     import numpy as np
 
-    frame = av.VideoFrame.from_ndarray(np.frombuffer(raw, np.uint8).reshape(height * 3 // 2, width),
-                                       format="yuv420p")
+    frame = av.VideoFrame.from_ndarray(np.frombuffer(raw, np.uint8).reshape(height * 3 // 2, width), format="yuv420p")
     return decode_pattern(frame)
 
 

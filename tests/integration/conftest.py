@@ -12,8 +12,9 @@ from tests.harness import Infra, Service, api_service, free_port, http_ready, st
 
 
 @pytest.fixture
-async def stack(infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-                tmp_path: Path) -> str:
+async def stack(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> str:
     """A streams worker and an api on this test's topics; the api's base URL."""
     worker = streams_service(infra, prefix, tmp_path).start()
     port = free_port()

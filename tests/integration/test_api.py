@@ -37,16 +37,24 @@ async def test_tokens_require_the_api_secret_and_valid_grants(stack: str) -> Non
     async with httpx.AsyncClient(base_url=stack) as client:
         r = await client.post("/v1/tokens", json={"identity": "a", "grants": ["join"]})
         assert r.status_code == 401 and error_code(r) == "unauthorized"
-        r = await client.post("/v1/tokens", headers={"X-API-Secret": "wrong"},
-                              json={"identity": "a", "grants": ["join"]})
+        r = await client.post(
+            "/v1/tokens", headers={"X-API-Secret": "wrong"}, json={"identity": "a", "grants": ["join"]}
+        )
         assert r.status_code == 401
-        for body in ({"identity": "a", "grants": ["fly"]}, {"identity": "", "grants": ["join"]},
-                     {"identity": "a", "grants": []}, {"identity": "a", "grants": ["join"], "ttl_s": 10**7},
-                     {"identity": "a", "grants": ["join"], "bogus": 1}):
+        for body in (
+            {"identity": "a", "grants": ["fly"]},
+            {"identity": "", "grants": ["join"]},
+            {"identity": "a", "grants": []},
+            {"identity": "a", "grants": ["join"], "ttl_s": 10**7},
+            {"identity": "a", "grants": ["join"], "bogus": 1},
+        ):
             r = await client.post("/v1/tokens", headers={"X-API-Secret": API_SECRET}, json=body)
             assert r.status_code == 400 and error_code(r) == "invalid_request", (body, r.text)
-        r = await client.post("/v1/tokens", headers={"X-API-Secret": API_SECRET},
-                              json={"identity": "alice", "grants": ["join", "publish"], "room": "r1"})
+        r = await client.post(
+            "/v1/tokens",
+            headers={"X-API-Secret": API_SECRET},
+            json={"identity": "alice", "grants": ["join", "publish"], "room": "r1"},
+        )
         assert r.status_code == 201
         assert r.json()["grants"] == ["join", "publish"] and r.json()["room"] == "r1"
 
@@ -60,28 +68,45 @@ async def test_rooms_lifecycle_through_the_log(stack: str, infra: Infra, topics:
         # refused requests: each gets its code and writes nothing
         refused = [
             (client.post("/v1/rooms", json={"room_id": room}), 401, "unauthorized"),
-            (client.post("/v1/rooms", json={"room_id": room}, headers={"Authorization": "Bearer junk"}),
-             401, "unauthorized"),
+            (
+                client.post("/v1/rooms", json={"room_id": room}, headers={"Authorization": "Bearer junk"}),
+                401,
+                "unauthorized",
+            ),
             (client.post("/v1/rooms", json={"room_id": room}, headers=member), 403, "forbidden"),
-            (client.post("/v1/rooms", json={"room_id": room, "type": "mcu"}, headers=admin),
-             400, "unsupported_room_type"),
+            (
+                client.post("/v1/rooms", json={"room_id": room, "type": "mcu"}, headers=admin),
+                400,
+                "unsupported_room_type",
+            ),
             (client.post("/v1/rooms", json={"room_id": room, "type": "mesh"}, headers=admin), 400, "invalid_request"),
-            (client.post("/v1/rooms", json={"room_id": room, "max_participants": 0}, headers=admin),
-             400, "invalid_request"),
+            (
+                client.post("/v1/rooms", json={"room_id": room, "max_participants": 0}, headers=admin),
+                400,
+                "invalid_request",
+            ),
             (client.post("/v1/rooms", json={"room_id": "bad id!"}, headers=admin), 400, "invalid_request"),
-            (client.post("/v1/rooms", content=b"{not json", headers={**admin, "Content-Type": "application/json"}),
-             400, "invalid_request"),
+            (
+                client.post("/v1/rooms", content=b"{not json", headers={**admin, "Content-Type": "application/json"}),
+                400,
+                "invalid_request",
+            ),
             (client.delete(f"/v1/rooms/{room}", headers=admin), 404, "room_not_found"),
         ]
         for call, status, code in refused:
             r = await call
             assert (r.status_code, error_code(r)) == (status, code), r.text
-        assert not [e for e in await read_events(infra.kafka, topics.name("rtc.intents"))
-                    if isinstance(e, CreateRoomRequested | DeleteRoomRequested) and e.room_id == room]
+        assert not [
+            e
+            for e in await read_events(infra.kafka, topics.name("rtc.intents"))
+            if isinstance(e, CreateRoomRequested | DeleteRoomRequested) and e.room_id == room
+        ]
 
-        r = await client.post("/v1/rooms", json={"room_id": room, "type": "broadcast", "max_participants": 20,
-                                                 "metadata": {"title": "demo"}},
-                              headers={**admin, "X-Request-ID": "req-42"})
+        r = await client.post(
+            "/v1/rooms",
+            json={"room_id": room, "type": "broadcast", "max_participants": 20, "metadata": {"title": "demo"}},
+            headers={**admin, "X-Request-ID": "req-42"},
+        )
         assert r.status_code == 201, r.text
         created = r.json()
         assert created["room_id"] == room and created["type"] == "broadcast" and created["status"] == "open"
@@ -109,7 +134,10 @@ async def test_rooms_lifecycle_through_the_log(stack: str, infra: Infra, topics:
 
         await wait_for(closed, 15, "room closed in the read model")
 
-    intents = [e for e in await read_events(infra.kafka, topics.name("rtc.intents"))
-               if isinstance(e, CreateRoomRequested | DeleteRoomRequested) and e.room_id == room]
+    intents = [
+        e
+        for e in await read_events(infra.kafka, topics.name("rtc.intents"))
+        if isinstance(e, CreateRoomRequested | DeleteRoomRequested) and e.room_id == room
+    ]
     assert [type(e).__name__ for e in intents] == ["CreateRoomRequested", "DeleteRoomRequested"]
     assert intents[0].correlation_id == "req-42" and intents[0].creator == "ops"

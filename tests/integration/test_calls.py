@@ -65,21 +65,28 @@ class Stack:
 
     async def token(self, identity: str, grants: list[str] = USER_GRANTS, room: str | None = None) -> str:
         async with httpx.AsyncClient() as client:
-            r = await client.post(f"http://{self.bases[0]}/v1/tokens", headers={"X-API-Secret": API_SECRET},
-                                  json={"identity": identity, "name": identity.title(), "grants": grants,
-                                        "room": room})
+            r = await client.post(
+                f"http://{self.bases[0]}/v1/tokens",
+                headers={"X-API-Secret": API_SECRET},
+                json={"identity": identity, "name": identity.title(), "grants": grants, "room": room},
+            )
             assert r.status_code == 201, r.text
             return str(r.json()["token"])
 
     async def call(self, token: str, callee: str, gateway: int = 0) -> httpx.Response:
         async with httpx.AsyncClient() as client:
-            return await client.post(f"http://{self.bases[gateway]}/v1/calls", json={"callee": callee},
-                                     headers={"Authorization": f"Bearer {token}"}, timeout=15)
+            return await client.post(
+                f"http://{self.bases[gateway]}/v1/calls",
+                json={"callee": callee},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=15,
+            )
 
     async def presence(self, token: str, gateway: int = 0) -> dict[str, str]:
         async with httpx.AsyncClient() as client:
-            r = await client.get(f"http://{self.bases[gateway]}/v1/presence",
-                                 headers={"Authorization": f"Bearer {token}"})
+            r = await client.get(
+                f"http://{self.bases[gateway]}/v1/presence", headers={"Authorization": f"Bearer {token}"}
+            )
             assert r.status_code == 200, r.text
             return {u["user_id"]: u["status"] for u in r.json()["users"]}
 
@@ -110,8 +117,10 @@ class Socket:
 
     async def expect(self, type_: str, timeout: float = 15, **match: Any) -> dict[str, Any]:
         async def found() -> dict[str, Any] | None:
-            return next((m for m in self.seen if m.get("type") == type_
-                         and all(m.get(k) == v for k, v in match.items())), None)
+            return next(
+                (m for m in self.seen if m.get("type") == type_ and all(m.get(k) == v for k, v in match.items())), None
+            )
+
         result: dict[str, Any] = await wait_for(found, timeout, f"{type_} {match} (seen {self.seen[-5:]})", 0.05)
         return result
 
@@ -125,12 +134,21 @@ class Socket:
         self._reader.cancel()
 
 
-async def start(infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-                tmp_path: Path, **streams_settings: Any) -> Stack:
-    worker = streams_service(infra, prefix, tmp_path, tick_interval_s=0.5, trace_file=tmp_path / "handled.txt",
-                             **streams_settings).start()
-    gateways = [api_service(infra, prefix, tmp_path, free_port(), name=f"api{i}", session_ping_s=1).start()
-                for i in range(2)]
+async def start(
+    infra: Infra,
+    topics: Topics,
+    prefix: str,
+    producer: EventProducer,
+    services: list[Service],
+    tmp_path: Path,
+    **streams_settings: Any,
+) -> Stack:
+    worker = streams_service(
+        infra, prefix, tmp_path, tick_interval_s=0.5, trace_file=tmp_path / "handled.txt", **streams_settings
+    ).start()
+    gateways = [
+        api_service(infra, prefix, tmp_path, free_port(), name=f"api{i}", session_ping_s=1).start() for i in range(2)
+    ]
     services += [worker, *gateways]
     # generous: the test machine is shared, and a cold worker starts five agents
     await streams_ready(producer, infra, topics, worker, timeout=150)
@@ -140,16 +158,17 @@ async def start(infra: Infra, topics: Topics, prefix: str, producer: EventProduc
 
 
 @pytest.fixture
-async def stack(infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-                tmp_path: Path) -> Stack:
-    return await start(infra, topics, prefix, producer, services, tmp_path, presence_ttl_s=4,
-                       disconnect_grace_s=3)
+async def stack(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> Stack:
+    return await start(infra, topics, prefix, producer, services, tmp_path, presence_ttl_s=4, disconnect_grace_s=3)
 
 
 async def online(stack: Stack, token: str, *users: str) -> None:
     async def check() -> bool:
         now = await stack.presence(token)
         return all(now.get(u) == "online" for u in users)
+
     await diagnosed(stack, wait_for(check, 20, f"{users} online"))
 
 
@@ -162,9 +181,12 @@ async def diagnosed(stack: Stack, waiting: Awaitable[T]) -> T:
     except AssertionError as exc:
         os.kill(stack.worker.pid, signal.SIGUSR1)
         await asyncio.sleep(3)
-        log = [(e.type, getattr(e, "user_id", getattr(e, "call_id", "")))
-               for logical in ("session.events", "call.events")
-               for e in await stack.events(logical) if e.type not in ("Tick", "SessionPinged")]
+        log = [
+            (e.type, getattr(e, "user_id", getattr(e, "call_id", "")))
+            for logical in ("session.events", "call.events")
+            for e in await stack.events(logical)
+            if e.type not in ("Tick", "SessionPinged")
+        ]
         raise AssertionError(f"{exc}\nlog: {log}\nworker:\n{stack.worker.tail(300)}") from None
 
 
@@ -218,22 +240,31 @@ async def test_invite_accept_p2p_relay_and_hang_up(stack: Stack) -> None:
     mallory = await Socket.open(stack.bases[0], await stack.token("mallory", room=room))
     assert (await mallory.ask({"type": "join", "room": room}, "error"))["code"] == "forbidden"
     # media-node requests make no sense in p2p: refused by the gateway, nothing written
-    refused = await alice.ask({"type": "publish", "sdp": sdp, "tracks": [
-        {"source_id": "cam", "kind": "camera", "mid": "0"}]}, "error")
+    refused = await alice.ask(
+        {"type": "publish", "sdp": sdp, "tracks": [{"source_id": "cam", "kind": "camera", "mid": "0"}]}, "error"
+    )
     assert refused["code"] == "unsupported"
 
     await alice.send({"type": "call-hangup", "call_id": call_id})
     assert (await bob.expect("call-ended", call_id=call_id))["by"] == "alice"
     await alice.expect("call-ended", call_id=call_id)
 
-    events = await wait_for_events(stack.infra.kafka, stack.topics.name("call.events"),
-                                   lambda es: bool(of_type(es, CallEnded)), 10, "CallEnded")
+    events = await wait_for_events(
+        stack.infra.kafka, stack.topics.name("call.events"), lambda es: bool(of_type(es, CallEnded)), 10, "CallEnded"
+    )
     mine = [e for e in events if getattr(e, "call_id", None) == call_id]
     assert [type(e).__name__ for e in mine if type(e) in (CallInvited, CallAccepted, CallEnded)] == [
-        "CallInvited", "CallAccepted", "CallEnded"]
-    facts = await wait_for_events(stack.infra.kafka, stack.topics.name("rtc.facts"),
-                                  lambda es: any(isinstance(e, RoomClosed) and e.room_id == room for e in es),
-                                  15, "the call's room closed")
+        "CallInvited",
+        "CallAccepted",
+        "CallEnded",
+    ]
+    facts = await wait_for_events(
+        stack.infra.kafka,
+        stack.topics.name("rtc.facts"),
+        lambda es: any(isinstance(e, RoomClosed) and e.room_id == room for e in es),
+        15,
+        "the call's room closed",
+    )
     assert not [e for e in facts if getattr(e, "room_id", None) == room and type(e).__name__ == "RoomPlaced"]
     intents = await stack.events("rtc.intents")
     assert not [e for e in intents if isinstance(e, PublishRequested) and e.room_id == room]
@@ -335,8 +366,11 @@ async def test_eleventh_attempt_in_a_minute_is_refused_across_two_gateways(stack
 async def test_mcu_is_refused_and_writes_nothing(stack: Stack, services: list[Service], tmp_path: Path) -> None:
     admin = await stack.token("ops", ["admin"])
     async with httpx.AsyncClient() as client:
-        r = await client.post(f"http://{stack.bases[0]}/v1/rooms", json={"room_id": "m1", "type": "mcu"},
-                              headers={"Authorization": f"Bearer {admin}"})
+        r = await client.post(
+            f"http://{stack.bases[0]}/v1/rooms",
+            json={"room_id": "m1", "type": "mcu"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_room_type"
     user = await Socket.open(stack.bases[1], await stack.token("ursula"))
     refused = await user.ask({"type": "join", "room": "m2", "room_type": "mcu"}, "error")
@@ -349,8 +383,10 @@ async def test_mcu_is_refused_and_writes_nothing(stack: Stack, services: list[Se
     viewer = await Socket.open(stack.bases[0], await stack.token("viewer", ["join", "subscribe"]))
     joined = await viewer.ask({"type": "join", "room": "b1", "room_type": "broadcast"}, "joined", timeout=40)
     assert joined["room_type"] == "broadcast"
-    forbidden = await viewer.ask({"type": "publish", "sdp": await offer_sdp(), "tracks": [
-        {"source_id": "cam", "kind": "camera", "mid": "0"}]}, "error")
+    forbidden = await viewer.ask(
+        {"type": "publish", "sdp": await offer_sdp(), "tracks": [{"source_id": "cam", "kind": "camera", "mid": "0"}]},
+        "error",
+    )
     assert forbidden["code"] == "forbidden"
     intents = await stack.events("rtc.intents")
     assert not [e for e in intents if getattr(e, "room_id", None) in ("m1", "m2")]
@@ -381,17 +417,24 @@ async def test_presence_online_resume_and_offline_after_ttl(stack: Stack) -> Non
     stack.gateways[1].kill()
     carol._reader.cancel()
     await wait_for(lambda: _expired(stack, "ttl"), 20, "the session expires after the TTL")
-    changes = [e for e in await stack.events("presence.facts") if isinstance(e, PresenceChanged)
-               and e.user_id == "carol"]
+    changes = [
+        e for e in await stack.events("presence.facts") if isinstance(e, PresenceChanged) and e.user_id == "carol"
+    ]
     assert [e.status for e in changes] == ["online", "offline"]
     assert "carol" not in await stack.presence(watcher_t, gateway=0)
 
 
 def pushed(socket: Socket, user_id: str, status: str) -> bool:
-    return any(user["user_id"] == user_id and user["status"] == status
-               for m in socket.seen if m.get("type") == "presence" for user in m["users"])
+    return any(
+        user["user_id"] == user_id and user["status"] == status
+        for m in socket.seen
+        if m.get("type") == "presence"
+        for user in m["users"]
+    )
 
 
 async def _expired(stack: Stack, reason: str) -> bool:
-    return any(isinstance(e, SessionExpired) and e.user_id == "carol" and e.reason == reason
-               for e in await stack.events("presence.facts"))
+    return any(
+        isinstance(e, SessionExpired) and e.user_id == "carol" and e.reason == reason
+        for e in await stack.events("presence.facts")
+    )

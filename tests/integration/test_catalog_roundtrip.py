@@ -50,8 +50,9 @@ async def test_addressed_consumer_reads_only_its_partition(infra: Infra, produce
     await _create(infra, topic, 4)
     nodes = [f"node-{i}" for i in range(8)]
     for node in nodes:
-        await producer.send(topic, ClosePeer.new(node_id=node, room_id="r", peer_id="p",
-                                                 deadline="2030-01-01T00:00:00Z"))
+        await producer.send(
+            topic, ClosePeer.new(node_id=node, room_id="r", peer_id="p", deadline="2030-01-01T00:00:00Z")
+        )
     me = "node-3"
     consumer = EventConsumer(infra.kafka, [topic], group_id=None, address=me, from_beginning=True)
     await consumer.start()

@@ -28,8 +28,9 @@ from tests.harness import (
 )
 
 
-async def test_two_clients_chat_through_the_log(infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
-                                                services: list[Service], tmp_path: Path) -> None:
+async def test_two_clients_chat_through_the_log(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("chat-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -45,7 +46,11 @@ async def test_two_clients_chat_through_the_log(infra: Infra, topics: Topics, pr
 
         first = await alice.send_chat("  Hello Bob <b>&amp;</b> 👋 \n")
         assert (first.peer_id, first.identity, first.name, first.text) == (
-            alice.peer_id, "alice", "Alice", "Hello Bob <b>&amp;</b> 👋")
+            alice.peer_id,
+            "alice",
+            "Alice",
+            "Hello Bob <b>&amp;</b> 👋",
+        )
         reply = await bob.send_chat("hi Alice\nsecond line")
 
         def both_heard_both() -> bool:
@@ -80,15 +85,22 @@ async def test_two_clients_chat_through_the_log(infra: Infra, topics: Topics, pr
 
     # the log: one fact per message, with the ids, names, texts and times clients saw
     facts = await wait_for_events(
-        infra.kafka, topics.name("rtc.facts"),
+        infra.kafka,
+        topics.name("rtc.facts"),
         lambda es: len([e for e in es if isinstance(e, ChatMessagePosted) and e.room_id == room_id]) >= 3,
-        15, "three chat facts")
+        15,
+        "three chat facts",
+    )
     posted = [e for e in facts if isinstance(e, ChatMessagePosted) and e.room_id == room_id]
     assert [(str(e.event_id), e.peer_id, e.identity, e.name, e.text, e.occurred_at) for e in posted] == [
-        (m.id, m.peer_id, m.identity, m.name, m.text, m.at) for m in (first, reply, longest)]
+        (m.id, m.peer_id, m.identity, m.name, m.text, m.at) for m in (first, reply, longest)
+    ]
     assert not [e for e in facts if isinstance(e, RequestRejected) and e.room_id == room_id]
     # nothing was written for the refused messages: three intents, the three that were posted
-    intents = [e for e in await read_events(infra.kafka, topics.name("rtc.intents"))
-               if isinstance(e, ChatMessageRequested) and e.room_id == room_id]
+    intents = [
+        e
+        for e in await read_events(infra.kafka, topics.name("rtc.intents"))
+        if isinstance(e, ChatMessageRequested) and e.room_id == room_id
+    ]
     assert [(e.peer_id, e.text) for e in intents] == [(m.peer_id, m.text) for m in (first, reply, longest)]
     assert [e.event_id for e in intents] == [e.causation_id for e in posted]

@@ -32,8 +32,16 @@ def workload(rooms: list[str], n: int) -> list[Event]:
         room = rooms[i % len(rooms)]
         peer = f"p{(i // len(rooms)) % 6}"
         if (i // len(rooms)) % 6 < 4:
-            out.append(JoinRequested.new(room_id=room, peer_id=f"{peer}-{i}", identity=peer, session_id=f"s{i}",
-                                         gateway_id="gw", grants=GRANTS))
+            out.append(
+                JoinRequested.new(
+                    room_id=room,
+                    peer_id=f"{peer}-{i}",
+                    identity=peer,
+                    session_id=f"s{i}",
+                    gateway_id="gw",
+                    grants=GRANTS,
+                )
+            )
         else:
             out.append(LeaveRequested.new(room_id=room, peer_id=f"p{(i // len(rooms)) % 4}-{i - 4 * len(rooms)}"))
     return out
@@ -87,13 +95,22 @@ async def predicted_fact_ids(infra: Infra, topics: Topics) -> set[str]:
     return ids
 
 
-async def test_sigkill_recovery(infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
-                                services: list[Service], tmp_path: Path) -> None:
+async def test_sigkill_recovery(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     app_id = f"{prefix}crash"
     trace_a, trace_b = tmp_path / "a.trace", tmp_path / "b.trace"
     # offsets are committed every 5 s, so a kill leaves handled-but-uncommitted input behind
-    a = streams_service(infra, prefix, tmp_path, app_id=app_id, name="worker-a", commit_interval_s=5,
-                        trace_file=trace_a, project_to_postgres="false").start()
+    a = streams_service(
+        infra,
+        prefix,
+        tmp_path,
+        app_id=app_id,
+        name="worker-a",
+        commit_interval_s=5,
+        trace_file=trace_a,
+        project_to_postgres="false",
+    ).start()
     services.append(a)
     await streams_ready(producer, infra, topics, a)
 
@@ -107,8 +124,16 @@ async def test_sigkill_recovery(infra: Infra, topics: Topics, prefix: str, produ
     handled_by_a = set(handled_ids(trace_a))
     assert len(handled_by_a) < len(intents), "worker A finished everything before the kill; nothing was in flight"
 
-    b = streams_service(infra, prefix, tmp_path, app_id=app_id, name="worker-b", commit_interval_s=1,
-                        trace_file=trace_b, project_to_postgres="false").start()
+    b = streams_service(
+        infra,
+        prefix,
+        tmp_path,
+        app_id=app_id,
+        name="worker-b",
+        commit_interval_s=1,
+        trace_file=trace_b,
+        project_to_postgres="false",
+    ).start()
     services.append(b)
     await feeding
     last = str(intents[-1].event_id)
@@ -133,7 +158,8 @@ async def test_sigkill_recovery(infra: Infra, topics: Topics, prefix: str, produ
     fact_ids = [str(f.event_id) for f in facts]
     missing = predicted - set(fact_ids)
     assert set(fact_ids) == predicted, (
-        f"missing {len(missing)} (e.g. {sorted(missing)[:3]}), unexpected {len(set(fact_ids) - predicted)}")
+        f"missing {len(missing)} (e.g. {sorted(missing)[:3]}), unexpected {len(set(fact_ids) - predicted)}"
+    )
     # duplicates, if any, are byte-identical re-sends (same id) — never a second decision
     by_id: dict[str, str] = {}
     for f in facts:
@@ -151,9 +177,9 @@ async def test_sigkill_recovery(infra: Infra, topics: Topics, prefix: str, produ
     print(f"handled again after restart: {len(again)}; facts {len(fact_ids)} records, {len(set(fact_ids))} distinct")
 
 
-async def test_restart_with_a_backlog_handles_every_intent(infra: Infra, topics: Topics, prefix: str,
-                                                           producer: EventProducer, services: list[Service],
-                                                           tmp_path: Path) -> None:
+async def test_restart_with_a_backlog_handles_every_intent(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     """A worker stops, intents pile up, a new worker starts: every intent gets its facts
     (faust-streaming 0.15.3's consumer dropped messages here; docs/architecture.md)."""
     app_id = f"{prefix}backlog"
@@ -169,8 +195,9 @@ async def test_restart_with_a_backlog_handles_every_intent(infra: Infra, topics:
     predicted_first = await predicted_fact_ids(infra, topics)
 
     async def first_done() -> bool:
-        return {str(decode(r.value).event_id) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))} \
-            >= predicted_first
+        return {
+            str(decode(r.value).event_id) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))
+        } >= predicted_first
 
     await wait_for(first_done, 60, "the first worker handling its share")
     first.stop()
@@ -188,9 +215,9 @@ async def test_restart_with_a_backlog_handles_every_intent(infra: Infra, topics:
     assert not lost, f"{len(lost)} of {len(predicted)} predicted facts never appeared"
 
 
-async def test_rebalances_under_load_lose_nothing(infra: Infra, topics: Topics, prefix: str,
-                                                  producer: EventProducer, services: list[Service],
-                                                  tmp_path: Path) -> None:
+async def test_rebalances_under_load_lose_nothing(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     """Workers of one app join and leave (SIGTERM) while intents flow: every rebalance
     moves partitions with their tables, and a worker leaving stops its agents mid-batch;
     every intent still gets its facts, and both the tables and the Postgres read model

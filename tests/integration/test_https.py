@@ -18,18 +18,24 @@ from tests.harness import REPO, Infra, Service, api_service, free_port, wait_for
 
 def self_signed(run_dir: Path) -> tuple[str, str, str]:
     """``scripts/up.sh cert`` into ``run_dir``: (cert path, key path, subjectAltName text)."""
-    run = subprocess.run([str(REPO / "scripts/up.sh"), "cert"], capture_output=True, text=True, check=True,
-                         env={**os.environ, "ROOMLOG_RUN_DIR": str(run_dir),
-                              "ROOMLOG_API_TLS_HOSTS": "roomlog.example, 10.1.2.3"})
+    run = subprocess.run(
+        [str(REPO / "scripts/up.sh"), "cert"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "ROOMLOG_RUN_DIR": str(run_dir), "ROOMLOG_API_TLS_HOSTS": "roomlog.example, 10.1.2.3"},
+    )
     cert, key = run.stdout.split()
     assert Path(cert).is_file() and Path(key).stat().st_mode & 0o077 == 0
-    san = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-ext", "subjectAltName"],
-                         capture_output=True, text=True, check=True).stdout
+    san = subprocess.run(
+        ["openssl", "x509", "-in", cert, "-noout", "-ext", "subjectAltName"], capture_output=True, text=True, check=True
+    ).stdout
     return cert, key, san
 
 
 async def test_api_serves_https_and_wss_with_a_self_signed_certificate(
-        infra: Infra, topics: Topics, prefix: str, services: list[Service], tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, services: list[Service], tmp_path: Path
+) -> None:
     cert, key, san = self_signed(tmp_path / "run")
     for name in ("DNS:localhost", "IP Address:127.0.0.1", "DNS:roomlog.example", "IP Address:10.1.2.3"):
         assert name in san, san

@@ -47,8 +47,11 @@ def targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def sql_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     out = [(title, t["rawSql"]) for title, t in targets(dashboard) if "rawSql" in t]
-    out += [(f"variable {v['name']}", v["query"]) for v in dashboard["templating"]["list"]
-            if v.get("type") == "query" and "postgres" in str(v.get("datasource", {}).get("type", ""))]
+    out += [
+        (f"variable {v['name']}", v["query"])
+        for v in dashboard["templating"]["list"]
+        if v.get("type") == "query" and "postgres" in str(v.get("datasource", {}).get("type", ""))
+    ]
     return out
 
 
@@ -59,8 +62,11 @@ def promql_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 def render_sql(sql: str, room_id: str, start: datetime, end: datetime) -> str:
     """What Grafana's PostgreSQL data source sends: ``$__timeFilter(c)`` becomes
     ``c BETWEEN '<from>' AND '<to>'``; ``$room`` the selected room."""
-    sql = re.sub(r"\$__timeFilter\(([^)]+)\)",
-                 lambda m: f"{m.group(1)} BETWEEN '{start.isoformat()}' AND '{end.isoformat()}'", sql)
+    sql = re.sub(
+        r"\$__timeFilter\(([^)]+)\)",
+        lambda m: f"{m.group(1)} BETWEEN '{start.isoformat()}' AND '{end.isoformat()}'",
+        sql,
+    )
     sql = sql.replace("$room", room_id)
     assert "$" not in sql, f"unsubstituted variable in {sql}"
     return sql
@@ -78,8 +84,21 @@ def subscriber_port(room: Room) -> int:
 
 @contextlib.contextmanager
 def loss_towards(port: int, probability: float) -> Iterator[None]:
-    rule = ["INPUT", "-p", "udp", "--dport", str(port), "-m", "statistic", "--mode", "random",
-            "--probability", str(probability), "-j", "DROP"]
+    rule = [
+        "INPUT",
+        "-p",
+        "udp",
+        "--dport",
+        str(port),
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        str(probability),
+        "-j",
+        "DROP",
+    ]
     subprocess.run(["iptables", "-A", *rule], check=True)
     try:
         yield
@@ -87,8 +106,9 @@ def loss_towards(port: int, probability: float) -> Iterator[None]:
         subprocess.run(["iptables", "-D", *rule], check=False)
 
 
-async def test_every_panel_query_returns_data(infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
-                                              services: list[Service], tmp_path: Path) -> None:
+async def test_every_panel_query_returns_data(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     prometheus = os.environ.get("PROMETHEUS_URL")
     assert prometheus, "PROMETHEUS_URL not set: run under scripts/test.sh (scripts/infra.sh starts Prometheus)"
     dashboard = json.loads(DASHBOARD.read_text())
@@ -104,8 +124,12 @@ async def test_every_panel_query_returns_data(infra: Infra, topics: Topics, pref
     watcher = Watcher()
     engine = make_engine(infra.database_url)
     try:
-        await publisher.publish([LocalTrack(PatternVideoTrack(7, 320, 180), "cam", "camera", layer="high"),
-                                 LocalTrack(PatternVideoTrack(7, 160, 90), "cam", "camera", layer="low")])
+        await publisher.publish(
+            [
+                LocalTrack(PatternVideoTrack(7, 320, 180), "cam", "camera", layer="high"),
+                LocalTrack(PatternVideoTrack(7, 160, 90), "cam", "camera", layer="low"),
+            ]
+        )
         watcher.attach(viewer)
         await viewer._signaling.open()
         await viewer._join()
@@ -117,17 +141,24 @@ async def test_every_panel_query_returns_data(infra: Infra, topics: Topics, pref
                 return int((await conn.execute(text(sql), {"room_id": room_id})).scalar_one())
 
         with loss_towards(subscriber_port(viewer), 0.15):
-            await wait_for(lambda: count("SELECT count(*) FROM quality_decisions WHERE room_id = :room_id"), 60,
-                           "a quality decision for the lossy subscriber, projected")
-        await wait_for(lambda: count("SELECT count(*) FROM quality_stats WHERE room_id = :room_id "
-                                     "AND leg LIKE 'sub/%' AND layer IS NOT NULL"), 30, "subscriber buckets")
+            await wait_for(
+                lambda: count("SELECT count(*) FROM quality_decisions WHERE room_id = :room_id"),
+                60,
+                "a quality decision for the lossy subscriber, projected",
+            )
+        await wait_for(
+            lambda: count(
+                "SELECT count(*) FROM quality_stats WHERE room_id = :room_id AND leg LIKE 'sub/%' AND layer IS NOT NULL"
+            ),
+            30,
+            "subscriber buckets",
+        )
 
         end = datetime.now(UTC) + timedelta(minutes=1)
         empty = []
         async with engine.connect() as conn:
             for title, query in sql:
-                rows = (await conn.execute(text(render_sql(query, room_id, started - timedelta(minutes=5),
-                                                           end)))).all()
+                rows = (await conn.execute(text(render_sql(query, room_id, started - timedelta(minutes=5), end)))).all()
                 if title.startswith("variable"):
                     if room_id not in {r[0] for r in rows}:
                         empty.append(title)
@@ -144,8 +175,11 @@ async def test_every_panel_query_returns_data(infra: Infra, topics: Topics, pref
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["status"] == "success", body
-            return [s for s in body["data"]["result"]
-                    if s["metric"].get("instance") in ours and math.isfinite(float(s["value"][1]))]
+            return [
+                s
+                for s in body["data"]["result"]
+                if s["metric"].get("instance") in ours and math.isfinite(float(s["value"][1]))
+            ]
 
         for title, expr in promql:
             query = expr.replace("$__rate_interval", RATE_INTERVAL)

@@ -44,43 +44,113 @@ async def engine(infra: Infra) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def sample(room_id: str, at: datetime, loss: float, *, peer: str = "viewer", leg: str = "sub/cam",
-           source: str = "node", **fields: Any) -> QualitySample:
-    return QualitySample.new(occurred_at=at, room_id=room_id, peer_id=peer, leg=leg, source=source,
-                             loss_pct=loss, **fields)
+def sample(
+    room_id: str,
+    at: datetime,
+    loss: float,
+    *,
+    peer: str = "viewer",
+    leg: str = "sub/cam",
+    source: str = "node",
+    **fields: Any,
+) -> QualitySample:
+    return QualitySample.new(
+        occurred_at=at, room_id=room_id, peer_id=peer, leg=leg, source=source, loss_pct=loss, **fields
+    )
 
 
-def decided(room_id: str, at: datetime, layer: str, previous: str | None, loss: float,
-            peer: str = "viewer") -> QualityDecided:
-    return QualityDecided.new(occurred_at=at, room_id=room_id, peer_id=peer, source_id="cam", layer=layer,
-                              previous=previous, loss_pct=loss, reason="loss", publisher_peer_id="pub", level=3)
+def decided(
+    room_id: str, at: datetime, layer: str, previous: str | None, loss: float, peer: str = "viewer"
+) -> QualityDecided:
+    return QualityDecided.new(
+        occurred_at=at,
+        room_id=room_id,
+        peer_id=peer,
+        source_id="cam",
+        layer=layer,
+        previous=previous,
+        loss_pct=loss,
+        reason="loss",
+        publisher_peer_id="pub",
+        level=3,
+    )
 
 
 async def stats(engine: AsyncEngine, room_id: str) -> list[Any]:
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(QualityStat).where(QualityStat.room_id == room_id)
-                                   .order_by(QualityStat.sampled_at, QualityStat.leg))).all()
+        rows = (
+            await conn.execute(
+                select(QualityStat)
+                .where(QualityStat.room_id == room_id)
+                .order_by(QualityStat.sampled_at, QualityStat.leg)
+            )
+        ).all()
     return list(rows)
 
 
 async def decisions(engine: AsyncEngine, room_id: str) -> list[Any]:
     async with engine.connect() as conn:
-        return list((await conn.execute(select(QualityDecision).where(QualityDecision.room_id == room_id)
-                                        .order_by(QualityDecision.decided_at))).all())
+        return list(
+            (
+                await conn.execute(
+                    select(QualityDecision)
+                    .where(QualityDecision.room_id == room_id)
+                    .order_by(QualityDecision.decided_at)
+                )
+            ).all()
+        )
 
 
 async def test_worker_projects_samples_into_buckets_and_decisions(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path, engine: AsyncEngine) -> None:
+    infra: Infra,
+    topics: Topics,
+    prefix: str,
+    producer: EventProducer,
+    services: list[Service],
+    tmp_path: Path,
+    engine: AsyncEngine,
+) -> None:
     services.append(streams_service(infra, prefix, tmp_path).start())
     room_id = unique("qh-")
     b0 = bucket_of(datetime.now(UTC)) - timedelta(seconds=60)
-    s1 = sample(room_id, b0 + timedelta(seconds=1), 2.0, rtt_ms=10, jitter_ms=1, bitrate_kbps=500, packets=100,
-                nacks=1, plis=0, layer="high", bandwidth_kbps=800)
-    s2 = sample(room_id, b0 + timedelta(seconds=3), 4.0, rtt_ms=20, jitter_ms=2, bitrate_kbps=400, packets=100,
-                nacks=2, plis=1, layer="high")
-    s3 = sample(room_id, b0 + timedelta(seconds=5), 9.0, rtt_ms=30, jitter_ms=3, bitrate_kbps=300, packets=100,
-                nacks=3, plis=0, layer="mid", bandwidth_kbps=600)
+    s1 = sample(
+        room_id,
+        b0 + timedelta(seconds=1),
+        2.0,
+        rtt_ms=10,
+        jitter_ms=1,
+        bitrate_kbps=500,
+        packets=100,
+        nacks=1,
+        plis=0,
+        layer="high",
+        bandwidth_kbps=800,
+    )
+    s2 = sample(
+        room_id,
+        b0 + timedelta(seconds=3),
+        4.0,
+        rtt_ms=20,
+        jitter_ms=2,
+        bitrate_kbps=400,
+        packets=100,
+        nacks=2,
+        plis=1,
+        layer="high",
+    )
+    s3 = sample(
+        room_id,
+        b0 + timedelta(seconds=5),
+        9.0,
+        rtt_ms=30,
+        jitter_ms=3,
+        bitrate_kbps=300,
+        packets=100,
+        nacks=3,
+        plis=0,
+        layer="mid",
+        bandwidth_kbps=600,
+    )
     s4 = sample(room_id, b0 + timedelta(seconds=7), 0.0, rtt_ms=12, bitrate_kbps=900, packets=50, paused=True)
     client = sample(room_id, b0 + timedelta(seconds=2), 1.5, leg="client", source="client", rtt_ms=40, level=2)
     next_bucket = sample(room_id, b0 + timedelta(seconds=11), 20.0, rtt_ms=50, packets=10, layer="low")
@@ -89,8 +159,10 @@ async def test_worker_projects_samples_into_buckets_and_decisions(
     for event in (s1, s2, s3, client, next_bucket):
         await producer.send(topics.name("quality.samples"), event)
     await producer.send(topics.name("quality.facts"), d1)
-    await producer.send(topics.name("quality.facts"), EncodingsChanged.new(
-        room_id=room_id, peer_id="pub", source_id="cam", active=["low", "mid"]))
+    await producer.send(
+        topics.name("quality.facts"),
+        EncodingsChanged.new(room_id=room_id, peer_id="pub", source_id="cam", active=["low", "mid"]),
+    )
     # re-delivered (the same events again on the log), then one new sample and decision
     for event in (s1, s2, s3):
         await producer.send(topics.name("quality.samples"), event)
@@ -120,15 +192,19 @@ async def test_worker_projects_samples_into_buckets_and_decisions(
     assert (later.samples, later.loss_pct, later.layer) == (1, Decimal("20.00"), "low")
     got = await decisions(engine, room_id)
     assert [(d.event_id, d.previous, d.layer, d.reason, d.level, d.publisher_peer_id) for d in got] == [
-        (str(d1.event_id), "high", "mid", "loss", 3, "pub"), (str(d2.event_id), "mid", "low", "loss", 3, "pub")]
+        (str(d1.event_id), "high", "mid", "loss", 3, "pub"),
+        (str(d2.event_id), "mid", "low", "loss", 3, "pub"),
+    ]
     assert got[0].decided_at == d1.occurred_at and got[0].loss_pct == 9.0
 
 
 async def test_overlapping_batches_count_each_sample_once(infra: Infra, engine: AsyncEngine) -> None:
     room_id = unique("qh-")
     b0 = bucket_of(datetime.now(UTC))
-    a, b, c = (sample(room_id, b0 + timedelta(seconds=i), loss, rtt_ms=rtt, packets=10)
-               for i, (loss, rtt) in enumerate([(1.0, 10.0), (2.0, 20.0), (6.0, 60.0)]))
+    a, b, c = (
+        sample(room_id, b0 + timedelta(seconds=i), loss, rtt_ms=rtt, packets=10)
+        for i, (loss, rtt) in enumerate([(1.0, 10.0), (2.0, 20.0), (6.0, 60.0)])
+    )
     for batch in ([a, b], [b, c], [a, b, c], [c, c]):
         async with engine.begin() as conn:
             await write_samples(conn, batch)
@@ -174,15 +250,19 @@ async def test_room_quality_endpoint(infra: Infra, topics: Topics, api: str, eng
     b0 = bucket_of(now) - timedelta(minutes=5)
     async with engine.begin() as conn:
         await conn.execute(delete(Room).where(Room.room_id == room_id))
-        await conn.execute(insert(Room), [dict(
-            room_id=room_id, room_type="sfu", status="open", created_at=b0, last_event_id="e")])
-        await write_samples(conn, [
-            sample(room_id, b0 + timedelta(seconds=1), 2.0, rtt_ms=10, bitrate_kbps=800, layer="high"),
-            sample(room_id, b0 + timedelta(seconds=3), 4.0, rtt_ms=30, bitrate_kbps=600, layer="high"),
-            sample(room_id, b0 + timedelta(seconds=21), 12.0, rtt_ms=20, bitrate_kbps=200, layer="mid"),
-            sample(room_id, b0 + timedelta(seconds=2), 0.5, peer="pub", leg="pub/cam/high", bitrate_kbps=900),
-            sample(room_id, now - timedelta(hours=3), 50.0, peer="viewer"),  # before `since`
-        ])
+        await conn.execute(
+            insert(Room), [dict(room_id=room_id, room_type="sfu", status="open", created_at=b0, last_event_id="e")]
+        )
+        await write_samples(
+            conn,
+            [
+                sample(room_id, b0 + timedelta(seconds=1), 2.0, rtt_ms=10, bitrate_kbps=800, layer="high"),
+                sample(room_id, b0 + timedelta(seconds=3), 4.0, rtt_ms=30, bitrate_kbps=600, layer="high"),
+                sample(room_id, b0 + timedelta(seconds=21), 12.0, rtt_ms=20, bitrate_kbps=200, layer="mid"),
+                sample(room_id, b0 + timedelta(seconds=2), 0.5, peer="pub", leg="pub/cam/high", bitrate_kbps=900),
+                sample(room_id, now - timedelta(hours=3), 50.0, peer="viewer"),  # before `since`
+            ],
+        )
         first = decided(room_id, b0 + timedelta(seconds=22), "mid", "high", 12.0)
         second = decided(room_id, b0 + timedelta(seconds=60), "high", "mid", 1.0)
         await write_decisions(conn, [second, first, decided(room_id, now - timedelta(hours=2), "low", "high", 30.0)])
@@ -224,8 +304,14 @@ async def test_room_quality_endpoint(infra: Infra, topics: Topics, api: str, eng
 
 
 async def test_postgres_outage_delays_the_history_and_loses_nothing(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path, engine: AsyncEngine) -> None:
+    infra: Infra,
+    topics: Topics,
+    prefix: str,
+    producer: EventProducer,
+    services: list[Service],
+    tmp_path: Path,
+    engine: AsyncEngine,
+) -> None:
     url = make_url(infra.database_url)
     proxy = await TcpProxy(url.port or 5432).start()
     through_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
@@ -264,8 +350,9 @@ async def test_postgres_outage_delays_the_history_and_loses_nothing(
         await proxy.close()
 
 
-async def test_the_worker_runs_the_retention(infra: Infra, topics: Topics, prefix: str, services: list[Service],
-                                             tmp_path: Path, engine: AsyncEngine) -> None:
+async def test_the_worker_runs_the_retention(
+    infra: Infra, topics: Topics, prefix: str, services: list[Service], tmp_path: Path, engine: AsyncEngine
+) -> None:
     room_id = unique("qh-")
     now = datetime.now(UTC)
     old = sample(room_id, now - timedelta(days=8), 5.0)
@@ -273,8 +360,9 @@ async def test_the_worker_runs_the_retention(infra: Infra, topics: Topics, prefi
     async with engine.begin() as conn:
         await write_samples(conn, [old, recent])
         await write_decisions(conn, [decided(room_id, now - timedelta(days=9), "low", "mid", 12.0)])
-    services.append(streams_service(infra, prefix, tmp_path, quality_retention_days=7,
-                                    quality_retention_interval_s=1).start())
+    services.append(
+        streams_service(infra, prefix, tmp_path, quality_retention_days=7, quality_retention_interval_s=1).start()
+    )
 
     async def pruned() -> bool:
         rows = await stats(engine, room_id)

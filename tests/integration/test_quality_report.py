@@ -18,33 +18,52 @@ from producers.topics import Topics
 from tests.harness import Infra, Service, mint_token, read_events, start_media_stack, unique, wait_for
 
 UPLINK = {"loss_pct": 1.5, "rtt_ms": 35.0, "jitter_ms": 2.0, "bitrate_kbps": 640.0, "level": 2}
-LEG = {"peer_id": "Pother", "source_id": "cam-other", "kind": "video", "loss_pct": 12.5, "jitter_ms": 8.0,
-       "bitrate_kbps": 290.0, "packets": 410, "frames_decoded": 58, "silent_s": 0.0}
+LEG = {
+    "peer_id": "Pother",
+    "source_id": "cam-other",
+    "kind": "video",
+    "loss_pct": 12.5,
+    "jitter_ms": 8.0,
+    "bitrate_kbps": 290.0,
+    "packets": 410,
+    "frames_decoded": 58,
+    "silent_s": 0.0,
+}
 
 
 def report(request_id: str, **fields: Any) -> dict[str, Any]:
-    return {"type": "quality-report", "request_id": request_id, "uplink": dict(UPLINK), "downlink": [dict(LEG)],
-            **fields}
+    return {
+        "type": "quality-report",
+        "request_id": request_id,
+        "uplink": dict(UPLINK),
+        "downlink": [dict(LEG)],
+        **fields,
+    }
 
 
 async def recv_type(ws: Any, kinds: set[str], timeout: float = 15) -> dict[str, Any]:
     """The next message of one of ``kinds`` (others, e.g. presence, are skipped)."""
+
     async def next_one() -> dict[str, Any]:
         while True:
             message: dict[str, Any] = json.loads(await ws.recv())
             if message["type"] in kinds:
                 return message
+
     return await asyncio.wait_for(next_one(), timeout)
 
 
 async def client_samples(infra: Infra, topics: Topics, room_id: str) -> list[QualitySample]:
-    return [e for e in await read_events(infra.kafka, topics.name("quality.samples"))
-            if isinstance(e, QualitySample) and e.room_id == room_id and e.source == "client"]
+    return [
+        e
+        for e in await read_events(infra.kafka, topics.name("quality.samples"))
+        if isinstance(e, QualitySample) and e.room_id == room_id and e.source == "client"
+    ]
 
 
 async def test_bad_quality_reports_are_refused_and_a_good_one_lands(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     _, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path)
     room_id = unique("quality-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
@@ -105,7 +124,12 @@ async def test_bad_quality_reports_are_refused_and_a_good_one_lands(
     for sample in samples:
         assert (sample.peer_id, sample.leg, sample.source, sample.key) == (peer_id, "client", "client", room_id)
         assert (sample.loss_pct, sample.rtt_ms, sample.jitter_ms, sample.bitrate_kbps, sample.level) == (
-            1.5, 35.0, 2.0, 640.0, 2)
+            1.5,
+            35.0,
+            2.0,
+            640.0,
+            2,
+        )
         assert sample.downlink == [ClientLeg.model_validate(LEG)]
 
 

@@ -26,8 +26,7 @@ def bearer(t: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {t}"}
 
 
-async def test_start_list_stop_and_bad_input(stack: str, infra: Infra, topics: Topics,
-                                              producer: EventProducer) -> None:
+async def test_start_list_stop_and_bad_input(stack: str, infra: Infra, topics: Topics, producer: EventProducer) -> None:
     room = unique("room-")
     async with httpx.AsyncClient(base_url=stack, timeout=20) as client:
         admin = bearer(await token(client, "admin", ["admin"]))
@@ -76,18 +75,28 @@ async def test_start_list_stop_and_bad_input(stack: str, infra: Infra, topics: T
         async def stopping() -> bool:
             got = await client.get(f"/v1/recordings/{recording_id}", headers=recorder)
             return bool(got.json()["status"] == "stopping")
+
         await wait_for(stopping, 20, "row stopping")
         assert of_type(await read_events(infra.kafka, topics.name("recording.commands")), StopRecording)
         assert of_type(await read_events(infra.kafka, topics.name("recording.facts")), RecordingStopping)
 
         # the recorder's report ends it (no recorder runs here: write its report by hand)
-        await producer.send(topics.name("recording.events"), RecordingCompleted.new(
-            room_id=room, recording_id=recording_id, duration_s=4.0, size_bytes=1234,
-            participants=["joe"], codecs=["vp8"]))
+        await producer.send(
+            topics.name("recording.events"),
+            RecordingCompleted.new(
+                room_id=room,
+                recording_id=recording_id,
+                duration_s=4.0,
+                size_bytes=1234,
+                participants=["joe"],
+                codecs=["vp8"],
+            ),
+        )
 
         async def completed() -> dict[str, object] | None:
             got = (await client.get(f"/v1/recordings/{recording_id}", headers=recorder)).json()
             return got if got["status"] == "completed" else None
+
         done = await wait_for(completed, 20, "row completed")
         assert done["size_bytes"] == 1234 and done["participants"] == ["joe"]
         r = await client.delete(f"/v1/recordings/{recording_id}", headers=recorder)
@@ -102,17 +111,21 @@ async def test_start_list_stop_and_bad_input(stack: str, infra: Infra, topics: T
         async def stopped_by_close() -> bool:
             stops = of_type(await read_events(infra.kafka, topics.name("recording.commands")), StopRecording)
             return any(s.recording_id == second and s.reason == "room-closed" for s in stops)
+
         await wait_for(stopped_by_close, 20, "room close stops the recording")
         r = await client.post(f"/v1/rooms/{room}/recordings", headers=recorder)
         assert r.status_code == 404
 
         # a failed recording has no composite: 409, nothing written
-        await producer.send(topics.name("recording.events"), RecordingFailed.new(
-            room_id=room, recording_id=second, error="test: recorder gone"))
+        await producer.send(
+            topics.name("recording.events"),
+            RecordingFailed.new(room_id=room, recording_id=second, error="test: recorder gone"),
+        )
 
         async def failed() -> bool:
             got = (await client.get(f"/v1/recordings/{second}", headers=recorder)).json()
             return bool(got["status"] == "failed" and got["error"] == "test: recorder gone")
+
         await wait_for(failed, 20, "row failed")
         r = await client.post(f"/v1/recordings/{second}/composite", json={"layout": "grid"}, headers=recorder)
         assert r.status_code == 409 and r.json()["error"]["code"] == "recording_not_completed"
@@ -122,4 +135,3 @@ async def test_start_list_stop_and_bad_input(stack: str, infra: Infra, topics: T
         assert r.status_code == 403
         intents = await read_events(infra.kafka, topics.name("recording.intents"))
         assert not of_type(intents, CompositeRequested)
-

@@ -19,13 +19,19 @@ from tests.harness import REPO, Infra, Service, streams_ready, streams_service, 
 
 def run_replay(infra: Infra, prefix: str, app_id: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "KAFKA_BOOTSTRAP": infra.kafka, "DATABASE_URL": infra.database_url}
-    return subprocess.run([sys.executable, "-m", "streams.replay", "--prefix", prefix, "--app-id", app_id],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "streams.replay", "--prefix", prefix, "--app-id", app_id],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def test_replay_equals_live_state_and_detects_tampering(
-        infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-        tmp_path: Path) -> None:
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
     app_id = f"{prefix}live"
     worker = streams_service(infra, prefix, tmp_path, app_id=app_id).start()
     services.append(worker)
@@ -35,14 +41,29 @@ async def test_replay_equals_live_state_and_detects_tampering(
     grants = [Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE]
     for room in rooms:
         for p in range(3):
-            await producer.send(topics.name("rtc.intents"), JoinRequested.new(
-                room_id=room, peer_id=f"{room}-p{p}", identity=f"u{p}", session_id=f"s{p}", gateway_id="gw",
-                grants=grants))
+            await producer.send(
+                topics.name("rtc.intents"),
+                JoinRequested.new(
+                    room_id=room,
+                    peer_id=f"{room}-p{p}",
+                    identity=f"u{p}",
+                    session_id=f"s{p}",
+                    gateway_id="gw",
+                    grants=grants,
+                ),
+            )
         await producer.send(topics.name("rtc.intents"), LeaveRequested.new(room_id=room, peer_id=f"{room}-p0"))
-        await producer.send(topics.name("rtc.intents"), MuteRequested.new(
-            room_id=room, peer_id=f"{room}-p1", source_kind="microphone", muted=True))
-    await wait_for_events(infra.kafka, topics.name("rtc.facts"),
-                          lambda ev: sum(isinstance(e, PeerUpdated) for e in ev) == len(rooms), 30, "all facts")
+        await producer.send(
+            topics.name("rtc.intents"),
+            MuteRequested.new(room_id=room, peer_id=f"{room}-p1", source_kind="microphone", muted=True),
+        )
+    await wait_for_events(
+        infra.kafka,
+        topics.name("rtc.facts"),
+        lambda ev: sum(isinstance(e, PeerUpdated) for e in ev) == len(rooms),
+        30,
+        "all facts",
+    )
 
     async def replay_ok() -> bool:  # the projection catches up asynchronously
         return run_replay(infra, prefix, app_id).returncode == 0
@@ -55,8 +76,10 @@ async def test_replay_equals_live_state_and_detects_tampering(
     engine = make_engine(infra.database_url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(sa.text("update room_members set state = 'left' where room_id = :r and peer_id = :p"),
-                               {"r": rooms[2], "p": f"{rooms[2]}-p2"})
+            await conn.execute(
+                sa.text("update room_members set state = 'left' where room_id = :r and peer_id = :p"),
+                {"r": rooms[2], "p": f"{rooms[2]}-p2"},
+            )
     finally:
         await engine.dispose()
     tampered = run_replay(infra, prefix, app_id)

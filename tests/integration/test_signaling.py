@@ -31,8 +31,9 @@ from tests.harness import (
 
 
 @pytest.fixture
-async def gateway(infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service],
-                  tmp_path: Path) -> str:
+async def gateway(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> str:
     worker = streams_service(infra, prefix, tmp_path).start()
     node = node_service(infra, prefix, tmp_path, unique("node-")).start()
     port = free_port()
@@ -45,8 +46,11 @@ async def gateway(infra: Infra, topics: Topics, prefix: str, producer: EventProd
 
 async def mint(base: str, identity: str, grants: list[str], room: str | None) -> str:
     async with httpx.AsyncClient() as client:
-        r = await client.post(f"http://{base}/v1/tokens", headers={"X-API-Secret": API_SECRET},
-                              json={"identity": identity, "grants": grants, "room": room})
+        r = await client.post(
+            f"http://{base}/v1/tokens",
+            headers={"X-API-Secret": API_SECRET},
+            json={"identity": identity, "grants": grants, "room": room},
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
@@ -72,10 +76,23 @@ async def test_bad_input_is_refused_and_writes_nothing(gateway: str, infra: Infr
     async with websockets.connect(f"{url}?token={viewer}") as ws:
         assert (await ask(ws, "{not json"))["code"] == "invalid_message"
         assert (await ask(ws, {"type": "teleport", "request_id": "r1"})) == {
-            "type": "error", "code": "unknown_type", "message": "unknown message type 'teleport'", "request_id": "r1"}
+            "type": "error",
+            "code": "unknown_type",
+            "message": "unknown message type 'teleport'",
+            "request_id": "r1",
+        }
         assert (await ask(ws, {"type": "join", "request_id": "r2"}))["code"] == "invalid_message"
-        assert (await ask(ws, {"type": "publish", "request_id": "r3", "sdp": "v=0", "tracks": [
-            {"source_id": "cam", "kind": "camera", "mid": "0"}]}))["code"] == "not_joined"
+        assert (
+            await ask(
+                ws,
+                {
+                    "type": "publish",
+                    "request_id": "r3",
+                    "sdp": "v=0",
+                    "tracks": [{"source_id": "cam", "kind": "camera", "mid": "0"}],
+                },
+            )
+        )["code"] == "not_joined"
         other = await ask(ws, {"type": "join", "room": unique("other-"), "request_id": "r4"})
         assert (other["code"], other["request_id"]) == ("forbidden", "r4")
         assert (await ask(ws, {"type": "ping", "request_id": "p1"})) == {"type": "pong", "request_id": "p1"}
@@ -84,18 +101,33 @@ async def test_bad_input_is_refused_and_writes_nothing(gateway: str, infra: Infr
         assert joined["type"] == "joined" and joined["request_id"] == "j1" and joined["room"] == room
         assert joined["peer_id"] and joined["peers"] == [] and joined["ice_servers"] == []
         assert (await ask(ws, {"type": "join", "room": room}))["code"] == "already_joined"
-        refused = await ask(ws, {"type": "publish", "request_id": "r5", "sdp": "v=0\r\n", "tracks": [
-            {"source_id": "cam", "kind": "camera", "mid": "0"}]})
+        refused = await ask(
+            ws,
+            {
+                "type": "publish",
+                "request_id": "r5",
+                "sdp": "v=0\r\n",
+                "tracks": [{"source_id": "cam", "kind": "camera", "mid": "0"}],
+            },
+        )
         assert (refused["code"], refused["request_id"]) == ("forbidden", "r5")
 
     publisher = await mint(gateway, "pub", ["join", "publish", "subscribe"], room)
     async with websockets.connect(f"{url}?token={publisher}") as ws:
         assert (await ask(ws, {"type": "join", "room": room}))["type"] == "joined"
-        garbage = await ask(ws, {"type": "publish", "request_id": "r6", "sdp": "this is not sdp", "tracks": [
-            {"source_id": "cam", "kind": "camera", "mid": "0"}]})
+        garbage = await ask(
+            ws,
+            {
+                "type": "publish",
+                "request_id": "r6",
+                "sdp": "this is not sdp",
+                "tracks": [{"source_id": "cam", "kind": "camera", "mid": "0"}],
+            },
+        )
         assert (garbage["code"], garbage["request_id"]) == ("invalid_sdp", "r6")
-        wrong_kind = await ask(ws, {"type": "publish", "sdp": "v=0\r\n", "tracks": [
-            {"source_id": "cam", "kind": "hologram", "mid": "0"}]})
+        wrong_kind = await ask(
+            ws, {"type": "publish", "sdp": "v=0\r\n", "tracks": [{"source_id": "cam", "kind": "hologram", "mid": "0"}]}
+        )
         assert wrong_kind["code"] == "invalid_message"
         # still usable after every refusal
         assert (await ask(ws, {"type": "ping"}))["type"] == "pong"
@@ -108,11 +140,13 @@ async def test_bad_input_is_refused_and_writes_nothing(gateway: str, infra: Infr
             await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
-    intents = [e for e in await read_events(infra.kafka, topics.name("rtc.intents"))
-               if getattr(e, "room_id", None) == room and not isinstance(e, RoomPlaced)]
+    intents = [
+        e
+        for e in await read_events(infra.kafka, topics.name("rtc.intents"))
+        if getattr(e, "room_id", None) == room and not isinstance(e, RoomPlaced)
+    ]
     # only what was allowed: two joins, the viewer's dropped socket, the publisher's leave
-    assert [type(e).__name__ for e in intents] == ["JoinRequested", "ConnectionLost", "JoinRequested",
-                                                   "LeaveRequested"]
+    assert [type(e).__name__ for e in intents] == ["JoinRequested", "ConnectionLost", "JoinRequested", "LeaveRequested"]
     assert not [e for e in intents if isinstance(e, PublishRequested)]
     assert isinstance(intents[0], JoinRequested) and intents[0].correlation_id == "j1"
     assert isinstance(intents[3], LeaveRequested) and intents[3].correlation_id == "bye"

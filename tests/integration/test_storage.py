@@ -17,8 +17,9 @@ TABLES = {"rooms", "room_members", "recordings", "quality_stats", "stations", "s
 
 
 def test_minio_put_get(infra: Infra) -> None:
-    client = Minio(infra.minio_endpoint, access_key=infra.minio_access_key, secret_key=infra.minio_secret_key,
-                   secure=False)
+    client = Minio(
+        infra.minio_endpoint, access_key=infra.minio_access_key, secret_key=infra.minio_secret_key, secure=False
+    )
     bucket = unique("test-")
     client.make_bucket(bucket)
     data = os.urandom(300_000)
@@ -37,8 +38,9 @@ def test_minio_put_get(infra: Infra) -> None:
 
 def _migrate(infra: Infra, *args: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "DATABASE_URL": infra.database_url}
-    subprocess.run([sys.executable, "-m", "db.migrate", *args], env=env, cwd=REPO, check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "db.migrate", *args], env=env, cwd=REPO, check=True, timeout=120, capture_output=True
+    )
 
 
 async def _tables(infra: Infra) -> set[str]:

@@ -54,8 +54,9 @@ def turn_settings(url: str, secret: str) -> dict[str, str]:
     return {"turn_urls": url, "turn_secret": secret, "stun_urls": url.replace("turn:", "stun:", 1)}
 
 
-async def start_api(infra: Infra, prefix: str, tmp_path: Path, services: list[Service], name: str,
-                    **settings: str) -> str:
+async def start_api(
+    infra: Infra, prefix: str, tmp_path: Path, services: list[Service], name: str, **settings: str
+) -> str:
     port = free_port()
     api = api_service(infra, prefix, tmp_path, port, name=name, **settings).start()
     services.append(api)
@@ -91,12 +92,17 @@ class Inbox(asyncio.DatagramProtocol):
         self.received.put_nowait((data, addr))
 
 
-async def allocate_and_relay(server: tuple[str, int], username: str, password: str, transport: str,
-                             ) -> tuple[str, int]:
+async def allocate_and_relay(
+    server: tuple[str, int],
+    username: str,
+    password: str,
+    transport: str,
+) -> tuple[str, int]:
     """A real TURN Allocate, then datagrams both ways between the client and a peer through
     the relayed address. Returns the relayed address."""
-    relay, client = await turn.create_turn_endpoint(Inbox, server_addr=server, username=username,
-                                                    password=password, transport=transport)
+    relay, client = await turn.create_turn_endpoint(
+        Inbox, server_addr=server, username=username, password=password, transport=transport
+    )
     loop = asyncio.get_running_loop()
     peer_transport, peer = await loop.create_datagram_endpoint(Inbox, local_addr=("127.0.0.2", 0))
     try:
@@ -121,8 +127,9 @@ async def assert_refused(server: tuple[str, int], username: str, password: str) 
     assert refused.value.response.attributes["ERROR-CODE"][0] == 401
 
 
-async def test_ice_servers_need_a_valid_token(coturn: tuple[str, str], infra: Infra, topics: Topics, prefix: str,
-                                              services: list[Service], tmp_path: Path) -> None:
+async def test_ice_servers_need_a_valid_token(
+    coturn: tuple[str, str], infra: Infra, topics: Topics, prefix: str, services: list[Service], tmp_path: Path
+) -> None:
     base = await start_api(infra, prefix, tmp_path, services, "api", **turn_settings(*coturn))
     async with httpx.AsyncClient(base_url=base) as client:
         for headers in ({}, {"Authorization": "Bearer not-a-jwt"}, {"Authorization": "Basic dXNlcjpwdw=="}):
@@ -133,12 +140,13 @@ async def test_ice_servers_need_a_valid_token(coturn: tuple[str, str], infra: In
 
 
 async def test_ephemeral_credentials_allocate_relays_on_coturn(
-        coturn: tuple[str, str], infra: Infra, topics: Topics, prefix: str, services: list[Service],
-        tmp_path: Path) -> None:
+    coturn: tuple[str, str], infra: Infra, topics: Topics, prefix: str, services: list[Service], tmp_path: Path
+) -> None:
     url, secret = coturn
     good, wrong = await asyncio.gather(
         start_api(infra, prefix, tmp_path, services, "api", **turn_settings(url, secret), turn_ttl_s="600"),
-        start_api(infra, prefix, tmp_path, services, "api-wrong", **turn_settings(url, "not-the-secret")))
+        start_api(infra, prefix, tmp_path, services, "api-wrong", **turn_settings(url, "not-the-secret")),
+    )
     identity = unique("alice-")
     before = int(time.time())
     body = await get_ice(good, await mint_token(good, identity, ["join"]))
@@ -193,12 +201,13 @@ def candidate_types(sdp: str) -> list[str]:
 
 
 async def test_two_aiortc_peers_exchange_video_over_relay_only(
-        coturn: tuple[str, str], infra: Infra, topics: Topics, prefix: str, services: list[Service],
-        tmp_path: Path) -> None:
+    coturn: tuple[str, str], infra: Infra, topics: Topics, prefix: str, services: list[Service], tmp_path: Path
+) -> None:
     url, secret = coturn
     good, wrong = await asyncio.gather(
         start_api(infra, prefix, tmp_path, services, "api", **turn_settings(url, secret)),
-        start_api(infra, prefix, tmp_path, services, "api-wrong", **turn_settings(url, "not-the-secret")))
+        start_api(infra, prefix, tmp_path, services, "api-wrong", **turn_settings(url, "not-the-secret")),
+    )
     servers = (await get_ice(good, await mint_token(good, "p2p", ["join"])))["ice_servers"]
     sender, receiver, offer, received = await connect_pair(rtc_configuration(servers, "relay"))
     try:
@@ -224,8 +233,14 @@ async def test_two_aiortc_peers_exchange_video_over_relay_only(
 
 
 async def test_sdk_uses_joined_ice_servers_relay_only_through_a_media_node(
-        coturn: tuple[str, str], infra: Infra, topics: Topics, prefix: str, producer: EventProducer,
-        services: list[Service], tmp_path: Path) -> None:
+    coturn: tuple[str, str],
+    infra: Infra,
+    topics: Topics,
+    prefix: str,
+    producer: EventProducer,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
     url, _ = coturn
     worker = streams_service(infra, prefix, tmp_path, node_timeout_s=3).start()
     services += [worker, node_service(infra, prefix, tmp_path, f"{prefix}n0").start()]
@@ -234,10 +249,12 @@ async def test_sdk_uses_joined_ice_servers_relay_only_through_a_media_node(
 
     room_id = unique("turn-")
     ws_url = base.replace("http", "ws") + "/v1/rtc"
-    publisher = await Room.connect(ws_url, await mint_token(base, "pub", ["join", "publish"], room_id), room_id,
-                                   ice_transport_policy="relay")
-    viewer = await Room.connect(ws_url, await mint_token(base, "viewer", ["join", "subscribe"], room_id), room_id,
-                                ice_transport_policy="relay")
+    publisher = await Room.connect(
+        ws_url, await mint_token(base, "pub", ["join", "publish"], room_id), room_id, ice_transport_policy="relay"
+    )
+    viewer = await Room.connect(
+        ws_url, await mint_token(base, "viewer", ["join", "subscribe"], room_id), room_id, ice_transport_policy="relay"
+    )
     watcher = Watcher()
     watcher.attach(viewer)
     try:

@@ -47,7 +47,8 @@ def loopback_only() -> bool:
 
 
 needs_loopback_namespace = pytest.mark.skipif(
-    not loopback_only(), reason="connects real peers: run inside scripts/netns.sh (make test does)")
+    not loopback_only(), reason="connects real peers: run inside scripts/netns.sh (make test does)"
+)
 
 
 async def eventually(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -62,8 +63,9 @@ async def eventually(condition: Callable[[], bool | Awaitable[bool]], timeout: f
         await asyncio.sleep(0.01)
 
 
-async def negotiate(offerer: RTCPeerConnection, answerer: RTCPeerConnection,
-                    before_answer: Callable[[], None] = lambda: None) -> None:
+async def negotiate(
+    offerer: RTCPeerConnection, answerer: RTCPeerConnection, before_answer: Callable[[], None] = lambda: None
+) -> None:
     await offerer.setLocalDescription(await offerer.createOffer())
     await answerer.setRemoteDescription(offerer.localDescription)
     before_answer()
@@ -88,12 +90,18 @@ def no_codecs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         def call(*args: object, **kwargs: object) -> object:
             called.append(name)
             raise AssertionError(f"{name} called")
+
         return call
 
-    for module, name in [(aiortc.codecs, "get_decoder"), (aiortc.codecs, "get_encoder"),
-                         (aiortc.codecs, "depayload"), (aiortc.rtcrtpreceiver, "get_decoder"),
-                         (aiortc.rtcrtpreceiver, "depayload"), (aiortc.rtcrtpreceiver, "decoder_worker"),
-                         (aiortc.rtcrtpsender, "get_encoder")]:
+    for module, name in [
+        (aiortc.codecs, "get_decoder"),
+        (aiortc.codecs, "get_encoder"),
+        (aiortc.codecs, "depayload"),
+        (aiortc.rtcrtpreceiver, "get_decoder"),
+        (aiortc.rtcrtpreceiver, "depayload"),
+        (aiortc.rtcrtpreceiver, "decoder_worker"),
+        (aiortc.rtcrtpsender, "get_encoder"),
+    ]:
         monkeypatch.setattr(module, name, forbidden(f"{module.__name__}.{name}"))
     yield called
 
@@ -104,15 +112,19 @@ def test_the_private_names_the_glue_uses_exist() -> None:
 
 
 @pytest.mark.parametrize("uris", [(URI_MID, URI_ABS_SEND_TIME), (URI_MID, URI_AUDIO_LEVEL), ()])
-@pytest.mark.parametrize(("mid", "audio_level", "padding"), [
-    ("0", None, 0), ("12", (True, 33), 0), ("0", (False, 127), 0), ("x" * 17, None, 0), ("1", None, 4)])
-def test_fast_serialize_matches_aiortc(uris: tuple[str, ...], mid: str,
-                                       audio_level: tuple[bool, int] | None, padding: int) -> None:
+@pytest.mark.parametrize(
+    ("mid", "audio_level", "padding"),
+    [("0", None, 0), ("12", (True, 33), 0), ("0", (False, 127), 0), ("x" * 17, None, 0), ("1", None, 4)],
+)
+def test_fast_serialize_matches_aiortc(
+    uris: tuple[str, ...], mid: str, audio_level: tuple[bool, int] | None, padding: int
+) -> None:
     extensions = [RTCRtpHeaderExtensionParameters(id=i + 1, uri=uri) for i, uri in enumerate(uris)]
     extensions_map = HeaderExtensionsMap()
     extensions_map.configure(RTCRtpParameters(headerExtensions=extensions))
-    packet = RtpPacket(payload_type=111, marker=1, sequence_number=65535, timestamp=0xFFFFFFFF,
-                       ssrc=0x12345678, payload=VP8_DELTA)
+    packet = RtpPacket(
+        payload_type=111, marker=1, sequence_number=65535, timestamp=0xFFFFFFFF, ssrc=0x12345678, payload=VP8_DELTA
+    )
     packet.extensions.mid, packet.extensions.abs_send_time = mid, 0xABCDEF
     packet.extensions.audio_level, packet.padding_size = audio_level, padding
     fast = serialize(packet, ExtensionIds.of(extensions))
@@ -167,8 +179,9 @@ class Pair:
         pt = self.a.payload_type("vp8")
         assert pt is not None
         for seq in seqs:
-            await self.a.write(RtpPacket(payload_type=pt, sequence_number=seq, timestamp=seq * ts_step,
-                                         marker=1, payload=VP8_DELTA))
+            await self.a.write(
+                RtpPacket(payload_type=pt, sequence_number=seq, timestamp=seq * ts_step, marker=1, payload=VP8_DELTA)
+            )
 
     async def close(self) -> None:
         await self.publisher.close()
@@ -187,8 +200,12 @@ async def test_raw_rtp_both_ways_with_nack_pli_remb_and_no_codec(no_codecs: list
     assert sorted(seqs) == list(range(100, 120)) and seqs.index(105) > seqs.index(106)  # retransmitted
     assert pair.tap.nacks_sent == 1 and pair.a.nacked == 1 and pair.a.retransmittable == 1
     first = pair.received[0]
-    assert (first.ssrc, first.payload_type, first.timestamp, first.payload) == \
-        (pair.a.ssrc, pair.a.payload_type("VP8"), 300_000, VP8_DELTA)
+    assert (first.ssrc, first.payload_type, first.timestamp, first.payload) == (
+        pair.a.ssrc,
+        pair.a.payload_type("VP8"),
+        300_000,
+        VP8_DELTA,
+    )
     assert first.extensions.mid == pair.a.mid and first.extensions.abs_send_time is not None
     assert pair.tap.media_ssrc == pair.a.ssrc and pair.tap.codec_of(first.payload_type) == ("VP8", 90000)
     assert not pair.tap.decoding

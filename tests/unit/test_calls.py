@@ -41,13 +41,21 @@ def run(state: CallState | None, *events: Any) -> tuple[CallState | None, list[A
 
 
 def invite() -> CallInviteRequested:
-    return CallInviteRequested.new(call_id="c1", caller="alice", callee="bob", expires_at=at(60),
-                                   caller_name="Alice", occurred_at=at(0))
+    return CallInviteRequested.new(
+        call_id="c1", caller="alice", callee="bob", expires_at=at(60), caller_name="Alice", occurred_at=at(0)
+    )
 
 
 def answer(user: str, kind: str, t: float = 5) -> CallAnswerRequested:
-    return CallAnswerRequested.new(call_id="c1", user_id=user, answer=kind, gateway_id="gw1", session_id=f"s-{user}",
-                                   occurred_at=at(t), correlation_id=f"req-{kind}")
+    return CallAnswerRequested.new(
+        call_id="c1",
+        user_id=user,
+        answer=kind,
+        gateway_id="gw1",
+        session_id=f"s-{user}",
+        occurred_at=at(t),
+        correlation_id=f"req-{kind}",
+    )
 
 
 def told(out: list[Any]) -> list[tuple[str, str, str]]:
@@ -151,8 +159,9 @@ def test_a_finished_call_is_forgotten_after_its_retention() -> None:
 
 
 def test_refused_by_the_callee_side() -> None:
-    state, out = run(None, invite(), CallRefused.new(call_id="c1", reason="callee_offline", callee="bob",
-                                                     occurred_at=at(0.1)))
+    state, out = run(
+        None, invite(), CallRefused.new(call_id="c1", reason="callee_offline", callee="bob", occurred_at=at(0.1))
+    )
     assert state is not None and state.status == "refused"
     assert told(out)[-1] == ("alice", "over", "call-refused")
     # a rate-limited attempt never became a call: nothing to do

@@ -29,12 +29,15 @@ def test_every_type_has_a_fixture_and_roundtrips() -> None:
         assert decode(encode(event)) == event
 
 
-@pytest.mark.parametrize(("payload", "reason"), [
-    (b"{nope", "malformed-json"),
-    (b"[1, 2]", "not-an-object"),
-    (b'{"type": "Nope"}', "unknown-type"),
-    (b'{"type": "JoinRequested"}', "invalid-event"),
-])
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{nope", "malformed-json"),
+        (b"[1, 2]", "not-an-object"),
+        (b'{"type": "Nope"}', "unknown-type"),
+        (b'{"type": "JoinRequested"}', "invalid-event"),
+    ],
+)
 def test_bad_payloads_raise_decode_error(payload: bytes, reason: str) -> None:
     with pytest.raises(DecodeError) as info:
         decode(payload)
@@ -57,8 +60,7 @@ def test_derived_ids_are_stable() -> None:
 def test_partitioning_matches_kafka_default_partitioner() -> None:
     # Kafka's own murmur2 test vectors (clients UtilsTest): signed 32-bit hashes;
     # the partition is toPositive(hash) % n, i.e. hash & 0x7fffffff.
-    vectors = {"21": -973932308, "foobar": -790332482, "abc": 479470107,
-               "a-little-bit-long-string": -985981536}
+    vectors = {"21": -973932308, "foobar": -790332482, "abc": 479470107, "a-little-bit-long-string": -985981536}
     for key, java_hash in vectors.items():
         assert partition_for(key, 7) == (java_hash & 0x7FFFFFFF) % 7
     assert {partition_for(f"room-{i}", 4) for i in range(100)} == {0, 1, 2, 3}

@@ -29,14 +29,30 @@ GRANTS = [Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE]
 
 
 def join(peer: str, identity: str, name: str, gateway: str = "gw1") -> JoinRequested:
-    return JoinRequested.new(room_id="r1", peer_id=peer, identity=identity, name=name, session_id=f"s-{peer}",
-                             gateway_id=gateway, grants=GRANTS, occurred_at=T0)
+    return JoinRequested.new(
+        room_id="r1",
+        peer_id=peer,
+        identity=identity,
+        name=name,
+        session_id=f"s-{peer}",
+        gateway_id=gateway,
+        grants=GRANTS,
+        occurred_at=T0,
+    )
 
 
-def chat(peer: str, text: str, request_id: str = "c1", at: datetime = T0 + timedelta(seconds=5)
-         ) -> ChatMessageRequested:
-    return ChatMessageRequested.new(room_id="r1", peer_id=peer, text=text, gateway_id="gw9",
-                                    session_id=f"s-{peer}", occurred_at=at, correlation_id=request_id)
+def chat(
+    peer: str, text: str, request_id: str = "c1", at: datetime = T0 + timedelta(seconds=5)
+) -> ChatMessageRequested:
+    return ChatMessageRequested.new(
+        room_id="r1",
+        peer_id=peer,
+        text=text,
+        gateway_id="gw9",
+        session_id=f"s-{peer}",
+        occurred_at=at,
+        correlation_id=request_id,
+    )
 
 
 def run(state: RoomState | None, *events: Any) -> tuple[RoomState | None, list[Any]]:
@@ -48,8 +64,13 @@ def run(state: RoomState | None, *events: Any) -> tuple[RoomState | None, list[A
 
 
 def room_of_three() -> RoomState:
-    state, _ = run(None, join("p1", "alice", "Alice"), join("p2", "bob", "Bob", gateway="gw2"),
-                   join("p3", "carol", "Carol", gateway="gw2"), RoomPlaced.new(room_id="r1", node_id="n1"))
+    state, _ = run(
+        None,
+        join("p1", "alice", "Alice"),
+        join("p2", "bob", "Bob", gateway="gw2"),
+        join("p3", "carol", "Carol", gateway="gw2"),
+        RoomPlaced.new(room_id="r1", node_id="n1"),
+    )
     assert state is not None
     return state
 
@@ -66,10 +87,23 @@ def test_a_member_posts_a_fact_and_every_peer_is_told() -> None:
     assert len(posted) == 1
     fact = posted[0]
     assert (fact.room_id, fact.peer_id, fact.identity, fact.name, fact.text) == (
-        "r1", "p1", "alice", "Alice", "hello, <b>room</b>")
+        "r1",
+        "p1",
+        "alice",
+        "Alice",
+        "hello, <b>room</b>",
+    )
     assert fact.occurred_at == intent.occurred_at and fact.causation_id == intent.event_id
-    expected = {"type": "chat", "id": str(fact.event_id), "room": "r1", "peer_id": "p1", "identity": "alice",
-                "name": "Alice", "text": "hello, <b>room</b>", "at": intent.occurred_at.isoformat()}
+    expected = {
+        "type": "chat",
+        "id": str(fact.event_id),
+        "room": "r1",
+        "peer_id": "p1",
+        "identity": "alice",
+        "name": "Alice",
+        "text": "hello, <b>room</b>",
+        "at": intent.occurred_at.isoformat(),
+    }
     told = notes(out, "chat")
     # the sender's copy answers its request; the others get one notification per gateway
     assert [(n.gateway_id, n.sessions(), n.message) for n in told] == [
@@ -116,7 +150,8 @@ def test_a_non_member_is_refused_and_posts_nothing(peer: str) -> None:
     errors = notes(out, "error")
     # the refusal goes to the socket the intent came from; nobody else hears anything
     assert [(n.gateway_id, n.session_id, n.message["code"], n.message["request_id"]) for n in errors] == [
-        ("gw9", f"s-{peer}", "not_joined", "c9")]
+        ("gw9", f"s-{peer}", "not_joined", "c9")
+    ]
     assert not notes(out, "chat")
 
 
@@ -130,12 +165,15 @@ def test_no_room_or_a_closed_room_has_no_members() -> None:
     assert not [o for o in out if isinstance(o, ChatMessagePosted)]
 
 
-@pytest.mark.parametrize(("text", "code"), [
-    ("", "chat_empty"),
-    ("   \n\t ", "chat_empty"),
-    ("x" * (CHAT_MAX_CHARS + 1), "chat_too_long"),
-    (" " + "é" * (CHAT_MAX_CHARS + 1) + " ", "chat_too_long"),
-])
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("", "chat_empty"),
+        ("   \n\t ", "chat_empty"),
+        ("x" * (CHAT_MAX_CHARS + 1), "chat_too_long"),
+        (" " + "é" * (CHAT_MAX_CHARS + 1) + " ", "chat_too_long"),
+    ],
+)
 def test_invalid_text_is_refused_to_the_sender_and_posts_nothing(text: str, code: str) -> None:
     _, out = run(room_of_three(), chat("p2", text, request_id="bad"))
     assert not [o for o in out if isinstance(o, ChatMessagePosted)]
@@ -157,8 +195,7 @@ def test_the_limit_counts_characters_after_stripping() -> None:
 def test_a_disconnected_member_still_posts_but_hears_nothing() -> None:
     from producers.rtc import ConnectionLost
 
-    state, _ = run(room_of_three(), ConnectionLost.new(room_id="r1", peer_id="p3", session_id="s-p3",
-                                                       occurred_at=T0))
+    state, _ = run(room_of_three(), ConnectionLost.new(room_id="r1", peer_id="p3", session_id="s-p3", occurred_at=T0))
     _, out = run(state, chat("p1", "are you there?"))
     assert len([o for o in out if isinstance(o, ChatMessagePosted)]) == 1
     others = [n for n in notes(out, "chat") if "request_id" not in n.message]
@@ -166,8 +203,14 @@ def test_a_disconnected_member_still_posts_but_hears_nothing() -> None:
 
 
 def test_replaying_the_facts_gives_the_same_room() -> None:
-    state, outputs = run(None, join("p1", "alice", "Alice"), join("p2", "bob", "Bob"),
-                         RoomPlaced.new(room_id="r1", node_id="n1"), chat("p1", "hi"), chat("p2", "hey"))
+    state, outputs = run(
+        None,
+        join("p1", "alice", "Alice"),
+        join("p2", "bob", "Bob"),
+        RoomPlaced.new(room_id="r1", node_id="n1"),
+        chat("p1", "hi"),
+        chat("p2", "hey"),
+    )
     facts = [o for o in outputs if not isinstance(o, Notification) and o.type != "PlacementRequested"]
     assert [f.type for f in facts].count("ChatMessagePosted") == 2
     replayed = fold(facts)

@@ -24,8 +24,13 @@ def vp8(keyframe: bool) -> bytes:
 
 
 def packet(seq: int, keyframe: bool = False, pt: int = 96) -> RtpPacket:
-    p = RtpPacket(payload_type=pt, sequence_number=seq & 0xFFFF, timestamp=(seq * 3000) & 0xFFFFFFFF, ssrc=7,
-                  payload=vp8(keyframe))
+    p = RtpPacket(
+        payload_type=pt,
+        sequence_number=seq & 0xFFFF,
+        timestamp=(seq * 3000) & 0xFFFFFFFF,
+        ssrc=7,
+        payload=vp8(keyframe),
+    )
     p._data = p.payload  # type: ignore[attr-defined]  # what aiortc's depayloader would set
     return p
 
@@ -34,8 +39,9 @@ class Rig:
     def __init__(self) -> None:
         self.now = 10.0
         self.nacks: list[tuple[int, list[int]]] = []
-        self.buffer = RecoveringJitterBuffer(keyframe_test(CODECS), lambda ssrc, seqs: self.nacks.append((ssrc, seqs)),
-                                             clock=lambda: self.now)
+        self.buffer = RecoveringJitterBuffer(
+            keyframe_test(CODECS), lambda ssrc, seqs: self.nacks.append((ssrc, seqs)), clock=lambda: self.now
+        )
         self.frames: list[int] = []  # timestamps of the frames handed to the decoder
         self.plis: list[float] = []
 

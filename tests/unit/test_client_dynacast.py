@@ -23,8 +23,10 @@ from media_node.keyframes import vp8_keyframe_start
 
 CONFIG = RTCConfiguration(iceServers=[])
 
-pytestmark = pytest.mark.skipif([name for _, name in socket.if_nameindex()] != ["lo"],
-                                reason="connects real peers: run inside scripts/netns.sh (make test does)")
+pytestmark = pytest.mark.skipif(
+    [name for _, name in socket.if_nameindex()] != ["lo"],
+    reason="connects real peers: run inside scripts/netns.sh (make test does)",
+)
 
 
 @dataclass
@@ -63,9 +65,11 @@ async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> None:
 
 async def test_encodings_stop_and_restart_rtp_with_a_keyframe() -> None:
     publisher, viewer = RTCPeerConnection(CONFIG), RTCPeerConnection(CONFIG)
-    published = [LocalTrack(PatternVideoTrack(1, 320, 180, fps=15), "cam-1", "camera", "high"),
-                 LocalTrack(PatternVideoTrack(1, 160, 90, fps=15), "cam-1", "camera", "low"),
-                 LocalTrack(ToneAudioTrack(), "mic-1", "microphone")]
+    published = [
+        LocalTrack(PatternVideoTrack(1, 320, 180, fps=15), "cam-1", "camera", "high"),
+        LocalTrack(PatternVideoTrack(1, 160, 90, fps=15), "cam-1", "camera", "low"),
+        LocalTrack(ToneAudioTrack(), "mic-1", "microphone"),
+    ]
     senders = [(t, publisher.addTransceiver(t.track, direction="sendonly")) for t in published]
     try:
         await publisher.setLocalDescription(await publisher.createOffer())

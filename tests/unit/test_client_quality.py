@@ -20,11 +20,16 @@ from client.quality_tracker import QualityTracker
 
 #: (loss %, RTT ms or None, silent s) -> level; the JS test has the same table.
 CASES = [
-    ((0, 20, 0), 1), ((0.99, 99, 0), 1),
-    ((1, 20, 0), 2), ((0, 250, 0), 2),
-    ((5, 20, 0), 3), ((0, 450, 0), 3),
-    ((12, 20, 0), 4), ((0, 999, 0), 4),
-    ((20, 20, 0), 5), ((0, 1500, 0), 5),
+    ((0, 20, 0), 1),
+    ((0.99, 99, 0), 1),
+    ((1, 20, 0), 2),
+    ((0, 250, 0), 2),
+    ((5, 20, 0), 3),
+    ((0, 450, 0), 3),
+    ((12, 20, 0), 4),
+    ((0, 999, 0), 4),
+    ((20, 20, 0), 5),
+    ((0, 1500, 0), 5),
     ((12, 450, 0), 4),  # the worse band wins
     ((0, None, 0), 1),  # no RTT measured yet
     ((0, 20, 4.999), 1),
@@ -97,18 +102,60 @@ def test_combine_leaves_muted_kinds_out_of_the_silence_rule() -> None:
 def test_the_tracker_combines_pushed_decisions_and_forgets_them() -> None:
     tracker = QualityTracker()
     peers = {"Pa": {"peer_id": "Pa"}, "Pb": {"peer_id": "Pb"}}
-    tracker.on_decision({"type": "quality", "peer_id": "Pa", "source_id": "cam-a", "layer": "low", "previous": "high",
-                         "level": 4, "reason": "loss", "loss_pct": 14.0}, peers)
+    tracker.on_decision(
+        {
+            "type": "quality",
+            "peer_id": "Pa",
+            "source_id": "cam-a",
+            "layer": "low",
+            "previous": "high",
+            "level": 4,
+            "reason": "loss",
+            "loss_pct": 14.0,
+        },
+        peers,
+    )
     assert tracker.quality.levels() == (None, {"Pa": 4})
-    tracker.on_decision({"type": "quality", "peer_id": "Pa", "source_id": "cam-a", "layer": "high",
-                         "previous": "mid", "level": 1, "reason": "recovered", "loss_pct": 0.0}, peers)
+    tracker.on_decision(
+        {
+            "type": "quality",
+            "peer_id": "Pa",
+            "source_id": "cam-a",
+            "layer": "high",
+            "previous": "mid",
+            "level": 1,
+            "reason": "recovered",
+            "loss_pct": 0.0,
+        },
+        peers,
+    )
     assert tracker.quality.downlink["Pa"].level == 1
-    tracker.on_decision({"type": "quality", "peer_id": "Pb", "source_id": "cam-b", "layer": "paused",
-                         "level": 5, "reason": "loss", "loss_pct": 30.0}, peers)
+    tracker.on_decision(
+        {
+            "type": "quality",
+            "peer_id": "Pb",
+            "source_id": "cam-b",
+            "layer": "paused",
+            "level": 5,
+            "reason": "loss",
+            "loss_pct": 30.0,
+        },
+        peers,
+    )
     assert tracker.quality.levels() == (None, {"Pa": 1, "Pb": 5})
     assert tracker.quality.downlink["Pb"].layers == {"cam-b": "paused"}
     tracker.on_decision({"type": "quality", "peer_id": "Pz", "level": "bad"}, peers)  # malformed: ignored
     tracker.forget("Pb")
-    tracker.on_decision({"type": "quality", "peer_id": "Pa", "source_id": "cam-a", "layer": "high", "level": 1,
-                         "reason": "recovered", "loss_pct": 0.0}, {"Pa": {"peer_id": "Pa"}})
+    tracker.on_decision(
+        {
+            "type": "quality",
+            "peer_id": "Pa",
+            "source_id": "cam-a",
+            "layer": "high",
+            "level": 1,
+            "reason": "recovered",
+            "loss_pct": 0.0,
+        },
+        {"Pa": {"peer_id": "Pa"}},
+    )
     assert tracker.quality.levels() == (None, {"Pa": 1})

@@ -14,8 +14,13 @@ from tests.harness import REPO
 def test_committed_dashboards_are_what_the_generator_writes() -> None:
     for name in DASHBOARDS:
         assert (HERE / name).read_text() == render(name), f"{name} is stale: run python -m observability.dashboards"
-    check = subprocess.run([sys.executable, "-m", "observability.dashboards", "--check"], cwd=REPO,
-                           capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "observability.dashboards", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stderr
 
 

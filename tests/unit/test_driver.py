@@ -20,8 +20,14 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
 
-    async def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None,
-                   headers: Any = None) -> asyncio.Future[None]:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Any = None,
+    ) -> asyncio.Future[None]:
         self.sent.append((topic, key, value, partition))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)

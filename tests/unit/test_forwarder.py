@@ -33,8 +33,7 @@ def vp8(keyframe: bool, start: bool = True, picture_id: int | None = 1000, pid: 
     if picture_id is None:
         descriptor = bytes(((0x10 if start else 0) | pid,))
     else:
-        descriptor = bytes((0x80 | (0x10 if start else 0) | pid, 0x80,
-                            0x80 | (picture_id >> 8), picture_id & 0xFF))
+        descriptor = bytes((0x80 | (0x10 if start else 0) | pid, 0x80, 0x80 | (picture_id >> 8), picture_id & 0xFF))
     return descriptor + bytes((0x00 if keyframe else 0x01,)) + b"\x9d\x01\x2a" + bytes(20)
 
 
@@ -114,10 +113,10 @@ def encode(encoder: Vp8Encoder | H264Encoder, count: int, force_at: int) -> list
     return frames
 
 
-@pytest.mark.parametrize(("encoder", "detect"), [(Vp8Encoder, vp8_keyframe_start),
-                                                 (H264Encoder, h264_keyframe_start)])
-def test_detectors_on_real_encoder_output(encoder: Callable[[], Vp8Encoder | H264Encoder],
-                                          detect: Callable[[bytes], bool]) -> None:
+@pytest.mark.parametrize(("encoder", "detect"), [(Vp8Encoder, vp8_keyframe_start), (H264Encoder, h264_keyframe_start)])
+def test_detectors_on_real_encoder_output(
+    encoder: Callable[[], Vp8Encoder | H264Encoder], detect: Callable[[bytes], bool]
+) -> None:
     frames = encode(encoder(), 6, force_at=4)
     starts = [[detect(p) for p in payloads] for payloads in frames]
     assert starts[0][0] and starts[4][0]
@@ -188,8 +187,14 @@ class Clock:
 
 
 def rtp(seq: int, ts: int, payload: bytes, ssrc: int = 1111, pt: int = 97, marker: int = 0) -> RtpPacket:
-    return RtpPacket(payload_type=pt, marker=marker, sequence_number=seq & 0xFFFF,
-                     timestamp=ts & 0xFFFFFFFF, ssrc=ssrc, payload=payload)
+    return RtpPacket(
+        payload_type=pt,
+        marker=marker,
+        sequence_number=seq & 0xFFFF,
+        timestamp=ts & 0xFFFFFFFF,
+        ssrc=ssrc,
+        payload=payload,
+    )
 
 
 def video_source(clock: Clock, *layers: Layer) -> tuple[Source, dict[Layer, FakeUpstream]]:

@@ -48,7 +48,8 @@ def loopback_only() -> bool:
 
 
 needs_loopback_namespace = pytest.mark.skipif(
-    not loopback_only(), reason="connects real peers: run inside scripts/netns.sh (make test does)")
+    not loopback_only(), reason="connects real peers: run inside scripts/netns.sh (make test does)"
+)
 pytestmark = needs_loopback_namespace
 
 
@@ -139,8 +140,9 @@ class Viewer:
             while True:
                 frame = await track.recv()
                 if isinstance(frame, VideoFrame):
-                    self.frames.append(Frame("video", frame.pts or 0, frame.width, frame.height, time.monotonic(),
-                                             track.id))
+                    self.frames.append(
+                        Frame("video", frame.pts or 0, frame.width, frame.height, time.monotonic(), track.id)
+                    )
                 else:
                     self.frames.append(Frame("audio", frame.pts or 0, track_id=track.id))
         except MediaStreamError:
@@ -166,8 +168,9 @@ class Viewer:
 class Rig:
     """Publisher client, node (publisher + subscriber sessions, forwarder), viewer."""
 
-    def __init__(self, viewer: Viewer | None = None, publisher_id: str = "pub1",
-                 forwarder: Forwarder | None = None) -> None:
+    def __init__(
+        self, viewer: Viewer | None = None, publisher_id: str = "pub1", forwarder: Forwarder | None = None
+    ) -> None:
         self.forwarder = forwarder or Forwarder()
         self.publisher_id = publisher_id
         self.publisher = RTCPeerConnection(rtc_configuration([]))  # as client.room publishes
@@ -176,24 +179,36 @@ class Rig:
         self.node_subscriber = SubscriberSession("sub1")
         self.viewer = viewer or Viewer()
 
-    async def publish(self, video: list[tuple[Layer, int, int]], audio: bool = True,
-                      video_codec: str = "video/VP8", audio_first: bool = False) -> None:
+    async def publish(
+        self,
+        video: list[tuple[Layer, int, int]],
+        audio: bool = True,
+        video_codec: str = "video/VP8",
+        audio_first: bool = False,
+    ) -> None:
         tracks: list[tuple[str, MediaStreamTrack, Layer]] = [
-            (f"cam-{layer}", Pattern(w, h), layer) for layer, w, h in video]
+            (f"cam-{layer}", Pattern(w, h), layer) for layer, w, h in video
+        ]
         if audio:
             tracks.insert(0 if audio_first else len(tracks), ("mic", AudioStreamTrack(), "single"))
-        transceivers = {name: self.publisher.addTransceiver(track, direction="sendonly")
-                        for name, track, _ in tracks}
+        transceivers = {name: self.publisher.addTransceiver(track, direction="sendonly") for name, track, _ in tracks}
         self.senders = {name: t.sender for name, t in transceivers.items()}
-        preferred = [c for c in RTCRtpSender.getCapabilities("video").codecs
-                     if c.mimeType in (video_codec, "video/rtx")]
+        preferred = [
+            c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in (video_codec, "video/rtx")
+        ]
         for name, transceiver in transceivers.items():
             if name != "mic":
                 transceiver.setCodecPreferences(preferred)
         await self.publisher.setLocalDescription(await self.publisher.createOffer())
-        infos = [TrackInfo(source_id="mic" if name == "mic" else "cam",
-                           kind=SourceKind.MICROPHONE if name == "mic" else SourceKind.CAMERA,
-                           layer=layer, mid=transceivers[name].mid) for name, _, layer in tracks]
+        infos = [
+            TrackInfo(
+                source_id="mic" if name == "mic" else "cam",
+                kind=SourceKind.MICROPHONE if name == "mic" else SourceKind.CAMERA,
+                layer=layer,
+                mid=transceivers[name].mid,
+            )
+            for name, _, layer in tracks
+        ]
         answer = await self.node_publisher.answer(self.publisher.localDescription.sdp, infos)
         await self.publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
@@ -202,8 +217,9 @@ class Rig:
 
     async def subscribe(self, source_id: str, layer: Layer = "high") -> Downstream:
         """Add a subscription and renegotiate the subscriber PeerConnection."""
-        downstream = await self.node_subscriber.add(self.source(source_id), layer,
-                                                    self.node_publisher.codecs[source_id])
+        downstream = await self.node_subscriber.add(
+            self.source(source_id), layer, self.node_publisher.codecs[source_id]
+        )
         answer = await self.viewer.answer(await self.node_subscriber.offer())
         await self.node_subscriber.accept(answer)
         return downstream
@@ -211,8 +227,7 @@ class Rig:
     def node_objects(self) -> tuple[set[int], set[int]]:
         """ids of the node's senders and receivers."""
         pcs = (self.node_publisher.pc, self.node_subscriber.pc)
-        return ({id(s) for pc in pcs for s in pc.getSenders()},
-                {id(r) for pc in pcs for r in pc.getReceivers()})
+        return ({id(s) for pc in pcs for s in pc.getSenders()}, {id(r) for pc in pcs for r in pc.getReceivers()})
 
     async def close(self) -> None:
         for pc in (self.publisher, self.viewer.pc):
@@ -233,8 +248,7 @@ def increasing(values: list[int]) -> bool:
 
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
-async def test_forwards_video_and_opus_without_codec_work_on_the_node(rig: Rig, spies: CodecSpies,
-                                                                      codec: str) -> None:
+async def test_forwards_video_and_opus_without_codec_work_on_the_node(rig: Rig, spies: CodecSpies, codec: str) -> None:
     await rig.publish([("single", 320, 180)], video_codec=f"video/{codec}")
     cam, mic = rig.source("cam"), rig.source("mic")
     await eventually(lambda: cam.encodings["single"].packets_in > 40)  # the publisher runs already
@@ -292,7 +306,8 @@ async def test_forwards_video_and_opus_without_codec_work_on_the_node(rig: Rig, 
 
 
 async def test_adding_and_removing_a_subscription_renegotiates_on_the_same_transport(
-        rig: Rig, spies: CodecSpies) -> None:
+    rig: Rig, spies: CodecSpies
+) -> None:
     await rig.publish([("single", 320, 180)])
     ice_states: list[tuple[str, str]] = []
     for name, pc in (("viewer", rig.viewer.pc), ("node", rig.node_subscriber.pc)):
@@ -336,8 +351,9 @@ async def test_one_offer_adding_two_microphones_reaches_both_of_the_clients_rece
         await rig.subscribe("cam")
         await eventually(lambda: len(rig.viewer.video()) >= 10)
         for publisher, source_id in ((rig, "mic"), (other, "cam"), (other, "mic")):
-            await rig.node_subscriber.add(publisher.source(source_id), "high",
-                                          publisher.node_publisher.codecs[source_id])
+            await rig.node_subscriber.add(
+                publisher.source(source_id), "high", publisher.node_publisher.codecs[source_id]
+            )
         await rig.node_subscriber.accept(await rig.viewer.answer(await rig.node_subscriber.offer()))
 
         transceivers = rig.viewer.pc.getTransceivers()
@@ -361,8 +377,9 @@ async def test_every_layer_of_a_publisher_that_offers_its_microphone_first_reach
     # m-lines audio, video, video: the second video m-line must not be left on a closed transport
     await rig.publish([("high", 320, 180), ("low", 160, 96)], audio_first=True)
     cam, mic = rig.source("cam"), rig.source("mic")
-    await eventually(lambda: all(e.packets_in > 20 for e in (cam.encodings["high"], cam.encodings["low"],
-                                                              mic.encodings["single"])))
+    await eventually(
+        lambda: all(e.packets_in > 20 for e in (cam.encodings["high"], cam.encodings["low"], mic.encodings["single"]))
+    )
     transceivers = rig.node_publisher.pc.getTransceivers()
     assert [t.kind for t in transceivers] == ["audio", "video", "video"]
     assert {id(t.receiver.transport) for t in transceivers} == {id(transceivers[0].receiver.transport)}
@@ -421,7 +438,6 @@ async def test_set_layer_switches_only_at_a_keyframe_of_the_target(rig: Rig, spi
     assert [s.packetsLost for s in stats.values() if s.type == "inbound-rtp"] == [0]
     assert leg.keyframe_requests == viewer_plis  # the viewer never had to ask: clean switch
     assert spies.decoders_started == 1
-
 
 
 async def stream_until_decoding(rig: Rig) -> tuple[Downstream, dict[int, int]]:

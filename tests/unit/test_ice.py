@@ -27,8 +27,13 @@ def test_turn_url_without_transport_means_udp_and_tcp() -> None:
 
 
 def test_servers_from_settings() -> None:
-    settings = ApiSettings(stun_urls=["stun:h:3478"], turn_urls=["turn:h:3478"], turn_secret=SecretStr("k"),
-                           turn_ttl_s=600, ice_servers=[{"urls": ["stun:extra:19302"]}])
+    settings = ApiSettings(
+        stun_urls=["stun:h:3478"],
+        turn_urls=["turn:h:3478"],
+        turn_secret=SecretStr("k"),
+        turn_ttl_s=600,
+        ice_servers=[{"urls": ["stun:extra:19302"]}],
+    )
     servers = ice_servers(settings, "bob", now=1000.9)
     assert servers[0] == {"urls": ["stun:h:3478"]}
     assert servers[1]["username"] == "1600:bob"
@@ -46,7 +51,12 @@ def test_settings_accept_comma_lists_and_refuse_bad_config(monkeypatch: pytest.M
     assert "xyzzy" not in repr(settings)
     for name in ("ROOMLOG_API_TURN_URLS", "ROOMLOG_API_TURN_SECRET", "ROOMLOG_API_STUN_URLS"):
         monkeypatch.delenv(name)
-    for bad in ({"turn_urls": ["turn:a:1"]}, {"turn_urls": ["http://a"], "turn_secret": "k"},
-                {"stun_urls": ["turn:a:1"]}, {"tls_cert": "/c.pem"}, {"turn_ttl_s": 5}):
+    for bad in (
+        {"turn_urls": ["turn:a:1"]},
+        {"turn_urls": ["http://a"], "turn_secret": "k"},
+        {"stun_urls": ["turn:a:1"]},
+        {"tls_cert": "/c.pem"},
+        {"turn_ttl_s": 5},
+    ):
         with pytest.raises(ValidationError):
             ApiSettings(**bad)  # type: ignore[arg-type]

@@ -27,22 +27,39 @@ async def test_a_track_that_starts_late_reports_when_it_started_not_when_it_was_
     runner = CommandRunner("n1", producer, Topics("t-"))  # type: ignore[arg-type]
     offered_at = utcnow() - timedelta(seconds=25)  # the publish was negotiated 25 s ago
     track = TrackInfo(source_id="screen", kind=SourceKind.SCREEN)
-    command = OpenPublisher(event_id=derived_id("x", 0, "OpenPublisher"), occurred_at=offered_at, node_id="n1",
-                            room_id="r", deadline=offered_at + timedelta(seconds=10), peer_id="a", sdp="v=0",
-                            tracks=[track])
+    command = OpenPublisher(
+        event_id=derived_id("x", 0, "OpenPublisher"),
+        occurred_at=offered_at,
+        node_id="n1",
+        room_id="r",
+        deadline=offered_at + timedelta(seconds=10),
+        peer_id="a",
+        sdp="v=0",
+        tracks=[track],
+    )
     runner._causes["a/screen/single"] = (command, 1)
     await runner._track_started(PeerSession("r", "a"), track)
     [(topic, event)] = producer.sent
     assert topic == "t-media.results" and isinstance(event, TrackStarted)
     assert event.occurred_at > utcnow() - timedelta(seconds=2), "streams derive subscription deadlines from it"
-    assert event.event_id == TrackStarted.caused_by(command, 1, room_id="r", peer_id="a", node_id="n1",
-                                                    track=track).event_id, "the id still follows from the command"
+    assert (
+        event.event_id
+        == TrackStarted.caused_by(command, 1, room_id="r", peer_id="a", node_id="n1", track=track).event_id
+    ), "the id still follows from the command"
 
 
 def _set_paused(node_id: str = "n1", deadline_s: float = 10.0, event_id: str = "c1") -> SetPaused:
     now = utcnow()
-    return SetPaused(event_id=derived_id(event_id, 0, "SetPaused"), occurred_at=now, node_id=node_id, room_id="r",
-                     deadline=now + timedelta(seconds=deadline_s), peer_id="nobody", source_id="cam", paused=True)
+    return SetPaused(
+        event_id=derived_id(event_id, 0, "SetPaused"),
+        occurred_at=now,
+        node_id=node_id,
+        room_id="r",
+        deadline=now + timedelta(seconds=deadline_s),
+        peer_id="nobody",
+        source_id="cam",
+        paused=True,
+    )
 
 
 async def _settle() -> None:

@@ -86,19 +86,28 @@ def test_a_lost_session_is_kept_for_the_resume_grace() -> None:
 
 
 def test_not_back_within_the_grace_goes_offline_and_hangs_up_calls() -> None:
-    state, _ = run(None, opened("s1"), NotifyCallParty.new(user_id="alice", call_id="c1", state="connected",
-                                                            occurred_at=at(1)))
+    state, _ = run(
+        None, opened("s1"), NotifyCallParty.new(user_id="alice", call_id="c1", state="connected", occurred_at=at(1))
+    )
     assert state is not None and state.status == "busy"
-    state, out = run(state, SessionClosed.new(user_id="alice", session_id="s1", reason="lost", occurred_at=at(5)),
-                     tick(35))
+    state, out = run(
+        state, SessionClosed.new(user_id="alice", session_id="s1", reason="lost", occurred_at=at(5)), tick(35)
+    )
     assert presence(out) == ["offline"]
     hangups = [e for e in out if isinstance(e, CallAnswerRequested)]
     assert [(e.call_id, e.answer, e.user_id) for e in hangups] == [("c1", "hangup", "alice")]
 
 
 def request(call: str, t: float, gateway: str = "gw1") -> CallRequested:
-    return CallRequested.new(user_id="alice", call_id=call, callee="bob", expires_at=at(t + 60), occurred_at=at(t),
-                             gateway_id=gateway, reply_session_id=f"R{call}")
+    return CallRequested.new(
+        user_id="alice",
+        call_id=call,
+        callee="bob",
+        expires_at=at(t + 60),
+        occurred_at=at(t),
+        gateway_id=gateway,
+        reply_session_id=f"R{call}",
+    )
 
 
 def test_rate_limit_is_ten_attempts_per_minute_across_gateways() -> None:
@@ -127,24 +136,37 @@ def test_a_redelivered_request_counts_once() -> None:
 
 
 def test_ring_reaches_every_live_session_or_is_refused() -> None:
-    ring = NotifyCallParty.new(user_id="bob", call_id="c1", state="ringing", occurred_at=at(1),
-                               message={"type": "call-incoming", "call_id": "c1"})
+    ring = NotifyCallParty.new(
+        user_id="bob",
+        call_id="c1",
+        state="ringing",
+        occurred_at=at(1),
+        message={"type": "call-incoming", "call_id": "c1"},
+    )
     _, out = run(None, ring, user="bob")
     assert [(type(e).__name__, e.reason) for e in out if isinstance(e, CallRefused)] == [
-        ("CallRefused", "callee_offline")]
-    state, _ = run(None, opened("b1", user="bob", gateway="gw1"), opened("b2", user="bob", gateway="gw2"),
-                   opened("b3", user="bob", gateway="gw1"), user="bob")
+        ("CallRefused", "callee_offline")
+    ]
+    state, _ = run(
+        None,
+        opened("b1", user="bob", gateway="gw1"),
+        opened("b2", user="bob", gateway="gw2"),
+        opened("b3", user="bob", gateway="gw1"),
+        user="bob",
+    )
     state, out = run(state, ring, user="bob")
     ringing = [e for e in out if isinstance(e, CallRinging)]
     assert [e.sessions for e in ringing] == [3]
     notes = {(n.gateway_id, tuple(n.sessions())) for n in out if isinstance(n, Notification)}
     assert notes == {("gw1", ("b1", "b3")), ("gw2", ("b2",))}
     # busy in a connected call: a second ring is refused
-    state, _ = run(state, NotifyCallParty.new(user_id="bob", call_id="c1", state="connected", occurred_at=at(2)),
-                   user="bob")
+    state, _ = run(
+        state, NotifyCallParty.new(user_id="bob", call_id="c1", state="connected", occurred_at=at(2)), user="bob"
+    )
     assert state is not None and state.status == "busy"
-    _, out = run(state, NotifyCallParty.new(user_id="bob", call_id="c2", state="ringing", occurred_at=at(3)),
-                 user="bob")
+    _, out = run(
+        state, NotifyCallParty.new(user_id="bob", call_id="c2", state="ringing", occurred_at=at(3)), user="bob"
+    )
     assert [e.reason for e in out if isinstance(e, CallRefused)] == ["callee_busy"]
 
 

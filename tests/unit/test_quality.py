@@ -20,12 +20,31 @@ LAYERS = ["high", "low", "mid"]
 CONFIG = QualityConfig()
 
 
-def sample(t: float, loss: float, peer: str = "s1", kind: str = "video", source: str = "cam",
-           bandwidth: float | None = None, leg: str | None = None, layer: str | None = "high") -> QualitySample:
-    return QualitySample(event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{peer}{source}{kind}{t}"), room_id="r1",
-                         occurred_at=T0 + timedelta(seconds=t), peer_id=peer, leg=leg or f"sub/{source}",
-                         source="node", loss_pct=loss, source_id=source, publisher_peer_id="pub", kind=kind,
-                         layer=layer, layers=LAYERS if kind == "video" else ["single"], bandwidth_kbps=bandwidth)
+def sample(
+    t: float,
+    loss: float,
+    peer: str = "s1",
+    kind: str = "video",
+    source: str = "cam",
+    bandwidth: float | None = None,
+    leg: str | None = None,
+    layer: str | None = "high",
+) -> QualitySample:
+    return QualitySample(
+        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{peer}{source}{kind}{t}"),
+        room_id="r1",
+        occurred_at=T0 + timedelta(seconds=t),
+        peer_id=peer,
+        leg=leg or f"sub/{source}",
+        source="node",
+        loss_pct=loss,
+        source_id=source,
+        publisher_peer_id="pub",
+        kind=kind,
+        layer=layer,
+        layers=LAYERS if kind == "video" else ["single"],
+        bandwidth_kbps=bandwidth,
+    )
 
 
 class Run:
@@ -38,8 +57,10 @@ class Run:
 
     def step(self, loss: float, peer: str = "s1", audio_loss: float | None = None) -> None:
         self.t += 2.0
-        for s in (sample(self.t, loss, peer), sample(self.t, loss if audio_loss is None else audio_loss, peer,
-                                                      kind="audio", source="mic")):
+        for s in (
+            sample(self.t, loss, peer),
+            sample(self.t, loss if audio_loss is None else audio_loss, peer, kind="audio", source="mic"),
+        ):
             for c in decide(self.state, s, CONFIG):
                 self.decisions.append((self.t, c.layer, c.reason))
 
@@ -154,11 +175,23 @@ def _room() -> RoomState:
     out.add("rtc.facts", RoomCreated, room_id="r1", room_type="sfu", max_participants=50, empty_timeout_s=300)
     out.add("rtc.facts", RoomPlaced, room_id="r1", node_id="n1")
     for peer in ("pub", "s1", "s2"):
-        out.add("rtc.facts", PeerJoined, room_id="r1", peer_id=peer, identity=peer, session_id=f"{peer}-session",
-                gateway_id="gw1")
+        out.add(
+            "rtc.facts",
+            PeerJoined,
+            room_id="r1",
+            peer_id=peer,
+            identity=peer,
+            session_id=f"{peer}-session",
+            gateway_id="gw1",
+        )
     for layer in ("high", "mid", "low"):
-        out.add("rtc.facts", TrackPublished, room_id="r1", peer_id="pub",
-                track=TrackInfo(source_id="cam", kind="camera", layer=layer))
+        out.add(
+            "rtc.facts",
+            TrackPublished,
+            room_id="r1",
+            peer_id="pub",
+            track=TrackInfo(source_id="cam", kind="camera", layer=layer),
+        )
     for peer in ("s1", "s2"):
         out.add("rtc.facts", SubscriptionAdded, room_id="r1", peer_id=peer, source_id="cam")
     room = fold(out.facts())
@@ -200,8 +233,7 @@ def test_decisions_command_the_node_and_tell_the_subscriber() -> None:
     assert kinds[0] is QualityDecided and SetPaused in kinds
     notice = out.items[-1].event.message  # type: ignore[attr-defined]
     assert notice["type"] == "quality" and notice["layer"] == "paused" and notice["level"] == 5
-    resumed = [c for t in range(20, 60, 2) for c in decide(run.state, sample(t, 0, kind="audio", source="mic"),
-                                                               CONFIG)]
+    resumed = [c for t in range(20, 60, 2) for c in decide(run.state, sample(t, 0, kind="audio", source="mic"), CONFIG)]
     out = decision_outputs(s, resumed)
     act(out, room, resumed, 10.0)
     assert [type(o.event) for o in out.items][:3] == [QualityDecided, SetLayer, SetPaused]

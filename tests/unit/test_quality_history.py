@@ -20,10 +20,19 @@ def test_bucket_is_the_start_of_its_10_seconds() -> None:
 
 
 def test_columns_hold_each_sample_once_and_name_a_pause() -> None:
-    a = QualitySample.new(occurred_at=NOW, room_id="r", peer_id="p", leg="sub/cam", loss_pct=1.5, layer="high",
-                          packets=7, bandwidth_kbps=300)
-    b = QualitySample.new(occurred_at=NOW + timedelta(seconds=3), room_id="r", peer_id="p", leg="sub/cam",
-                          loss_pct=30, paused=True)
+    a = QualitySample.new(
+        occurred_at=NOW,
+        room_id="r",
+        peer_id="p",
+        leg="sub/cam",
+        loss_pct=1.5,
+        layer="high",
+        packets=7,
+        bandwidth_kbps=300,
+    )
+    b = QualitySample.new(
+        occurred_at=NOW + timedelta(seconds=3), room_id="r", peer_id="p", leg="sub/cam", loss_pct=30, paused=True
+    )
     cols = sample_columns([a, b, a])
     assert cols["event_id"] == [str(a.event_id), str(b.event_id)]
     assert cols["bucket"] == [bucket_of(NOW), datetime(2026, 12, 3, 10, 0, 30, tzinfo=UTC)]
@@ -42,8 +51,16 @@ def test_since() -> None:
 
 
 def test_values_postgres_would_refuse_are_not_sent() -> None:
-    inf = QualitySample.new(occurred_at=NOW, room_id="r", peer_id="p", leg="sub/cam", loss_pct=2,
-                            rtt_ms=float("inf"), packets=2**62, bandwidth_kbps=float("inf"))
+    inf = QualitySample.new(
+        occurred_at=NOW,
+        room_id="r",
+        peer_id="p",
+        leg="sub/cam",
+        loss_pct=2,
+        rtt_ms=float("inf"),
+        packets=2**62,
+        bandwidth_kbps=float("inf"),
+    )
     nul = QualitySample.new(occurred_at=NOW, room_id="r", peer_id="p", leg="sub/\x00", loss_pct=2)
     cols = sample_columns([inf, nul])
     assert cols["event_id"] == [str(inf.event_id)]  # NUL cannot be stored in text: skipped

@@ -20,8 +20,17 @@ from producers.envelope import Event
 from producers.fields import Grant
 from producers.media import ClientLeg, QualitySample
 
-LEG = {"peer_id": "Pa", "source_id": "cam-a", "kind": "video", "loss_pct": 2.5, "jitter_ms": 4.0,
-       "bitrate_kbps": 310.5, "packets": 120, "frames_decoded": 30, "silent_s": 0.0}
+LEG = {
+    "peer_id": "Pa",
+    "source_id": "cam-a",
+    "kind": "video",
+    "loss_pct": 2.5,
+    "jitter_ms": 4.0,
+    "bitrate_kbps": 310.5,
+    "packets": 120,
+    "frames_decoded": 30,
+    "silent_s": 0.0,
+}
 UPLINK = {"loss_pct": 0.5, "rtt_ms": 12.0, "jitter_ms": 1.5, "bitrate_kbps": 820.0, "level": 1}
 
 
@@ -61,23 +70,26 @@ def test_a_number_too_big_for_a_float_is_refused() -> None:
     assert "downlink.0.jitter_ms" in error.message and "finite" in error.message
 
 
-@pytest.mark.parametrize(("where", "name", "value", "words"), [
-    ("uplink", "loss_pct", -0.1, "greater than or equal to 0"),
-    ("uplink", "loss_pct", 100.5, "less than or equal to 100"),
-    ("uplink", "rtt_ms", -5, "greater than or equal to 0"),
-    ("uplink", "bitrate_kbps", "800", "valid number"),
-    ("uplink", "level", 0, "greater than or equal to 1"),
-    ("uplink", "level", 7, "less than or equal to 6"),
-    ("uplink", "level", 2.5, "valid integer"),
-    ("uplink", "jitter_ms", True, "valid number"),
-    ("downlink", "loss_pct", 101, "less than or equal to 100"),
-    ("downlink", "packets", -1, "greater than or equal to 0"),
-    ("downlink", "frames_decoded", 1.5, "valid integer"),
-    ("downlink", "silent_s", -0.5, "greater than or equal to 0"),
-    ("downlink", "kind", "screen", "'audio' or 'video'"),
-    ("downlink", "peer_id", "not an id!", "pattern"),
-    ("downlink", "extra", 1, "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    ("where", "name", "value", "words"),
+    [
+        ("uplink", "loss_pct", -0.1, "greater than or equal to 0"),
+        ("uplink", "loss_pct", 100.5, "less than or equal to 100"),
+        ("uplink", "rtt_ms", -5, "greater than or equal to 0"),
+        ("uplink", "bitrate_kbps", "800", "valid number"),
+        ("uplink", "level", 0, "greater than or equal to 1"),
+        ("uplink", "level", 7, "less than or equal to 6"),
+        ("uplink", "level", 2.5, "valid integer"),
+        ("uplink", "jitter_ms", True, "valid number"),
+        ("downlink", "loss_pct", 101, "less than or equal to 100"),
+        ("downlink", "packets", -1, "greater than or equal to 0"),
+        ("downlink", "frames_decoded", 1.5, "valid integer"),
+        ("downlink", "silent_s", -0.5, "greater than or equal to 0"),
+        ("downlink", "kind", "screen", "'audio' or 'video'"),
+        ("downlink", "peer_id", "not an id!", "pattern"),
+        ("downlink", "extra", 1, "Extra inputs"),
+    ],
+)
 def test_bad_numbers_and_fields_are_refused(where: str, name: str, value: Any, words: str) -> None:
     message = report(request_id="q3")
     target = message["uplink"] if where == "uplink" else message["downlink"][0]
@@ -145,8 +157,14 @@ def clock() -> Clock:
 
 def connection(clock: Clock | None = None) -> tuple[Connection, FakeSocket, FakeServices]:
     ws, svc = FakeSocket(), FakeServices()
-    claims = Claims(identity="ana", name="Ana", room="r1", grants=frozenset({Grant.JOIN, Grant.PUBLISH}),
-                    expires_at=datetime(2030, 1, 1, tzinfo=UTC), token_id="t1")
+    claims = Claims(
+        identity="ana",
+        name="Ana",
+        room="r1",
+        grants=frozenset({Grant.JOIN, Grant.PUBLISH}),
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        token_id="t1",
+    )
     conn = Connection(ws, svc, claims)  # type: ignore[arg-type]
     if clock is not None:
         conn.clock = clock
@@ -156,8 +174,7 @@ def connection(clock: Clock | None = None) -> tuple[Connection, FakeSocket, Fake
 async def test_a_report_before_join_is_refused_not_joined(clock: Clock) -> None:
     conn, ws, svc = connection(clock)
     await conn.handle(json.dumps(report(request_id="early")))
-    assert ws.sent == [{"type": "error", "code": "not_joined", "message": "join a room first",
-                        "request_id": "early"}]
+    assert ws.sent == [{"type": "error", "code": "not_joined", "message": "join a room first", "request_id": "early"}]
     assert svc.written == []
 
 
@@ -168,10 +185,20 @@ async def test_a_good_report_writes_one_client_sample_and_a_second_within_2_s_is
     assert ws.sent == []  # accepted reports are not answered
     [(topic, sample)] = svc.written
     assert topic == "quality.samples" and isinstance(sample, QualitySample)
-    assert (sample.room_id, sample.peer_id, sample.source, sample.leg, sample.key) == ("r1", "Pme", "client",
-                                                                                       "client", "r1")
+    assert (sample.room_id, sample.peer_id, sample.source, sample.leg, sample.key) == (
+        "r1",
+        "Pme",
+        "client",
+        "client",
+        "r1",
+    )
     assert (sample.loss_pct, sample.rtt_ms, sample.jitter_ms, sample.bitrate_kbps, sample.level) == (
-        0.5, 12.0, 1.5, 820.0, 1)
+        0.5,
+        12.0,
+        1.5,
+        820.0,
+        1,
+    )
     assert sample.downlink == [ClientLeg.model_validate(LEG)]
     assert sample.correlation_id == "q1"
 
@@ -187,10 +214,12 @@ async def test_a_good_report_writes_one_client_sample_and_a_second_within_2_s_is
 async def test_invalid_reports_write_nothing_and_do_not_use_the_rate(clock: Clock) -> None:
     conn, ws, svc = connection(clock)
     conn.peer_id, conn.room = "Pme", "r1"
-    bad = [json.dumps(report(request_id="nan")).replace('"rtt_ms": 12.0', '"rtt_ms": NaN'),
-           json.dumps(report(request_id="neg", uplink={**UPLINK, "bitrate_kbps": -1})),
-           json.dumps(report(request_id="loss", uplink={**UPLINK, "loss_pct": 100.01})),
-           json.dumps(report(request_id="big", downlink=[{}] * 10_000))]
+    bad = [
+        json.dumps(report(request_id="nan")).replace('"rtt_ms": 12.0', '"rtt_ms": NaN'),
+        json.dumps(report(request_id="neg", uplink={**UPLINK, "bitrate_kbps": -1})),
+        json.dumps(report(request_id="loss", uplink={**UPLINK, "loss_pct": 100.01})),
+        json.dumps(report(request_id="big", downlink=[{}] * 10_000)),
+    ]
     for text in bad:
         await conn.handle(text)
     assert [m["code"] for m in ws.sent] == ["invalid_message"] * 4

@@ -40,6 +40,7 @@ def opus_file(tmp: Path) -> Path:
     writer = TrackWriter("mic", "opus", tmp / "mic", 60, 0, closed.append)
     asm = FrameAssembler("opus")
     from aiortc.rtp import RtpPacket
+
     for i in range(100):
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), dtype=np.int16), format="s16", layout="mono")
         frame.sample_rate, frame.pts = 48_000, i * 960
@@ -52,8 +53,11 @@ def opus_file(tmp: Path) -> Path:
 
 
 def probe(path: Path) -> dict[str, object]:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height",
-                          "-of", "json", str(path)], capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "json", str(path)],
+        capture_output=True,
+        check=True,
+    ).stdout
     result: dict[str, object] = json.loads(out)
     return result
 
@@ -64,9 +68,11 @@ def test_both_layouts_render_with_offsets_and_audio(tmp_path: Path, layout: str,
     a = track_file(tmp_path, "a", frames)
     b = track_file(tmp_path, "b", frames)
     mic = opus_file(tmp_path)
-    tracks = [{"kind": "camera", "codec": "vp8", "start_s": 0.0},
-              {"kind": "camera", "codec": "vp8", "start_s": 1.0},  # starts a second later
-              {"kind": "microphone", "codec": "opus", "start_s": 0.0}]
+    tracks = [
+        {"kind": "camera", "codec": "vp8", "start_s": 0.0},
+        {"kind": "camera", "codec": "vp8", "start_s": 1.0},  # starts a second later
+        {"kind": "microphone", "codec": "opus", "start_s": 0.0},
+    ]
     progress: list[float] = []
 
     async def report(p: float) -> None:
@@ -82,7 +88,8 @@ def test_both_layouts_render_with_offsets_and_audio(tmp_path: Path, layout: str,
         early = next(f for f in c.decode(video=0) if f.time is not None and f.time >= 0.5)
         gray = early.to_ndarray(format="gray")
     left = av.VideoFrame.from_ndarray(np.ascontiguousarray(gray[:360, :640]), format="gray").reformat(
-        width=320, height=180)
+        width=320, height=180
+    )
     assert decode_pattern(left)[0] == 7  # the first track shows from the start
     if layout == "grid":
         assert gray[:360, 640:].mean() < 20  # the second starts at 1 s: black before it

@@ -34,12 +34,19 @@ def vp8_frames(n: int, fps: int = 30) -> list[tuple[bytes, bool]]:
 def packetize(frames: list[tuple[bytes, bool]], step: int, mtu: int = 400) -> list[RtpPacket]:
     packets, seq = [], 65_000  # wraps past 65535
     for i, (data, _) in enumerate(frames):
-        chunks = [data[j:j + mtu] for j in range(0, len(data), mtu)]
+        chunks = [data[j : j + mtu] for j in range(0, len(data), mtu)]
         for k, chunk in enumerate(chunks):
             descriptor = b"\x10" if k == 0 else b"\x00"
-            packets.append(RtpPacket(payload_type=96, marker=int(k == len(chunks) - 1), sequence_number=seq & 0xFFFF,
-                                     timestamp=(4_294_000_000 + i * step) & 0xFFFFFFFF, ssrc=1,
-                                     payload=descriptor + chunk))
+            packets.append(
+                RtpPacket(
+                    payload_type=96,
+                    marker=int(k == len(chunks) - 1),
+                    sequence_number=seq & 0xFFFF,
+                    timestamp=(4_294_000_000 + i * step) & 0xFFFFFFFF,
+                    ssrc=1,
+                    payload=descriptor + chunk,
+                )
+            )
             seq += 1
     return packets
 

@@ -31,13 +31,27 @@ CFG = RecordingConfig(segment_s=10)
 
 
 def created(room: str = "r1", **metadata: Any) -> RoomCreated:
-    return RoomCreated.new(room_id=room, room_type=RoomType.SFU, max_participants=50, empty_timeout_s=300,
-                           creator="alice", metadata=metadata, occurred_at=T0)
+    return RoomCreated.new(
+        room_id=room,
+        room_type=RoomType.SFU,
+        max_participants=50,
+        empty_timeout_s=300,
+        creator="alice",
+        metadata=metadata,
+        occurred_at=T0,
+    )
 
 
 def joined(peer: str, hidden: bool = False) -> PeerJoined:
-    return PeerJoined.new(room_id="r1", peer_id=peer, identity=peer, session_id=f"s-{peer}", gateway_id="gw1",
-                          hidden=hidden, occurred_at=T0)
+    return PeerJoined.new(
+        room_id="r1",
+        peer_id=peer,
+        identity=peer,
+        session_id=f"s-{peer}",
+        gateway_id="gw1",
+        hidden=hidden,
+        occurred_at=T0,
+    )
 
 
 def run(state: RoomRecordings | None, *events: Event) -> tuple[RoomRecordings | None, list[Event]]:
@@ -66,8 +80,12 @@ def test_start_on_an_open_room_records_a_fact_commands_the_recorder_and_tells_vi
 def test_start_on_a_closed_or_unknown_room_is_rejected_and_writes_nothing_else() -> None:
     _, out = run(None, RecordingRequested.new(room_id="r1", recording_id="rec1"))
     assert [(type(e), getattr(e, "code", None)) for e in out] == [(RequestRejected, "room_not_found")]
-    _, out = run(None, created(), RoomClosed.new(room_id="r1", reason="deleted"),
-                 RecordingRequested.new(room_id="r1", recording_id="rec1"))
+    _, out = run(
+        None,
+        created(),
+        RoomClosed.new(room_id="r1", reason="deleted"),
+        RecordingRequested.new(room_id="r1", recording_id="rec1"),
+    )
     assert [(type(e), getattr(e, "code", None)) for e in out] == [(RequestRejected, "room_not_found")]
 
 
@@ -83,8 +101,13 @@ def test_a_second_recording_is_refused_unless_concurrent_and_a_repeated_request_
 
 
 def test_stop_then_completed_ends_the_recording_and_tells_peers() -> None:
-    state, _ = run(None, created(), joined("p1"), RecordingRequested.new(room_id="r1", recording_id="rec1"),
-                   RecordingStarted.new(room_id="r1", recording_id="rec1"))
+    state, _ = run(
+        None,
+        created(),
+        joined("p1"),
+        RecordingRequested.new(room_id="r1", recording_id="rec1"),
+        RecordingStarted.new(room_id="r1", recording_id="rec1"),
+    )
     assert state is not None and state.active["rec1"].status == "recording"
     state, out = run(state, RecordingStopRequested.new(room_id="r1", recording_id="rec1"))
     assert [type(e) for e in out] == [RecordingStopping, StopRecording]
@@ -98,13 +121,19 @@ def test_stop_then_completed_ends_the_recording_and_tells_peers() -> None:
 
 
 def test_room_close_stops_its_recordings_and_a_failure_ends_one() -> None:
-    state, _ = run(None, created(), RecordingRequested.new(room_id="r1", recording_id="rec1"),
-                   RecordingRequested.new(room_id="r1", recording_id="rec2", concurrent=True))
+    state, _ = run(
+        None,
+        created(),
+        RecordingRequested.new(room_id="r1", recording_id="rec1"),
+        RecordingRequested.new(room_id="r1", recording_id="rec2", concurrent=True),
+    )
     state, out = run(state, RecordingFailed.new(room_id="r1", recording_id="rec2", error="minio"))
     assert state is not None and list(state.active) == ["rec1"]
     _, out = run(state, RoomClosed.new(room_id="r1", reason="deleted"))
     assert [(type(e), getattr(e, "reason", None)) for e in out] == [
-        (RecordingStopping, "room-closed"), (StopRecording, "room-closed")]
+        (RecordingStopping, "room-closed"),
+        (StopRecording, "room-closed"),
+    ]
 
 
 def test_auto_record_starts_at_creation_and_a_late_joiner_is_told() -> None:
@@ -139,16 +168,43 @@ def test_a_recorder_is_hidden_from_peers_and_does_not_keep_the_room_open() -> No
         state, out = room_handle(state, event, cfg, room_id="r1")
         outs.extend(o.event for o in out.items)
 
-    apply(JoinRequested.new(room_id="r1", peer_id="p1", identity="alice", session_id="s1", gateway_id="gw",
-                            grants=[Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE], occurred_at=T0))
+    apply(
+        JoinRequested.new(
+            room_id="r1",
+            peer_id="p1",
+            identity="alice",
+            session_id="s1",
+            gateway_id="gw",
+            grants=[Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE],
+            occurred_at=T0,
+        )
+    )
     outs.clear()
-    apply(JoinRequested.new(room_id="r1", peer_id="rec", identity="recorder", session_id="s2", gateway_id="gw",
-                            grants=[Grant.JOIN, Grant.SUBSCRIBE, Grant.RECORD], occurred_at=T0))
+    apply(
+        JoinRequested.new(
+            room_id="r1",
+            peer_id="rec",
+            identity="recorder",
+            session_id="s2",
+            gateway_id="gw",
+            grants=[Grant.JOIN, Grant.SUBSCRIBE, Grant.RECORD],
+            occurred_at=T0,
+        )
+    )
     joined_fact = of(outs, PeerJoined)[0]
     assert joined_fact.hidden is True
     assert not [n for n in of(outs, Notification) if n.message.get("type") == "peer-joined"]
-    apply(JoinRequested.new(room_id="r1", peer_id="p3", identity="carol", session_id="s3", gateway_id="gw",
-                            grants=[Grant.JOIN, Grant.SUBSCRIBE], occurred_at=T0))
+    apply(
+        JoinRequested.new(
+            room_id="r1",
+            peer_id="p3",
+            identity="carol",
+            session_id="s3",
+            gateway_id="gw",
+            grants=[Grant.JOIN, Grant.SUBSCRIBE],
+            occurred_at=T0,
+        )
+    )
     assert state is not None and [p.peer_id for p in state.visible_peers()] == ["p1", "p3"]
     for peer in ("p1", "p3"):
         apply(LeaveRequested.new(room_id="r1", peer_id=peer, occurred_at=T0))
@@ -156,7 +212,6 @@ def test_a_recorder_is_hidden_from_peers_and_does_not_keep_the_room_open() -> No
     outs.clear()
     apply(Tick.new(now=T0 + timedelta(seconds=301), occurred_at=T0 + timedelta(seconds=301)))
     assert of(outs, RoomClosed) and ("rec" in {e.peer_id for e in of(outs, PeerLeft)})
-
 
 
 def test_a_composite_is_rendered_only_from_a_completed_recording() -> None:
@@ -168,7 +223,10 @@ def test_a_composite_is_rendered_only_from_a_completed_recording() -> None:
     state, _ = run(state, RecordingFailed.new(room_id="r1", recording_id="rec1", error="x"))
     _, out = run(state, CompositeRequested.new(room_id="r1", recording_id="rec1"))
     assert [getattr(e, "code", None) for e in out] == ["recording_not_completed"]
-    state, _ = run(state, RecordingRequested.new(room_id="r1", recording_id="rec2"),
-                   RecordingCompleted.new(room_id="r1", recording_id="rec2", duration_s=1, size_bytes=1))
+    state, _ = run(
+        state,
+        RecordingRequested.new(room_id="r1", recording_id="rec2"),
+        RecordingCompleted.new(room_id="r1", recording_id="rec2", duration_s=1, size_bytes=1),
+    )
     _, out = run(state, CompositeRequested.new(room_id="r1", recording_id="rec2", layout="speaker"))
     assert [type(e) for e in out] == [CompositeAccepted, RenderComposite] and out[1].layout == "speaker"

@@ -14,8 +14,7 @@ CFG = RegistryConfig(node_timeout_s=5)
 
 
 def beat(node: str, at: datetime, pps: float = 0.0) -> NodeHeartbeat:
-    return NodeHeartbeat.new(node_id=node, started_at=T0, occurred_at=at,
-                             load=NodeLoad(packets_per_s=pps))
+    return NodeHeartbeat.new(node_id=node, started_at=T0, occurred_at=at, load=NodeLoad(packets_per_s=pps))
 
 
 def feed(state: RegistryState | None, *events: object) -> tuple[RegistryState, list[object]]:
@@ -47,8 +46,7 @@ def test_silent_node_is_declared_dead_and_rooms_move() -> None:
     state, _ = feed(None, beat("n1", T0), beat("n2", T0))
     state, _ = feed(state, PlacementRequested.new(room_id="r1"))
     assert state.rooms["r1"] == "n1"
-    state, out = feed(state, beat("n2", T0 + timedelta(seconds=4)),
-                      Tick.new(now=T0 + timedelta(seconds=6)))
+    state, out = feed(state, beat("n2", T0 + timedelta(seconds=4)), Tick.new(now=T0 + timedelta(seconds=6)))
     dead = [o for o in out if isinstance(o, NodeMarkedDead)]
     assert [d.node_id for d in dead] == ["n1"]
     moved = [o for o in out if isinstance(o, RoomPlaced)]

@@ -27,10 +27,19 @@ ALL = [Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE]
 SDP = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
 
-def join(peer: str, identity: str, room: str = "r1", grants: list[Grant] = ALL,
-         room_type: RoomType | None = None) -> JoinRequested:
-    return JoinRequested.new(room_id=room, peer_id=peer, identity=identity, session_id=f"s-{peer}",
-                             gateway_id="gw1", grants=grants, occurred_at=T0, room_type=room_type)
+def join(
+    peer: str, identity: str, room: str = "r1", grants: list[Grant] = ALL, room_type: RoomType | None = None
+) -> JoinRequested:
+    return JoinRequested.new(
+        room_id=room,
+        peer_id=peer,
+        identity=identity,
+        session_id=f"s-{peer}",
+        gateway_id="gw1",
+        grants=grants,
+        occurred_at=T0,
+        room_type=room_type,
+    )
 
 
 def run(state: RoomState | None, *events: Any) -> tuple[RoomState | None, list[Any]]:
@@ -62,19 +71,26 @@ def test_p2p_signals_are_relayed_to_the_other_peer_only() -> None:
     offer = PeerSignalRequested.new(room_id="r1", peer_id="p1", to_peer_id="p2", kind="offer", sdp=SDP)
     _, out = run(state, offer)
     assert [(n.session_id, n.message) for n in out] == [("s-p2", {"type": "p2p-offer", "from": "p1", "sdp": SDP})]
-    cand = PeerSignalRequested.new(room_id="r1", peer_id="p2", to_peer_id="p1", kind="candidate",
-                                   candidate={"candidate": "candidate:1 1 udp 1 127.0.0.2 5000 typ host",
-                                              "sdpMid": "0"})
+    cand = PeerSignalRequested.new(
+        room_id="r1",
+        peer_id="p2",
+        to_peer_id="p1",
+        kind="candidate",
+        candidate={"candidate": "candidate:1 1 udp 1 127.0.0.2 5000 typ host", "sdpMid": "0"},
+    )
     _, out = run(state, cand)
     assert out[0].session_id == "s-p1" and out[0].message["type"] == "ice-candidate"
     assert out[0].message["candidate"]["sdpMid"] == "0"
     # to someone not in the room: an error to the sender, recorded as a rejection
-    _, out = run(state, PeerSignalRequested.new(room_id="r1", peer_id="p1", to_peer_id="ghost", kind="answer",
-                                                sdp=SDP))
+    _, out = run(state, PeerSignalRequested.new(room_id="r1", peer_id="p1", to_peer_id="ghost", kind="answer", sdp=SDP))
     assert [m["code"] for m in messages(out, "s-p1")] == ["peer_not_found"]
     # publishing through a media node makes no sense in p2p
-    _, out = run(state, PublishRequested.new(room_id="r1", peer_id="p1", sdp=SDP, tracks=[
-        TrackInfo(source_id="cam", kind=SourceKind.CAMERA, mid="0")]))
+    _, out = run(
+        state,
+        PublishRequested.new(
+            room_id="r1", peer_id="p1", sdp=SDP, tracks=[TrackInfo(source_id="cam", kind=SourceKind.CAMERA, mid="0")]
+        ),
+    )
     assert [m["code"] for m in messages(out, "s-p1")] == ["unsupported"]
 
 
@@ -86,14 +102,23 @@ def test_signals_in_an_sfu_room_are_refused() -> None:
 
 
 def publish(peer: str) -> PublishRequested:
-    return PublishRequested.new(room_id="r1", peer_id=peer, sdp=SDP, tracks=[
-        TrackInfo(source_id=f"{peer}-cam", kind=SourceKind.CAMERA, mid="0")])
+    return PublishRequested.new(
+        room_id="r1",
+        peer_id=peer,
+        sdp=SDP,
+        tracks=[TrackInfo(source_id=f"{peer}-cam", kind=SourceKind.CAMERA, mid="0")],
+    )
 
 
 def test_broadcast_has_one_publisher() -> None:
-    state, _ = run(None, CreateRoomRequested.new(room_id="r1", room_type=RoomType.BROADCAST),
-                   join("p1", "host"), join("p2", "cohost"), join("v1", "viewer", grants=[Grant.JOIN, Grant.SUBSCRIBE]),
-                   RoomPlaced.new(room_id="r1", node_id="n1"))
+    state, _ = run(
+        None,
+        CreateRoomRequested.new(room_id="r1", room_type=RoomType.BROADCAST),
+        join("p1", "host"),
+        join("p2", "cohost"),
+        join("v1", "viewer", grants=[Grant.JOIN, Grant.SUBSCRIBE]),
+        RoomPlaced.new(room_id="r1", node_id="n1"),
+    )
     state, out = run(state, publish("p1"))
     assert [e.peer_id for e in out if isinstance(e, PublisherClaimed)] == ["p1"]
     assert len([e for e in out if isinstance(e, OpenPublisher)]) == 1
@@ -113,12 +138,18 @@ def test_broadcast_has_one_publisher() -> None:
 
 
 def test_call_rooms_admit_only_their_parties_and_replay_agrees() -> None:
-    create = CreateRoomRequested.new(room_id="r1", room_type=RoomType.P2P, max_participants=2,
-                                     allowed_identities=["alice", "bob"])
+    create = CreateRoomRequested.new(
+        room_id="r1", room_type=RoomType.P2P, max_participants=2, allowed_identities=["alice", "bob"]
+    )
     state, out = run(None, create, join("p1", "mallory"))
     assert [e.code for e in out if isinstance(e, RequestRejected)] == ["forbidden"]
     state, out2 = run(state, join("p2", "alice"), join("p3", "bob"))
     assert state is not None and sorted(p.identity for p in state.peers.values()) == ["alice", "bob"]
-    facts = [e for e in out + out2 if type(e).__module__ == "producers.rtc" and not isinstance(e, Notification)
-             and not isinstance(e, RequestRejected)]
+    facts = [
+        e
+        for e in out + out2
+        if type(e).__module__ == "producers.rtc"
+        and not isinstance(e, Notification)
+        and not isinstance(e, RequestRejected)
+    ]
     assert fold(facts) is not None and fold(facts).view() == state.view()  # type: ignore[union-attr]

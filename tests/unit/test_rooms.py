@@ -29,11 +29,17 @@ CFG = RoomConfig(disconnect_grace_s=30)
 GRANTS = [Grant.JOIN, Grant.PUBLISH, Grant.SUBSCRIBE]
 
 
-def join(peer: str, identity: str, room: str = "r1", at: datetime = T0,
-         grants: list[Grant] = GRANTS) -> JoinRequested:
-    return JoinRequested.new(room_id=room, peer_id=peer, identity=identity, session_id=f"s-{peer}",
-                             gateway_id="gw1", grants=grants, occurred_at=at,
-                             correlation_id=f"req-{peer}")
+def join(peer: str, identity: str, room: str = "r1", at: datetime = T0, grants: list[Grant] = GRANTS) -> JoinRequested:
+    return JoinRequested.new(
+        room_id=room,
+        peer_id=peer,
+        identity=identity,
+        session_id=f"s-{peer}",
+        gateway_id="gw1",
+        grants=grants,
+        occurred_at=at,
+        correlation_id=f"req-{peer}",
+    )
 
 
 def run(state: RoomState | None, *events: object) -> tuple[RoomState | None, list[object]]:
@@ -99,8 +105,7 @@ def test_join_without_grant_is_refused() -> None:
 
 def test_disconnect_becomes_leave_after_grace_via_ticks() -> None:
     state, _ = run(None, join("p1", "a"), join("p2", "b"))
-    lost = ConnectionLost.new(room_id="r1", peer_id="p1", session_id="s-p1",
-                              occurred_at=T0 + timedelta(seconds=1))
+    lost = ConnectionLost.new(room_id="r1", peer_id="p1", session_id="s-p1", occurred_at=T0 + timedelta(seconds=1))
     state, _ = run(state, lost)
     assert state is not None and state.peers["p1"].state == "disconnected"
     assert next_deadline(state, CFG) == T0 + timedelta(seconds=31)
@@ -116,8 +121,7 @@ def test_disconnect_becomes_leave_after_grace_via_ticks() -> None:
 def test_resume_within_grace_keeps_peer() -> None:
     state, _ = run(None, join("p1", "a"))
     state, _ = run(state, ConnectionLost.new(room_id="r1", peer_id="p1", session_id="s-p1"))
-    resume = ResumeRequested.new(room_id="r1", peer_id="p1", session_id="s-new",
-                                 gateway_id="gw2")
+    resume = ResumeRequested.new(room_id="r1", peer_id="p1", session_id="s-new", gateway_id="gw2")
     state, out = run(state, resume)
     assert state is not None and state.peers["p1"].state == "joined"
     assert state.peers["p1"].gateway_id == "gw2"
@@ -131,11 +135,9 @@ def test_resume_of_unknown_peer_tells_client_to_rejoin() -> None:
 
 
 def test_replacement_on_node_failure_tells_clients_to_reconnect() -> None:
-    state, _ = run(None, join("p1", "a"),
-                   RoomPlaced.new(room_id="r1", node_id="n1"))
+    state, _ = run(None, join("p1", "a"), RoomPlaced.new(room_id="r1", node_id="n1"))
     assert state is not None and state.node_id == "n1"
-    state, out = run(state, RoomPlaced.new(room_id="r1", node_id="n2", previous_node_id="n1",
-                                           reason="node-failed"))
+    state, out = run(state, RoomPlaced.new(room_id="r1", node_id="n2", previous_node_id="n1", reason="node-failed"))
     assert state is not None and state.node_id == "n2"
     assert [o.message["type"] for o in out if isinstance(o, Notification)] == ["reconnect"]
 
@@ -164,8 +166,13 @@ def test_output_ids_are_deterministic() -> None:
 
 
 def test_state_is_the_fold_of_its_facts() -> None:
-    events = [join("p1", "a"), join("p2", "b"), RoomPlaced.new(room_id="r1", node_id="n1"),
-              LeaveRequested.new(room_id="r1", peer_id="p1"), join("p3", "c")]
+    events = [
+        join("p1", "a"),
+        join("p2", "b"),
+        RoomPlaced.new(room_id="r1", node_id="n1"),
+        LeaveRequested.new(room_id="r1", peer_id="p1"),
+        join("p3", "c"),
+    ]
     state: RoomState | None = None
     facts = []
     for event in events:

@@ -45,8 +45,15 @@ def feed(state: RoomState | None, *events: object) -> tuple[RoomState | None, li
 
 
 def join(peer: str, grants: list[Grant] = ALL) -> JoinRequested:
-    return JoinRequested.new(room_id="r", peer_id=peer, identity=peer, session_id=f"s-{peer}", gateway_id="gw",
-                             grants=grants, correlation_id=f"join-{peer}")
+    return JoinRequested.new(
+        room_id="r",
+        peer_id=peer,
+        identity=peer,
+        session_id=f"s-{peer}",
+        gateway_id="gw",
+        grants=grants,
+        correlation_id=f"join-{peer}",
+    )
 
 
 def placed_room() -> RoomState:
@@ -89,14 +96,19 @@ def test_late_joiner_is_subscribed_to_existing_sources() -> None:
     state, out = feed(state, join("c"))
     assert [(s.peer_id, s.source_id) for s in out if isinstance(s, AddSubscription)] == [("c", "cam-a")]
     assert notes(out, "joined")[0].message["peers"][0]["tracks"] == [
-        {"source_id": "cam-a", "kind": "camera", "layer": "single"}]
+        {"source_id": "cam-a", "kind": "camera", "layer": "single"}
+    ]
 
 
 def test_subscriber_offer_and_answer_round_trip() -> None:
     state = placed_room()
-    offer = SubscriberOffered.new(room_id="r", peer_id="b", node_id="n1", sdp="v=0\r\noffer",
-                                  sources=[OfferedSource(source_id="cam-a", peer_id="a", kind="camera",
-                                                         layer="high", mid="0")])
+    offer = SubscriberOffered.new(
+        room_id="r",
+        peer_id="b",
+        node_id="n1",
+        sdp="v=0\r\noffer",
+        sources=[OfferedSource(source_id="cam-a", peer_id="a", kind="camera", layer="high", mid="0")],
+    )
     state, out = feed(state, offer)
     msg = notes(out, "subscriber-offer")[0].message
     assert msg["sources"][0]["mid"] == "0" and msg["sdp"] == "v=0\r\noffer"
@@ -135,9 +147,12 @@ SCREEN = TrackInfo(source_id="screen-a", kind=SourceKind.SCREEN, mid="1")
 def sharing_room() -> RoomState:
     """a publishes a camera and a screen; b and c are subscribed to both."""
     state = placed_room()
-    state, _ = feed(state, join("c"),
-                    TrackStarted.new(room_id="r", peer_id="a", node_id="n1", track=CAM),
-                    TrackStarted.new(room_id="r", peer_id="a", node_id="n1", track=SCREEN))
+    state, _ = feed(
+        state,
+        join("c"),
+        TrackStarted.new(room_id="r", peer_id="a", node_id="n1", track=CAM),
+        TrackStarted.new(room_id="r", peer_id="a", node_id="n1", track=SCREEN),
+    )
     assert state is not None
     assert state.peers["b"].subscriptions == state.peers["c"].subscriptions == {"cam-a": "high", "screen-a": "high"}
     return state
@@ -153,16 +168,20 @@ def test_unpublish_records_it_tells_the_others_the_node_and_the_requester() -> N
     state, out = feed(state, intent)
     assert [(o.peer_id, o.source_id) for o in out if isinstance(o, TrackUnpublished)] == [("a", "screen-a")]
     assert sorted((o.peer_id, o.source_id) for o in out if isinstance(o, SubscriptionRemoved)) == [
-        ("b", "screen-a"), ("c", "screen-a")]
+        ("b", "screen-a"),
+        ("c", "screen-a"),
+    ]
     told = notes(out, "track-unpublished")
     assert [sorted(n.sessions()) for n in told] == [["s-b", "s-c"]]
     assert told[0].message == {"type": "track-unpublished", "peer_id": "a", "source_id": "screen-a"}
     commands = [o for o in out if isinstance(o, RemoveSource)]
     assert [(c.node_id, c.room_id, c.peer_id, c.source_id, c.correlation_id, c.causation_id) for c in commands] == [
-        ("n1", "r", "a", "screen-a", "unpub-1", intent.event_id)]
+        ("n1", "r", "a", "screen-a", "unpub-1", intent.event_id)
+    ]
     answer = notes(out, "unpublished")
     assert [(n.session_id, n.message) for n in answer] == [
-        ("s-a", {"type": "unpublished", "request_id": "unpub-1", "source_id": "screen-a"})]
+        ("s-a", {"type": "unpublished", "request_id": "unpub-1", "source_id": "screen-a"})
+    ]
     assert not [o for o in out if isinstance(o, RequestRejected)]
     assert state is not None
     assert list(state.peers["a"].source_ids()) == ["cam-a"]
@@ -184,7 +203,9 @@ def test_publishing_the_source_again_after_unpublishing_resubscribes_the_others(
     state, out = feed(state, TrackStarted.new(room_id="r", peer_id="a", node_id="n1", track=SCREEN))
     assert [o.track.source_id for o in out if isinstance(o, TrackPublished)] == ["screen-a"]
     assert sorted((s.peer_id, s.source_id) for s in out if isinstance(s, AddSubscription)) == [
-        ("b", "screen-a"), ("c", "screen-a")]
+        ("b", "screen-a"),
+        ("c", "screen-a"),
+    ]
 
 
 def test_unpublishing_an_unknown_source_is_refused() -> None:
@@ -192,7 +213,8 @@ def test_unpublishing_an_unknown_source_is_refused() -> None:
     after, out = feed(state, unpublish_intent("a", "nope", "u-2"))
     assert [(o.peer_id, o.code) for o in out if isinstance(o, RequestRejected)] == [("a", "source_not_found")]
     assert [(n.session_id, n.message["code"], n.message["request_id"]) for n in notes(out, "error")] == [
-        ("s-a", "source_not_found", "u-2")]
+        ("s-a", "source_not_found", "u-2")
+    ]
     assert not [o for o in out if isinstance(o, (TrackUnpublished, SubscriptionRemoved, RemoveSource))]
     assert not notes(out, "track-unpublished") and not notes(out, "unpublished")
     assert after is not None and after.peers == state.peers
@@ -224,5 +246,7 @@ def test_resumed_tells_the_peer_its_own_tracks() -> None:
     state = sharing_room()
     _, out = feed(state, ResumeRequested.new(room_id="r", peer_id="a", session_id="s-a2", gateway_id="gw"))
     resumed = notes(out, "resumed")[0].message
-    assert resumed["tracks"] == [{"source_id": "cam-a", "kind": "camera", "layer": "single"},
-                                 {"source_id": "screen-a", "kind": "screen", "layer": "single"}]
+    assert resumed["tracks"] == [
+        {"source_id": "cam-a", "kind": "camera", "layer": "single"},
+        {"source_id": "screen-a", "kind": "screen", "layer": "single"},
+    ]

@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.Column("metadata", JSONB(), server_default=EMPTY_OBJECT, nullable=False),
         sa.Column("last_event_id", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("room_id", name=op.f("pk_rooms")),
-        sa.CheckConstraint(
-            "room_type IN ('sfu', 'p2p', 'broadcast')", name=op.f("ck_rooms_room_type")
-        ),
+        sa.CheckConstraint("room_type IN ('sfu', 'p2p', 'broadcast')", name=op.f("ck_rooms_room_type")),
         sa.CheckConstraint("status IN ('open', 'closed')", name=op.f("ck_rooms_status")),
     )
     op.create_index(op.f("ix_rooms_status"), "rooms", ["status"])
@@ -68,9 +66,7 @@ def upgrade() -> None:
             name=op.f("fk_room_members_room_id_rooms"),
             ondelete="CASCADE",
         ),
-        sa.CheckConstraint(
-            "state IN ('joined', 'disconnected', 'left')", name=op.f("ck_room_members_state")
-        ),
+        sa.CheckConstraint("state IN ('joined', 'disconnected', 'left')", name=op.f("ck_room_members_state")),
     )
     op.create_index(op.f("ix_room_members_identity"), "room_members", ["identity"])
     op.create_index(op.f("ix_room_members_room_id_state"), "room_members", ["room_id", "state"])
@@ -89,13 +85,9 @@ def upgrade() -> None:
         sa.Column("participants", JSONB(), server_default=EMPTY_ARRAY, nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("recording_id", name=op.f("pk_recordings")),
-        sa.CheckConstraint(
-            "status IN ('recording', 'completed', 'failed')", name=op.f("ck_recordings_status")
-        ),
+        sa.CheckConstraint("status IN ('recording', 'completed', 'failed')", name=op.f("ck_recordings_status")),
     )
-    op.create_index(
-        op.f("ix_recordings_room_id_started_at"), "recordings", ["room_id", "started_at"]
-    )
+    op.create_index(op.f("ix_recordings_room_id_started_at"), "recordings", ["room_id", "started_at"])
 
     op.create_table(
         "quality_stats",
@@ -121,9 +113,7 @@ def upgrade() -> None:
             postgresql_nulls_not_distinct=True,
         ),
     )
-    op.create_index(
-        op.f("ix_quality_stats_room_id_sampled_at"), "quality_stats", ["room_id", "sampled_at"]
-    )
+    op.create_index(op.f("ix_quality_stats_room_id_sampled_at"), "quality_stats", ["room_id", "sampled_at"])
 
     op.create_table(
         "stations",
@@ -177,9 +167,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_station_commands_status_deadline_at"), table_name="station_commands")
-    op.drop_index(
-        op.f("ix_station_commands_station_id_requested_at"), table_name="station_commands"
-    )
+    op.drop_index(op.f("ix_station_commands_station_id_requested_at"), table_name="station_commands")
     op.drop_table("station_commands")
 
     op.drop_index(op.f("ix_stations_gateway_id"), table_name="stations")

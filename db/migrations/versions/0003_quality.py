@@ -35,8 +35,9 @@ def upgrade() -> None:
     op.add_column("quality_stats", sa.Column("plis", sa.BigInteger(), nullable=True))
     op.add_column("quality_stats", sa.Column("layer", sa.Text(), nullable=True))
     op.add_column("quality_stats", sa.Column("bandwidth_kbps", sa.Double(), nullable=True))
-    op.add_column("quality_stats", sa.Column("event_ids", ARRAY(sa.Text()), server_default=sa.text("'{}'"),
-                                             nullable=False))
+    op.add_column(
+        "quality_stats", sa.Column("event_ids", ARRAY(sa.Text()), server_default=sa.text("'{}'"), nullable=False)
+    )
     op.create_index(op.f("ix_quality_stats_peer_id_sampled_at"), "quality_stats", ["peer_id", "sampled_at"])
     # a bucket row is updated with every sample (5 per 10 s): free space on each page lets
     # those updates stay on the page (HOT) instead of touching every index (measured about

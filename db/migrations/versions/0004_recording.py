@@ -24,14 +24,24 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TIMESTAMPTZ = sa.TIMESTAMP(timezone=True)
-NEW_COLUMNS = ("requested_by", "stop_reason", "manifest_key", "last_event_id", "composite_status",
-               "composite_layout", "composite_key", "composite_progress", "composite_error")
+NEW_COLUMNS = (
+    "requested_by",
+    "stop_reason",
+    "manifest_key",
+    "last_event_id",
+    "composite_status",
+    "composite_layout",
+    "composite_key",
+    "composite_progress",
+    "composite_error",
+)
 
 
 def upgrade() -> None:
     op.drop_constraint(op.f("ck_recordings_status"), "recordings", type_="check")
-    op.create_check_constraint(op.f("ck_recordings_status"), "recordings",
-                               "status IN ('recording', 'stopping', 'completed', 'failed')")
+    op.create_check_constraint(
+        op.f("ck_recordings_status"), "recordings", "status IN ('recording', 'stopping', 'completed', 'failed')"
+    )
     op.add_column("recordings", sa.Column("requested_by", sa.Text(), server_default="", nullable=False))
     op.add_column("recordings", sa.Column("stop_reason", sa.Text(), nullable=True))
     op.add_column("recordings", sa.Column("manifest_key", sa.Text(), nullable=True))
@@ -59,8 +69,12 @@ def upgrade() -> None:
         sa.Column("height", sa.Integer(), nullable=True),
         sa.Column("segments", sa.Integer(), nullable=False),
         sa.Column("gaps", JSONB(), server_default=sa.text("'[]'::jsonb"), nullable=False),
-        sa.ForeignKeyConstraint(["recording_id"], ["recordings.recording_id"], ondelete="CASCADE",
-                                name=op.f("fk_recording_tracks_recording_id_recordings")),
+        sa.ForeignKeyConstraint(
+            ["recording_id"],
+            ["recordings.recording_id"],
+            ondelete="CASCADE",
+            name=op.f("fk_recording_tracks_recording_id_recordings"),
+        ),
         sa.PrimaryKeyConstraint("recording_id", "track_id", name=op.f("pk_recording_tracks")),
     )
     op.create_table(
@@ -85,5 +99,6 @@ def downgrade() -> None:
     for column in reversed(NEW_COLUMNS):
         op.drop_column("recordings", column)
     op.drop_constraint(op.f("ck_recordings_status"), "recordings", type_="check")
-    op.create_check_constraint(op.f("ck_recordings_status"), "recordings",
-                               "status IN ('recording', 'completed', 'failed')")
+    op.create_check_constraint(
+        op.f("ck_recordings_status"), "recordings", "status IN ('recording', 'completed', 'failed')"
+    )
