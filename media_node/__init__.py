@@ -1,1 +1,1 @@
-"""aiortc SFU executor. At this stage: registers and heartbeats its load."""
+"""aiortc SFU executor: forwards RTP between WebRTC peers without decoding (see README.md)."""
