@@ -32,7 +32,7 @@ RoomStatus = Literal["open", "closed"]
 MemberState = Literal["joined", "disconnected", "left"]
 RecordingStatus = Literal["recording", "stopping", "completed", "failed"]
 QualitySource = Literal["node", "client"]
-CommandStatus = Literal["pending", "acked", "succeeded", "failed", "timed_out"]
+CommandStatus = Literal["pending", "acked", "succeeded", "failed", "timed_out", "rejected"]
 PresenceStatus = Literal["online", "busy", "offline"]
 
 ROOM_TYPES: Final[tuple[str, ...]] = get_args(RoomType)
@@ -259,8 +259,10 @@ class QualityDecision(Base):
 
 
 class Station(Base):
+    """A station as streams derive it (``station.events``; 0005 added site, gates, changed_at)."""
+
     __tablename__ = "stations"
-    __table_args__ = (sa.Index(None, "gateway_id"),)
+    __table_args__ = (sa.Index(None, "gateway_id"), sa.Index(None, "online"))
 
     station_id: Mapped[str] = mapped_column(primary_key=True)
     name: Mapped[str]
@@ -270,6 +272,10 @@ class Station(Base):
     cameras: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
     last_heartbeat_at: Mapped[datetime | None]
     registered_at: Mapped[datetime]
+    site: Mapped[str] = mapped_column(default="", server_default="")
+    gates: Mapped[list[Any]] = mapped_column(default=list, server_default=_EMPTY_ARRAY)
+    changed_at: Mapped[datetime | None]
+    last_event_id: Mapped[str | None]
 
 
 class StationCommand(Base):
@@ -282,7 +288,8 @@ class StationCommand(Base):
     )
 
     command_id: Mapped[str] = mapped_column(primary_key=True)
-    station_id: Mapped[str] = mapped_column(sa.ForeignKey("stations.station_id", ondelete="CASCADE"))
+    #: No foreign key since 0005: a command's row may be projected before its station's.
+    station_id: Mapped[str]
     kind: Mapped[str]
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=_EMPTY_OBJECT)
     status: Mapped[CommandStatus] = mapped_column(sa.Text)
@@ -291,6 +298,8 @@ class StationCommand(Base):
     deadline_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
     error: Mapped[str | None]
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=_EMPTY_OBJECT)
+    acked_at: Mapped[datetime | None]
 
 
 class Presence(Base):

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from producers import media, recordings, rtc, sessions
+from producers import media, recordings, rtc, sessions, stations
 from producers.envelope import Event
 from producers.errors import DecodeError
 
@@ -32,7 +32,7 @@ def _concrete_types(*modules: ModuleType) -> dict[str, type[Event]]:
 
 
 #: Every concrete event/command type by its ``type`` string.
-EVENT_TYPES: dict[str, type[Event]] = _concrete_types(rtc, media, sessions, recordings)
+EVENT_TYPES: dict[str, type[Event]] = _concrete_types(rtc, media, sessions, recordings, stations)
 
 AnyEvent = Annotated[Union[tuple(EVENT_TYPES.values())], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)  # type: ignore[arg-type]

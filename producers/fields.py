@@ -39,6 +39,8 @@ class Grant(StrEnum):
     ADMIN = "admin"
     RECORD = "record"
     STATION_CONTROL = "station_control"
+    #: An edge agent's token: bound to one station id (the token's ``station`` claim).
+    STATION = "station"
 
 
 class TrackInfo(BaseModel):

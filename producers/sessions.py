@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from producers.envelope import Event
 from producers.fields import Id
@@ -195,7 +195,23 @@ class CallEnded(Event):
 # --- stations (station.events / station.commands, keyed by station id) ----------
 
 
+class StationCamera(BaseModel):
+    """A camera a station declares when it registers."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    camera_id: Id
+    name: str = Field(default="", max_length=128)
+    codec: str = Field(default="h264", max_length=16)
+
+
 class StationRegistered(Event):
+    """An edge agent registered on the station socket of ``gateway_id`` (written by the
+    gateway after checking the station token). ``session_id`` addresses that socket;
+    ``heartbeat_s`` is the interval the gateway told the agent (streams declare the station
+    offline after three of them without a heartbeat); ``live_cameras`` are the streams the
+    agent still runs (a reconnect without a restart)."""
+
     KEY_FIELD = "station_id"
     type: Literal["StationRegistered"] = "StationRegistered"
     station_id: Id
@@ -203,12 +219,22 @@ class StationRegistered(Event):
     name: str = ""
     cameras: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = None
+    site: str = ""
+    camera_info: list[StationCamera] = Field(default_factory=list)
+    gates: list[str] = Field(default_factory=list)
+    heartbeat_s: float | None = None
+    live_cameras: list[str] = Field(default_factory=list)
 
 
 class StationHeartbeat(Event):
     KEY_FIELD = "station_id"
     type: Literal["StationHeartbeat"] = "StationHeartbeat"
     station_id: Id
+    #: The socket the heartbeat came from: a station marked offline whose heartbeats
+    #: come back on a live socket is online again.
+    gateway_id: str | None = None
+    session_id: str | None = None
 
 
 class StationWentOffline(Event):
@@ -225,6 +251,9 @@ class StreamRequested(Event):
     camera_id: Id
     viewer_id: Id
     command_id: Id
+    #: Where ``stream-ready`` / ``stream-failed`` go (the requesting socket), when known.
+    gateway_id: str | None = None
+    session_id: str | None = None
 
 
 class StationCommand(Event):
@@ -238,6 +267,8 @@ class StationCommand(Event):
     payload: dict[str, Any] = Field(default_factory=dict)
     gateway_id: Id
     deadline: datetime
+    #: The station socket the command is delivered to.
+    session_id: str | None = None
 
 
 class StationCommandAcked(Event):
@@ -271,6 +302,9 @@ class StreamReady(Event):
     camera_id: Id
     room_id: Id
     source_id: Id
+    #: Where a WHEP player watches it (``/v1/whep/<room>/<source>``).
+    whep_url: str | None = None
+    command_id: str | None = None
 
 
 # --- recordings (recording.commands / recording.events, keyed by room id) -------

@@ -49,6 +49,7 @@ from streams import calls as call_decision
 from streams import recordings as recording_decision
 from streams import registry as registry_decision
 from streams import rooms as room_decision
+from streams import stations_agent
 from streams import users as user_decision
 from streams.batch import Batch
 from streams.call_state import CallState
@@ -218,7 +219,7 @@ class Worker:
 
     async def tick(self) -> None:
         now = utcnow()
-        for logical in ("rtc.intents", "media.nodes", "session.events", "call.events"):
+        for logical in ("rtc.intents", "media.nodes", "session.events", "call.events", "station.events"):
             for partition in range(spec(logical).partitions):
                 tick = Tick.new(now=now, occurred_at=now)
                 await self.app.producer.send(
@@ -273,6 +274,7 @@ def build(settings: StreamsSettings) -> Worker:
     driver.agents.append(worker.agent("registry", ["media.nodes"], [worker.registry_table], worker.on_registry_input))
     _user_and_call_agents(worker, table)
     _recording_agent(worker, table)
+    stations_agent.install(worker, table)  # stations, station-viewers, station-projection
     quality = QualityAgent(
         table("quality", "quality.samples"),
         table("quality-rooms", "quality.samples"),

@@ -33,6 +33,14 @@ class StreamsSettings(BaseSettings):
     call_max_attempts: int = 10
     call_attempt_window_s: float = 60.0
     tick_interval_s: float = 1.0
+    #: Stations (streams/stations.py): offline after this many heartbeat intervals without one.
+    station_missed_heartbeats: int = Field(default=3, ge=1)
+    #: An operator's station command (open-gate) times out after this long.
+    station_command_timeout_s: float = Field(default=10.0, gt=0)
+    #: A camera stream must be published within this long of its start-stream.
+    station_stream_start_timeout_s: float = Field(default=20.0, gt=0)
+    #: A camera stream nobody watched for this long is stopped.
+    station_idle_stop_s: float = Field(default=30.0, gt=0)
     #: How often the agents commit the offsets of handled batches.
     commit_interval_s: float = 1.0
     #: Kafka consumer-group session timeout: how soon a killed worker's partitions move.
