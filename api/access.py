@@ -25,6 +25,8 @@ class TokenRequest(BaseModel):
     room: Id | None = None
     grants: Annotated[list[Grant], Field(min_length=1)]
     ttl_s: Annotated[int, Field(ge=10)] = 3600
+    #: The station a ``station`` token is bound to (required with that grant, refused without).
+    station_id: Id | None = None
 
 
 class TokenResponse(BaseModel):
@@ -33,6 +35,19 @@ class TokenResponse(BaseModel):
     room: str | None
     grants: list[Grant]
     expires_at: datetime
+    station_id: str | None = None
+
+
+def check_station_grant(req: TokenRequest) -> None:
+    """A ``station`` token names one station and grants nothing else (an edge agent
+    neither joins rooms nor commands other stations)."""
+    if Grant.STATION in req.grants:
+        if req.station_id is None:
+            raise InvalidRequest("a station token needs station_id")
+        if set(req.grants) != {Grant.STATION} or req.room is not None:
+            raise InvalidRequest("a station token grants only station (no other grant, no room)")
+    elif req.station_id is not None:
+        raise InvalidRequest("station_id goes with the station grant")
 
 
 @router.post("/tokens", status_code=201, response_model=TokenResponse, dependencies=[Depends(api_secret)])
@@ -40,10 +55,22 @@ async def create_token(req: TokenRequest, svc: Services = Depends(services)) -> 
     """Mint a JWT access token with grants for one identity (optionally one room)."""
     if req.ttl_s > svc.settings.max_token_ttl_s:
         raise InvalidRequest(f"ttl_s must be at most {svc.settings.max_token_ttl_s}")
+    check_station_grant(req)
     token, expires = svc.issuer.mint(
-        identity=req.identity, name=req.name, room=req.room, grants=req.grants, ttl_s=req.ttl_s, now=utcnow()
+        identity=req.identity,
+        name=req.name,
+        room=req.room,
+        grants=req.grants,
+        ttl_s=req.ttl_s,
+        now=utcnow(),
+        station=req.station_id,
     )
     metrics.API_TOKENS_ISSUED.inc()
     return TokenResponse(
-        token=token, identity=req.identity, room=req.room, grants=sorted(set(req.grants)), expires_at=expires
+        token=token,
+        identity=req.identity,
+        room=req.room,
+        grants=sorted(set(req.grants)),
+        expires_at=expires,
+        station_id=req.station_id,
     )

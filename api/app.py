@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from api import access, errors, health, ice, quality, recordings, rooms, rtc, web
+from api import access, errors, health, ice, quality, recordings, rooms, rtc, station_socket, stations, web
 from api.calls import router as calls_router
 from api.hub import Hub
 from api.presence import router as presence_router
 from api.presence_feed import PresenceFeed
 from api.services import Services
 from api.settings import ApiSettings
+from api.stations_feed import StationsFeed
 from api.tokens import TokenIssuer
 from db.engine import make_engine, make_sessionmaker
 from observability import metrics
@@ -33,6 +34,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         await hub.start()
         feed = PresenceFeed(settings.kafka_bootstrap, topics.name("presence.facts"), settings.gateway_id)
         await feed.start()
+        station_feed = StationsFeed(settings.kafka_bootstrap, topics.name("station.events"), settings.gateway_id)
+        await station_feed.start()
         app.state.services = Services(
             settings=settings,
             producer=producer,
@@ -42,10 +45,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
             topics=topics,
             hub=hub,
             presence=feed,
+            stations=station_feed,
         )
         try:
             yield
         finally:
+            await station_feed.stop()
             await feed.stop()
             await hub.stop()
             await producer.stop()
@@ -68,6 +73,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(presence_router)
     app.include_router(ice.router)
     app.include_router(recordings.router)
+    app.include_router(stations.router)  # stations: REST (api/stations.py) and the station socket
+    app.include_router(station_socket.router)
     web.install(app)
 
     @app.middleware("http")

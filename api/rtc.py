@@ -32,12 +32,15 @@ from api.signaling import (
     Leave,
     Message,
     Mute,
+    OpenGate,
     P2PDescription,
     Ping,
     PresenceSubscribe,
     Publish,
     QualityReport,
+    RequestStream,
     SignalingError,
+    StationsSubscribe,
     Subscribe,
     SubscriberAnswer,
     Unpublish,
@@ -45,6 +48,7 @@ from api.signaling import (
     check_sdp,
     parse_message,
 )
+from api.stations import socket_request as station_request
 from api.tokens import Claims
 from producers.errors import InvalidChatText
 from producers.fields import Grant, RoomType, SourceKind, TrackInfo, chat_text
@@ -118,6 +122,9 @@ class Connection:
             PresenceSubscribe: self.on_presence_subscribe,
             Chat: self.on_chat,
             QualityReport: self.on_quality_report,
+            RequestStream: self.on_station_request,
+            OpenGate: self.on_station_request,
+            StationsSubscribe: self.on_station_request,
         }
 
     # --- outbound ----------------------------------------------------------------
@@ -398,6 +405,10 @@ class Connection:
             ),
         )
 
+    async def on_station_request(self, m: Message) -> None:
+        """``request-stream``, ``open-gate``, ``stations-subscribe``: api/stations.py."""
+        await station_request(self.svc, self.claims, self.session_id, self.send, m)
+
     async def on_ping(self, m: Ping) -> None:
         await self.send({"type": "pong", "request_id": m.request_id})
 
@@ -460,6 +471,8 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
         svc.hub.unregister(conn.session_id)
         if svc.presence is not None:
             svc.presence.unwatch(conn.session_id)
+        if svc.stations is not None:
+            svc.stations.unwatch(conn.session_id)
         try:
             await conn.closed()
             await session.close(close_code)

@@ -12,6 +12,7 @@ from api.errors import Unauthorized
 from api.hub import Hub
 from api.presence_feed import PresenceFeed
 from api.settings import ApiSettings
+from api.stations_feed import StationsFeed
 from api.tokens import Claims, TokenIssuer
 from observability import metrics
 from producers.envelope import Event
@@ -29,6 +30,7 @@ class Services:
     topics: Topics
     hub: Hub
     presence: PresenceFeed | None = None
+    stations: StationsFeed | None = None
 
     async def publish(self, topic: str, event: Event) -> None:
         """Write an intent to the log and wait for the broker's acknowledgement."""

@@ -48,6 +48,10 @@ class ApiSettings(BaseSettings):
     invite_ttl_s: float = 60.0
     #: How often the gateway writes ``SessionPinged`` for each open socket (presence TTL is 90 s).
     session_ping_s: float = 30.0
+    #: Stations: the heartbeat interval the gateway tells edge agents (streams declare a
+    #: station offline after three missed), and how long a camera publish token lives.
+    station_heartbeat_s: float = Field(default=2.0, gt=0, le=60)
+    station_publish_token_ttl_s: int = Field(default=3600, ge=60)
     #: STUN URLs handed to clients (``stun:host:port``).
     stun_urls: UrlList = Field(default_factory=list)
     #: TURN URLs handed to clients with ephemeral credentials (``turn:host:port`` means UDP

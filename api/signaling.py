@@ -125,6 +125,27 @@ class PresenceSubscribe(Message):
     type: Literal["presence-subscribe"]
 
 
+class RequestStream(Message):
+    """Operators (``station_control``): start or join a station camera's stream (api/stations.py)."""
+
+    type: Literal["request-stream"]
+    station_id: Id
+    camera_id: Id
+
+
+class OpenGate(Message):
+    """Operators (``station_control``): open a station's gate; a retry reuses ``command_id``."""
+
+    type: Literal["open-gate"]
+    station_id: Id
+    gate_id: Id
+    command_id: Id | None = None
+
+
+class StationsSubscribe(Message):
+    type: Literal["stations-subscribe"]
+
+
 class Ping(Message):
     type: Literal["ping"]
 
@@ -212,6 +233,9 @@ ClientMessage = Annotated[
         PresenceSubscribe,
         Chat,
         QualityReport,
+        RequestStream,
+        OpenGate,
+        StationsSubscribe,
     ],
     Field(discriminator="type"),
 ]
@@ -238,6 +262,9 @@ TYPES = {
     "presence-subscribe",
     "chat",
     "quality-report",
+    "request-stream",
+    "open-gate",
+    "stations-subscribe",
 }
 
 

@@ -21,6 +21,8 @@ class Claims:
     grants: frozenset[Grant]
     expires_at: datetime
     token_id: str
+    #: A station token (``station`` grant) is bound to this station id.
+    station: str | None = None
 
     def require(self, grant: Grant, room: str | None = None) -> None:
         """Raise ``Forbidden`` unless the token grants ``grant`` (for ``room``)."""
@@ -41,7 +43,15 @@ class TokenIssuer:
         self._issuer = issuer
 
     def mint(
-        self, *, identity: str, name: str, room: str | None, grants: list[Grant], ttl_s: int, now: datetime
+        self,
+        *,
+        identity: str,
+        name: str,
+        room: str | None,
+        grants: list[Grant],
+        ttl_s: int,
+        now: datetime,
+        station: str | None = None,
     ) -> tuple[str, datetime]:
         expires = now + timedelta(seconds=ttl_s)
         payload: dict[str, Any] = {
@@ -55,6 +65,8 @@ class TokenIssuer:
         }
         if room is not None:
             payload["room"] = room
+        if station is not None:
+            payload["station"] = station
         return jwt.encode(payload, self._secret, algorithm="HS256"), expires
 
     def verify(self, token: str) -> Claims:
@@ -83,4 +95,5 @@ class TokenIssuer:
             grants=grants,
             expires_at=datetime.fromtimestamp(payload["exp"], UTC),
             token_id=str(payload.get("jti", "")),
+            station=str(payload["station"]) if payload.get("station") else None,
         )

@@ -13,6 +13,21 @@ from producers.envelope import Event
 from producers.fields import Id
 from producers.sessions import StationCamera
 
+#: Identities and room names the station flow shares (the gateway mints the agent's
+#: publish token, streams count a room's viewers without it).
+STATION_PREFIX = "station:"
+CAMERA_SOURCE = "camera"
+
+
+def station_room(station_id: str, camera_id: str) -> str:
+    """The room a station camera is published into: ``station:<station>:<camera>``."""
+    return f"{STATION_PREFIX}{station_id}:{camera_id}"
+
+
+def station_publisher(station_id: str) -> str:
+    """The identity of the token an edge agent publishes a camera with."""
+    return f"{STATION_PREFIX}{station_id}"
+
 
 class StationCommandRequested(Event):
     """An operator asks for a command on a station (``open-gate``), written by the gateway

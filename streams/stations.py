@@ -48,6 +48,7 @@ from producers.sessions import (
     StreamRequested,
 )
 from producers.stations import (
+    CAMERA_SOURCE,
     StationCommandOutcome,
     StationCommandRejected,
     StationCommandRequested,
@@ -56,6 +57,7 @@ from producers.stations import (
     StationWentOnline,
     StreamFailed,
     StreamStopped,
+    station_room,
 )
 from streams.outputs import Outputs
 
@@ -78,11 +80,8 @@ class StationConfig:
     idle_stop_s: float = 30.0
 
 
-def room_of(station_id: str, camera_id: str) -> str:
-    return f"station:{station_id}:{camera_id}"
-
-
-SOURCE_ID = "camera"
+room_of = station_room
+SOURCE_ID = CAMERA_SOURCE
 
 
 class Reply(BaseModel):

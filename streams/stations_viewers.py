@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from producers.envelope import Event
 from producers.rtc import PeerJoined, PeerLeft, RoomClosed
-from producers.stations import StationViewersChanged
+from producers.stations import STATION_PREFIX, StationViewersChanged, station_publisher
 from streams.outputs import Outputs
 
 SEEN_LIMIT = 256
-PREFIX = "station:"
+PREFIX = STATION_PREFIX
 
 
 def parse_room(room_id: str) -> tuple[str, str] | None:
@@ -30,11 +30,6 @@ def parse_room(room_id: str) -> tuple[str, str] | None:
     if not station_id or not camera_id or ":" in camera_id:
         return None
     return station_id, camera_id
-
-
-def publisher_identity(station_id: str) -> str:
-    """The identity of the token the gateway gives an edge agent to publish a camera."""
-    return f"{PREFIX}{station_id}"
 
 
 class RoomViewers(BaseModel):
@@ -57,7 +52,7 @@ def handle(state: RoomViewers | None, event: Event, room_id: str) -> tuple[RoomV
         return state, out
     peers = list(current.peers)
     if isinstance(event, PeerJoined):
-        if not event.hidden and event.identity != publisher_identity(station_id) and event.peer_id not in peers:
+        if not event.hidden and event.identity != station_publisher(station_id) and event.peer_id not in peers:
             peers.append(event.peer_id)
     elif isinstance(event, PeerLeft):
         peers = [p for p in peers if p != event.peer_id]

@@ -1,0 +1,1 @@
+"""The station agent that runs at a site (``python -m edge --config file.toml``)."""
