@@ -44,7 +44,6 @@ class StationsFeed:
 
     async def start(self) -> None:
         await self._consumer.start()
-        await self._consumer.seek_to_end()
         self._task = asyncio.create_task(self._run(), name="stations")
 
     async def stop(self) -> None:
