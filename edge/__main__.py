@@ -43,7 +43,7 @@ async def run(config: EdgeConfig) -> int:
     server = None
     if config.health.port:
         server = await serve(config.health.host, config.health.port, agent.health)
-    log.info("edge agent starting", extra={"reason": config.station.id})
+    log.info("edge agent starting", extra={"station_id": config.station.id})
     try:
         await agent.run(stop)
     finally:
@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m edge: {exc.message}", file=sys.stderr)
         return 2
     logs.setup("edge", config.log.level)
+    if config.media.forbid_codecs:
+        from edge.rtsp import forbid_codecs  # the RTSP piece: every codec factory raises
+
+        forbid_codecs()
     return asyncio.run(run(config))
 
 

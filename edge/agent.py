@@ -80,7 +80,7 @@ class EdgeAgent:
 
     async def run(self, stop: asyncio.Event) -> None:
         for outcome in self.store.interrupted():
-            log.warning("command interrupted by a restart", extra={"reason": outcome.command_id})
+            log.warning("command interrupted by a restart", extra={"command_id": outcome.command_id})
         attempt = 0
         url = f"{self.config.socket_url()}?token={self.config.token()}"
         while not stop.is_set():
@@ -190,7 +190,7 @@ class EdgeAgent:
         command_id, kind = str(message.get("command_id", "")), str(message.get("kind", ""))
         payload = message.get("payload") or {}
         if self.config.faults.never_answer:
-            log.warning("fault: not answering", extra={"reason": command_id})
+            log.warning("fault: not answering", extra={"command_id": command_id})
             return
         handler = self.handlers.get(kind)
         if not command_id or handler is None:
@@ -203,7 +203,7 @@ class EdgeAgent:
         try:
             await handler(command_id, payload | {"deadline": message.get("deadline")})
         except websockets.ConnectionClosed:
-            log.warning("socket closed during a command", extra={"reason": command_id})
+            log.warning("socket closed during a command", extra={"command_id": command_id})
 
     async def report(self, outcome: Outcome) -> None:
         await self.send(
@@ -218,18 +218,18 @@ class EdgeAgent:
 
     async def report_unreported(self) -> None:
         for outcome in self.store.unreported():
-            log.info("reporting an earlier outcome", extra={"reason": outcome.command_id})
+            log.info("reporting an earlier outcome", extra={"command_id": outcome.command_id})
             await self.report(outcome)
 
     async def open_gate(self, command_id: str, payload: dict[str, Any]) -> None:
         known = self.store.get(command_id)
         if known is not None:
             if known.status == "done":
-                log.info("command seen before: reporting its outcome", extra={"reason": command_id})
+                log.info("command seen before: reporting its outcome", extra={"command_id": command_id})
                 await self.report(known)
             return  # running here now: its result follows
         if _expired(payload.get("deadline")):
-            log.warning("expired command ignored", extra={"reason": command_id})
+            log.warning("expired command ignored", extra={"command_id": command_id})
             return
         if not self.store.begin(command_id, "open-gate"):
             return
@@ -241,7 +241,7 @@ class EdgeAgent:
             if gate is None:
                 raise UnknownGate(f"no gate {gate_id!r} at this station")
             outcome = self.store.finish(command_id, True, None, await gate.open(command_id))
-            log.info("gate opened", extra={"reason": f"{gate_id} by {command_id}"})
+            log.info("gate opened", extra={"command_id": command_id, "reason": gate_id})
         except EdgeError as exc:
             outcome = self.store.finish(command_id, False, f"{exc.code}: {exc.message}", {})
         except Exception as exc:  # noqa: BLE001 - a driver failure is an outcome, never a crash
@@ -249,7 +249,7 @@ class EdgeAgent:
         finally:
             self._executing.discard(command_id)
         if self.config.faults.exit_after_execute:
-            log.warning("fault: killed after executing, before reporting", extra={"reason": command_id})
+            log.warning("fault: killed after executing, before reporting", extra={"command_id": command_id})
             os.kill(os.getpid(), signal.SIGKILL)
         await self.report(outcome)
 

@@ -77,13 +77,13 @@ class Cameras:
                     reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
                     raise StreamFailed(str(reason)) from None
                 self.running[camera_id] = stream
-                log.info("camera stream started", extra={"room_id": room, "reason": camera_id})
+                log.info("camera stream started", extra={"room_id": room, "camera_id": camera_id})
         return {"camera_id": camera_id, "room_id": room, "source_id": source_id}
 
     def _failed(self, camera_id: str) -> OnFailure:
         async def on_failure(reason: str) -> None:
             if self.running.pop(camera_id, None) is not None:
-                log.warning("camera stream failed", extra={"reason": f"{camera_id}: {reason}"})
+                log.warning("camera stream failed", extra={"camera_id": camera_id, "reason": reason})
                 await self.on_ended(camera_id, reason)
 
         return on_failure

@@ -21,7 +21,8 @@ driver = "simulated"                 # the only driver shipped: appends to state
 state_file = "/var/lib/roomlog-edge/g1.state"
 ```
 Optional tables: ``[reconnect]`` (``initial_s``, ``max_s``), ``[health]`` (``port``: 0 off),
-``[log]`` (``level``), ``[faults]`` (tests only: ``exit_after_execute``, ``never_answer``).
+``[log]`` (``level``), ``[media]`` (``forbid_codecs``),
+``[faults]`` (tests only: ``exit_after_execute``, ``never_answer``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class LogSection(_Strict):
     level: str = "info"
 
 
+class MediaSection(_Strict):
+    """``forbid_codecs``: make every codec construction in the process raise (the proof that
+    camera video is forwarded as the camera encoded it; ``edge.rtsp.forbid_codecs``)."""
+
+    forbid_codecs: bool = False
+
+
 class FaultSection(_Strict):
     """Test hooks: die (SIGKILL) after executing a gate command but before reporting it;
     or receive commands and never answer them."""
@@ -96,6 +104,7 @@ class EdgeConfig(_Strict):
     reconnect: ReconnectSection = ReconnectSection()
     health: HealthSection = HealthSection()
     log: LogSection = LogSection()
+    media: MediaSection = MediaSection()
     faults: FaultSection = FaultSection()
 
     @model_validator(mode="after")

@@ -18,6 +18,9 @@ CONTEXT_FIELDS = (
     "offset",
     "reason",
     "service",
+    "station_id",
+    "command_id",
+    "camera_id",
 )
 
 

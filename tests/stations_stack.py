@@ -35,6 +35,7 @@ def write_config(
     gates: tuple[str, ...] = ("g1",),
     faults: dict[str, bool] | None = None,
     health_port: int = 0,
+    forbid_codecs: bool = False,
 ) -> Path:
     lines = [
         "[station]",
@@ -54,6 +55,8 @@ def write_config(
         lines += ["[[cameras]]", f'id = "{camera_id}"', f'name = "Camera {camera_id}"', f'rtsp_url = "{url}"']
     for gate in gates:
         lines += ["[[gates]]", f'id = "{gate}"', f'state_file = "{state_dir / (gate + ".state")}"']
+    if forbid_codecs:
+        lines += ["[media]", "forbid_codecs = true"]
     if faults:
         lines += ["[faults]"] + [f"{k} = {str(v).lower()}" for k, v in faults.items()]
     path.write_text("\n".join(lines) + "\n")
