@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.messages import SocketError as SocketError  # the socket's codes live with its messages
 from observability import metrics
 
 
@@ -38,38 +39,6 @@ class RestError(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     HTTP_ERROR = "http_error"
-
-
-class SocketError(StrEnum):
-    # the gateway's own checks (api/signaling.py, api/rtc.py): nothing is written
-    INVALID_MESSAGE = "invalid_message"
-    UNKNOWN_TYPE = "unknown_type"
-    INVALID_SDP = "invalid_sdp"
-    ALREADY_JOINED = "already_joined"
-    UNSUPPORTED_ROOM_TYPE = "unsupported_room_type"
-    UNAUTHORIZED = "unauthorized"
-    TOKEN_EXPIRED = "token_expired"
-    # the gateway's or streams' (streams.errors.Rejection)
-    FORBIDDEN = "forbidden"
-    NOT_JOINED = "not_joined"
-    CHAT_EMPTY = "chat_empty"
-    CHAT_TOO_LONG = "chat_too_long"
-    SOURCE_NOT_FOUND = "source_not_found"
-    UNSUPPORTED = "unsupported"
-    UNAVAILABLE = "unavailable"
-    RATE_LIMITED = "rate_limited"
-    # streams only
-    ROOM_FULL = "room_full"
-    PEER_NOT_FOUND = "peer_not_found"
-    PUBLISHER_EXISTS = "publisher_exists"
-    CALL_NOT_FOUND = "call_not_found"
-    CALL_OVER = "call_over"
-    INVITE_EXPIRED = "invite_expired"
-    # the media node's failures (media_node.errors.NodeError), passed on by streams
-    SOURCE_NOT_ON_NODE = "source_not_on_node"
-    NO_OFFER_PENDING = "no_offer_pending"
-    NOT_SUBSCRIBED = "not_subscribed"
-    MEDIA_FAILED = "media_failed"
 
 
 class ApiError(Exception):

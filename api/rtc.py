@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
 from api.errors import ApiError, SocketError
 from api.ice import ice_servers
+from api.messages import Error, Pong, ServerMessage, parse_server
 from api.presence import subscribe as subscribe_presence
 from api.services import Services
 from api.sessions import SessionTracker, is_user_id
@@ -122,13 +124,26 @@ class Connection:
 
     # --- outbound ----------------------------------------------------------------
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: ServerMessage | dict[str, Any]) -> None:
+        """Send one server message (``api.messages``); anything else is logged and dropped."""
+        if not isinstance(message, ServerMessage):
+            raw = message
+            try:
+                message = parse_server(raw)
+            except ValidationError as exc:
+                log.error(
+                    "not a server message, not sent: %s: %s",
+                    raw.get("type"),
+                    exc.errors(include_url=False)[:3],
+                    extra={"session_id": self.session_id, "peer_id": self.peer_id},
+                )
+                return
         async with self._send_lock:
             if self.ws.client_state == WebSocketState.CONNECTED:
-                await self.ws.send_json(message)
+                await self.ws.send_json(message.wire())
 
     async def error(self, code: SocketError, message: str, request_id: str | None) -> None:
-        await self.send({"type": "error", "code": code, "message": message, "request_id": request_id})
+        await self.send(Error(code=code, message=message, request_id=request_id))
 
     async def deliver(self, message: dict[str, Any]) -> None:
         """A notification from streams for this session."""
@@ -407,7 +422,7 @@ class Connection:
         )
 
     async def on_ping(self, m: Ping) -> None:
-        await self.send({"type": "pong", "request_id": m.request_id})
+        await self.send(Pong(request_id=m.request_id))
 
     async def on_leave(self, m: Leave) -> None:
         room, peer = self._joined(m.request_id)
@@ -443,7 +458,7 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
     try:
         claims = svc.issuer.verify(token or "")
     except ApiError as exc:
-        await ws.send_json({"type": "error", "code": SocketError(exc.code), "message": exc.message, "request_id": None})
+        await ws.send_json(Error(code=SocketError(exc.code), message=exc.message, request_id=None).wire())
         await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
     conn = Connection(ws, svc, claims)
