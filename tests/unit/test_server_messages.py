@@ -17,13 +17,24 @@ from typing import Any
 import pytest
 
 from api.messages import SERVER_TYPES, Error, ServerMessage, SocketError, parse_server
-from producers.rtc import Notification
+from producers.fields import SourceKind
+from producers.rtc import MuteRequested, Notification
 from producers.sessions import NotifyCallParty
 from streams.outputs import Outputs
-from tests.unit import test_calls, test_chat, test_presence, test_quality, test_recordings, test_rooms, test_tracks
+from tests.unit import (
+    test_calls,
+    test_chat,
+    test_presence,
+    test_quality,
+    test_recordings,
+    test_room_types,
+    test_rooms,
+    test_tracks,
+)
 
 SCENARIOS: list[ModuleType] = [
     test_rooms,
+    test_room_types,
     test_tracks,
     test_chat,
     test_calls,
@@ -104,3 +115,12 @@ def test_wire_form_keeps_the_fields_given_and_names_from_by_its_wire_name() -> N
     }
     assert all(isinstance(t, str) and t for t in SERVER_TYPES)
     assert isinstance(message, ServerMessage)
+
+
+def test_a_mute_tells_the_others_with_a_typed_peer_updated() -> None:
+    state, _ = test_rooms.run(None, test_rooms.join("p1", "alice"), test_rooms.join("p2", "bob"))
+    mute = MuteRequested.new(room_id="r1", peer_id="p1", source_kind=SourceKind.MICROPHONE, muted=True)
+    _, out = test_rooms.run(state, mute)
+    [note] = [o for o in out if isinstance(o, Notification)]
+    message = parse_server(note.message)
+    assert message.type == "peer-updated" and message.wire()["peer"]["audio_muted"] is True
