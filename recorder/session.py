@@ -4,21 +4,21 @@ The recorder joins through ``client.Room`` with a token holding ``join``, ``subs
 and ``record`` (streams make such a peer hidden and auto-subscribe it to every source,
 including ones published later). Each received RTP packet goes through the track's
 :class:`FrameAssembler` into its :class:`TrackWriter`; closed segments are queued for
-upload under ``recordings/<room>/<recording>/<peer>/<source>/<n>.webm``. A track is one
+upload under ``recordings/<room>/<recording>/<peer>/<source>/<n>.webm`` (``.mp4`` for H.264). A track is one
 publication: a source unpublished and published again, or a peer that leaves and joins
 again (a new peer id), starts a new track. ``track.json`` records each track's peer,
 source, codec and start offset (seconds after the recording started, from the arrival
 of its first frame) before its first segment.
 
-Taking over (another instance died): the recording's ``recording.json`` gives its start
-time; a track already in MinIO continues on its timeline (``base_s``) at the segment
-number after the next (the dead instance's open segment is the gap).
+Taking over (another instance died): the spool the dead instance left on this host is
+uploaded first (``recorder.spool``), then the recording's ``recording.json`` gives its
+start time; a track already in MinIO continues on its timeline (``base_s``) at the
+segment number after the next (the dead instance's open segment is the gap).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +32,8 @@ from client.recording import PacketTaps
 from client.room import Room
 from media_node.aiortc_glue import InboundTap
 from recorder.frames import FrameAssembler
-from recorder.segments import CODECS, Segment, TrackWriter
+from recorder.segments import CODECS, Segment, TrackWriter, write_json_atomic
+from recorder.spool import track_dir
 from recorder.uploads import Upload, Uploader
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class RoomRecording:
     async def join(self, ws_url: str, token: str, ice_servers: list[dict[str, Any]] | None) -> None:
         if self.resumed is None:
             self._queue_json(
+                self.spool / "recording.json",
                 "recording.json",
                 {"recording_id": self.recording_id, "room_id": self.room_id, "started_at": self.started_at},
             )
@@ -166,11 +168,17 @@ class RoomRecording:
                 "start_wall": time.time(),
                 "start_s": round(time.time() - self.started_at, 3),
             }
-            self._queue_json(f"{track_id}/track.json", meta)
+            directory = track_dir(self.spool, track_id)
+            directory.mkdir(parents=True, exist_ok=True)
+            self._queue_json(directory / "track.json", f"{track_id}/track.json", meta)
+        else:
+            directory = track_dir(self.spool, track_id)
+            directory.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(directory / "track.json", meta)  # a later takeover on this host reads it
         writer = TrackWriter(
             track_id,
             codec,
-            self.spool / track_id.replace("/", "_"),
+            directory,
             self.segment_s,
             first_index,
             self._segment_closed,
@@ -251,11 +259,12 @@ class RoomRecording:
 
     # --- uploads -----------------------------------------------------------------------
 
-    def _queue_json(self, name: str, value: dict[str, Any]) -> None:
+    def _queue_json(self, path: Path, name: str, value: dict[str, Any]) -> None:
+        """Spool ``value`` (kept: an instance taking over on this host reads it) and queue it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, value)
         self.uploader.add(
-            Upload(
-                self.recording_id, self.prefix + name, data=json.dumps(value).encode(), content_type="application/json"
-            )
+            Upload(self.recording_id, self.prefix + name, path=path, content_type="application/json", keep=True)
         )
 
     def _segment_closed(self, segment: Segment) -> None:
@@ -264,9 +273,11 @@ class RoomRecording:
         self.uploader.add(
             Upload(
                 self.recording_id,
-                f"{self.prefix}{segment.track_id}/{segment.index}.webm",
+                f"{self.prefix}{segment.track_id}/{segment.path.name}",
                 path=segment.path,
+                content_type="video/mp4" if segment.path.suffix == ".mp4" else "video/webm",
                 meta={"segment": segment, "track": meta},
+                sidecar=segment.path.with_suffix(".json"),
             )
         )
         if self._on_segment_queued is not None:
