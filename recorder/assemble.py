@@ -156,6 +156,9 @@ def assemble_track(client: Minio, bucket: str, prefix: str, files: TrackFiles, w
         "codec": meta.get("codec", ""),
         "object_key": key,
         "start_s": start_s,
+        # "rtcp-sr": the first frame placed on the sender's clock by its sender reports;
+        # "arrival": when its first packet reached the recorder (no report came)
+        "clock": meta.get("clock", "arrival"),
         "duration_s": round(info["end_s"] - 0.0, 3),
         "first_frame_s": info["first_s"],
         "size_bytes": out.stat().st_size,

@@ -132,6 +132,11 @@ class TrackWriter:
     def video(self) -> bool:
         return self.container.video
 
+    @property
+    def first_timestamp(self) -> int | None:
+        """The (unwrapped) RTP timestamp of the track's first written frame, if any yet."""
+        return None if self._first_ts is None else self._first_ts + round(self.base_s * self.clock)
+
     def pts(self, frame: Frame) -> int:
         if self._first_ts is None:
             self._first_ts = frame.timestamp - round(self.base_s * self.clock)

@@ -30,7 +30,7 @@ from aiortc.rtp import RtpPacket
 
 from client.recording import PacketTaps
 from client.room import Room
-from media_node.aiortc_glue import InboundTap
+from media_node.aiortc_glue import InboundTap, ntp_to_unix
 from recorder.frames import FrameAssembler
 from recorder.segments import CODECS, Segment, TrackWriter, write_json_atomic
 from recorder.spool import track_dir
@@ -51,6 +51,11 @@ class Track:
     ssrc: int
     keyframe_asked: float = 0.0
     ended: bool = False
+    #: Continued after a takeover: its start offset was set by the instance that began it.
+    resumed: bool = False
+    #: The last sender report seen, and whether ``track.json`` is behind the start offset.
+    report: tuple[int, int] | None = None
+    start_changed: bool = False
 
 
 @dataclass
@@ -184,7 +189,9 @@ class RoomRecording:
             self._segment_closed,
             base_s=base_s,
         )
-        track = Track(track_id, meta, FrameAssembler(codec, self.hold_s), writer, tap, packet.ssrc)
+        track = Track(
+            track_id, meta, FrameAssembler(codec, self.hold_s), writer, tap, packet.ssrc, resumed=first_index > 0
+        )
         self.tracks[key] = track
         log.info(
             "recording track %s (%s) from segment %d", track_id, codec, first_index, extra={"room_id": self.room_id}
@@ -200,7 +207,41 @@ class RoomRecording:
         track.ssrc = packet.ssrc
         for frame in track.assembler.add(packet, now):
             track.writer.write(frame)
+        self._sync(track)
         await self._keyframe_if_needed(track, now)
+
+    def _sync(self, track: Track) -> None:
+        """Place the track's first frame on the sender's clock through its sender reports:
+        ``start_s`` = (NTP of the first frame's RTP timestamp) − the recording's start. The
+        node's reports carry the publisher's mapping, so this is the capture time, not the
+        arrival (a track replayed from its start arrives late). ``track.json`` is rewritten
+        on the first report and, if a later report placed it earlier, when the track ends."""
+        first = track.writer.first_timestamp
+        if track.resumed or first is None:
+            return
+        report = track.tap.sender_report(track.ssrc)
+        if report is None or report == track.report or not report[0]:
+            return  # none yet, the same, or a sender without a wall clock (NTP 0)
+        initial = track.report is None
+        track.report = report
+        ntp, rtp = report
+        delta = ((first - rtp + 0x80000000) & 0xFFFFFFFF) - 0x80000000  # first frame − reported, in ticks
+        wall = ntp_to_unix(ntp) + delta / track.writer.clock
+        # every report places the first frame at or after its capture (a report is made
+        # when a packet leaves, after capture and encoding; a publisher that falls behind
+        # its timestamps only adds to that): the earliest placement is the closest
+        if not initial and wall >= float(track.meta.get("first_frame_wall", wall)):
+            return
+        track.meta.update(start_s=round(wall - self.started_at, 3), first_frame_wall=round(wall, 3), clock="rtcp-sr")
+        track.start_changed = True
+        if initial:
+            self._write_track_json(track)
+            track.start_changed = False
+
+    def _write_track_json(self, track: Track) -> None:
+        self._queue_json(
+            track_dir(self.spool, track.track_id) / "track.json", f"{track.track_id}/track.json", track.meta
+        )
 
     async def _keyframe_if_needed(self, track: Track, now: float) -> None:
         if (
@@ -228,6 +269,9 @@ class RoomRecording:
         self.gone.add((str(track.meta.get("peer_id", "")), str(track.meta.get("source_id", ""))))
         for frame in track.assembler.flush(now):
             track.writer.write(frame)
+        self._sync(track)
+        if track.start_changed and not track.resumed:
+            self._write_track_json(track)  # an earlier placement than the first report gave
         self.lost_frames += track.assembler.lost
         if keep_open_segment:
             track.writer.close_segment()

@@ -115,23 +115,42 @@ async def test_a_late_track_is_recorded_from_its_start_and_a_rejoin_is_a_second_
             await close_all(*rooms)
     manifest = manifest_of(infra, done)
     started_at = datetime.fromisoformat(manifest["started_at"]).timestamp()
+    stopped_at = datetime.fromisoformat(manifest["stopped_at"]).timestamp()
     cams: dict[str, list[dict[str, Any]]] = {t["identity"]: [] for t in manifest["tracks"]}
     for t in manifest["tracks"]:
         if t["kind"] == "camera":
             cams[t["identity"]].append(t)
-    # carol's camera, published ~10 s in: its track starts where her first recorded frame
-    # was sent (start offset within 0.5 s), and that frame is one of her first
+    # carol's camera, published ~10 s in, is recorded from its very first frame: the node
+    # replays the beginning it keeps to the recorder's leg once it is up
     (carol_cam,) = cams["carol"]
-    assert carol_cam["start_s"] > 8, carol_cam
+    (carol_mic,) = [t for t in manifest["tracks"] if t["identity"] == "carol" and t["kind"] == "microphone"]
     path = tmp_path / "carol.webm"
     path.write_bytes(object_bytes(minio(infra), carol_cam["object_key"]))
     counters = [n for _, n in pattern_counters(path)]
-    assert carol.video._start is not None
-    first_sent = carol.video._start + counters[0] / carol.video.fps
-    assert abs(carol_cam["start_s"] - (first_sent - started_at)) < 0.5, (carol_cam, first_sent - started_at)
-    # the first frames go by while the recorder's subscription is negotiated (~0.5 s on an
-    # idle machine): the track starts at the first keyframe after it
-    assert counters[0] <= 15, f"carol's recording starts at frame {counters[0]}"
+    assert counters[0] == 0, f"carol's recording starts at frame {counters[0]}"
+    assert carol.video._start is not None and carol.audio._start is not None
+    # start offsets come from the sender reports (the publisher's clock), not from arrival:
+    # her camera and microphone start where she captured their first frames (frame 0 and
+    # sample 0: a later first frame would make the offset late), and the two line up
+    # within 100 ms of what she sent (lip sync)
+    video_sent = carol.video._start - started_at
+    audio_sent = carol.audio._start - started_at
+    assert carol_cam["clock"] == carol_mic["clock"] == "rtcp-sr", (carol_cam, carol_mic)
+    assert carol_cam["start_s"] > 8, carol_cam
+    assert abs(carol_cam["start_s"] - video_sent) < 0.25, (carol_cam["start_s"], video_sent)
+    assert abs(carol_mic["start_s"] - audio_sent) < 0.25, (carol_mic["start_s"], audio_sent)
+    lip = (carol_cam["start_s"] - carol_mic["start_s"]) - (video_sent - audio_sent)
+    print(  # the figures docs/recording.md quotes
+        f"camera start {carol_cam['start_s'] - video_sent:+.3f} s, microphone "
+        f"{carol_mic['start_s'] - audio_sent:+.3f} s off capture; audio/video {lip * 1000:+.0f} ms"
+    )
+    assert abs(lip) < 0.1, (
+        f"audio/video offsets {lip * 1000:.0f} ms off what was sent: camera {carol_cam['start_s']} "
+        f"(sent {video_sent:.3f}), microphone {carol_mic['start_s']} (sent {audio_sent:.3f})"
+    )
+    # the microphone runs from its first frame to the stop
+    assert abs(carol_mic["start_s"] + carol_mic["duration_s"] - (stopped_at - started_at)) < 0.5, carol_mic
+    assert abs(carol_mic["frames"] * 0.02 - carol_mic["duration_s"]) < 0.1, carol_mic
     # dave left and joined again: two camera tracks (and two microphone tracks), one per peer id
     assert len(cams["dave"]) == 2 and len({t["peer_id"] for t in cams["dave"]}) == 2
     assert len([t for t in manifest["tracks"] if t["identity"] == "dave" and t["kind"] == "microphone"]) == 2
