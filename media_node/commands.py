@@ -134,6 +134,9 @@ class CommandRunner:
 
     async def add_subscription(self, c: AddSubscription) -> None:
         self._causes[f"offer/{c.peer_id}"] = (c, 0)
+        source = self.peers.sources.get((c.publisher_peer_id, c.source_id))
+        if c.from_start and source is not None:
+            source.from_start_for(c.peer_id)
         await self.peers.add_subscription(c.room_id, c.peer_id, c.publisher_peer_id, c.source_id, c.layer)
 
     async def apply_answer(self, c: ApplySubscriberAnswer) -> None:

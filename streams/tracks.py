@@ -73,6 +73,7 @@ def subscribe(d: Decision, subscriber: PeerState, publisher: PeerState, source_i
         publisher_peer_id=publisher.peer_id,
         source_id=source_id,
         layer=layer,
+        from_start=subscriber.hidden,  # the recorder: a track is recorded from its first frame
     )
 
 
