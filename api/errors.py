@@ -39,6 +39,12 @@ class RestError(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     HTTP_ERROR = "http_error"
+    # stations (api/stations.py)
+    STATION_NOT_FOUND = "station_not_found"
+    CAMERA_NOT_FOUND = "camera_not_found"
+    GATE_NOT_FOUND = "gate_not_found"
+    COMMAND_NOT_FOUND = "command_not_found"
+    STATION_OFFLINE = "station_offline"
 
 
 class ApiError(Exception):
@@ -136,3 +142,24 @@ class RecordingActive(ApiError):
 class RecordingEnded(ApiError):
     status = 409
     code = RestError.RECORDING_ENDED
+
+
+class StationNotFound(NotFound):
+    code = RestError.STATION_NOT_FOUND
+
+
+class CameraNotFound(NotFound):
+    code = RestError.CAMERA_NOT_FOUND
+
+
+class GateNotFound(NotFound):
+    code = RestError.GATE_NOT_FOUND
+
+
+class CommandNotFound(NotFound):
+    code = RestError.COMMAND_NOT_FOUND
+
+
+class StationOffline(ApiError):
+    status = 409
+    code = RestError.STATION_OFFLINE

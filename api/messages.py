@@ -48,6 +48,11 @@ class SocketError(StrEnum):
     NO_OFFER_PENDING = "no_offer_pending"
     NOT_SUBSCRIBED = "not_subscribed"
     MEDIA_FAILED = "media_failed"
+    # stations (api/stations.py): operators' requests the registry cannot serve
+    STATION_NOT_FOUND = "station_not_found"
+    CAMERA_NOT_FOUND = "camera_not_found"
+    GATE_NOT_FOUND = "gate_not_found"
+    STATION_OFFLINE = "station_offline"
 
 
 class _Model(BaseModel):
@@ -275,6 +280,72 @@ class Recording(ServerMessage):
     recording_ids: list[str]
 
 
+class StationCameraSummary(_Model):
+    camera_id: str
+    name: str = ""
+    codec: str = "h264"
+
+
+class StationSummary(_Model):
+    """A station in a ``stations`` message: all fields in a snapshot; a change carries
+    ``station_id``, ``status``, ``changed_at`` and, when online, the metadata."""
+
+    station_id: str
+    status: str
+    changed_at: str | None = None
+    name: str | None = None
+    site: str | None = None
+    cameras: list[StationCameraSummary] | None = None
+    gates: list[str] | None = None
+    gateway_id: str | None = None
+    last_heartbeat_at: str | None = None
+
+
+class Stations(ServerMessage):
+    type: Literal["stations"] = "stations"
+    stations: list[StationSummary]
+    snapshot: bool | None = None
+
+
+class StreamRequestedMessage(ServerMessage):
+    type: Literal["stream-requested"] = "stream-requested"
+    station_id: str
+    camera_id: str
+    command_id: str
+    room: str
+
+
+class StreamReady(ServerMessage):
+    type: Literal["stream-ready"] = "stream-ready"
+    station_id: str
+    camera_id: str
+    room: str
+    source_id: str
+    whep_url: str
+
+
+class StreamFailed(ServerMessage):
+    type: Literal["stream-failed"] = "stream-failed"
+    station_id: str
+    camera_id: str
+    reason: str
+    code: str | None = None
+
+
+class StationCommandStatus(ServerMessage):
+    """``command``: where an operator's station command is (``sent``, ``acked``, then one of
+    ``succeeded``, ``failed``, ``timed-out``, ``rejected``)."""
+
+    type: Literal["command"] = "command"
+    station_id: str
+    command_id: str
+    kind: str
+    status: Literal["sent", "acked", "succeeded", "failed", "timed-out", "rejected"]
+    error: str | None = None
+    code: str | None = None
+    result: dict[str, Any] | None = None
+
+
 class Error(ServerMessage):
     type: Literal["error"] = "error"
     code: SocketError
@@ -310,6 +381,11 @@ ServerMessageUnion = Annotated[
         Quality,
         Encodings,
         Recording,
+        Stations,
+        StreamRequestedMessage,
+        StreamReady,
+        StreamFailed,
+        StationCommandStatus,
         Error,
     ],
     Field(discriminator="type"),

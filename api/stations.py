@@ -23,7 +23,16 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from api.errors import ApiError, Forbidden, NotFound
+from api.errors import (
+    ApiError,
+    CameraNotFound,
+    CommandNotFound,
+    Forbidden,
+    GateNotFound,
+    StationNotFound,
+    StationOffline,
+)
+from api.messages import SocketError
 from api.services import Services, claims, request_id, services
 from api.signaling import Message, OpenGate, RequestStream, SignalingError, StationsSubscribe
 from api.tokens import Claims
@@ -33,27 +42,6 @@ from producers.sessions import StreamRequested
 from producers.stations import StationCommandRequested, station_room
 
 router = APIRouter(prefix="/v1", tags=["stations"])
-
-
-class StationNotFound(NotFound):
-    code = "station_not_found"
-
-
-class CameraNotFound(NotFound):
-    code = "camera_not_found"
-
-
-class GateNotFound(NotFound):
-    code = "gate_not_found"
-
-
-class CommandNotFound(NotFound):
-    code = "command_not_found"
-
-
-class StationOffline(ApiError):
-    status = 409
-    code = "station_offline"
 
 
 class CameraView(BaseModel):
@@ -350,7 +338,9 @@ async def socket_request(svc: Services, who: Claims, session_id: str, send: Send
         if isinstance(m, StationsSubscribe):
             require_control(who)
             if svc.stations is None:
-                raise SignalingError("unavailable", "stations are not available on this gateway", m.request_id)
+                raise SignalingError(
+                    SocketError.UNAVAILABLE, "stations are not available on this gateway", m.request_id
+                )
             svc.stations.watch(session_id, send)  # changes first, then the snapshot
             rows = await load(svc)
             snapshot = [s.model_dump(mode="json") for s in rows]
@@ -375,4 +365,4 @@ async def socket_request(svc: Services, who: Claims, session_id: str, send: Send
             gate = gate_requested(svc, who, m.station_id, m.gate_id, m.command_id, session_id, m.request_id)
             await svc.publish("station.events", gate)
     except ApiError as exc:
-        raise SignalingError(exc.code, exc.message, m.request_id) from None
+        raise SignalingError(SocketError(exc.code.value), exc.message, m.request_id) from None

@@ -1,10 +1,9 @@
-// Stations page (docs/stations.md): the registry live (`stations-subscribe` on the signaling
-// socket: a snapshot, then each online/offline change), a camera view that asks for the
-// stream (`request-stream` → `stream-ready`) and plays it by joining the station room as a
-// viewer, and gate buttons that follow one command: sent → acknowledged → done / failed /
-// timed out. `window.stationsPage` exposes the state to the browser tests.
-import { Room } from "../sdk/index.js";
-import { Signaling } from "../sdk/signaling.js";
+// Stations page (docs/stations.md): the registry live (sdk/stations.js: a snapshot, then
+// each online/offline change), a camera view that asks for the stream (`request-stream` →
+// `stream-ready`) and plays it by joining the station room as a viewer, and gate buttons
+// that follow one command: sent → acknowledged → done / failed / timed out.
+// `window.stationsPage` exposes the state to the browser tests.
+import { Room, Stations } from "../sdk/index.js";
 import { describe } from "./messages.js";
 import { el, requireSession, signalingUrl, signOut } from "./session.js";
 
@@ -13,73 +12,64 @@ const $ = (id) => document.getElementById(id);
 $("who").textContent = `${session.name} (${session.identity})`;
 $("signout").addEventListener("click", signOut);
 
-const page = { stations: new Map(), commands: new Map(), stream: null, room: null, errors: [] };
+const client = new Stations({ url: signalingUrl(), token: session.token });
+const page = { client, stations: client.stations, commands: client.commands, stream: null, room: null, errors: [] };
 window.stationsPage = page;
 
 const GATE_WORDS = { sent: "Sent…", acked: "Acknowledged…", succeeded: "Done", failed: "Failed",
   "timed-out": "Timed out", rejected: "Refused" };
 
-const socket = new Signaling(signalingUrl(), session.token);
-socket.on("message", onMessage);
-socket.on("closed", () => { $("feed").textContent = "Disconnected from the gateway; reload to reconnect."; });
-
-function merge(change) {
-  const known = page.stations.get(change.station_id) ?? { cameras: [], gates: [], name: "", site: "" };
-  page.stations.set(change.station_id, { ...known, ...change });
-}
-
 function render() {
-  const rows = [...page.stations.values()].sort((a, b) => a.station_id.localeCompare(b.station_id));
+  const rows = [...client.stations.values()].sort((a, b) => a.station_id.localeCompare(b.station_id));
   $("stations").replaceChildren(...rows.map((s) => el("tr", { dataset: { station: s.station_id, status: s.status } },
     el("td", {}, el("strong", {}, s.name || s.station_id), el("div", { class: "muted" }, s.station_id)),
     el("td", {}, s.site || "—"),
-    el("td", {}, el("span", { class: `state ${s.status}`, dataset: { state: s.status } }, s.status === "online" ? "Online" : "Offline")),
+    el("td", {}, el("span", { class: `state ${s.status}`, dataset: { state: s.status } },
+      s.status === "online" ? "Online" : "Offline")),
     el("td", {}, ...s.cameras.map((c) => el("button", {
       class: "camera", dataset: { camera: c.camera_id }, ...(s.status === "online" ? {} : { disabled: "" }),
       onclick: () => viewCamera(s.station_id, c.camera_id, c.name),
     }, `View ${c.name || c.camera_id}`))),
     el("td", {}, ...s.gates.map((g) => gateControl(s, g))))));
   $("stations-empty").hidden = rows.length > 0;
+  $("feed").textContent = `Live · ${client.stations.size} station(s)`;
 }
 
 function gateControl(station, gateId) {
-  const key = `${station.station_id}/${gateId}`;
-  const command = [...page.commands.values()].reverse().find((c) => c.key === key);
-  const busy = command && (command.status === "sent" || command.status === "acked");
+  const command = [...client.commands.values()].reverse()
+    .find((c) => c.stationId === station.station_id && c.gateId === gateId);
+  const busy = command && !command.final;
+  const words = command ? ` ${GATE_WORDS[command.status] ?? command.status}` : "";
+  const why = command?.error ? `: ${describe({ code: command.error, message: command.error })}` : "";
   return el("span", { class: "gate", dataset: { gate: gateId } },
     el("button", { class: "open-gate", ...(station.status === "online" && !busy ? {} : { disabled: "" }),
       onclick: () => openGate(station.station_id, gateId) }, `Open ${gateId}`),
-    el("span", { class: "gate-status", dataset: { status: command?.status ?? "" } },
-      command ? ` ${GATE_WORDS[command.status] ?? command.status}${command.error ? `: ${command.error}` : ""}` : ""));
+    el("span", { class: "gate-status", dataset: { status: command?.status ?? "" } }, words + why));
 }
 
-function onMessage(m) {
-  if (m.type === "stations") {
-    if (m.snapshot) page.stations.clear();
-    for (const s of m.stations) merge(s);
-    $("feed").textContent = `Live · ${page.stations.size} station(s)`;
-    render();
-  } else if (m.type === "command" && page.commands.has(m.command_id)) {
-    Object.assign(page.commands.get(m.command_id), { status: m.status, error: m.error ?? m.code ?? null });
-    render();
-  } else if (m.type === "stream-ready" && page.stream && m.camera_id === page.stream.camera && m.station_id === page.stream.station) {
-    playStream(m);
-  } else if (m.type === "stream-failed" && page.stream && m.camera_id === page.stream.camera) {
-    showViewer(`Failed: ${m.reason ?? m.code}`, "failed");
-  }
-}
-
-async function openGate(stationId, gateId) {
-  const commandId = `g-${crypto.randomUUID().slice(0, 18)}`;
-  page.commands.set(commandId, { key: `${stationId}/${gateId}`, status: "sent", error: null, at: Date.now() });
-  render();
+function openGate(stationId, gateId) {
   try {
-    socket.send({ type: "open-gate", station_id: stationId, gate_id: gateId, command_id: commandId, request_id: commandId });
+    client.openGate(stationId, gateId);
   } catch (err) {
-    Object.assign(page.commands.get(commandId), { status: "failed", error: describe(err) });
-    render();
+    page.errors.push({ code: err.code, message: err.message });
   }
+  render();
 }
+
+client.on("stations", render);
+client.on("command", render);
+client.on("stream-ready", (m) => {
+  if (page.stream && m.station_id === page.stream.station && m.camera_id === page.stream.camera) playStream(m);
+});
+client.on("stream-failed", (m) => {
+  if (page.stream && m.camera_id === page.stream.camera) showViewer(`Failed: ${m.reason ?? describe(m)}`, "failed");
+});
+client.on("error", (m) => {
+  page.errors.push({ code: m.code, message: m.message, request_id: m.request_id });
+  if ((m.request_id ?? "").startsWith("s-")) showViewer(`Failed: ${describe(m)}`, "failed");
+  else if (!client.commands.has(m.request_id ?? "")) $("stations-error").textContent = describe(m);
+});
+client.on("closed", () => { $("feed").textContent = "Disconnected from the gateway; reload to reconnect."; });
 
 function showViewer(text, state) {
   $("viewer").hidden = false;
@@ -103,7 +93,7 @@ async function viewCamera(stationId, cameraId, name) {
   $("viewer-title").textContent = `${name || cameraId} · ${stationId}`;
   showViewer("Requesting the stream…", "requesting");
   try {
-    socket.send({ type: "request-stream", station_id: stationId, camera_id: cameraId, request_id: `s-${cameraId}` });
+    client.requestStream(stationId, cameraId);
   } catch (err) {
     showViewer(`Failed: ${describe(err)}`, "failed");
   }
@@ -130,16 +120,4 @@ async function playStream(m) {
   }
 }
 
-socket.open().then(() => {
-  socket.send({ type: "stations-subscribe", request_id: "stations" });
-}).catch((err) => { $("stations-error").textContent = `Could not reach the gateway: ${describe(err)}`; });
-
-socket.on("message", (m) => {
-  if (m.type === "error") {
-    page.errors.push({ code: m.code, message: m.message, request_id: m.request_id });
-    const command = page.commands.get(m.request_id ?? "");
-    if (command) { Object.assign(command, { status: "rejected", error: describe({ code: m.code, message: m.message }) }); render(); }
-    else if ((m.request_id ?? "").startsWith("s-")) showViewer(`Failed: ${m.message}`, "failed");
-    else $("stations-error").textContent = m.message;
-  }
-});
+client.open().catch((err) => { $("stations-error").textContent = `Could not reach the gateway: ${describe(err)}`; });

@@ -9,4 +9,5 @@ export { BANDS, DOWN_AFTER_MS, LEVEL_NAMES, LinkMeter, measure, participantLevel
 export { P2PLink } from "./p2p.js";
 export { Phone } from "./phone.js";
 export { Room } from "./room.js";
+export { Stations } from "./stations.js";
 export { RoomError } from "./signaling.js";
