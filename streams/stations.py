@@ -485,5 +485,12 @@ def handle(
     if event_id in current.seen:
         return state, d.out
     handler(d, event)
-    d.state.seen = [*d.state.seen[-(SEEN_LIMIT - 1) :], event_id]
+    if not isinstance(event, IDEMPOTENT):
+        d.state.seen = [*d.state.seen[-(SEEN_LIMIT - 1) :], event_id]
     return d.state, d.out
+
+
+#: Inputs whose second application changes nothing (a heartbeat moves ``last_seen`` to the
+#: max; a tick finds its work done), so they take no room in ``seen``: heartbeats are most
+#: of a station's inputs, and each stored id is changelog bytes.
+IDEMPOTENT = (StationHeartbeat, Tick)
