@@ -43,7 +43,8 @@ from tests.stations_stack import (
     write_config,
 )
 
-COMMAND_TIMEOUT_S = 5.0
+#: long enough for an agent killed mid-command to restart and report on a loaded machine
+COMMAND_TIMEOUT_S = 15.0
 
 
 @pytest.fixture
