@@ -18,8 +18,8 @@ that module's docstring), one consumer group ``<app_id>-<agent>`` each:
   → the Postgres ``presence`` table (stateless, idempotent writes).
 
 Tables are restored from ``<app_id>-<table>-changelog``. A Faust timer publishes a
-``Tick`` to every partition of ``rtc.intents``, ``media.nodes``, ``session.events`` and
-``call.events``; the Faust worker starts and stops the driver, handles signals and logs.
+``Tick`` to every partition of ``rtc.intents``, ``media.nodes``, ``session.events``,
+``call.events`` and ``station.events``; the Faust worker starts and stops the driver, handles signals and logs.
 
 Payloads are roomlog JSON (``producers.catalog``), not Faust models. Anything that
 does not parse goes to ``<topic>.dlq`` with the reason in headers; the agent goes on.
