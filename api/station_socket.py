@@ -28,6 +28,7 @@ from starlette.websockets import WebSocketState
 from api.errors import ApiError
 from api.services import Services
 from api.tokens import Claims
+from observability import metrics
 from producers.envelope import Event, utcnow
 from producers.fields import Grant, Id
 from producers.sessions import (
@@ -200,6 +201,19 @@ class StationConnection:
     async def _publish(self, event: Event) -> None:
         await self.svc.publish("station.events", event)
 
+    async def _publish_soon(self, event: Event) -> None:
+        """Hand ``event`` to the producer without waiting for the broker: heartbeats and acks.
+        Order is kept (one station, one partition, an idempotent producer), so a result
+        published after an ack is acknowledged only once the ack is on the log too."""
+        future = await self.svc.producer.send_soon(self.svc.topics.name("station.events"), event)
+        metrics.API_INTENTS.labels(event.type).inc()
+
+        def failed(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("station event not written: %s", f.exception(), extra={"station_id": self.station_id})
+
+        future.add_done_callback(failed)
+
     async def on_register(self, m: Register) -> None:
         ids = [c.camera_id for c in m.cameras]
         if len(set(ids)) != len(ids) or len(set(m.gates)) != len(m.gates):
@@ -233,14 +247,14 @@ class StationConnection:
         )
 
     async def on_heartbeat(self, m: Heartbeat) -> None:
-        await self._publish(
+        await self._publish_soon(
             StationHeartbeat.new(
                 station_id=self.station_id, gateway_id=self.svc.settings.gateway_id, session_id=self.session_id
             )
         )
 
     async def on_ack(self, m: CommandAck) -> None:
-        await self._publish(
+        await self._publish_soon(
             StationCommandAcked.new(station_id=self.station_id, command_id=m.command_id, correlation_id=m.request_id)
         )
 
