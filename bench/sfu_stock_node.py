@@ -24,14 +24,14 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.contrib.media import MediaRelay
 
 from media_node.commands import CommandLoop
-from producers.envelope import Event, utcnow
+from media_node.heartbeat import Heartbeat
+from producers.envelope import Event
 from producers.kafka import EventConsumer, EventProducer
 from producers.media import (
     AddSubscription,
     ApplySubscriberAnswer,
     ClosePeer,
     NodeCommand,
-    NodeHeartbeat,
     OfferedSource,
     OpenPublisher,
     PublisherAnswered,
@@ -127,13 +127,6 @@ class StockNode(CommandLoop):
         )
 
 
-async def heartbeat(producer: EventProducer, topic: str, node_id: str) -> None:
-    started = utcnow()
-    while True:
-        await producer.send(topic, NodeHeartbeat.new(node_id=node_id, started_at=started))
-        await asyncio.sleep(1.0)
-
-
 async def run(node_id: str, bootstrap: str, prefix: str) -> None:
     topics = Topics(prefix)
     async with EventProducer(bootstrap, client_id=node_id) as producer:
@@ -152,7 +145,7 @@ async def run(node_id: str, bootstrap: str, prefix: str) -> None:
 
         tasks: list[asyncio.Task[Any]] = [
             asyncio.ensure_future(node.run(consumer)),
-            asyncio.ensure_future(heartbeat(producer, topics.name("media.nodes"), node_id)),
+            asyncio.ensure_future(Heartbeat(producer, topics.name("media.nodes"), node_id, "", 1.0).run()),
         ]
         print(f"stock node {node_id} ready", file=sys.stderr, flush=True)
         await stop.wait()

@@ -55,7 +55,7 @@ from streams.batch import Batch
 from streams.call_state import CallState
 from streams.decision import RoomConfig
 from streams.driver import DrivenAgent, Driver, DriverSettings, Projected, Table
-from streams.keyed import KeyedAgent
+from streams.keyed import KeyedAgent, by_field
 from streams.presence_projection import project_presence
 from streams.projection import project
 from streams.quality import QualityConfig
@@ -246,7 +246,7 @@ def _room_and_registry_agents(worker: Worker, table: Callable[[str, str], Table]
     rooms = KeyedAgent(
         RoomState,
         table("rooms", "rtc.intents"),
-        key_of=lambda e: str(getattr(e, "room_id", "")) or None,
+        key_of=by_field("room_id"),
         decide=lambda state, event, key: room_decision.handle(state, event, room_config, room_id=key),
         deadline=lambda state: room_decision.next_deadline(state, room_config),
         tick_topic="rtc.intents",
@@ -273,7 +273,7 @@ def _recording_agent(worker: Worker, table: Callable[[str, str], Table]) -> None
     recordings = KeyedAgent(
         recording_decision.RoomRecordings,
         table("recordings", "recording.intents"),
-        key_of=lambda e: str(getattr(e, "room_id", "")) or None,
+        key_of=by_field("room_id"),
         decide=lambda state, event, key: recording_decision.handle(state, event, config, room_id=key),
         deadline=lambda state: None,
     )
@@ -313,7 +313,7 @@ def _user_and_call_agents(worker: Worker, table: Callable[[str, str], Table]) ->
     users = KeyedAgent(
         UserState,
         table("users", "session.events"),
-        key_of=lambda e: str(getattr(e, "user_id", "")) or None,
+        key_of=by_field("user_id"),
         decide=lambda state, event, key: user_decision.handle(state, event, user_config, user_id=key),
         deadline=lambda state: user_decision.next_deadline(state, user_config),
         tick_topic="session.events",
@@ -321,7 +321,7 @@ def _user_and_call_agents(worker: Worker, table: Callable[[str, str], Table]) ->
     calls = KeyedAgent(
         CallState,
         table("calls", "call.events"),
-        key_of=lambda e: str(getattr(e, "call_id", "")) or None,
+        key_of=by_field("call_id"),
         decide=lambda state, event, key: call_decision.handle(state, event, call_config, call_id=key),
         deadline=lambda state: call_decision.next_deadline(state, call_config),
         tick_topic="call.events",

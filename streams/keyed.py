@@ -40,6 +40,16 @@ from streams.outputs import Outputs
 S = TypeVar("S", bound=BaseModel)
 
 
+def by_field(name: str) -> Callable[[Event], str | None]:
+    """``key_of`` for inputs keyed by one field (``room_id``, ``user_id``...); inputs
+    without it belong to no key."""
+
+    def key_of(event: Event) -> str | None:
+        return str(getattr(event, name, "") or "") or None
+
+    return key_of
+
+
 @dataclass
 class KeyedAgent(Generic[S]):
     model: type[S]
