@@ -5,7 +5,8 @@
   (what the tapped aiortc receiver does), then :class:`FrameAssembler` →
   :class:`TrackWriter` WebM segments (codec copy) — as real-time seconds of media per CPU
   second, times two tracks, with every frame written (none lost). Not included: the UDP
-  socket, asyncio, ICE/DTLS and RTCP, so a live recorder records fewer;
+  socket, asyncio, ICE/DTLS and RTCP, so this is an upper bound and a live recorder
+  records fewer (not measured live: see bench/README.md);
   ``record_only_tracks_per_core`` is the assembly + mux share alone.
 - ``stop_to_listed_p50_ms`` / ``_p99_ms``: from stop (open segments closed) to every object
   (segments, one file per track, ``manifest.json``) listed in MinIO: waiting uploads drained,

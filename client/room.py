@@ -34,6 +34,8 @@ from aiortc import (
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
@@ -57,6 +59,9 @@ class LocalTrack:
     source_id: str
     kind: str  # camera | microphone | screen
     layer: str = "single"
+    #: Send in this codec (``H264``, ``VP8``, ``opus``...) when the node accepts it; None:
+    #: aiortc's preference order (VP8 first).
+    codec: str | None = None
 
 
 @dataclass
@@ -120,6 +125,15 @@ def rtc_configuration(ice_servers: list[dict[str, Any]], policy: str = "all") ->
     return RTCConfiguration(
         iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy(policy), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
     )
+
+
+def codec_preferences(kind: str, codec: str) -> list[RTCRtpCodecCapability]:
+    """``codec`` (and RTX) out of aiortc's capabilities for ``kind``, as preferences."""
+    wanted = f"{kind}/{codec}".lower()
+    chosen = [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() in (wanted, f"{kind}/rtx")]
+    if not any(c.mimeType.lower() == wanted for c in chosen):
+        raise ValueError(f"aiortc cannot send {codec!r} {kind}")
+    return sorted(chosen, key=lambda c: c.mimeType.lower().endswith("/rtx"))  # the codec first
 
 
 def apply_encodings(senders: list[tuple[LocalTrack, RTCRtpTransceiver]], message: dict[str, Any]) -> list[str] | None:
@@ -277,6 +291,9 @@ class Room:
         self._publisher = pc
         self._log_states(pc, "publisher")
         transceivers = [pc.addTransceiver(t.track, direction="sendonly") for t in self._published]
+        for local, transceiver in zip(self._published, transceivers, strict=True):
+            if local.codec:
+                transceiver.setCodecPreferences(codec_preferences(transceiver.kind, local.codec))
         self._senders = list(zip(self._published, transceivers, strict=True))
         self.encodings.clear()  # a fresh connection sends every encoding until streams say otherwise
         await pc.setLocalDescription(await pc.createOffer())

@@ -10,6 +10,11 @@ module bends its public objects into an RTP-level forwarder:
   ``RTCRtpSender`` whose track is a :class:`SilentTrack` (so its own loop never encodes):
   its SSRC, mid and header extension ids, its retransmission history (aiortc answers the
   subscriber's NACKs from it), its sender-report counters and its DTLS/SRTP transport.
+* Sender reports: an :class:`InboundTap` keeps each sender's latest NTP↔RTP mapping
+  (``sender_report``); an :class:`OutboundLeg` given a mapping (``map_clock``: the
+  publisher's, translated to the leg's timestamps) sends it in its own sender reports
+  instead of the node's forwarding time, so subscribers (and the recorder) can place
+  every track on the publisher's capture clock (lip sync).
 * :func:`request_keyframe` and :func:`send_remb` speak RTCP upstream from a receiver;
   :meth:`InboundTap.request_retransmission` NACKs again what is still missing, and an
   ``OutboundLeg`` reports the NACKed packets its history cannot answer (``on_nack_miss``).
@@ -46,6 +51,7 @@ from aiortc.rtp import (
     RTP_HISTORY_SIZE,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
+    RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
     unpack_remb_fci,
@@ -113,6 +119,11 @@ def check_internals(receiver: RTCRtpReceiver | None = None, sender: RTCRtpSender
         ]
     if missing:
         raise AiortcInternalsChanged("aiortc internals missing: " + ", ".join(missing))
+
+
+def ntp_to_unix(ntp: int) -> float:
+    """A 64-bit NTP timestamp as Unix seconds."""
+    return (ntp >> 32) - NTP_UNIX_OFFSET_S + (ntp & 0xFFFFFFFF) / (1 << 32)
 
 
 def _ntp_now() -> int:
@@ -235,6 +246,19 @@ class InboundTap:
         self._active_ssrc: dict[int, datetime.datetime] = getattr(receiver, _R + "active_ssrc")
         self._nack_generator: NackGenerator | None = getattr(receiver, _R + "nack_generator")
         self._estimator: RemoteBitrateEstimator | None = getattr(receiver, _R + "remote_bitrate_estimator")
+        #: per sender SSRC, its latest RTCP sender report: (NTP timestamp, RTP timestamp)
+        self.sender_reports: dict[int, tuple[int, int]] = {}
+        self._original_rtcp = receiver._handle_rtcp_packet
+
+    def sender_report(self, ssrc: int | None) -> tuple[int, int] | None:
+        """The latest (NTP, RTP) mapping ``ssrc``'s sender reported, if any yet."""
+        return None if ssrc is None else self.sender_reports.get(ssrc)
+
+    async def _handle_rtcp_packet(self, packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            info = packet.sender_info
+            self.sender_reports[packet.ssrc] = (info.ntp_timestamp, info.rtp_timestamp)
+        await self._original_rtcp(packet)
 
     @property
     def kind(self) -> str:
@@ -331,6 +355,7 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler | None = Non
     """
     check_internals(receiver=receiver)
     tap = InboundTap(receiver, on_packet)
+    receiver._handle_rtcp_packet = tap._handle_rtcp_packet  # type: ignore[method-assign]
     receiver.receive = tap._receive  # type: ignore[method-assign]
     receiver._handle_rtp_packet = tap._handle_rtp_packet  # type: ignore[method-assign]
     if getattr(receiver, _R + "decoder_thread") is not None:
@@ -428,6 +453,8 @@ class OutboundLeg:
         self._on_keyframe_request: list[KeyframeHandler] = []
         self._on_remb: list[RembHandler] = []
         self._on_nack_miss: list[NackMissHandler] = []
+        #: (NTP, RTP) its sender reports carry; None: the forwarding time of the last packet
+        self._clock: tuple[int, int] | None = None
         self._original_send = sender.send
         self._original_rtcp = sender._handle_rtcp_packet
         sender.send = self._send  # type: ignore[method-assign]
@@ -454,6 +481,11 @@ class OutboundLeg:
     def on_nack_miss(self, callback: NackMissHandler) -> None:
         """Call ``callback(seqs)`` with the NACKed seqs this leg could not retransmit."""
         self._on_nack_miss.append(callback)
+
+    def map_clock(self, ntp: int, rtp: int) -> None:
+        """Report ``rtp`` (this leg's timestamps) as sent at ``ntp`` in its sender reports:
+        the publisher's own mapping, so the subscriber sees the capture clock."""
+        self._clock = (ntp, rtp & 0xFFFFFFFF)
 
     async def write(self, packet: RtpPacket) -> bool:
         """Send ``packet`` (payload type already mapped) as this leg's stream.
@@ -495,8 +527,9 @@ class OutboundLeg:
         packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
         self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
         data = serialize(packet, self._extension_ids) or packet.serialize(self._extensions_map)
-        state[_S + "ntp_timestamp"] = ntp
-        state[_S + "rtp_timestamp"] = packet.timestamp
+        clock_map = self._clock
+        state[_S + "ntp_timestamp"] = ntp if clock_map is None else clock_map[0]
+        state[_S + "rtp_timestamp"] = packet.timestamp if clock_map is None else clock_map[1]
         state[_S + "octet_count"] += len(packet.payload)
         state[_S + "packet_count"] += 1
         self.packets_sent += 1

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from media_node.errors import failure_code
 from media_node.peers import Peers, PeerSession
 from observability import metrics
 from producers.envelope import Event, utcnow
@@ -102,8 +103,8 @@ class CommandLoop:
                         node_id=self.node_id,
                         command_type=command.type,
                         peer_id=getattr(command, "peer_id", None),
-                        code=type(exc).__name__,
-                        message=str(exc)[:500],
+                        code=failure_code(exc),
+                        message=f"{type(exc).__name__}: {exc}"[:500],
                     )
                 )
 
@@ -150,6 +151,9 @@ class CommandRunner(CommandLoop):
 
     async def add_subscription(self, c: AddSubscription) -> None:
         self._causes[f"offer/{c.peer_id}"] = (c, 0)
+        source = self.peers.sources.get((c.publisher_peer_id, c.source_id))
+        if c.from_start and source is not None:
+            source.from_start_for(c.peer_id)
         await self.peers.add_subscription(c.room_id, c.peer_id, c.publisher_peer_id, c.source_id, c.layer)
 
     async def apply_answer(self, c: ApplySubscriberAnswer) -> None:

@@ -13,6 +13,8 @@ sequence numbers and timestamps, written to its :class:`Downlink` (an ``Outbound
   the target's keyframe packets wait (at most ``MAX_HELD_PACKETS`` / ``MAX_HOLD_S``).
 * Across a switch, sequence numbers continue at +1 and timestamps advance by the wall time
   elapsed, so the subscriber sees one continuous stream; VP8 picture ids are renumbered too.
+* Sender reports: each leg's carry the publisher's latest NTP↔RTP mapping of the
+  encoding it reads, translated to the leg's timestamps (lip sync at the subscriber).
 * A subscriber's PLI/FIR is relayed to its encoding's publisher (same throttle); the
   subscribers' REMB estimates, with the node's own uplink estimate, are folded into one REMB
   per encoding (the minimum), sent upstream by :meth:`Source.tick`.
@@ -22,6 +24,11 @@ sequence numbers and timestamps, written to its :class:`Downlink` (an ``Outbound
   the hole). A subscriber's NACK the node cannot answer (never received, or no longer in the
   leg's history), that no retransmission is on its way for and that no later keyframe has
   made moot asks for one at once.
+* From the start (recorders): each encoding keeps its first ``START_BUFFER_S`` of packets.
+  A subscriber marked with :meth:`Source.from_start_for` (streams set ``from_start`` on a
+  recorder's ``AddSubscription``) whose leg comes up while that buffer still reaches back to
+  the encoding's first packet gets the buffer replayed from its first keyframe, then the
+  live packets: a track published during a recording is recorded from its first frame.
 
 No aiortc private name is used here (see ``aiortc_glue``); the clock is injected.
 """
@@ -47,6 +54,9 @@ LAYER_ORDER: tuple[Layer, ...] = ("high", "mid", "low")
 PictureId = tuple[int, int] | None
 MAX_HELD_PACKETS = 64
 MAX_HOLD_S = 0.1
+#: How much of an encoding's beginning is kept for subscribers that record from the start.
+START_BUFFER_S = 5.0
+START_BUFFER_PACKETS = 4000
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +73,7 @@ class Upstream(Protocol):
     async def request_keyframe(self, media_ssrc: int) -> None: ...
     async def request_retransmission(self, media_ssrc: int, seqs: list[int]) -> None: ...
     async def send_remb(self, bitrate: int, ssrcs: list[int]) -> None: ...
+    def sender_report(self, ssrc: int | None) -> tuple[int, int] | None: ...
 
 
 class Downlink(Protocol):
@@ -77,6 +88,7 @@ class Downlink(Protocol):
     def on_keyframe_request(self, callback: Callable[[], Awaitable[None]]) -> None: ...
     def on_remb(self, callback: Callable[[int], None]) -> None: ...
     def on_nack_miss(self, callback: Callable[[list[int]], Awaitable[None]]) -> None: ...
+    def map_clock(self, ntp: int, rtp: int) -> None: ...
 
 
 def seq_newer_or_equal(a: int, b: int) -> bool:
@@ -111,6 +123,20 @@ class Encoding:
         #: a PLI went upstream and no keyframe has arrived since: only then are
         #: further requests held back (a new subscriber right after a keyframe asks again)
         self._request_outstanding = False
+        #: every packet since the first, while the encoding is younger than START_BUFFER_S
+        self.start_buffer: list[RtpPacket] | None = []
+        self._first_at: float | None = None
+
+    def _keep_start(self, packet: RtpPacket, now: float) -> None:
+        buffer = self.start_buffer
+        if buffer is None:
+            return
+        if self._first_at is None:
+            self._first_at = now
+        if now - self._first_at > START_BUFFER_S or len(buffer) >= START_BUFFER_PACKETS:
+            self.start_buffer = None  # no longer reaches back to the first packet
+        else:
+            buffer.append(packet)
 
     async def push(self, packet: RtpPacket, arrival_ms: int = 0) -> None:
         """Forward one incoming packet to every downstream of this encoding."""
@@ -123,6 +149,7 @@ class Encoding:
             self._request_outstanding = False
         source = self.source
         now = source.clock()
+        self._keep_start(packet, now)
         repair = self.repair
         if repair is not None:
             if self._is_keyframe(packet.payload):
@@ -137,7 +164,9 @@ class Encoding:
         keyframe: bool | None = None
         picture_id = vp8_picture_id(packet.payload) if self._is_vp8 else None
         for reader in tuple(self.readers):
-            if reader.current is self:
+            if reader.replay_tail is not None:
+                reader.replay_tail.append(packet)  # after the replayed beginning, in order
+            elif reader.current is self:
                 await reader.forward(packet, picture_id, now)
             elif not reader.leg.ready:
                 continue
@@ -150,6 +179,12 @@ class Encoding:
                     await reader.start(packet, picture_id, now)
                 else:
                     await self.request_keyframe(now)
+
+    def is_keyframe(self, payload: bytes) -> bool:
+        return self._is_keyframe(payload)
+
+    def picture_id(self, packet: RtpPacket) -> PictureId:
+        return vp8_picture_id(packet.payload) if self._is_vp8 else None
 
     def keyframe_after(self, seq: int) -> bool:
         """Whether a keyframe started after incoming packet ``seq`` (decoders resume there)."""
@@ -271,6 +306,9 @@ class Downstream:
         self._held: list[tuple[RtpPacket, PictureId]] = []
         self._held_since = 0.0
         self._subscribed_at = source.clock()
+        self._clock_mapped: tuple[tuple[int, int], int] | None = None
+        #: live packets that arrive while the encoding's beginning is replayed
+        self.replay_tail: list[RtpPacket] | None = None
         target.readers.append(self)
         leg.on_keyframe_request(self._relay_keyframe_request)
         leg.on_remb(self._record_remb)
@@ -314,6 +352,37 @@ class Downstream:
         self.switch(self.target, packet, picture_id, now)
         await self.forward(packet, picture_id, now)
 
+    async def replay_start(self) -> int:
+        """Forward the target's beginning (from its first keyframe), then what arrived
+        meanwhile; returns the packets replayed (0: the beginning is no longer kept)."""
+        encoding = self.target
+        buffered = list(encoding.start_buffer or ())
+        first = next((i for i, p in enumerate(buffered) if encoding.is_keyframe(p.payload)), None)
+        if first is None:
+            return 0
+        packets = buffered[first:]
+        now = self.source.clock()
+        self.replay_tail = []
+        try:
+            self.switch(encoding, packets[0], encoding.picture_id(packets[0]), now)
+            replayed = 0
+            while packets:
+                for packet in packets:
+                    await self.forward(packet, encoding.picture_id(packet), self.source.clock())
+                replayed += len(packets)
+                packets, self.replay_tail = self.replay_tail, []
+        finally:
+            self.replay_tail = None
+        log.info(
+            "%s/%s to %s from its start: %d packets replayed",
+            self.source.publisher_id,
+            self.source.source_id,
+            self.subscriber_id,
+            replayed,
+            extra={"peer_id": self.subscriber_id, "source_id": self.source.source_id},
+        )
+        return replayed
+
     async def hold(self, packet: RtpPacket, picture_id: PictureId, now: float) -> None:
         """Keep a target packet until the current frame ends (or too much time/too many packets)."""
         self._held.append((packet, picture_id))
@@ -325,6 +394,8 @@ class Downstream:
         if self.paused:
             return
         out = self.rewrite(packet, picture_id, now)
+        if out is not None and self.current is not None:
+            self._map_clock(self.current)
         if out is not None and await self.leg.write(out):
             size = len(out.payload)
             self.packets += 1
@@ -333,6 +404,14 @@ class Downstream:
             self.source.bytes_forwarded += size
         if self._held and not self._frame_open:
             await self._release(now)
+
+    def _map_clock(self, encoding: Encoding) -> None:
+        """Give the leg the publisher's NTP↔RTP mapping in this subscriber's timestamps."""
+        report = encoding.upstream.sender_report(encoding.ssrc)
+        if report is None or (report, self._ts_offset) == self._clock_mapped:
+            return
+        self._clock_mapped = (report, self._ts_offset)
+        self.leg.map_clock(report[0], (report[1] + self._ts_offset) & 0xFFFFFFFF)
 
     async def _release(self, now: float) -> None:
         held, self._held = self._held, []
@@ -470,6 +549,8 @@ class Source:
         self.repair_give_up_s = repair_give_up_s
         self.encodings: dict[Layer, Encoding] = {}
         self.downstreams: dict[str, Downstream] = {}
+        #: subscribers that get the source from its beginning (recorders), see replay_start
+        self.from_start: set[str] = set()
         self.packets_forwarded = 0
         self.bytes_forwarded = 0
         self._flushed = (0, 0)
@@ -508,9 +589,18 @@ class Source:
         target = self.resolve(layer)
         downstream = Downstream(self, subscriber_id, leg, target, initial_seq, initial_ts)
         self.downstreams[subscriber_id] = downstream
+        if leg.ready and subscriber_id in self.from_start:
+            self.from_start.discard(subscriber_id)
+            if await downstream.replay_start():
+                return downstream
         if leg.ready:
             await target.request_keyframe()
         return downstream
+
+    def from_start_for(self, subscriber_id: str) -> None:
+        """``subscriber_id``'s coming subscription starts at the source's first packet if
+        the source is still young enough (``START_BUFFER_S``), else as any other does."""
+        self.from_start.add(subscriber_id)
 
     async def set_layer(self, subscriber_id: str, layer: Layer) -> Downstream:
         """Move a subscriber to another encoding at that encoding's next keyframe."""

@@ -71,3 +71,10 @@ MEDIA_SUBSCRIBER_LOSS = Histogram(
     "Loss of subscriber video legs per quality sample (fraction, 0-1)",
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
+
+# --- recorder -------------------------------------------------------------------
+RECORDER_RECORDINGS = Gauge("roomlog_recorder_recordings", "Recordings this recorder instance runs")
+RECORDER_SEGMENTS_UPLOADED = Counter(
+    "roomlog_recorder_segments_uploaded_total", "Closed segments uploaded to MinIO (acknowledged on the log)"
+)
+RECORDER_SPOOL_BYTES = Gauge("roomlog_recorder_spool_bytes", "Closed segments waiting on local disk for MinIO")

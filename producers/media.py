@@ -41,6 +41,9 @@ class AddSubscription(NodeCommand):
     publisher_peer_id: Id
     source_id: Id
     layer: Layer = "high"
+    #: Start at the source's first packet if the node still keeps it (a recorder records a
+    #: track published during the recording from its first frame); else at a keyframe.
+    from_start: bool = False
 
 
 class RemoveSubscription(NodeCommand):

@@ -9,6 +9,8 @@ import logging
 import signal
 import sys
 
+from prometheus_client import start_http_server
+
 from media_node.guard import forbid_codecs
 from observability import logs
 from producers.kafka import EventProducer
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("recorder", settings.log_level)
     if settings.forbid_codecs:
         forbid_codecs()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
     asyncio.run(run(settings))
     return 0
 

@@ -1,10 +1,10 @@
 """At stop: one playable file per track from its segments, and ``manifest.json``.
 
 Works from what MinIO holds (so it also finishes what another instance began): the
-segments under ``recordings/<room>/<recording>/<peer>/<source>/<n>.webm`` and each
-track's ``track.json``. A track's segments are remuxed in order into
-``recordings/<room>/<recording>/<peer>/<source>.webm`` — packets copied with their
-timestamps, nothing decoded — and a missing segment number is listed as a gap (with the
+segments under ``recordings/<room>/<recording>/<peer>/<source>/<n>.webm`` (``<n>.mp4``:
+H.264 in fragmented MP4) and each track's ``track.json``. A track's segments are remuxed
+in order into ``recordings/<room>/<recording>/<peer>/<source>.webm`` (or ``.mp4``) —
+packets copied with their timestamps, nothing decoded — and a missing segment number is listed as a gap (with the
 time it covers). The manifest lists tracks, peers, start offsets, codecs, durations,
 frame counts and sizes.
 """
@@ -22,6 +22,7 @@ from typing import Any
 import av
 from minio import Minio
 
+from recorder.segments import FORMATS, START_PTS_TAG
 from recorder.uploads import Upload, put, put_json
 
 
@@ -34,6 +35,11 @@ class TrackFiles:
     track_id: str
     meta: dict[str, Any] = field(default_factory=dict)
     segments: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def ext(self) -> str:
+        """The container of its segments (``webm``, or ``mp4`` for H.264)."""
+        return next((key.rsplit(".", 1)[1] for key in self.segments.values()), "webm")
 
 
 def list_tracks(client: Minio, bucket: str, prefix: str) -> dict[str, TrackFiles]:
@@ -51,9 +57,18 @@ def list_tracks(client: Minio, bucket: str, prefix: str) -> dict[str, TrackFiles
             finally:
                 response.close()
                 response.release_conn()
-        elif name.endswith(".webm") and name[:-5].isdigit():
-            files.segments[int(name[:-5])] = obj.object_name or ""
+        else:
+            stem, _, ext = name.rpartition(".")
+            if ext in FORMATS and stem.isdigit():
+                files.segments[int(stem)] = obj.object_name or ""
     return tracks
+
+
+def _start_pts(comment: str) -> int:
+    """An MP4 segment's first timestamp on its track's timeline (its muxer starts it at 0)."""
+    if comment.startswith(START_PTS_TAG) and comment[len(START_PTS_TAG) :].isdigit():
+        return int(comment[len(START_PTS_TAG) :])
+    return 0
 
 
 def remux(sources: list[tuple[int, Path]], out: Path) -> dict[str, Any]:
@@ -61,7 +76,8 @@ def remux(sources: list[tuple[int, Path]], out: Path) -> dict[str, Any]:
     frames, first_pts, last_end = 0, None, 0.0
     spans: list[tuple[int, float, float]] = []
     width = height = None
-    with av.open(str(out), "w", format="webm") as output:
+    container_format, options = FORMATS[out.suffix.lstrip(".")]
+    with av.open(str(out), "w", format=container_format, options=dict(options)) as output:
         stream = None
         for index, path in sources:
             with av.open(str(path)) as source:
@@ -71,11 +87,15 @@ def remux(sources: list[tuple[int, Path]], out: Path) -> dict[str, Any]:
                     width = getattr(template, "width", None) or None
                     height = getattr(template, "height", None) or None
                 tb = template.time_base or Fraction(1, 1000)
+                shift = _start_pts(source.metadata.get("comment", ""))
                 seg_first = seg_last = None
                 count = 0
                 for packet in source.demux(template):
                     if packet.pts is None:
                         continue
+                    if shift:
+                        packet.pts += shift
+                        packet.dts = packet.pts if packet.dts is None else packet.dts + shift
                     t = float(packet.pts * tb)
                     seg_first = t if seg_first is None else seg_first
                     seg_last = t
@@ -117,13 +137,14 @@ def gaps_of(segments: list[int], spans: list[tuple[int, float, float]]) -> list[
 def assemble_track(client: Minio, bucket: str, prefix: str, files: TrackFiles, work: Path) -> dict[str, Any]:
     local = []
     for index in sorted(files.segments):
-        path = work / f"{files.track_id.replace('/', '_')}-{index}.webm"
+        path = work / f"{files.track_id.replace('/', '_')}-{index}.{files.ext}"
         client.fget_object(bucket, files.segments[index], str(path))
         local.append((index, path))
-    out = work / f"{files.track_id.replace('/', '_')}.webm"
+    out = work / f"{files.track_id.replace('/', '_')}.{files.ext}"
     info = remux(local, out)
-    key = f"{prefix}{files.track_id}.webm"
-    put(client, bucket, Upload(recording_id="", object_key=key, path=out))
+    key = f"{prefix}{files.track_id}.{files.ext}"
+    content_type = "video/mp4" if files.ext == "mp4" else "video/webm"
+    put(client, bucket, Upload(recording_id="", object_key=key, path=out, content_type=content_type))
     meta = files.meta
     start_s = float(meta.get("start_s", 0.0))
     return {
@@ -135,6 +156,9 @@ def assemble_track(client: Minio, bucket: str, prefix: str, files: TrackFiles, w
         "codec": meta.get("codec", ""),
         "object_key": key,
         "start_s": start_s,
+        # "rtcp-sr": the first frame placed on the sender's clock by its sender reports;
+        # "arrival": when its first packet reached the recorder (no report came)
+        "clock": meta.get("clock", "arrival"),
         "duration_s": round(info["end_s"] - 0.0, 3),
         "first_frame_s": info["first_s"],
         "size_bytes": out.stat().st_size,

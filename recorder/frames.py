@@ -1,21 +1,31 @@
 """Encoded frames from RTP packets, without decoding: reorder, wait for retransmissions,
-strip the payload descriptor, join a frame's packets.
+strip the payload descriptor, join a frame's packets (``recorder.payloads`` per codec).
 
 :class:`FrameAssembler` takes the packets of one stream in arrival order and returns
 complete frames in RTP order. A hole waits ``hold_s`` for its retransmission (the tap
 keeps NACKing); after that the frames it breaks are dropped and ``lost`` counts them,
 and a video stream reports that it needs a keyframe (its next frames reference what was
-lost). VP8 frames are the concatenated partitions after each packet's descriptor
-(RFC 7741); an Opus packet is one frame (RFC 7587). Pure: time is passed in.
+lost). VP8 and VP9 frames are the concatenated payloads after each packet's descriptor
+(RFC 7741, RFC 9628); an H.264 frame is its NAL units as an Annex B byte stream (RFC
+6184); an Opus packet is one frame (RFC 7587). Pure: time is passed in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc.rtp import RtpPacket
 
-from media_node.keyframes import vp8_descriptor_size, vp8_keyframe_start
+from recorder import payloads
+from recorder.payloads import vp8_frame_start, vp8_size
+
+#: Per video codec: frame start, keyframe (from the frame's packets), packet → frame data.
+VIDEO: dict[str, tuple[Callable[[bytes], bool], Callable[[list[bytes]], bool], Callable[[bytes], bytes]]] = {
+    "vp8": (vp8_frame_start, lambda p: payloads.vp8_keyframe_start(p[0]), payloads.vp8_data),
+    "vp9": (payloads.vp9_frame_start, lambda p: payloads.vp9_keyframe_start(p[0]), payloads.vp9_data),
+    "h264": (payloads.h264_frame_start, payloads.h264_keyframe, payloads.h264_data),
+}
 
 
 @dataclass(frozen=True)
@@ -26,24 +36,15 @@ class Frame:
     keyframe: bool
     #: When its last packet arrived (the caller's clock, seconds).
     arrival: float
-
-
-def vp8_frame_start(payload: bytes) -> bool:
-    """First packet of a VP8 frame: S bit set on partition 0."""
-    return len(payload) > 0 and bool(payload[0] & 0x10) and (payload[0] & 0x0F) == 0
-
-
-def vp8_size(frame: bytes) -> tuple[int, int] | None:
-    """Width and height of a VP8 keyframe (from its uncompressed header)."""
-    if len(frame) < 10 or frame[0] & 0x01 or frame[3:6] != b"\x9d\x01\x2a":
-        return None
-    return int.from_bytes(frame[6:8], "little") & 0x3FFF, int.from_bytes(frame[8:10], "little") & 0x3FFF
+    #: Its first packet's payload, descriptor included (VP9 carries the size there).
+    first_payload: bytes = b""
 
 
 class FrameAssembler:
     def __init__(self, codec: str, hold_s: float = 0.3) -> None:
         self.codec = codec.lower()
-        self.video = self.codec == "vp8"
+        self.video = self.codec in VIDEO
+        self._is_start, self._is_keyframe, self._data = VIDEO.get(self.codec, VIDEO["vp8"])
         self.hold_s = hold_s
         self.lost = 0
         self.needs_keyframe = self.video
@@ -92,7 +93,7 @@ class FrameAssembler:
         return self._drain(now, force=True)
 
     def _start(self, packet: RtpPacket) -> bool:
-        return vp8_frame_start(packet.payload) if self.video else True
+        return self._is_start(packet.payload) if self.video else True
 
     def _complete(self, seq: int) -> tuple[list[RtpPacket], float] | None:
         first = self._packets.get(seq)
@@ -111,11 +112,11 @@ class FrameAssembler:
 
     def _frame(self, packets: list[RtpPacket], arrival: float) -> Frame:
         if self.video:
-            data = b"".join(p.payload[vp8_descriptor_size(p.payload) :] for p in packets)
-            keyframe = vp8_keyframe_start(packets[0].payload)
+            data = b"".join(self._data(p.payload) for p in packets)
+            keyframe = self._is_keyframe([p.payload for p in packets])
         else:
             data, keyframe = packets[0].payload, True
-        return Frame(data, self.timestamp(packets[0].timestamp), keyframe, arrival)
+        return Frame(data, self.timestamp(packets[0].timestamp), keyframe, arrival, packets[0].payload)
 
     def _drain(self, now: float, force: bool) -> list[Frame]:
         out: list[Frame] = []
@@ -171,3 +172,6 @@ class FrameAssembler:
         for s in [s for s in self._packets if s < resume]:
             del self._packets[s]
         self._next = resume
+
+
+__all__ = ["VIDEO", "Frame", "FrameAssembler", "vp8_frame_start", "vp8_size"]

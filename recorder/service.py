@@ -37,6 +37,7 @@ from aiokafka.structs import ConsumerRecord
 from minio import Minio
 from minio.error import S3Error
 
+from observability import metrics
 from producers.catalog import decode
 from producers.envelope import Event
 from producers.errors import DecodeError
@@ -56,6 +57,8 @@ from recorder.assemble import assemble, list_tracks, recording_prefix
 from recorder.segments import Segment
 from recorder.session import Resumed, RoomRecording
 from recorder.settings import RecorderSettings
+from recorder.spool import recording_spool, recover
+from recorder.spool import remove as remove_spool
 from recorder.uploads import Upload, Uploader, put
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,8 @@ class Recorder:
         room_id = run.command.room_id if run else upload.object_key.split("/")[1]
         track = upload.meta.get("track", {})
         self.segments_uploaded += 1
+        metrics.RECORDER_SEGMENTS_UPLOADED.inc()
+        metrics.RECORDER_SPOOL_BYTES.set(self.uploader.spooled)
         await self.emit(
             RecordingSegmentUploaded.new(
                 room_id=room_id,
@@ -154,6 +159,8 @@ class Recorder:
                 await run.recording.close(keep_open_segment=False)
         await self.emit(RecordingFailed.new(room_id=run.command.room_id, recording_id=recording_id, error=reason))
         self.holds.running.pop(recording_id, None)
+        remove_spool(recording_spool(self.settings.spool_dir, recording_id))
+        metrics.RECORDER_RECORDINGS.set(len(self.running))
 
     # --- commands ----------------------------------------------------------------------
 
@@ -184,15 +191,28 @@ class Recorder:
         prefix = recording_prefix(command.room_id, command.recording_id)
         if await self._storage(self._exists, prefix + "manifest.json"):
             return  # finished before (a re-read after a takeover or restart)
+        await self._recover_spool(command.recording_id, prefix)
         resumed = await self._storage(self._resumed, prefix)
         run = Running(command, tp, offset)
         self.running[command.recording_id] = run
         self.holds.running[command.recording_id] = (tp, offset)
         run.task = asyncio.create_task(self._join(run, resumed))
+        metrics.RECORDER_RECORDINGS.set(len(self.running))
+
+    async def _recover_spool(self, recording_id: str, prefix: str) -> None:
+        """Upload, in order, the closed segments an instance that died on this host left in
+        the shared spool, before numbering goes on after them."""
+        uploads = recover(recording_spool(self.settings.spool_dir, recording_id), recording_id, prefix)
+        if not uploads:
+            return
+        log.info("recording %s: uploading %d spooled files first", recording_id, len(uploads))
+        for upload in uploads:
+            self.uploader.add(upload)
+        await self.uploader.drained(recording_id)
 
     async def _join(self, run: Running, resumed: Resumed | None) -> None:
         c = run.command
-        spool = Path(self.settings.spool_dir) / self.settings.recorder_id / c.recording_id
+        spool = recording_spool(self.settings.spool_dir, c.recording_id)
         recording = RoomRecording(
             room_id=c.room_id,
             recording_id=c.recording_id,
@@ -256,6 +276,7 @@ class Recorder:
             prefix = recording_prefix(command.room_id, command.recording_id)
             if await self._storage(self._exists, prefix + "manifest.json"):
                 return  # finished before (a re-read after a takeover or restart)
+            await self._recover_spool(command.recording_id, prefix)
             if not await self._storage(self._exists, prefix + "recording.json"):
                 await self.emit(
                     RecordingFailed.new(
@@ -310,6 +331,8 @@ class Recorder:
         )
         self.running.pop(c.recording_id, None)
         self.holds.running.pop(c.recording_id, None)
+        remove_spool(recording_spool(self.settings.spool_dir, c.recording_id))
+        metrics.RECORDER_RECORDINGS.set(len(self.running))
         log.info(
             "recording %s completed: %d tracks", c.recording_id, len(manifest["tracks"]), extra={"room_id": c.room_id}
         )
@@ -333,7 +356,7 @@ class Recorder:
                 tracks = [t for t in manifest["tracks"] if t.get("object_key")]
                 inputs = []
                 for n, track in enumerate(tracks):
-                    path = work / f"{n}.webm"
+                    path = work / f"{n}.{track['object_key'].rsplit('.', 1)[-1]}"
                     await asyncio.to_thread(
                         self.minio.fget_object, self.settings.bucket, track["object_key"], str(path)
                     )

@@ -4,21 +4,21 @@ The recorder joins through ``client.Room`` with a token holding ``join``, ``subs
 and ``record`` (streams make such a peer hidden and auto-subscribe it to every source,
 including ones published later). Each received RTP packet goes through the track's
 :class:`FrameAssembler` into its :class:`TrackWriter`; closed segments are queued for
-upload under ``recordings/<room>/<recording>/<peer>/<source>/<n>.webm``. A track is one
+upload under ``recordings/<room>/<recording>/<peer>/<source>/<n>.webm`` (``.mp4`` for H.264). A track is one
 publication: a source unpublished and published again, or a peer that leaves and joins
 again (a new peer id), starts a new track. ``track.json`` records each track's peer,
 source, codec and start offset (seconds after the recording started, from the arrival
 of its first frame) before its first segment.
 
-Taking over (another instance died): the recording's ``recording.json`` gives its start
-time; a track already in MinIO continues on its timeline (``base_s``) at the segment
-number after the next (the dead instance's open segment is the gap).
+Taking over (another instance died): the spool the dead instance left on this host is
+uploaded first (``recorder.spool``), then the recording's ``recording.json`` gives its
+start time; a track already in MinIO continues on its timeline (``base_s``) at the
+segment number after the next (the dead instance's open segment is the gap).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -30,9 +30,10 @@ from aiortc.rtp import RtpPacket
 
 from client.recording import PacketTaps
 from client.room import Room
-from media_node.aiortc_glue import InboundTap
+from media_node.aiortc_glue import InboundTap, ntp_to_unix
 from recorder.frames import FrameAssembler
-from recorder.segments import CODECS, Segment, TrackWriter
+from recorder.segments import CODECS, Segment, TrackWriter, write_json_atomic
+from recorder.spool import track_dir
 from recorder.uploads import Upload, Uploader
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ class Track:
     ssrc: int
     keyframe_asked: float = 0.0
     ended: bool = False
+    #: Continued after a takeover: its start offset was set by the instance that began it.
+    resumed: bool = False
+    #: The last sender report seen, and whether ``track.json`` is behind the start offset.
+    report: tuple[int, int] | None = None
+    start_changed: bool = False
 
 
 @dataclass
@@ -100,6 +106,7 @@ class RoomRecording:
     async def join(self, ws_url: str, token: str, ice_servers: list[dict[str, Any]] | None) -> None:
         if self.resumed is None:
             self._queue_json(
+                self.spool / "recording.json",
                 "recording.json",
                 {"recording_id": self.recording_id, "room_id": self.room_id, "started_at": self.started_at},
             )
@@ -166,17 +173,25 @@ class RoomRecording:
                 "start_wall": time.time(),
                 "start_s": round(time.time() - self.started_at, 3),
             }
-            self._queue_json(f"{track_id}/track.json", meta)
+            directory = track_dir(self.spool, track_id)
+            directory.mkdir(parents=True, exist_ok=True)
+            self._queue_json(directory / "track.json", f"{track_id}/track.json", meta)
+        else:
+            directory = track_dir(self.spool, track_id)
+            directory.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(directory / "track.json", meta)  # a later takeover on this host reads it
         writer = TrackWriter(
             track_id,
             codec,
-            self.spool / track_id.replace("/", "_"),
+            directory,
             self.segment_s,
             first_index,
             self._segment_closed,
             base_s=base_s,
         )
-        track = Track(track_id, meta, FrameAssembler(codec, self.hold_s), writer, tap, packet.ssrc)
+        track = Track(
+            track_id, meta, FrameAssembler(codec, self.hold_s), writer, tap, packet.ssrc, resumed=first_index > 0
+        )
         self.tracks[key] = track
         log.info(
             "recording track %s (%s) from segment %d", track_id, codec, first_index, extra={"room_id": self.room_id}
@@ -192,7 +207,41 @@ class RoomRecording:
         track.ssrc = packet.ssrc
         for frame in track.assembler.add(packet, now):
             track.writer.write(frame)
+        self._sync(track)
         await self._keyframe_if_needed(track, now)
+
+    def _sync(self, track: Track) -> None:
+        """Place the track's first frame on the sender's clock through its sender reports:
+        ``start_s`` = (NTP of the first frame's RTP timestamp) − the recording's start. The
+        node's reports carry the publisher's mapping, so this is the capture time, not the
+        arrival (a track replayed from its start arrives late). ``track.json`` is rewritten
+        on the first report and, if a later report placed it earlier, when the track ends."""
+        first = track.writer.first_timestamp
+        if track.resumed or first is None:
+            return
+        report = track.tap.sender_report(track.ssrc)
+        if report is None or report == track.report or not report[0]:
+            return  # none yet, the same, or a sender without a wall clock (NTP 0)
+        initial = track.report is None
+        track.report = report
+        ntp, rtp = report
+        delta = ((first - rtp + 0x80000000) & 0xFFFFFFFF) - 0x80000000  # first frame − reported, in ticks
+        wall = ntp_to_unix(ntp) + delta / track.writer.clock
+        # every report places the first frame at or after its capture (a report is made
+        # when a packet leaves, after capture and encoding; a publisher that falls behind
+        # its timestamps only adds to that): the earliest placement is the closest
+        if not initial and wall >= float(track.meta.get("first_frame_wall", wall)):
+            return
+        track.meta.update(start_s=round(wall - self.started_at, 3), first_frame_wall=round(wall, 3), clock="rtcp-sr")
+        track.start_changed = True
+        if initial:
+            self._write_track_json(track)
+            track.start_changed = False
+
+    def _write_track_json(self, track: Track) -> None:
+        self._queue_json(
+            track_dir(self.spool, track.track_id) / "track.json", f"{track.track_id}/track.json", track.meta
+        )
 
     async def _keyframe_if_needed(self, track: Track, now: float) -> None:
         if (
@@ -220,6 +269,9 @@ class RoomRecording:
         self.gone.add((str(track.meta.get("peer_id", "")), str(track.meta.get("source_id", ""))))
         for frame in track.assembler.flush(now):
             track.writer.write(frame)
+        self._sync(track)
+        if track.start_changed and not track.resumed:
+            self._write_track_json(track)  # an earlier placement than the first report gave
         self.lost_frames += track.assembler.lost
         if keep_open_segment:
             track.writer.close_segment()
@@ -251,11 +303,12 @@ class RoomRecording:
 
     # --- uploads -----------------------------------------------------------------------
 
-    def _queue_json(self, name: str, value: dict[str, Any]) -> None:
+    def _queue_json(self, path: Path, name: str, value: dict[str, Any]) -> None:
+        """Spool ``value`` (kept: an instance taking over on this host reads it) and queue it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, value)
         self.uploader.add(
-            Upload(
-                self.recording_id, self.prefix + name, data=json.dumps(value).encode(), content_type="application/json"
-            )
+            Upload(self.recording_id, self.prefix + name, path=path, content_type="application/json", keep=True)
         )
 
     def _segment_closed(self, segment: Segment) -> None:
@@ -264,9 +317,11 @@ class RoomRecording:
         self.uploader.add(
             Upload(
                 self.recording_id,
-                f"{self.prefix}{segment.track_id}/{segment.index}.webm",
+                f"{self.prefix}{segment.track_id}/{segment.path.name}",
                 path=segment.path,
+                content_type="video/mp4" if segment.path.suffix == ".mp4" else "video/webm",
                 meta={"segment": segment, "track": meta},
+                sidecar=segment.path.with_suffix(".json"),
             )
         )
         if self._on_segment_queued is not None:

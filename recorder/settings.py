@@ -48,4 +48,6 @@ class RecorderSettings(KafkaSettings, MinioSettings):
         default="roomlog-recordings",
         validation_alias=AliasChoices("ROOMLOG_RECORDING_BUCKET", "ROOMLOG_RECORDER_BUCKET"),
     )
+    #: Prometheus ``/metrics`` (any path answers, so also the health check) on 127.0.0.1; 0: off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     log_level: str = "info"

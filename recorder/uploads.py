@@ -38,10 +38,28 @@ class Upload:
     data: bytes | None = None
     content_type: str = "video/webm"
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Removed with ``path`` once uploaded (a segment's ``<n>.json`` description).
+    sidecar: Path | None = None
+    #: Keep ``path`` after the upload (``track.json``: a takeover on this host reads it).
+    keep: bool = False
+    #: Bytes counted against the spool limit when queued.
+    spooled_size: int = 0
 
     @property
     def size(self) -> int:
-        return len(self.data) if self.data is not None else (self.path.stat().st_size if self.path else 0)
+        if self.data is not None:
+            return len(self.data)
+        try:
+            return self.path.stat().st_size if self.path else 0
+        except FileNotFoundError:
+            return 0
+
+    def done(self) -> None:
+        """The object is in MinIO: its spooled files are no longer needed."""
+        if self.path is not None and not self.keep:
+            self.path.unlink(missing_ok=True)
+        if self.sidecar is not None:
+            self.sidecar.unlink(missing_ok=True)
 
 
 def minio_client(endpoint: str, access_key: str, secret_key: str, secure: bool = False) -> Minio:
@@ -130,6 +148,9 @@ class Uploader:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return False
+        if any(u.object_key == upload.object_key and u.path == upload.path for u in self._queue):
+            return True  # already waiting (a spool recovered twice)
+        upload.spooled_size = size
         self.spooled += size
         self._queue.append(upload)
         self._idle.clear()
@@ -142,9 +163,9 @@ class Uploader:
         kept = []
         for upload in self._queue:
             if upload.recording_id == recording_id:
-                self.spooled -= upload.size
-                if upload.path is not None:
-                    upload.path.unlink(missing_ok=True)
+                self.spooled -= upload.spooled_size
+                upload.keep = False
+                upload.done()
             else:
                 kept.append(upload)
         self._queue = kept
@@ -168,6 +189,12 @@ class Uploader:
             upload = self._queue[0]
             try:
                 await asyncio.to_thread(put, self.client, self.bucket, upload)
+            except FileNotFoundError:
+                # another instance on this host uploaded the spooled file and removed it
+                # (it let the recording go in a rebalance while finishing its uploads)
+                log.info("%s was uploaded by another instance", upload.object_key)
+                self._remove(upload)
+                continue
             except (OSError, S3Error, urllib3.exceptions.HTTPError) as exc:
                 now = time.monotonic()
                 self.failed_since = self.failed_since or now
@@ -185,12 +212,14 @@ class Uploader:
                 delay = min(delay * 2, 2.0)
                 continue
             self.failed_since, delay = None, 0.2
-            if self._queue and self._queue[0] is upload:
-                self._queue.pop(0)
-                self.spooled -= upload.size
-            if upload.path is not None:
-                upload.path.unlink(missing_ok=True)
+            self._remove(upload)
+            upload.done()
             await self.on_uploaded(upload)
+
+    def _remove(self, upload: Upload) -> None:
+        if self._queue and self._queue[0] is upload:
+            self._queue.pop(0)
+            self.spooled -= upload.spooled_size
 
     async def _give_up(self, waited: float, exc: Exception) -> None:
         recordings = sorted({u.recording_id for u in self._queue})

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # `make up` / `make down`: run the whole roomlog platform on this machine.
-#   scripts/up.sh run    infra + migrations + topics + api + streams + one media node;
+#   scripts/up.sh run    infra + migrations + topics + api + streams + one media node
+#                        + one recorder;
 #                        stays in the foreground, Ctrl-C stops everything
 #   scripts/up.sh down   stop everything `run` started (from another terminal)
 #   scripts/up.sh cert   write a self-signed certificate into $ROOMLOG_RUN_DIR/tls, print its paths
 # Ports: ROOMLOG_API_PORT (8080), ROOMLOG_STREAMS_METRICS_PORT (9101),
-# ROOMLOG_NODE_METRICS_PORT (9102), plus the infra ports of scripts/infra.sh.
+# ROOMLOG_NODE_METRICS_PORT (9102), ROOMLOG_RECORDER_METRICS_PORT (9103, also its health
+# check), plus the infra ports of scripts/infra.sh. The recorder spools closed segments in
+# ROOMLOG_RECORDER_SPOOL_DIR ($ROOMLOG_RUN_DIR/recorder-spool).
 # Prometheus (scripts/infra.sh, PROMETHEUS_URL in infra.env) scrapes the api (plain HTTP
 # only), the streams worker and the media node: listed in $PROMETHEUS_TARGETS_DIR/up.json.
 # HTTPS: ROOMLOG_API_TLS_CERT + ROOMLOG_API_TLS_KEY (PEM files), or ROOMLOG_API_TLS=self-signed
@@ -22,14 +25,16 @@ mkdir -p "$run/logs" "$run/pids"
 export ROOMLOG_API_PORT=${ROOMLOG_API_PORT:-8080}
 export ROOMLOG_STREAMS_METRICS_PORT=${ROOMLOG_STREAMS_METRICS_PORT:-9101}
 export ROOMLOG_NODE_METRICS_PORT=${ROOMLOG_NODE_METRICS_PORT:-9102}
+export ROOMLOG_RECORDER_METRICS_PORT=${ROOMLOG_RECORDER_METRICS_PORT:-9103}
+export ROOMLOG_RECORDER_SPOOL_DIR=${ROOMLOG_RECORDER_SPOOL_DIR:-$run/recorder-spool}
 # development mode: the browser pages sign in with POST /v1/dev/login {name}
 export ROOMLOG_API_DEV_MODE=${ROOMLOG_API_DEV_MODE:-true}
-SERVICES=(api streams media-node)
+SERVICES=(api streams media-node recorder)
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 stop_services() {
-  for name in media-node api streams; do
+  for name in recorder media-node api streams; do
     local pidfile="$run/pids/$name.pid"
     [[ -f "$pidfile" ]] || continue
     local pid; pid=$(cat "$pidfile")
@@ -50,7 +55,8 @@ write_targets() {  # the services' metrics ports, for the Prometheus of scripts/
   cat >"$PROMETHEUS_TARGETS_DIR/up.tmp" <<JSON
 [$api
  {"targets": ["127.0.0.1:$ROOMLOG_STREAMS_METRICS_PORT"], "labels": {"service": "streams", "name": "streams"}},
- {"targets": ["127.0.0.1:$ROOMLOG_NODE_METRICS_PORT"], "labels": {"service": "media_node", "name": "${ROOMLOG_NODE_NODE_ID:-node-1}"}}]
+ {"targets": ["127.0.0.1:$ROOMLOG_NODE_METRICS_PORT"], "labels": {"service": "media_node", "name": "${ROOMLOG_NODE_NODE_ID:-node-1}"}},
+ {"targets": ["127.0.0.1:$ROOMLOG_RECORDER_METRICS_PORT"], "labels": {"service": "recorder", "name": "recorder-1"}}]
 JSON
   mv "$PROMETHEUS_TARGETS_DIR/up.tmp" "$PROMETHEUS_TARGETS_DIR/up.json"
 }
@@ -138,8 +144,13 @@ run_platform() {
   start streams .venv/bin/python -m streams
   start api .venv/bin/python -m api
   start media-node .venv/bin/python -m media_node --node-id "${ROOMLOG_NODE_NODE_ID:-node-1}"
+  # the recorder joins rooms through the api (a self-signed certificate is trusted for it)
+  ROOMLOG_RECORDER_API_URL=${ROOMLOG_RECORDER_API_URL:-$SCHEME://127.0.0.1:$ROOMLOG_API_PORT} \
+    SSL_CERT_FILE=${ROOMLOG_API_TLS_CERT:-${SSL_CERT_FILE:-}} \
+    start recorder .venv/bin/python -m recorder --recorder-id "${ROOMLOG_RECORDER_RECORDER_ID:-recorder-1}"
   write_targets
   wait_http "$SCHEME://127.0.0.1:$ROOMLOG_API_PORT/readyz" "${UP_TIMEOUT:-180}" api
+  wait_http "http://127.0.0.1:$ROOMLOG_RECORDER_METRICS_PORT/metrics" 60 recorder
   cat <<MSG
 
 roomlog is up:
@@ -147,6 +158,7 @@ roomlog is up:
   web client   $SCHEME://127.0.0.1:$ROOMLOG_API_PORT/web/   (development sign-in)
   streams      worker; metrics http://127.0.0.1:$ROOMLOG_STREAMS_METRICS_PORT/metrics
   media node   ${ROOMLOG_NODE_NODE_ID:-node-1}; metrics http://127.0.0.1:$ROOMLOG_NODE_METRICS_PORT/metrics
+  recorder     ${ROOMLOG_RECORDER_RECORDER_ID:-recorder-1}; metrics http://127.0.0.1:$ROOMLOG_RECORDER_METRICS_PORT/metrics
   kafka        $KAFKA_BOOTSTRAP
   postgres     $DATABASE_URL
   minio        http://$MINIO_ENDPOINT

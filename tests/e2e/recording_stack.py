@@ -78,20 +78,25 @@ class Publisher:
     code: int
     room: Room
     video: PatternVideoTrack
+    audio: ToneAudioTrack
     events: list[tuple[str, Any]] = field(default_factory=list)
 
 
-async def publisher(base: str, room_id: str, identity: str, code: int) -> Publisher:
+async def publisher(base: str, room_id: str, identity: str, code: int, video_codec: str | None = None) -> Publisher:
     ws_url = base.replace("http", "ws") + "/v1/rtc"
     room = await Room.connect(
         ws_url, await mint_token(base, identity, ["join", "publish", "subscribe"], room_id), room_id, name=identity
     )
     video = PatternVideoTrack(code, width=320, height=180, fps=15)
-    p = Publisher(identity, code, room, video)
+    audio = ToneAudioTrack()
+    p = Publisher(identity, code, room, video, audio)
     room.on(lambda kind, payload: p.events.append((kind, payload)))
     # source ids are unique in a room (a subscription is keyed by source id)
     await room.publish(
-        [LocalTrack(video, f"{identity}-cam", "camera"), LocalTrack(ToneAudioTrack(), f"{identity}-mic", "microphone")]
+        [
+            LocalTrack(video, f"{identity}-cam", "camera", codec=video_codec),
+            LocalTrack(audio, f"{identity}-mic", "microphone"),
+        ]
     )
     return p
 

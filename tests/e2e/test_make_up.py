@@ -19,6 +19,7 @@ COMPONENT_PATTERNS = (
     "-m streams",
     "-m api",
     "-m media_node",
+    "-m recorder",
     "prometheus --config.file",
 )
 
@@ -62,6 +63,7 @@ def test_make_up_then_down(tmp_path: Path) -> None:
             "ROOMLOG_API_PORT",
             "ROOMLOG_STREAMS_METRICS_PORT",
             "ROOMLOG_NODE_METRICS_PORT",
+            "ROOMLOG_RECORDER_METRICS_PORT",
         )
     }
     env = {
@@ -105,10 +107,14 @@ def test_make_up_then_down(tmp_path: Path) -> None:
         assert "roomlog_media_node_heartbeats_total" in node_metrics
         streams_metrics = httpx.get(f"http://127.0.0.1:{ports['ROOMLOG_STREAMS_METRICS_PORT']}/metrics").text
         assert "roomlog_streams_inputs_total" in streams_metrics
-        # the platform's own Prometheus scrapes the api, the worker and the node
+        recorder_metrics = httpx.get(f"http://127.0.0.1:{ports['ROOMLOG_RECORDER_METRICS_PORT']}/metrics").text
+        assert "roomlog_recorder_segments_uploaded_total" in recorder_metrics
+        # the recorder joined its consumer group on recording.commands
+        assert "consuming" in (run_dir / "logs" / "recorder.log").read_text()
+        # the platform's own Prometheus scrapes the api, the worker, the node and the recorder
         prometheus = f"http://127.0.0.1:{ports['PROM_PORT']}"
         healthy: set[str] = set()
-        while time.monotonic() < deadline and healthy != {"api", "streams", "media_node"}:
+        while time.monotonic() < deadline and healthy != {"api", "streams", "media_node", "recorder"}:
             targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
             healthy = {
                 t["labels"].get("service", "")
@@ -116,9 +122,9 @@ def test_make_up_then_down(tmp_path: Path) -> None:
                 if t["labels"].get("job") == "roomlog" and t["health"] == "up"
             }
             time.sleep(1)
-        assert healthy == {"api", "streams", "media_node"}, targets
+        assert healthy == {"api", "streams", "media_node", "recorder"}, targets
         pids = [int(p.read_text()) for p in (run_dir / "pids").glob("*.pid")]
-        assert len(pids) >= 6, sorted(p.name for p in (run_dir / "pids").glob("*.pid"))
+        assert len(pids) >= 7, sorted(p.name for p in (run_dir / "pids").glob("*.pid"))
         assert _processes_mentioning(str(run_dir)), "could not find the platform's processes"
     finally:
         down = subprocess.run(["make", "down"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)

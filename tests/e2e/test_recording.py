@@ -175,3 +175,57 @@ async def test_two_publishers_recorded_for_30s_without_decoding(
     assert abs(float(probe["format"]["duration"]) - manifest["duration_s"]) < 1.0
     for at, codes in tile_codes(path, [5.0, 15.0, 25.0]).items():
         assert sorted(codes) == [11, 22], (at, codes)
+
+
+async def test_h264_is_recorded_into_fragmented_mp4_without_decoding(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
+    """A publisher sending H.264 (aiortc's encoder, on the publisher's side): the recorder,
+    its codec factories raising, writes fragmented MP4 segments and one MP4 track file."""
+    base, (recorder,) = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path)
+    room_id = unique("h264-")
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        await create_room(client, room_id, await admin_headers(base))
+        carol = await publisher(base, room_id, "carol", 33, video_codec="H264")
+        rec = await record_headers(base, room_id)
+        try:
+            await asyncio.sleep(2)
+            r = await client.post(f"/v1/rooms/{room_id}/recordings", json={"segment_s": 4}, headers=rec)
+            assert r.status_code == 201, r.text
+            recording_id = r.json()["recording_id"]
+
+            async def started() -> bool:
+                events = await read_events(infra.kafka, topics.name("recording.events"))
+                return any(e.recording_id == recording_id for e in of_type(events, RecordingStarted))
+
+            await wait_for(started, 30, "RecordingStarted")
+            await asyncio.sleep(12)
+            assert (await client.delete(f"/v1/recordings/{recording_id}", headers=rec)).status_code == 202
+            done = await wait_status(client, recording_id, rec, "completed", 60)
+        finally:
+            await close_all(carol.room)
+    assert recorder.alive(), recorder.tail()
+    assert "CodecForbidden" not in recorder.log_path.read_text(), "the recorder never builds a codec"
+    (camera,) = [t for t in done["tracks"] if t["kind"] == "camera"]
+    assert camera["codec"] == "h264" and camera["file"]["object_key"].endswith("/carol-cam.mp4"), camera
+    uploads = [
+        e
+        for e in of_type(await read_events(infra.kafka, topics.name("recording.events")), RecordingSegmentUploaded)
+        if e.recording_id == recording_id and e.track_id == camera["track_id"]
+    ]
+    assert len(uploads) >= 3 and all(str(e.object_key).endswith(f"/{e.index}.mp4") for e in uploads), uploads
+    assert [e.index for e in uploads] == list(range(len(uploads)))
+    store = minio(infra)
+    path = tmp_path / "carol-cam.mp4"
+    path.write_bytes(object_bytes(store, camera["file"]["object_key"]))
+    head = path.read_bytes()[:4096]
+    assert b"ftyp" in head and b"moov" in head and b"moof" in path.read_bytes()  # fragmented MP4
+    (stream,) = ffprobe(path)["streams"]
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 320, 180), stream
+    frames = pattern_counters(path)
+    assert int(stream["nb_read_frames"]) == len(frames) == camera["frames"] >= 12 * 15 - 30
+    assert {c for c, _ in frames} == {33}
+    counters = [n for _, n in frames]
+    sent = counters[-1] - counters[0] + 1
+    assert sent - len(frames) <= 2, f"{sent - len(frames)} of {sent} frames missing"
+    assert packet_times_increase(path)

@@ -134,6 +134,7 @@ class FakeUpstream:
         self.nacks: list[tuple[int, list[int]]] = []
         self.rembs: list[tuple[int, list[int]]] = []
         self.connection: object = self
+        self.report: tuple[int, int] | None = None
 
     def codec_of(self, payload_type: int) -> tuple[str, int] | None:
         return self.codec if payload_type in (96, 97, 111) else None
@@ -147,6 +148,9 @@ class FakeUpstream:
     async def send_remb(self, bitrate: int, ssrcs: list[int]) -> None:
         self.rembs.append((bitrate, ssrcs))
 
+    def sender_report(self, ssrc: int | None) -> tuple[int, int] | None:
+        return self.report
+
 
 class FakeLeg:
     def __init__(self, kind: str = "video", ready: bool = True) -> None:
@@ -156,6 +160,7 @@ class FakeLeg:
         self.keyframe_callbacks: list[Callable[[], Awaitable[None]]] = []
         self.remb_callbacks: list[Callable[[int], None]] = []
         self.nack_miss_callbacks: list[Callable[[list[int]], Awaitable[None]]] = []
+        self.clock_maps: list[tuple[int, int]] = []
 
     def payload_type(self, codec_name: str) -> int | None:
         return {"vp8": 120, "h264": 121, "opus": 109}.get(codec_name.lower())
@@ -172,6 +177,9 @@ class FakeLeg:
 
     def on_nack_miss(self, callback: Callable[[list[int]], Awaitable[None]]) -> None:
         self.nack_miss_callbacks.append(callback)
+
+    def map_clock(self, ntp: int, rtp: int) -> None:
+        self.clock_maps.append((ntp, rtp))
 
     @property
     def seqs(self) -> list[int]:
