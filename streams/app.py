@@ -119,7 +119,13 @@ class Worker:
         tables: list[Table],
         on_input: Callable[[Batch, Event, int], Awaitable[None]],
     ) -> DrivenAgent:
-        """A driven agent: decode each record, hand it to ``on_input``, return the batch."""
+        """A driven agent: decode each record, hand it to ``on_input``, return the batch. A
+        ``KeyedAgent``'s ``on_input`` also gets the ticker's service (``keyed_agent``)."""
+        keyed = getattr(on_input, "__self__", None)
+        if isinstance(keyed, KeyedAgent) and all(k is not keyed for k in self.keyed):
+            if keyed.tick_topic is None and logical:
+                keyed.tick_topic = logical[0]
+            self.keyed.append(keyed)
 
         async def handle(records: Sequence[ConsumerRecord]) -> Batch:
             batch = self.batch()
@@ -166,8 +172,8 @@ class Worker:
             metrics.STREAMS_TICKS.labels(logical).inc()
 
     def keyed_agent(self, name: str, logical: Sequence[str], agent: KeyedAgent[Any]) -> None:
-        """Run ``agent`` on ``logical`` (co-partitioned input topics) and let the ticker serve it."""
-        self.keyed.append(agent)
+        """Run ``agent`` on ``logical`` (co-partitioned input topics) and let the ticker serve
+        it (its ticks go to ``agent.tick_topic``, by default the first of ``logical``)."""
         self.driver.agents.append(self.agent(name, logical, [agent.table], agent.on_input))
 
 

@@ -54,15 +54,18 @@ def by_field(name: str) -> Callable[[Event], str | None]:
 class KeyedAgent(Generic[S]):
     model: type[S]
     table: Table
-    key_of: Callable[[Event], str | None]
-    decide: Callable[[S | None, Event, str], tuple[S | None, Outputs]]
+    #: Unused: deadlines are derived from the state (kept so agents written against the
+    #: older signature, ``KeyedAgent(model, table, timers, ...)``, still build).
+    timers: Table | None = None
+    key_of: Callable[[Event], str | None] = field(kw_only=True)
+    decide: Callable[[S | None, Event, str], tuple[S | None, Outputs]] = field(kw_only=True)
     #: When a tick may next change this key's state (``None``: no timer pending).
-    deadline: Callable[[S | None], datetime | None]
-    #: The logical input topic the ticker writes this agent's ticks to (``None``: the agent
-    #: has no timers and gets no ticks).
-    tick_topic: str | None = None
+    deadline: Callable[[S | None], datetime | None] = field(kw_only=True)
+    #: The logical input topic the ticker writes this agent's ticks to; by default the first
+    #: input topic it is registered with (``Worker.keyed_agent``, ``Worker.agent``).
+    tick_topic: str | None = field(default=None, kw_only=True)
     #: partition -> key -> deadline, for the partitions this member owns
-    deadlines: dict[int, dict[str, datetime]] = field(default_factory=dict)
+    deadlines: dict[int, dict[str, datetime]] = field(default_factory=dict, kw_only=True)
 
     def __post_init__(self) -> None:
         self.table.on_restore.append(self._restored)

@@ -15,6 +15,7 @@ from producers.rtc import ConnectionLost, JoinRequested, PeerLeft, Tick
 from producers.sessions import SessionOpened
 from streams.app import Worker, build
 from streams.keyed import KeyedAgent
+from streams.outputs import Outputs
 from streams.registry import RegistryConfig, RegistryState, handle, next_deadline
 from streams.settings import StreamsSettings
 
@@ -176,3 +177,22 @@ async def test_deadlines_are_rebuilt_from_the_restored_state_and_cost_no_changel
     assert restored.due(t0 + timedelta(seconds=30)) == [3]
     restored.table.forget({3})
     assert restored.due(t0 + timedelta(seconds=30)) == []
+
+
+def test_an_agent_wired_the_older_way_is_served_by_the_ticker() -> None:
+    """``KeyedAgent(model, table, timers, ...)`` + ``Worker.agent(...)`` (how agents were
+    wired before deadlines were derived) still builds, and the ticker ticks its first topic."""
+    from streams.driver import Table
+    from streams.user_state import UserState
+
+    w, _ = worker()
+    older = KeyedAgent(
+        UserState,
+        Table("x", "x-changelog", 4),
+        Table("x-timers", "x-timers-changelog", 4),
+        key_of=lambda e: str(getattr(e, "user_id", "")) or None,
+        decide=lambda state, event, key: (state, Outputs(event, key, event.occurred_at)),
+        deadline=lambda state: None,
+    )
+    w.driver.agents.append(w.agent("x", ["station.events"], [older.table], older.on_input))
+    assert any(a is older for a in w.keyed) and older.tick_topic == "station.events"
