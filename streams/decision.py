@@ -17,7 +17,7 @@ from streams.room_state import PeerState, RoomState, evolve
 class RoomConfig:
     """Policy knobs of the room decision (from streams settings)."""
 
-    disconnect_grace_s: float = 30.0
+    disconnect_grace_s: float = 75.0
     command_ttl_s: float = 10.0
 
 
@@ -75,6 +75,14 @@ class Decision:
     def reject_to(self, intent: Event, peer: PeerState, code: str, message: str) -> None:
         """Reject an intent of a peer in the room and tell that peer."""
         self.reject(intent, code, message, peer_id=peer.peer_id, gateway_id=peer.gateway_id, session_id=peer.session_id)
+
+    def keep_offer(self, peer_id: str, offer: dict[str, Any] | None) -> None:
+        """Remember (or forget: ``None``) the peer's unanswered subscriber offer; bookkeeping
+        outside the fold of facts, like the dedupe ids."""
+        peer = self.peer(peer_id)
+        if self.state is not None and peer is not None and peer.offer != offer:
+            peers = {**self.state.peers, peer_id: peer.model_copy(update={"offer": offer})}
+            self.state = self.state.model_copy(update={"peers": peers})
 
     def peer(self, peer_id: str) -> PeerState | None:
         return self.state.peers.get(peer_id) if self.state is not None else None

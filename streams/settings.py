@@ -20,8 +20,10 @@ class StreamsSettings(BaseSettings):
     topic_prefix: str = Field(
         default="", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX", "ROOMLOG_STREAMS_TOPIC_PREFIX")
     )
-    #: A dropped connection becomes a leave after this long without a resume.
-    disconnect_grace_s: float = 30.0
+    #: A dropped connection becomes a leave after this long without a resume. Longer than the
+    #: SDKs' reconnection budget (web/sdk/backoff.js: 60 s) plus a margin, so a page that comes
+    #: back within its budget resumes as the same participant (also the presence resume grace).
+    disconnect_grace_s: float = 75.0
     #: A node whose last heartbeat is older than this is declared dead.
     node_timeout_s: float = 5.0
     command_ttl_s: float = 10.0
