@@ -1,8 +1,15 @@
-"""API errors: small named classes with a code a client can act on, mapped to
-HTTP statuses in one place (``install``)."""
+"""API errors: the codes of both client surfaces, and small named classes with a code a
+client can act on, mapped to HTTP statuses in one place (``install``).
+
+``RestError`` lists every ``error.code`` of a REST response (docs/api.md); ``SocketError``
+every ``code`` of a signaling ``error`` message (docs/protocol.md): the gateway's own, the
+refusals streams send on (``streams.errors.Rejection``) and the node's failures
+(``media_node.errors.NodeError``). A unit test checks the docs list exactly these.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,12 +17,33 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.messages import SocketError as SocketError  # the socket's codes live with its messages
 from observability import metrics
+
+
+class RestError(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    INVALID_SINCE = "invalid_since"
+    UNSUPPORTED_ROOM_TYPE = "unsupported_room_type"
+    UNAUTHORIZED = "unauthorized"
+    TOKEN_EXPIRED = "token_expired"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    ROOM_NOT_FOUND = "room_not_found"
+    RECORDING_NOT_FOUND = "recording_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    ROOM_EXISTS = "room_exists"
+    RECORDING_ACTIVE = "recording_active"
+    RECORDING_ENDED = "recording_ended"
+    RECORDING_NOT_COMPLETED = "recording_not_completed"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    HTTP_ERROR = "http_error"
 
 
 class ApiError(Exception):
     status = 400
-    code = "invalid_request"
+    code = RestError.INVALID_REQUEST
 
     def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -29,48 +57,48 @@ class InvalidRequest(ApiError):
 
 
 class UnsupportedRoomType(ApiError):
-    code = "unsupported_room_type"
+    code = RestError.UNSUPPORTED_ROOM_TYPE
 
 
 class Unauthorized(ApiError):
     status = 401
-    code = "unauthorized"
+    code = RestError.UNAUTHORIZED
 
 
 class TokenExpired(Unauthorized):
-    code = "token_expired"
+    code = RestError.TOKEN_EXPIRED
 
 
 class Forbidden(ApiError):
     status = 403
-    code = "forbidden"
+    code = RestError.FORBIDDEN
 
 
 class NotFound(ApiError):
     status = 404
-    code = "not_found"
+    code = RestError.NOT_FOUND
 
 
 class RoomNotFound(NotFound):
-    code = "room_not_found"
+    code = RestError.ROOM_NOT_FOUND
 
 
 class RoomExists(ApiError):
     status = 409
-    code = "room_exists"
+    code = RestError.ROOM_EXISTS
 
 
 class RateLimited(ApiError):
     status = 429
-    code = "rate_limited"
+    code = RestError.RATE_LIMITED
 
 
 class Unavailable(ApiError):
     status = 503
-    code = "unavailable"
+    code = RestError.UNAVAILABLE
 
 
-def body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+def body(code: RestError | str, message: str, details: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
@@ -85,26 +113,26 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.API_ERRORS.labels("invalid_request").inc()
+        metrics.API_ERRORS.labels(RestError.INVALID_REQUEST).inc()
         details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return JSONResponse(body("invalid_request", "request validation failed", details), status_code=400)
+        return JSONResponse(body(RestError.INVALID_REQUEST, "request validation failed", details), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: RestError.NOT_FOUND, 405: RestError.METHOD_NOT_ALLOWED}.get(exc.status_code, RestError.HTTP_ERROR)
         metrics.API_ERRORS.labels(code).inc()
         return JSONResponse(body(code, str(exc.detail)), status_code=exc.status_code)
 
 
 class RecordingNotFound(NotFound):
-    code = "recording_not_found"
+    code = RestError.RECORDING_NOT_FOUND
 
 
 class RecordingActive(ApiError):
     status = 409
-    code = "recording_active"
+    code = RestError.RECORDING_ACTIVE
 
 
 class RecordingEnded(ApiError):
     status = 409
-    code = "recording_ended"
+    code = RestError.RECORDING_ENDED

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from api.errors import InvalidRequest, RoomNotFound
+from api.errors import InvalidRequest, RestError, RoomNotFound
 from api.services import Services, claims, services
 from api.tokens import Claims
 from db.models import Room
@@ -27,7 +27,7 @@ BUCKET = timedelta(seconds=10)
 
 
 class InvalidSince(InvalidRequest):
-    code = "invalid_since"
+    code = RestError.INVALID_SINCE
 
 
 class Bucket(BaseModel):

@@ -25,7 +25,7 @@ from minio import Minio
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from api.errors import ApiError, RecordingActive, RecordingEnded, RecordingNotFound, RoomNotFound
+from api.errors import ApiError, RecordingActive, RecordingEnded, RecordingNotFound, RestError, RoomNotFound
 from api.services import Services, claims, request_id, services
 from api.tokens import Claims
 from db.models import Recording, RecordingSegment, RecordingTrack, Room
@@ -230,7 +230,7 @@ class CompositeRequest(BaseModel):
 
 class RecordingNotCompleted(ApiError):
     status = 409
-    code = "recording_not_completed"
+    code = RestError.RECORDING_NOT_COMPLETED
 
 
 @router.post(

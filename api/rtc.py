@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
-from api.errors import ApiError
+from api.errors import ApiError, SocketError
 from api.ice import ice_servers
+from api.messages import Error, Pong, ServerMessage, parse_server
 from api.presence import subscribe as subscribe_presence
 from api.services import Services
 from api.sessions import SessionTracker, is_user_id
@@ -122,13 +124,26 @@ class Connection:
 
     # --- outbound ----------------------------------------------------------------
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: ServerMessage | dict[str, Any]) -> None:
+        """Send one server message (``api.messages``); anything else is logged and dropped."""
+        if not isinstance(message, ServerMessage):
+            raw = message
+            try:
+                message = parse_server(raw)
+            except ValidationError as exc:
+                log.error(
+                    "not a server message, not sent: %s: %s",
+                    raw.get("type"),
+                    exc.errors(include_url=False)[:3],
+                    extra={"session_id": self.session_id, "peer_id": self.peer_id},
+                )
+                return
         async with self._send_lock:
             if self.ws.client_state == WebSocketState.CONNECTED:
-                await self.ws.send_json(message)
+                await self.ws.send_json(message.wire())
 
-    async def error(self, code: str, message: str, request_id: str | None) -> None:
-        await self.send({"type": "error", "code": code, "message": message, "request_id": request_id})
+    async def error(self, code: SocketError, message: str, request_id: str | None) -> None:
+        await self.send(Error(code=code, message=message, request_id=request_id))
 
     async def deliver(self, message: dict[str, Any]) -> None:
         """A notification from streams for this session."""
@@ -181,7 +196,7 @@ class Connection:
 
     async def handle(self, text: str) -> None:
         if not self._rate_ok():
-            await self.error("rate_limited", "too many messages; slow down", None)
+            await self.error(SocketError.RATE_LIMITED, "too many messages; slow down", None)
             return
         try:
             message = parse_message(text)
@@ -191,11 +206,11 @@ class Connection:
 
     def _require(self, grant: Grant, request_id: str | None) -> None:
         if not self.claims.has(grant):
-            raise SignalingError("forbidden", f"token does not grant {grant.value}", request_id)
+            raise SignalingError(SocketError.FORBIDDEN, f"token does not grant {grant.value}", request_id)
 
     def _joined(self, request_id: str | None) -> tuple[str, str]:
         if self.peer_id is None or self.room is None:
-            raise SignalingError("not_joined", "join a room first", request_id)
+            raise SignalingError(SocketError.NOT_JOINED, "join a room first", request_id)
         return self.room, self.peer_id
 
     async def _publish(self, event: Any) -> None:
@@ -203,10 +218,10 @@ class Connection:
 
     async def on_join(self, m: Join) -> None:
         if self.peer_id is not None or self.joining:
-            raise SignalingError("already_joined", "this socket has joined already", m.request_id)
+            raise SignalingError(SocketError.ALREADY_JOINED, "this socket has joined already", m.request_id)
         self._require(Grant.JOIN, m.request_id)
         if self.claims.room is not None and self.claims.room != m.room:
-            raise SignalingError("forbidden", f"token is for room {self.claims.room!r}", m.request_id)
+            raise SignalingError(SocketError.FORBIDDEN, f"token is for room {self.claims.room!r}", m.request_id)
         room_type = _room_type(m)
         self.joining, self.room = True, m.room
         gateway = self.svc.settings.gateway_id
@@ -241,7 +256,9 @@ class Connection:
 
     def _media_node_room(self, request_id: str | None) -> None:
         if self.room_type == RoomType.P2P.value:
-            raise SignalingError("unsupported", "p2p rooms carry media peer to peer: use p2p-offer", request_id)
+            raise SignalingError(
+                SocketError.UNSUPPORTED, "p2p rooms carry media peer to peer: use p2p-offer", request_id
+            )
 
     async def on_publish(self, m: Publish) -> None:
         room, peer = self._joined(m.request_id)
@@ -259,8 +276,10 @@ class Connection:
         self._media_node_room(m.request_id)
         if m.source_id not in self.own_sources:
             if m.source_id in self.other_sources:
-                raise SignalingError("forbidden", f"source {m.source_id} is published by another peer", m.request_id)
-            raise SignalingError("source_not_found", f"you publish no source {m.source_id}", m.request_id)
+                raise SignalingError(
+                    SocketError.FORBIDDEN, f"source {m.source_id} is published by another peer", m.request_id
+                )
+            raise SignalingError(SocketError.SOURCE_NOT_FOUND, f"you publish no source {m.source_id}", m.request_id)
         await self._publish(
             UnpublishRequested.new(room_id=room, peer_id=peer, source_id=m.source_id, correlation_id=m.request_id)
         )
@@ -303,14 +322,16 @@ class Connection:
 
     async def on_ice_restart(self, m: IceRestart) -> None:
         self._joined(m.request_id)
-        raise SignalingError("unsupported", "ice-restart: open a fresh connection (publish again)", m.request_id)
+        raise SignalingError(
+            SocketError.UNSUPPORTED, "ice-restart: open a fresh connection (publish again)", m.request_id
+        )
 
     async def on_ice_candidate(self, m: IceCandidate) -> None:
         room, peer = self._joined(m.request_id)
         if self.room_type != RoomType.P2P.value:
-            raise SignalingError("unsupported", "ice-candidate is for p2p rooms", m.request_id)
+            raise SignalingError(SocketError.UNSUPPORTED, "ice-candidate is for p2p rooms", m.request_id)
         if m.to is None:
-            raise SignalingError("invalid_message", "to: the peer id to relay the candidate to", m.request_id)
+            raise SignalingError(SocketError.INVALID_MESSAGE, "to: the peer id to relay the candidate to", m.request_id)
         await self._publish(
             PeerSignalRequested.new(
                 room_id=room,
@@ -325,7 +346,7 @@ class Connection:
     async def on_p2p_description(self, m: P2PDescription) -> None:
         room, peer = self._joined(m.request_id)
         if self.room_type != RoomType.P2P.value:
-            raise SignalingError("unsupported", f"{m.type} is for p2p rooms", m.request_id)
+            raise SignalingError(SocketError.UNSUPPORTED, f"{m.type} is for p2p rooms", m.request_id)
         kind: Literal["offer", "answer"] = "offer" if m.type == "p2p-offer" else "answer"
         check_sdp(m.sdp, kind, m.request_id)
         await self._publish(
@@ -336,7 +357,7 @@ class Connection:
 
     async def on_call_answer(self, m: CallAnswer) -> None:
         if not is_user_id(self.claims.identity):
-            raise SignalingError("forbidden", "this identity cannot take part in calls", m.request_id)
+            raise SignalingError(SocketError.FORBIDDEN, "this identity cannot take part in calls", m.request_id)
         await self.svc.publish(
             "call.events",
             CallAnswerRequested.new(
@@ -351,7 +372,7 @@ class Connection:
 
     async def on_presence_subscribe(self, m: PresenceSubscribe) -> None:
         if self.svc.presence is None:
-            raise SignalingError("unavailable", "presence is not available on this gateway", m.request_id)
+            raise SignalingError(SocketError.UNAVAILABLE, "presence is not available on this gateway", m.request_id)
         await subscribe_presence(self.svc, self.svc.presence, self.session_id, self.send, m.request_id)
 
     async def on_chat(self, m: Chat) -> None:
@@ -359,7 +380,7 @@ class Connection:
         try:
             text = chat_text(m.text)
         except InvalidChatText as exc:
-            raise SignalingError(exc.code, exc.message, m.request_id) from None
+            raise SignalingError(SocketError(exc.code), exc.message, m.request_id) from None
         await self._publish(
             ChatMessageRequested.new(
                 room_id=room,
@@ -377,7 +398,9 @@ class Connection:
         now = self.clock()
         if now - self._last_report < QUALITY_REPORT_INTERVAL_S:
             raise SignalingError(
-                "rate_limited", f"at most one quality-report per {QUALITY_REPORT_INTERVAL_S:g} s", m.request_id
+                SocketError.RATE_LIMITED,
+                f"at most one quality-report per {QUALITY_REPORT_INTERVAL_S:g} s",
+                m.request_id,
             )
         self._last_report = now
         up = m.uplink
@@ -399,7 +422,7 @@ class Connection:
         )
 
     async def on_ping(self, m: Ping) -> None:
-        await self.send({"type": "pong", "request_id": m.request_id})
+        await self.send(Pong(request_id=m.request_id))
 
     async def on_leave(self, m: Leave) -> None:
         room, peer = self._joined(m.request_id)
@@ -419,12 +442,12 @@ def _room_type(m: Join) -> RoomType | None:
     if m.room_type is None:
         return None
     if m.room_type in UNSUPPORTED_ROOM_TYPES:
-        raise SignalingError("unsupported_room_type", UNSUPPORTED_ROOM_TYPES[m.room_type], m.request_id)
+        raise SignalingError(SocketError.UNSUPPORTED_ROOM_TYPE, UNSUPPORTED_ROOM_TYPES[m.room_type], m.request_id)
     try:
         return RoomType(m.room_type)
     except ValueError:
         raise SignalingError(
-            "invalid_message", f"room_type: one of {[t.value for t in RoomType]}", m.request_id
+            SocketError.INVALID_MESSAGE, f"room_type: one of {[t.value for t in RoomType]}", m.request_id
         ) from None
 
 
@@ -435,7 +458,7 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
     try:
         claims = svc.issuer.verify(token or "")
     except ApiError as exc:
-        await ws.send_json({"type": "error", "code": exc.code, "message": exc.message, "request_id": None})
+        await ws.send_json(Error(code=SocketError(exc.code), message=exc.message, request_id=None).wire())
         await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
     conn = Connection(ws, svc, claims)
@@ -451,7 +474,7 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
                 break
             text = frame.get("text")
             if text is None:
-                await conn.error("invalid_message", "frames are JSON text", None)
+                await conn.error(SocketError.INVALID_MESSAGE, "frames are JSON text", None)
                 continue
             await conn.handle(text)
     except WebSocketDisconnect:

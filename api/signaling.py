@@ -12,11 +12,12 @@ from typing import Annotated, Any, Literal, Union
 from aiortc.sdp import SessionDescription
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from api.errors import SocketError
 from producers.fields import Id, Layer, SourceKind
 
 
 class SignalingError(Exception):
-    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+    def __init__(self, code: SocketError, message: str, request_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -250,14 +251,14 @@ def parse_message(text: str) -> Message:
     try:
         raw = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise SignalingError("invalid_message", f"not JSON: {exc.msg}") from None
+        raise SignalingError(SocketError.INVALID_MESSAGE, f"not JSON: {exc.msg}") from None
     except ValueError as exc:
-        raise SignalingError("invalid_message", f"not JSON: {exc}") from None
+        raise SignalingError(SocketError.INVALID_MESSAGE, f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
-        raise SignalingError("invalid_message", "a message is a JSON object")
+        raise SignalingError(SocketError.INVALID_MESSAGE, "a message is a JSON object")
     request_id = raw.get("request_id") if isinstance(raw.get("request_id"), str) else None
     if raw.get("type") not in TYPES:
-        raise SignalingError("unknown_type", f"unknown message type {raw.get('type')!r}", request_id)
+        raise SignalingError(SocketError.UNKNOWN_TYPE, f"unknown message type {raw.get('type')!r}", request_id)
     if raw["type"] == "quality-report":
         _check_report_size(raw, request_id)
     try:
@@ -265,7 +266,7 @@ def parse_message(text: str) -> Message:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"][1:])
-        raise SignalingError("invalid_message", f"{where}: {first['msg']}", request_id) from None
+        raise SignalingError(SocketError.INVALID_MESSAGE, f"{where}: {first['msg']}", request_id) from None
     return message
 
 
@@ -274,7 +275,7 @@ def _check_report_size(raw: dict[str, Any], request_id: str | None) -> None:
     downlink = raw.get("downlink")
     if isinstance(downlink, list) and len(downlink) > MAX_DOWNLINK:
         raise SignalingError(
-            "invalid_message", f"downlink: at most {MAX_DOWNLINK} sources, not {len(downlink)}", request_id
+            SocketError.INVALID_MESSAGE, f"downlink: at most {MAX_DOWNLINK} sources, not {len(downlink)}", request_id
         )
 
 
@@ -284,15 +285,17 @@ def check_sdp(
     """Reject text that is not an SDP with media sections (and the given mids)."""
     lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
     if not lines or lines[0] != "v=0" or any(len(line) < 2 or line[1] != "=" for line in lines):
-        raise SignalingError("invalid_sdp", f"the {kind} is not SDP", request_id)
+        raise SignalingError(SocketError.INVALID_SDP, f"the {kind} is not SDP", request_id)
     try:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # noqa: BLE001 - any parser failure means invalid
-        raise SignalingError("invalid_sdp", f"the {kind} does not parse: {exc}", request_id) from None
+        raise SignalingError(SocketError.INVALID_SDP, f"the {kind} does not parse: {exc}", request_id) from None
     if not description.media:
-        raise SignalingError("invalid_sdp", f"the {kind} has no media sections", request_id)
+        raise SignalingError(SocketError.INVALID_SDP, f"the {kind} has no media sections", request_id)
     if mids is not None:
         present = {m.rtp.muxId for m in description.media}
         missing = [mid for mid in mids if mid not in present]
         if missing:
-            raise SignalingError("invalid_sdp", f"tracks name mids {missing} that the offer does not have", request_id)
+            raise SignalingError(
+                SocketError.INVALID_SDP, f"tracks name mids {missing} that the offer does not have", request_id
+            )

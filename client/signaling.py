@@ -1,5 +1,8 @@
 """The signaling socket of the SDK: requests with ids, answers matched to them,
-everything else delivered as events."""
+everything else delivered as events.
+
+Every frame is parsed with the gateway's own server-message models (``api.messages``);
+a frame that is not one (a newer server's message type, say) is logged and skipped."""
 
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import websockets
+from pydantic import ValidationError
+
+from api.messages import ServerMessage, parse_server
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +76,26 @@ class Signaling:
         finally:
             self._pending.pop(request_id, None)
         if reply["type"] == "error":
-            raise RoomError(reply.get("code", "error"), reply.get("message", ""))
+            raise RoomError(reply["code"], reply["message"])
         if reply["type"] not in answer:
             raise RoomError("unexpected", f"expected {answer}, got {reply['type']}")
         return reply
 
+    @staticmethod
+    def _parse(text: str) -> ServerMessage | None:
+        try:
+            return parse_server(json.loads(text))
+        except (ValueError, ValidationError) as exc:
+            log.warning("not a server message of this protocol version, skipped: %.200s (%s)", text, exc)
+            return None
+
     async def _read(self) -> None:
         try:
             async for text in self._ws:
-                message = json.loads(text)
+                parsed = self._parse(text)
+                if parsed is None:
+                    continue
+                message = parsed.wire()
                 future = self._pending.get(message.get("request_id") or "")
                 if future is not None and not future.done():
                     future.set_result(message)

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from media_node.errors import failure_code
 from media_node.peers import Peers, PeerSession
 from observability import metrics
 from producers.envelope import Event, utcnow
@@ -110,8 +111,8 @@ class CommandRunner:
                         node_id=self.node_id,
                         command_type=command.type,
                         peer_id=getattr(command, "peer_id", None),
-                        code=type(exc).__name__,
-                        message=str(exc)[:500],
+                        code=failure_code(exc),
+                        message=f"{type(exc).__name__}: {exc}"[:500],
                     )
                 )
 

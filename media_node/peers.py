@@ -27,6 +27,7 @@ from aiortc.rtp import RtpPacket
 
 from media_node.aiortc_glue import InboundTap, OutboundLeg, tap_receiver
 from media_node.announce import announce
+from media_node.errors import NoOfferPending, NotSubscribed, SourceNotOnNode
 from media_node.forwarder import Encoding, Source, tick_sources
 from producers.fields import TrackInfo
 from producers.media import OfferedSource
@@ -158,7 +159,7 @@ class Peers:
     async def add_subscription(self, room_id: str, peer_id: str, publisher_id: str, source_id: str, layer: str) -> None:
         source = self.sources.get((publisher_id, source_id))
         if source is None:
-            raise LookupError(f"source {publisher_id}/{source_id} is not on this node")
+            raise SourceNotOnNode(f"source {publisher_id}/{source_id} is not on this node")
         session = self.session(room_id, peer_id)
         if source_id in session.subscriptions or source_id in session.pending:
             return
@@ -205,7 +206,7 @@ class Peers:
     async def apply_answer(self, room_id: str, peer_id: str, sdp: str) -> None:
         session = self.session(room_id, peer_id)
         if session.subscriber is None or not session.negotiating:
-            raise LookupError("no subscriber offer is waiting for an answer")
+            raise NoOfferPending("no subscriber offer is waiting for an answer")
         await session.subscriber.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         session.negotiating = False
         asyncio.ensure_future(self._activate(session))
@@ -318,7 +319,7 @@ class Peers:
         session = self.sessions.get(peer_id)
         sub = session.subscriptions.get(source_id) if session else None
         if sub is None:
-            raise LookupError(f"{peer_id} does not subscribe to {source_id}")
+            raise NotSubscribed(f"{peer_id} does not subscribe to {source_id}")
         sub.layer = layer
         if sub.active:
             await sub.source.set_layer(peer_id, layer)  # type: ignore[arg-type]
@@ -327,7 +328,7 @@ class Peers:
         session = self.sessions.get(peer_id)
         sub = session.subscriptions.get(source_id) if session else None
         if sub is None:
-            raise LookupError(f"{peer_id} does not subscribe to {source_id}")
+            raise NotSubscribed(f"{peer_id} does not subscribe to {source_id}")
         sub.paused = paused
         if sub.active:
             await sub.source.set_paused(peer_id, paused)

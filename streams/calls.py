@@ -34,6 +34,7 @@ from producers.sessions import (
     NotifyCallParty,
 )
 from streams.call_state import SEEN_LIMIT, CallState, evolve
+from streams.errors import Rejection
 from streams.outputs import Outputs
 
 
@@ -188,19 +189,19 @@ ALLOWED: dict[str, tuple[str, tuple[str, ...]]] = {
 def on_answer(d: CallDecision, e: CallAnswerRequested) -> None:
     state = d.state
     if state is None:
-        d.error(e, "call_not_found", f"no call {d.call_id}")
+        d.error(e, Rejection.CALL_NOT_FOUND, f"no call {d.call_id}")
         return
     party, statuses = ALLOWED[e.answer]
     allowed = {"caller": [state.caller], "callee": [state.callee], "either": [state.caller, state.callee]}
     if e.user_id not in allowed[party]:
-        d.error(e, "forbidden", f"only the {party} may {e.answer} this call")
+        d.error(e, Rejection.FORBIDDEN, f"only the {party} may {e.answer} this call")
         return
     if e.answer != "hangup" and e.occurred_at >= state.expires_at:
-        d.error(e, "invite_expired", f"the invite {d.call_id} expired at {state.expires_at.isoformat()}")
+        d.error(e, Rejection.INVITE_EXPIRED, f"the invite {d.call_id} expired at {state.expires_at.isoformat()}")
         return
     if state.status not in statuses:
         if e.answer != "hangup":  # hanging up a call that is over is a no-op
-            d.error(e, "call_over", f"the call is {state.status.replace('_', ' ')}")
+            d.error(e, Rejection.CALL_OVER, f"the call is {state.status.replace('_', ' ')}")
         return
     (accept if e.answer == "accept" else finish)(d, e)
 

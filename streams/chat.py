@@ -16,6 +16,7 @@ from producers.errors import InvalidChatText
 from producers.fields import chat_text
 from producers.rtc import ChatMessagePosted, ChatMessageRequested
 from streams.decision import Decision
+from streams.errors import Rejection
 
 
 def chat_message(posted: ChatMessagePosted) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def on_chat(d: Decision, intent: ChatMessageRequested) -> None:
     if sender is None:
         d.reject(
             intent,
-            "not_joined",
+            Rejection.NOT_JOINED,
             f"peer {intent.peer_id} is not in room {intent.room_id}",
             peer_id=intent.peer_id,
             gateway_id=intent.gateway_id,

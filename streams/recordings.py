@@ -56,6 +56,7 @@ from producers.sessions import (
     StartRecording,
     StopRecording,
 )
+from streams.errors import Rejection
 from streams.outputs import Outputs
 
 SEEN_LIMIT = 256
@@ -234,11 +235,11 @@ class Decision:
 
 def on_requested(d: Decision, intent: RecordingRequested) -> None:
     if not d.state.room_open:
-        d.reject(intent, "room_not_found", f"room {intent.room_id} does not exist or is closed")
+        d.reject(intent, Rejection.ROOM_NOT_FOUND, f"room {intent.room_id} does not exist or is closed")
     elif intent.recording_id in d.state.active:
         return  # the same request again
     elif d.state.active and not intent.concurrent:
-        d.reject(intent, "recording_active", f"room {intent.room_id} is already being recorded")
+        d.reject(intent, Rejection.RECORDING_ACTIVE, f"room {intent.room_id} is already being recorded")
     else:
         d.accept(intent.recording_id, intent.requested_by, intent.segment_s, "request")
 
@@ -246,14 +247,14 @@ def on_requested(d: Decision, intent: RecordingRequested) -> None:
 def on_stop_requested(d: Decision, intent: RecordingStopRequested) -> None:
     entry = d.state.active.get(intent.recording_id)
     if entry is None:
-        d.reject(intent, "recording_not_found", f"recording {intent.recording_id} is not active")
+        d.reject(intent, Rejection.RECORDING_NOT_FOUND, f"recording {intent.recording_id} is not active")
     elif entry.status != "stopping":
         d.stop(intent.recording_id, "requested")
 
 
 def on_composite_requested(d: Decision, intent: CompositeRequested) -> None:
     if intent.recording_id not in d.state.completed:
-        d.reject(intent, "recording_not_completed", f"recording {intent.recording_id} is not completed")
+        d.reject(intent, Rejection.RECORDING_NOT_COMPLETED, f"recording {intent.recording_id} is not completed")
         return
     d.fact(CompositeAccepted, recording_id=intent.recording_id, layout=intent.layout)
     d.command(RenderComposite, recording_id=intent.recording_id, layout=intent.layout)

@@ -51,6 +51,7 @@ from producers.rtc import (
 )
 from streams import chat, p2p, tracks
 from streams.decision import Decision, RoomConfig, peer_summary, track_summary
+from streams.errors import Rejection
 from streams.outputs import Outputs
 from streams.room_state import SEEN_LIMIT, PeerState, RoomState
 
@@ -80,7 +81,7 @@ def close_room(d: Decision, reason: str) -> None:
 
 def on_create(d: Decision, intent: CreateRoomRequested) -> None:
     if d.state is not None and d.state.is_open:
-        d.reject(intent, "room_exists", f"room {intent.room_id} already exists")
+        d.reject(intent, Rejection.ROOM_EXISTS, f"room {intent.room_id} already exists")
         return
     d.fact(
         RoomCreated,
@@ -95,7 +96,7 @@ def on_create(d: Decision, intent: CreateRoomRequested) -> None:
 
 def on_delete(d: Decision, intent: DeleteRoomRequested) -> None:
     if d.state is None or not d.state.is_open:
-        d.reject(intent, "room_not_found", f"room {intent.room_id} does not exist")
+        d.reject(intent, Rejection.ROOM_NOT_FOUND, f"room {intent.room_id} does not exist")
         return
     close_room(d, "deleted")
 
@@ -103,7 +104,7 @@ def on_delete(d: Decision, intent: DeleteRoomRequested) -> None:
 def on_join(d: Decision, intent: JoinRequested) -> None:
     where = {"peer_id": intent.peer_id, "gateway_id": intent.gateway_id, "session_id": intent.session_id}
     if Grant.JOIN not in intent.grants:
-        d.reject(intent, "forbidden", "token does not grant join", **where)
+        d.reject(intent, Rejection.FORBIDDEN, "token does not grant join", **where)
         return
     if d.state is None or not d.state.is_open:
         room_type = intent.room_type or RoomType.SFU
@@ -118,13 +119,13 @@ def on_join(d: Decision, intent: JoinRequested) -> None:
     if intent.peer_id in d.state.peers:
         return  # the same peer id joined already (a re-sent intent with a new event id)
     if d.state.allowed_identities and intent.identity not in d.state.allowed_identities:
-        d.reject(intent, "forbidden", f"room {intent.room_id} is private to its call", **where)
+        d.reject(intent, Rejection.FORBIDDEN, f"room {intent.room_id} is private to its call", **where)
         return
     older = d.state.peer_by_identity(intent.identity)
     if older is not None:
         remove_peer(d, older, "replaced", tell_peer=True)
     if len(d.state.peers) >= d.state.max_participants:
-        d.reject(intent, "room_full", f"room {intent.room_id} is full", **where)
+        d.reject(intent, Rejection.ROOM_FULL, f"room {intent.room_id} is full", **where)
         return
     peer = d.fact(
         PeerJoined,
@@ -180,7 +181,7 @@ def on_resume(d: Decision, intent: ResumeRequested) -> None:
     if peer is None or (intent.identity is not None and intent.identity != peer.identity):
         d.reject(
             intent,
-            "peer_not_found",
+            Rejection.PEER_NOT_FOUND,
             "peer is gone; join again",
             peer_id=intent.peer_id,
             gateway_id=intent.gateway_id,
@@ -301,7 +302,7 @@ def handle(
     else:
         handler = HANDLERS.get(type(intent))
         if handler is None:
-            d.reject(intent, "unsupported", f"{intent.type} is not handled by the room agent")
+            d.reject(intent, Rejection.UNSUPPORTED, f"{intent.type} is not handled by the room agent")
         else:
             handler(d, intent)
         if d.state is not None:

@@ -36,6 +36,7 @@ from producers.rtc import (
     UnsubscribeRequested,
 )
 from streams.decision import Decision
+from streams.errors import Rejection
 from streams.room_state import PeerState, track_key
 
 
@@ -49,13 +50,13 @@ def _ready_peer(
 ) -> PeerState | None:
     peer = d.peer(intent.peer_id)
     if peer is None:
-        d.reject(intent, "not_joined", f"peer {intent.peer_id} is not in the room", peer_id=intent.peer_id)
+        d.reject(intent, Rejection.NOT_JOINED, f"peer {intent.peer_id} is not in the room", peer_id=intent.peer_id)
         return None
     if d.state is not None and d.state.room_type == RoomType.P2P:
-        d.reject_to(intent, peer, "unsupported", "p2p rooms carry media peer to peer: use p2p-offer")
+        d.reject_to(intent, peer, Rejection.UNSUPPORTED, "p2p rooms carry media peer to peer: use p2p-offer")
         return None
     if d.state is None or d.state.node_id is None:
-        d.reject_to(intent, peer, "unavailable", "the room has no media node yet")
+        d.reject_to(intent, peer, Rejection.UNAVAILABLE, "the room has no media node yet")
         return None
     return peer
 
@@ -104,7 +105,7 @@ def on_publish(d: Decision, intent: PublishRequested) -> None:
     if peer is None:
         return
     if not peer.can_publish:
-        d.reject_to(intent, peer, "forbidden", "token does not grant publish")
+        d.reject_to(intent, peer, Rejection.FORBIDDEN, "token does not grant publish")
         return
     assert d.state is not None
     if d.state.room_type == RoomType.BROADCAST:
@@ -113,7 +114,7 @@ def on_publish(d: Decision, intent: PublishRequested) -> None:
             d.reject_to(
                 intent,
                 peer,
-                "publisher_exists",
+                Rejection.PUBLISHER_EXISTS,
                 f"broadcast room {d.room_id} already has a publisher ({holder}); it has one",
             )
             return
@@ -137,9 +138,9 @@ def on_unpublish(d: Decision, intent: UnpublishRequested) -> None:
     if intent.source_id not in peer.source_ids():
         owner = _publisher_of(d, intent.source_id)
         if owner is not None:
-            d.reject_to(intent, peer, "forbidden", f"source {intent.source_id} is another peer's")
+            d.reject_to(intent, peer, Rejection.FORBIDDEN, f"source {intent.source_id} is another peer's")
         else:
-            d.reject_to(intent, peer, "source_not_found", f"you publish no source {intent.source_id}")
+            d.reject_to(intent, peer, Rejection.SOURCE_NOT_FOUND, f"you publish no source {intent.source_id}")
         return
     unpublish(d, peer, intent.source_id)
     d.command(RemoveSource, peer_id=peer.peer_id, source_id=intent.source_id)
@@ -156,11 +157,11 @@ def on_subscribe(d: Decision, intent: SubscribeRequested) -> None:
     if peer is None:
         return
     if not peer.can_subscribe:
-        d.reject_to(intent, peer, "forbidden", "token does not grant subscribe")
+        d.reject_to(intent, peer, Rejection.FORBIDDEN, "token does not grant subscribe")
         return
     publisher = _publisher_of(d, intent.source_id)
     if publisher is None:
-        d.reject_to(intent, peer, "source_not_found", f"no published source {intent.source_id}")
+        d.reject_to(intent, peer, Rejection.SOURCE_NOT_FOUND, f"no published source {intent.source_id}")
         return
     current = peer.subscriptions.get(intent.source_id)
     if current is not None and current != intent.layer:

@@ -35,6 +35,7 @@ from producers.sessions import (
     SessionOpened,
     SessionPinged,
 )
+from streams.errors import Rejection
 from streams.outputs import Outputs
 from streams.user_state import SEEN_LIMIT, UserState, evolve
 
@@ -113,7 +114,7 @@ def on_call_requested(d: UserDecision, e: CallRequested) -> None:
             e.reply_session_id,
             {
                 "type": "error",
-                "code": "rate_limited",
+                "code": Rejection.RATE_LIMITED,
                 "call_id": e.call_id,
                 "message": f"at most {d.config.max_call_attempts} call attempts per "
                 f"{d.config.attempt_window_s:g} s; retry in {retry_after:.0f} s",

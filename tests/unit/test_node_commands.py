@@ -7,10 +7,18 @@ from datetime import timedelta
 from typing import Any
 
 from media_node.commands import CommandRunner
+from media_node.errors import NodeError
 from media_node.peers import PeerSession
 from producers.envelope import Event, derived_id, utcnow
 from producers.fields import SourceKind, TrackInfo
-from producers.media import CommandFailed, OpenPublisher, SetPaused, TrackStarted
+from producers.media import (
+    AddSubscription,
+    ApplySubscriberAnswer,
+    CommandFailed,
+    OpenPublisher,
+    SetPaused,
+    TrackStarted,
+)
 from producers.topics import Topics
 
 
@@ -75,7 +83,7 @@ async def test_commands_run_once_and_only_when_addressed_here_and_not_expired() 
     await _settle()
     [(_, failed)] = producer.sent
     assert isinstance(failed, CommandFailed) and failed.command_type == "SetPaused"
-    assert failed.code == "LookupError" and failed.peer_id == "nobody"
+    assert failed.code == NodeError.NOT_SUBSCRIBED and failed.peer_id == "nobody"
     runner.accept(_set_paused(node_id="n2", event_id="c2"))  # another node's
     runner.accept(_set_paused(deadline_s=-1, event_id="c3"))  # past its deadline
     await _settle()
@@ -83,3 +91,29 @@ async def test_commands_run_once_and_only_when_addressed_here_and_not_expired() 
     runner.accept(_set_paused(event_id="c4"))
     await _settle()
     assert len(producer.sent) == 2
+
+
+async def test_failures_are_reported_with_the_nodes_error_codes() -> None:
+    producer = KeptProducer()
+    runner = CommandRunner("n1", producer, Topics("t-"))  # type: ignore[arg-type]
+    now = utcnow()
+    common: dict[str, Any] = dict(occurred_at=now, node_id="n1", room_id="r", deadline=now + timedelta(seconds=10))
+    runner.accept(
+        AddSubscription(
+            event_id=derived_id("f1", 0, "AddSubscription"),
+            peer_id="v",
+            publisher_peer_id="nobody",
+            source_id="cam",
+            **common,
+        )
+    )
+    runner.accept(
+        ApplySubscriberAnswer(event_id=derived_id("f2", 0, "ApplySubscriberAnswer"), peer_id="w", sdp="v=0", **common)
+    )
+    await _settle()
+    codes = {e.command_type: e.code for _, e in producer.sent if isinstance(e, CommandFailed)}
+    assert codes == {
+        "AddSubscription": NodeError.SOURCE_NOT_ON_NODE,
+        "ApplySubscriberAnswer": NodeError.NO_OFFER_PENDING,
+    }
+    assert all(e.message.startswith(("SourceNotOnNode: ", "NoOfferPending: ")) for _, e in producer.sent)

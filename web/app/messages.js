@@ -26,6 +26,23 @@ const CODES = {
   http_error: "The server answered with an error.",
   source_not_found: "That video or audio is no longer published.",
   no_screen_slot: "Screen sharing is not available here.",
+  invalid_message: "The page sent a request the server could not read. Reload the page.",
+  unknown_type: "The page asked for something the server does not know. Reload the page.",
+  invalid_sdp: "The browser's media description was not accepted. Reload the page.",
+  unsupported: "That is not supported in this room.",
+  call_not_found: "That call no longer exists.",
+  call_over: "That call is already over.",
+  invite_expired: "The call invitation has expired.",
+  source_not_on_node: "That video or audio is not available on the room's media server (any more).",
+  no_offer_pending: "The media connection got out of step. Reload the page.",
+  not_subscribed: "You are not receiving that video or audio.",
+  media_failed: "The media server could not do that.",
+  invalid_since: "That time is not valid.",
+  method_not_allowed: "The server does not allow that request.",
+  recording_not_found: "There is no such recording.",
+  recording_active: "This room is already being recorded.",
+  recording_ended: "That recording has already ended.",
+  recording_not_completed: "That recording is not finished yet.",
 };
 
 const DOM = {

@@ -42,6 +42,7 @@ export class Room extends Emitter {
     this.chatSeen = new Set();
     this.closed = false;
     this.reconnecting = false;
+    this.recordingIds = []; // the room's active recordings (the latest `recording` message)
     this.pushed = new Map(); // peer -> Map source -> {layer, level}: streams' latest `quality` decisions
     this.encodings = new Map(); // source -> layers streams asked us to send (dynacast)
     this.reportMeter = new LinkMeter();
@@ -377,6 +378,7 @@ export class Room extends Emitter {
     }
     else if (m.type === "reconnect") await this.#moveToNewNode(m.reason);
     else if (m.type === "chat") return this.#onChat(m);
+    else if (m.type === "recording") this.recordingIds = [...(m.recording_ids ?? [])];
     else if (m.type === "left" && !this.closed) this.#end();
     this.emit(m.type, m);
   }
