@@ -1,8 +1,8 @@
 """The station agents, wired into the streams worker (``install``):
 
 - ``stations``: ``station.events`` → station table → registry facts, ``StationCommand``
-  (``station.commands``), command/stream notices (``streams/stations.py``); ticks visit
-  the stations whose heartbeat, command or idle deadline passed;
+  (``station.commands``), command/stream notices (``streams/stations.py``); the ticker
+  ticks the partitions of ``station.events`` where a heartbeat, command or idle deadline is due;
 - ``station-viewers``: ``rtc.facts`` → viewers of each ``station:*`` room →
   ``StationViewersChanged`` (``streams/stations_viewers.py``);
 - ``station-projection``: ``station.events`` + ``station.commands`` → Postgres
@@ -21,7 +21,7 @@ from producers.errors import DecodeError
 from streams import stations as station_decision
 from streams import stations_viewers as viewers_decision
 from streams.driver import DrivenAgent, Projected, Table
-from streams.keyed import KeyedAgent
+from streams.keyed import KeyedAgent, by_field
 from streams.stations_projection import project_stations
 
 if TYPE_CHECKING:
@@ -43,18 +43,14 @@ def install(worker: Worker, table: Callable[[str, str], Table]) -> None:
     stations = KeyedAgent(
         station_decision.StationState,
         table("stations", "station.events"),
-        table("station-timers", "station.events"),
-        key_of=lambda e: str(getattr(e, "station_id", "")) or None,
+        key_of=by_field("station_id"),
         decide=lambda state, event, key: station_decision.handle(state, event, config, station_id=key),
         deadline=lambda state: station_decision.next_deadline(state, config),
     )
-    worker.driver.agents.append(
-        worker.agent("stations", ["station.events"], [stations.table, stations.timers], stations.on_input)
-    )
+    worker.keyed_agent("stations", ["station.events"], stations)
     viewers = KeyedAgent(
         viewers_decision.RoomViewers,
         table("station-viewers", "rtc.facts"),
-        table("station-viewer-timers", "rtc.facts"),
         key_of=lambda e: (
             room
             if (room := str(getattr(e, "room_id", "") or "")) and viewers_decision.parse_room(room) is not None
@@ -63,9 +59,7 @@ def install(worker: Worker, table: Callable[[str, str], Table]) -> None:
         decide=lambda state, event, key: viewers_decision.handle(state, event, key),
         deadline=lambda state: None,
     )
-    worker.driver.agents.append(
-        worker.agent("station-viewers", ["rtc.facts"], [viewers.table, viewers.timers], viewers.on_input)
-    )
+    worker.keyed_agent("station-viewers", ["rtc.facts"], viewers)
     if not worker.settings.project_to_postgres:
         return
 
