@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from api import access, errors, health, ice, quality, recordings, rooms, rtc, station_socket, stations, web
+from api import access, errors, health, ice, quality, recordings, rooms, rtc, station_socket, stations, web, whep
 from api.calls import router as calls_router
 from api.hub import Hub
 from api.presence import router as presence_router
@@ -75,6 +75,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(recordings.router)
     app.include_router(stations.router)  # stations: REST (api/stations.py) and the station socket
     app.include_router(station_socket.router)
+    app.include_router(whep.router)
     web.install(app)
 
     @app.middleware("http")
