@@ -1,8 +1,16 @@
-"""The gateway's sockets and the notifications addressed to this gateway.
+"""The gateway's one notification fan-out: a log reader that pushes messages to sockets.
 
-A gateway holds only sockets. It reads the partition of ``gateway.notifications``
-that its gateway id maps to, drops what is addressed to other gateways, and hands
-each message to the socket of its session.
+``Fanout`` is the shape: it reads one topic from its end, asks ``route`` which registered
+sessions get which message, and delivers each (one broken socket does not stop the
+others). Two readers use it:
+
+- ``Hub`` reads the partition of ``gateway.notifications`` that its gateway id maps to,
+  drops what is addressed to other gateways, and hands each message to the socket of its
+  session (or sessions);
+- ``PresenceFeed`` (``api/presence_feed.py``) reads ``presence.facts`` and pushes each
+  ``PresenceChanged`` to every socket that sent ``presence-subscribe``.
+
+A new push (a station feed, say) subclasses ``Fanout`` and writes ``route``.
 """
 
 from __future__ import annotations
@@ -10,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from producers.envelope import Event
 from producers.kafka import EventConsumer
 from producers.rtc import Notification
 
@@ -21,10 +30,17 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class Hub:
-    def __init__(self, bootstrap: str, topic: str, gateway_id: str) -> None:
+class Fanout:
+    """Reads ``topic`` (from its end) and delivers what ``route`` returns to the registered sessions."""
+
+    name = "fanout"
+    #: Skip what is already in the assigned partition (a reader with an ``address``: it is
+    #: assigned one partition at start); a subscribed reader starts at the latest offset anyway.
+    seek_end = False
+
+    def __init__(self, bootstrap: str, topic: str, gateway_id: str, *, address: str | None = None) -> None:
         self._consumer = EventConsumer(
-            bootstrap, [topic], group_id=None, address=gateway_id, client_id=f"{gateway_id}-notifications"
+            bootstrap, [topic], group_id=None, address=address, client_id=f"{gateway_id}-{self.name}"
         )
         self.gateway_id = gateway_id
         self._sessions: dict[str, Deliver] = {}
@@ -32,8 +48,9 @@ class Hub:
 
     async def start(self) -> None:
         await self._consumer.start()
-        await self._consumer.seek_to_end()
-        self._task = asyncio.create_task(self._run(), name="notifications")
+        if self.seek_end:
+            await self._consumer.seek_to_end()
+        self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -48,16 +65,32 @@ class Hub:
     def unregister(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
 
+    def route(self, event: Event) -> Iterable[tuple[str, dict[str, Any]]]:
+        """``(session_id, message)`` pairs for one event (sessions not registered are skipped)."""
+        return ()
+
     async def _run(self) -> None:
         async for received in self._consumer:
-            event = received.event
-            if not isinstance(event, Notification) or event.gateway_id != self.gateway_id:
-                continue
-            for session_id in event.sessions():
+            for session_id, message in self.route(received.event):
                 deliver = self._sessions.get(session_id)
                 if deliver is None:
                     continue
                 try:
-                    await deliver(event.message)
+                    await deliver(message)
                 except Exception:  # noqa: BLE001 - one broken socket must not stop the others
-                    log.exception("delivery failed", extra={"session_id": session_id})
+                    log.exception("%s delivery failed", self.name, extra={"session_id": session_id})
+
+
+class Hub(Fanout):
+    """``gateway.notifications`` → the sessions a ``Notification`` names, on this gateway."""
+
+    name = "notifications"
+    seek_end = True
+
+    def __init__(self, bootstrap: str, topic: str, gateway_id: str) -> None:
+        super().__init__(bootstrap, topic, gateway_id, address=gateway_id)
+
+    def route(self, event: Event) -> Iterable[tuple[str, dict[str, Any]]]:
+        if not isinstance(event, Notification) or event.gateway_id != self.gateway_id:
+            return ()
+        return [(session_id, event.message) for session_id in event.sessions()]

@@ -8,7 +8,9 @@ import socket
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from producers.settings import DatabaseSettings, KafkaSettings, MinioSettings
 
 #: A list setting: a JSON array or comma-separated values (``a,b``).
 UrlList = Annotated[list[str], NoDecode]
@@ -18,7 +20,7 @@ def _default_gateway_id() -> str:
     return f"gw-{socket.gethostname()[:20]}-{os.getpid()}"
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(KafkaSettings, DatabaseSettings, MinioSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_API_", extra="ignore")
 
     host: str = "127.0.0.1"
@@ -30,20 +32,12 @@ class ApiSettings(BaseSettings):
     jwt_issuer: str = "roomlog"
     max_token_ttl_s: int = 86_400
     gateway_id: str = Field(default_factory=_default_gateway_id)
-    kafka_bootstrap: str = Field(
-        default="127.0.0.1:19092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "ROOMLOG_API_KAFKA_BOOTSTRAP")
-    )
-    database_url: str = Field(
-        default="postgresql+asyncpg://roomlog:roomlog@127.0.0.1:15432/roomlog",
-        validation_alias=AliasChoices("DATABASE_URL", "ROOMLOG_API_DATABASE_URL"),
-    )
-    topic_prefix: str = Field(
-        default="", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX", "ROOMLOG_API_TOPIC_PREFIX")
-    )
     #: How long POST /v1/rooms waits for the room to appear in the read model.
     create_wait_s: float = 3.0
     #: How long POST /v1/calls waits for streams' decision (rate limit) before answering 202.
     call_wait_s: float = 5.0
+    #: How long a WHEP/WHIP request waits for each of streams' and the node's answers.
+    whep_wait_s: float = 15.0
     #: A call invite id is valid this long (accepting later: ``invite_expired``).
     invite_ttl_s: float = 60.0
     #: How often the gateway writes ``SessionPinged`` for each open socket (presence TTL is 90 s).
@@ -63,18 +57,8 @@ class ApiSettings(BaseSettings):
     tls_cert: str | None = None
     tls_key: str | None = None
     log_level: str = "info"
-    #: MinIO holding recordings: GET /v1/recordings/{id} presigns download URLs with these.
-    minio_endpoint: str = Field(
-        default="127.0.0.1:19000", validation_alias=AliasChoices("MINIO_ENDPOINT", "ROOMLOG_API_MINIO_ENDPOINT")
-    )
-    minio_access_key: str = Field(
-        default="roomlog", validation_alias=AliasChoices("MINIO_ACCESS_KEY", "ROOMLOG_API_MINIO_ACCESS_KEY")
-    )
-    minio_secret_key: SecretStr = Field(
-        default=SecretStr("roomlog-secret"),
-        validation_alias=AliasChoices("MINIO_SECRET_KEY", "ROOMLOG_API_MINIO_SECRET_KEY"),
-    )
-    minio_secure: bool = False
+    #: MinIO holding recordings (``MinioSettings``): GET /v1/recordings/{id} presigns
+    #: download URLs with its credentials, in this bucket.
     recording_bucket: str = Field(
         default="roomlog-recordings",
         validation_alias=AliasChoices("ROOMLOG_RECORDING_BUCKET", "ROOMLOG_API_RECORDING_BUCKET"),

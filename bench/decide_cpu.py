@@ -26,9 +26,12 @@ from bench.load import RoomMix
 from producers.catalog import encode
 from producers.topics import Topics
 from streams import registry as registry_decision
+from streams import rooms as room_decision
 from streams.app import Worker
 from streams.decision import RoomConfig
 from streams.driver import Table
+from streams.keyed import KeyedAgent
+from streams.room_state import RoomState
 
 
 class CountingProducer:
@@ -63,7 +66,7 @@ async def run(events: int, rooms: int, batch: int) -> dict[str, Any]:
         ConsumerRecord("rtc.intents", 0, i, 0, 0, b"k", encode(e), None, 1, 0, []) for i, e in enumerate(intents)
     ]
     producer = CountingProducer()
-    tables = [Table(name, f"{name}-changelog", 4) for name in ("rooms", "room-timers", "node-registry")]
+    tables = [Table(name, f"{name}-changelog", 4) for name in ("rooms",)]
     for table in tables:
         table.bind(producer)
     worker = Worker(
@@ -71,13 +74,17 @@ async def run(events: int, rooms: int, batch: int) -> dict[str, Any]:
         driver=_Driver(producer),  # type: ignore[arg-type]
         settings=None,  # type: ignore[arg-type]
         topics=Topics("cpu"),
-        room_table=tables[0],
-        timer_table=tables[1],
-        registry_table=tables[2],
         room_config=RoomConfig(disconnect_grace_s=30, command_ttl_s=10),
         registry_config=registry_decision.RegistryConfig(node_timeout_s=5),
     )
-    agent = worker.agent("rooms", ["rtc.intents"], tables[:2], worker.on_room_input)
+    room_agent = KeyedAgent(
+        RoomState,
+        tables[0],
+        key_of=lambda e: str(getattr(e, "room_id", "")) or None,
+        decide=lambda state, event, key: room_decision.handle(state, event, worker.room_config, room_id=key),
+        deadline=lambda state: room_decision.next_deadline(state, worker.room_config),
+    )
+    agent = worker.agent("rooms", ["rtc.intents"], tables, room_agent.on_input)
     started = time.perf_counter()
     for i in range(0, len(records), batch):
         handled = await agent.handle(records[i : i + batch])

@@ -1,8 +1,11 @@
-"""Child processes of a benchmark (streams workers, the echo baseline) and CPU meters.
+"""The one process helper of the benchmarks and the tests: ``Child`` runs ``python -m
+<module>`` as a child process; plus CPU meters read from /proc.
 
-Each child runs in its own session and working directory (Faust writes
-``<app id>-data/`` into its cwd), dies with the benchmark (``PR_SET_PDEATHSIG``) and
-is stopped by process group at the end.
+A child runs in its own session (stopped by process group: SIGTERM, then SIGKILL), with
+its output in a log file, optionally dying with its parent (``PR_SET_PDEATHSIG``), pinned
+to one core, re-niced, or under cProfile. ``tests/harness.py: Service`` is a ``Child``
+that also registers its metrics port with the run's Prometheus; ``bench/sfu_forwarding.py``
+runs the node under test as a pinned ``Child``.
 """
 
 from __future__ import annotations
@@ -15,26 +18,48 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench.infra import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def set_nice(nice: int) -> bool:
+    """Set this process's (this thread's, and its future threads') nice value; False if not allowed."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
     except OSError:
-        pass
+        return False
+    return True
+
+
+def preexec(die_with_parent: bool = True, core: int | None = None, nice: int | None = None) -> Callable[[], None]:
+    """What runs in the child between fork and exec."""
+
+    def run() -> None:
+        if die_with_parent:
+            try:
+                ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            except OSError:
+                pass
+        if core is not None and core >= 0:
+            os.sched_setaffinity(0, {core})
+        if nice is not None:
+            set_nice(nice)
+
+    return run
 
 
 @dataclass
 class Child:
-    """A Python module run as a child process: ``python -m <module> <args>``."""
+    """A Python module run as a child process: ``python -m <module> <args>`` in ``workdir``
+    (Faust writes ``<app id>-data/`` into its cwd), logging to ``log_file`` (default
+    ``<workdir>/<name>.log``)."""
 
     name: str
     module: str
@@ -42,27 +67,35 @@ class Child:
     workdir: Path
     args: list[str] = field(default_factory=list)
     extra_pythonpath: list[str] = field(default_factory=list)
+    log_file: Path | None = None
+    die_with_parent: bool = True
+    core: int | None = None
+    nice: int | None = None
+    #: Run under cProfile, writing the profile here.
+    profile_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.log"
+        return self.log_file or self.workdir / f"{self.name}.log"
 
     def start(self) -> Child:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         path = os.pathsep.join([str(REPO), *self.extra_pythonpath])
         env = {**os.environ, **self.env, "PYTHONPATH": path}
+        profile = ["-m", "cProfile", "-o", str(self.profile_path)] if self.profile_path else []
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args],
+            [sys.executable, *profile, "-m", self.module, *self.args],
             env=env,
             cwd=self.workdir,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=preexec(self.die_with_parent, self.core, self.nice),
         )
         return self
 
@@ -85,6 +118,19 @@ class Child:
                 self.proc.wait(10)
             except ProcessLookupError:
                 pass
+        self._reap_group()
+
+    def kill(self) -> None:
+        """SIGKILL to the process group: no shutdown hooks run."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        self._reap_group()
+
+    def _reap_group(self) -> None:
         if self.proc is not None:
             try:  # anything left in the group (there should be nothing)
                 os.killpg(self.proc.pid, signal.SIGKILL)

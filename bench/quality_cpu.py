@@ -47,7 +47,7 @@ async def run(rooms: int, subscribers: int, cycles: int, batch: int) -> dict[str
         for i, e in enumerate(offered)
     ]
     producer = CountingProducer()
-    tables = [Table(name, f"{name}-changelog", 4) for name in ("quality", "quality-rooms", "x", "y", "z")]
+    tables = [Table(name, f"{name}-changelog", 4) for name in ("quality", "quality-rooms")]
     for table in tables:
         table.bind(producer)
     worker = Worker(
@@ -55,9 +55,6 @@ async def run(rooms: int, subscribers: int, cycles: int, batch: int) -> dict[str
         driver=_Driver(producer),  # type: ignore[arg-type]
         settings=None,  # type: ignore[arg-type]
         topics=topics,
-        room_table=tables[2],
-        timer_table=tables[3],
-        registry_table=tables[4],
         room_config=RoomConfig(),
         registry_config=registry_decision.RegistryConfig(),
     )

@@ -34,9 +34,9 @@ from typing import Any
 
 import uvloop
 
+from bench.procs import REPO, Child, set_nice
 from bench.sfu_harness import Criteria, NodeRun
 from bench.sfu_media import FPS, HEIGHT, WIDTH, MediaLoop, load_or_encode
-from bench.sfu_procs import REPO, NodeProcess, set_nice
 from bench.sfu_signaling import NodeControl
 
 RUN_DIR = REPO / ".run" / "bench-sfu"
@@ -181,8 +181,16 @@ async def run_node(
         if stock
         else (EXPERIMENTS[experiment] if experiment else "media_node", [])
     )
-    node = NodeProcess(
-        label, module, node_args, env, args.run_dir / "logs" / f"{node_id}.log", args.node_core, args.nice, profile_path
+    node = Child(
+        label,
+        module,
+        env,
+        REPO,
+        node_args,
+        log_file=args.run_dir / "logs" / f"{node_id}.log",
+        core=args.node_core,
+        nice=args.nice,
+        profile_path=profile_path,
     )
     control = NodeControl(bootstrap, prefix, node_id, f"bench-room-{label}")
     criteria = Criteria(max_loss_pct=args.max_loss, max_p50_ms=args.max_p50_ms)

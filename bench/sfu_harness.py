@@ -21,6 +21,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from bench.procs import Child
 from bench.sfu_generator import (
     Canary,
     ConsentWatch,
@@ -34,7 +35,7 @@ from bench.sfu_generator import (
     percentile,
 )
 from bench.sfu_media import FPS, LoopTrack, MediaLoop
-from bench.sfu_procs import Meter, NodeProcess, other_cpu_pct, udp_drops
+from bench.sfu_procs import Meter, other_cpu_pct, udp_drops
 from bench.sfu_signaling import NodeControl, NodeError, new_pc
 
 perf = time.perf_counter
@@ -74,7 +75,7 @@ class NodeRun:
     def __init__(
         self,
         label: str,
-        node: NodeProcess,
+        node: Child,
         control: NodeControl,
         video: MediaLoop,
         audio: MediaLoop,

@@ -1,7 +1,6 @@
-"""Processes of the SFU benchmark: the node under test on core 0, meters read from /proc.
+"""Meters of the SFU benchmark, read from /proc (the node under test runs as a pinned
+``bench.procs.Child``, the one process helper).
 
-* :class:`NodeProcess` runs ``python -m <module>`` pinned to one core, in its own session,
-  dying with the benchmark (``PR_SET_PDEATHSIG``), optionally under cProfile.
 * CPU: utime+stime of a process (all threads) from ``/proc/<pid>/stat``; the machine's
   busy time from ``/proc/stat`` (what is left after the node, the generator and Kafka is
   interference from other work on the machine).
@@ -11,107 +10,17 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+
+from bench.procs import REPO, set_nice
+from bench.procs import process_cpu_seconds as cpu_seconds
+
+__all__ = ["REPO", "Meter", "cpu_seconds", "machine_busy", "other_cpu_pct", "set_nice", "udp_drops"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-REPO = Path(__file__).resolve().parents[1]
-
-
-def pin(core: int, nice: int | None = None) -> Callable[[], None]:
-    def preexec() -> None:  # in the child, between fork and exec
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-        if core >= 0:
-            os.sched_setaffinity(0, {core})
-        if nice is not None:
-            set_nice(nice)
-
-    return preexec
-
-
-def set_nice(nice: int) -> bool:
-    """Set this process's (this thread's, and its future threads') nice value; False if not allowed."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except OSError:
-        return False
-    return True
-
-
-@dataclass
-class NodeProcess:
-    name: str
-    module: str
-    args: list[str]
-    env: dict[str, str]
-    log_path: Path
-    core: int = 0
-    nice: int | None = None
-    profile_path: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
-
-    def start(self) -> NodeProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        prefix = ["-m", "cProfile", "-o", str(self.profile_path)] if self.profile_path else []
-        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            [sys.executable, *prefix, "-m", self.module, *self.args],
-            env=env,
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=pin(self.core, self.nice),
-        )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-            except ProcessLookupError:
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def cpu_seconds(pid: int) -> float:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def machine_busy() -> tuple[float, float, float]:

@@ -23,15 +23,15 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
-from producers.envelope import Event, utcnow
+from media_node.commands import CommandLoop
+from media_node.heartbeat import Heartbeat
+from producers.envelope import Event
 from producers.kafka import EventConsumer, EventProducer
 from producers.media import (
     AddSubscription,
     ApplySubscriberAnswer,
     ClosePeer,
-    CommandFailed,
     NodeCommand,
-    NodeHeartbeat,
     OfferedSource,
     OpenPublisher,
     PublisherAnswered,
@@ -43,61 +43,42 @@ from producers.topics import Topics
 COLLECT_S = 0.05
 
 
-class StockNode:
+class StockNode(CommandLoop):
+    """The node's own command loop (``media_node.commands.CommandLoop``: address, dedupe,
+    deadline, lanes, failures) with aiortc's stock relay as the handlers."""
+
     def __init__(self, node_id: str, producer: EventProducer, topics: Topics) -> None:
-        self.node_id = node_id
-        self.producer = producer
-        self.results = topics.name("media.results")
+        super().__init__(node_id, producer, topics)
         self.relay = MediaRelay()
         self.tracks: dict[tuple[str, str], MediaStreamTrack] = {}  # (publisher, source) -> track
         self.pcs: dict[str, RTCPeerConnection] = {}
         self.pending: dict[str, list[AddSubscription]] = {}
-        self.lanes: dict[str, asyncio.Queue[NodeCommand]] = {}
+        self.handlers = {
+            OpenPublisher: self.open_publisher,
+            AddSubscription: self.add_subscription,
+            ApplySubscriberAnswer: self.apply_answer,
+            ClosePeer: self.close_peer,
+        }
 
-    def accept(self, command: NodeCommand) -> None:
-        if command.node_id != self.node_id or command.deadline < utcnow():
-            return
-        lane = getattr(command, "peer_id", "room")
-        if lane not in self.lanes:
-            self.lanes[lane] = asyncio.Queue()
-            asyncio.ensure_future(self._lane(self.lanes[lane]))
-        self.lanes[lane].put_nowait(command)
-
-    async def _lane(self, queue: asyncio.Queue[NodeCommand]) -> None:
-        while True:
-            command = await queue.get()
-            try:
-                await self.handle(command)
-            except Exception as exc:  # noqa: BLE001 - reported, like the real node
-                await self.emit(
-                    CommandFailed.caused_by(
-                        command,
-                        room_id=command.room_id,
-                        node_id=self.node_id,
-                        command_type=command.type,
-                        peer_id=getattr(command, "peer_id", None),
-                        code=type(exc).__name__,
-                        message=str(exc)[:500],
-                    )
-                )
+    async def unhandled(self, command: NodeCommand) -> None:
+        """Layers, pauses and the rest: the stock relay has nothing to do for them."""
 
     async def emit(self, event: Event) -> None:
-        await self.producer.send(self.results, event)
+        await self._emit(event)
 
-    async def handle(self, c: NodeCommand) -> None:
-        if isinstance(c, OpenPublisher):
-            await self.open_publisher(c)
-        elif isinstance(c, AddSubscription):
-            first = c.peer_id not in self.pending
-            self.pending.setdefault(c.peer_id, []).append(c)
-            if first:
-                asyncio.ensure_future(self.offer(c.peer_id))
-        elif isinstance(c, ApplySubscriberAnswer):
-            await self.pcs[c.peer_id].setRemoteDescription(RTCSessionDescription(sdp=c.sdp, type="answer"))
-        elif isinstance(c, ClosePeer):
-            pc = self.pcs.pop(c.peer_id, None)
-            if pc is not None:
-                await pc.close()
+    async def add_subscription(self, c: AddSubscription) -> None:
+        first = c.peer_id not in self.pending
+        self.pending.setdefault(c.peer_id, []).append(c)
+        if first:
+            asyncio.ensure_future(self.offer(c.peer_id))
+
+    async def apply_answer(self, c: ApplySubscriberAnswer) -> None:
+        await self.pcs[c.peer_id].setRemoteDescription(RTCSessionDescription(sdp=c.sdp, type="answer"))
+
+    async def close_peer(self, c: ClosePeer) -> None:
+        pc = self.pcs.pop(c.peer_id, None)
+        if pc is not None:
+            await pc.close()
 
     async def open_publisher(self, c: OpenPublisher) -> None:
         pc = self.pcs[c.peer_id] = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -146,13 +127,6 @@ class StockNode:
         )
 
 
-async def heartbeat(producer: EventProducer, topic: str, node_id: str) -> None:
-    started = utcnow()
-    while True:
-        await producer.send(topic, NodeHeartbeat.new(node_id=node_id, started_at=started))
-        await asyncio.sleep(1.0)
-
-
 async def run(node_id: str, bootstrap: str, prefix: str) -> None:
     topics = Topics(prefix)
     async with EventProducer(bootstrap, client_id=node_id) as producer:
@@ -169,14 +143,9 @@ async def run(node_id: str, bootstrap: str, prefix: str) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
 
-        async def commands() -> None:
-            async for received in consumer:
-                if isinstance(received.event, NodeCommand):
-                    node.accept(received.event)
-
         tasks: list[asyncio.Task[Any]] = [
-            asyncio.ensure_future(commands()),
-            asyncio.ensure_future(heartbeat(producer, topics.name("media.nodes"), node_id)),
+            asyncio.ensure_future(node.run(consumer)),
+            asyncio.ensure_future(Heartbeat(producer, topics.name("media.nodes"), node_id, "", 1.0).run()),
         ]
         print(f"stock node {node_id} ready", file=sys.stderr, flush=True)
         await stop.wait()

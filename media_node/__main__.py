@@ -43,6 +43,7 @@ async def run(settings: NodeSettings) -> None:
             settings.node_id,
             settings.announced_address,
             settings.heartbeat_interval_s,
+            settings.idle_heartbeat_interval_s,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

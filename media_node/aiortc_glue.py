@@ -490,10 +490,36 @@ class OutboundLeg:
     async def write(self, packet: RtpPacket) -> bool:
         """Send ``packet`` (payload type already mapped) as this leg's stream.
 
-        Sets SSRC, mid and abs-send-time, keeps it for retransmission and sender reports.
+        Sets SSRC, mid and abs-send-time, keeps it for retransmission and sender reports
+        (``prepare``), then hands the bytes to ``transmit``.
         """
-        if self.mid is None:
+        data = self.prepare(packet)
+        if data is None:
             return False
+        if self.drop is not None and self.drop(packet):
+            return True
+        return await self.transmit(data)
+
+    @property
+    def dtls_transport(self) -> Any:
+        """The ``RTCDtlsTransport`` this leg's packets leave through."""
+        return self._state[_S + "transport"]
+
+    async def transmit(self, data: bytes) -> bool:
+        """The last hop of a prepared packet: SRTP-protect and send it on the DTLS
+        transport; False if the transport is gone. The one seam a send-path experiment
+        replaces (``bench/sfu_node_direct.py``)."""
+        try:
+            await self._state[_S + "transport"]._send_rtp(data)
+        except ConnectionError:
+            return False
+        return True
+
+    def prepare(self, packet: RtpPacket) -> bytes | None:
+        """Stamp ``packet`` as this leg's, remember it, count it; its wire bytes (before
+        SRTP), or None before the leg is negotiated."""
+        if self.mid is None:
+            return None
         state = self._state
         ntp = _ntp_now()
         packet.ssrc = self._ssrc
@@ -508,13 +534,7 @@ class OutboundLeg:
         state[_S + "packet_count"] += 1
         self.packets_sent += 1
         self.bytes_sent += len(data)
-        if self.drop is not None and self.drop(packet):
-            return True
-        try:
-            await state[_S + "transport"]._send_rtp(data)
-        except ConnectionError:
-            return False
-        return True
+        return data
 
     async def _send(self, parameters: RTCRtpSendParameters) -> None:
         self.mid = parameters.muxId

@@ -45,28 +45,20 @@ log = logging.getLogger(__name__)
 SEEN_LIMIT = 10_000
 
 
-class CommandRunner:
-    def __init__(self, node_id: str, producer: EventProducer, topics: Topics, announced_address: str = "") -> None:
+class CommandLoop:
+    """The executor's discipline, whatever executes: commands addressed to ``node_id`` only,
+    each command id at most once, none past its deadline, one lane per peer (in order),
+    every failure reported as ``CommandFailed`` on ``media.results``. Subclasses fill
+    ``handlers`` (``CommandRunner`` below; the benchmark's stock node, ``bench/sfu_stock_node.py``)."""
+
+    def __init__(self, node_id: str, producer: EventProducer, topics: Topics) -> None:
         self.node_id = node_id
         self._producer = producer
         self._results = topics.name("media.results")
-        self.peers = Peers(self._track_started, self._offer, announced_address)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._queues: dict[str, asyncio.Queue[NodeCommand]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._causes: dict[str, tuple[NodeCommand, int]] = {}
-        self.handlers: dict[type[NodeCommand], Callable[[Any], Awaitable[None]]] = {
-            OpenPublisher: self.open_publisher,
-            OpenSubscriber: self.open_subscriber,
-            AddSubscription: self.add_subscription,
-            ApplySubscriberAnswer: self.apply_answer,
-            RemoveSubscription: self.remove_subscription,
-            SetLayer: self.set_layer,
-            SetPaused: self.set_paused,
-            ClosePeer: self.close_peer,
-            CloseRoom: self.close_room,
-            RemoveSource: self.remove_source,
-        }
+        self.handlers: dict[type[NodeCommand], Callable[[Any], Awaitable[None]]] = {}
 
     async def run(self, consumer: EventConsumer) -> None:
         async for received in consumer:
@@ -99,7 +91,7 @@ class CommandRunner:
         while True:
             command = await queue.get()
             try:
-                await self.handlers[type(command)](command)
+                await self.handlers.get(type(command), self.unhandled)(command)
                 metrics.MEDIA_COMMANDS.labels(command.type, "ok").inc()
             except Exception as exc:  # noqa: BLE001 - report every failure as a result
                 metrics.MEDIA_COMMANDS.labels(command.type, "failed").inc()
@@ -116,8 +108,33 @@ class CommandRunner:
                     )
                 )
 
+    async def unhandled(self, command: NodeCommand) -> None:
+        """A command this executor has no handler for: reported as failed."""
+        raise KeyError(command.type)
+
     async def _emit(self, event: Event) -> None:
         await self._producer.send(self._results, event)
+
+
+class CommandRunner(CommandLoop):
+    """The media node's commands, run on its peers (``media_node/peers.py``)."""
+
+    def __init__(self, node_id: str, producer: EventProducer, topics: Topics, announced_address: str = "") -> None:
+        super().__init__(node_id, producer, topics)
+        self.peers = Peers(self._track_started, self._offer, announced_address)
+        self._causes: dict[str, tuple[NodeCommand, int]] = {}
+        self.handlers = {
+            OpenPublisher: self.open_publisher,
+            OpenSubscriber: self.open_subscriber,
+            AddSubscription: self.add_subscription,
+            ApplySubscriberAnswer: self.apply_answer,
+            RemoveSubscription: self.remove_subscription,
+            SetLayer: self.set_layer,
+            SetPaused: self.set_paused,
+            ClosePeer: self.close_peer,
+            CloseRoom: self.close_room,
+            RemoveSource: self.remove_source,
+        }
 
     # --- handlers -----------------------------------------------------------------
 

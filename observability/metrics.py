@@ -7,6 +7,9 @@ from prometheus_client import Counter, Gauge, Histogram
 # --- streams ------------------------------------------------------------------
 STREAMS_INPUTS = Counter("roomlog_streams_inputs_total", "Events handled by streams agents", ["topic", "type"])
 STREAMS_OUTPUTS = Counter("roomlog_streams_outputs_total", "Events emitted by streams agents", ["type"])
+STREAMS_TICKS = Counter(
+    "roomlog_streams_ticks_total", "Ticks written to partitions with a due deadline (docs/events.md)", ["topic"]
+)
 STREAMS_DEAD_LETTERS = Counter(
     "roomlog_streams_dead_letters_total", "Payloads sent to a dead-letter topic", ["topic", "reason"]
 )

@@ -154,6 +154,9 @@ class NodeHeartbeat(Event):
     address: str = Field(default="", max_length=256)
     started_at: datetime
     load: NodeLoad = Field(default_factory=NodeLoad)
+    #: The node's next heartbeat comes within this many seconds (it beats seldom while idle);
+    #: the registry waits two of these, or its node timeout if longer, before marking it dead.
+    interval_s: float | None = Field(default=None, gt=0)
 
 
 class NodeStopped(Event):

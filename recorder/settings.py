@@ -7,14 +7,16 @@ import socket
 from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from producers.settings import KafkaSettings, MinioSettings
 
 
 def _default_recorder_id() -> str:
     return f"rec-{socket.gethostname()[:20]}-{os.getpid()}"
 
 
-class RecorderSettings(BaseSettings):
+class RecorderSettings(KafkaSettings, MinioSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_RECORDER_", extra="ignore")
 
     recorder_id: str = Field(default_factory=_default_recorder_id)
@@ -42,23 +44,6 @@ class RecorderSettings(BaseSettings):
     session_timeout_s: float = Field(default=6.0, ge=6.0)
     #: Make any codec construction raise (tests prove recording never decodes or encodes).
     forbid_codecs: bool = False
-    kafka_bootstrap: str = Field(
-        default="127.0.0.1:19092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "ROOMLOG_RECORDER_KAFKA_BOOTSTRAP")
-    )
-    topic_prefix: str = Field(
-        default="", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX", "ROOMLOG_RECORDER_TOPIC_PREFIX")
-    )
-    minio_endpoint: str = Field(
-        default="127.0.0.1:19000", validation_alias=AliasChoices("MINIO_ENDPOINT", "ROOMLOG_RECORDER_MINIO_ENDPOINT")
-    )
-    minio_access_key: str = Field(
-        default="roomlog", validation_alias=AliasChoices("MINIO_ACCESS_KEY", "ROOMLOG_RECORDER_MINIO_ACCESS_KEY")
-    )
-    minio_secret_key: SecretStr = Field(
-        default=SecretStr("roomlog-secret"),
-        validation_alias=AliasChoices("MINIO_SECRET_KEY", "ROOMLOG_RECORDER_MINIO_SECRET_KEY"),
-    )
-    minio_secure: bool = False
     bucket: str = Field(
         default="roomlog-recordings",
         validation_alias=AliasChoices("ROOMLOG_RECORDING_BUCKET", "ROOMLOG_RECORDER_BUCKET"),

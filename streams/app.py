@@ -17,9 +17,11 @@ that module's docstring), one consumer group ``<app_id>-<agent>`` each:
 - ``projection``: ``rtc.facts`` → Postgres rows; ``presence-projection``: ``presence.facts``
   → the Postgres ``presence`` table (stateless, idempotent writes).
 
-Tables are restored from ``<app_id>-<table>-changelog``. A Faust timer publishes a
-``Tick`` to every partition of ``rtc.intents``, ``media.nodes``, ``session.events`` and
-``call.events``; the Faust worker starts and stops the driver, handles signals and logs.
+Every stateful agent (rooms, registry, users, calls, recordings) is a ``KeyedAgent``
+(``streams/keyed.py``). Tables are restored from ``<app_id>-<table>-changelog``. A Faust
+timer runs the ticker: a ``Tick`` only to the partitions where an agent's timer is due
+(docs/events.md, "Ticks"); the Faust worker starts and stops the driver, handles signals
+and logs.
 
 Payloads are roomlog JSON (``producers.catalog``), not Faust models. Anything that
 does not parse goes to ``<topic>.dlq`` with the reason in headers; the agent goes on.
@@ -29,9 +31,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TextIO
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 import faust
 from aiokafka.structs import ConsumerRecord
@@ -54,7 +55,7 @@ from streams.batch import Batch
 from streams.call_state import CallState
 from streams.decision import RoomConfig
 from streams.driver import DrivenAgent, Driver, DriverSettings, Projected, Table
-from streams.keyed import KeyedAgent
+from streams.keyed import KeyedAgent, by_field
 from streams.presence_projection import project_presence
 from streams.projection import project
 from streams.quality import QualityConfig
@@ -76,13 +77,10 @@ class Worker:
     driver: Driver
     settings: StreamsSettings
     topics: Topics
-    room_table: Table
-    timer_table: Table
-    registry_table: Table
     room_config: RoomConfig
     registry_config: registry_decision.RegistryConfig
-    users: KeyedAgent[UserState] | None = None
-    calls: KeyedAgent[CallState] | None = None
+    #: The stateful agents, each on the one ``KeyedAgent`` shape; the ticker serves their timers.
+    keyed: list[KeyedAgent[Any]] = field(default_factory=list)
     engine: AsyncEngine | None = None
     trace: TextIO | None = None
 
@@ -121,7 +119,13 @@ class Worker:
         tables: list[Table],
         on_input: Callable[[Batch, Event, int], Awaitable[None]],
     ) -> DrivenAgent:
-        """A driven agent: decode each record, hand it to ``on_input``, return the batch."""
+        """A driven agent: decode each record, hand it to ``on_input``, return the batch. A
+        ``KeyedAgent``'s ``on_input`` also gets the ticker's service (``keyed_agent``)."""
+        keyed = getattr(on_input, "__self__", None)
+        if isinstance(keyed, KeyedAgent) and all(k is not keyed for k in self.keyed):
+            if keyed.tick_topic is None and logical:
+                keyed.tick_topic = logical[0]
+            self.keyed.append(keyed)
 
         async def handle(records: Sequence[ConsumerRecord]) -> Batch:
             batch = self.batch()
@@ -153,77 +157,24 @@ class Worker:
         await project_presence(self._engine(), [r.value for r in records if r.value is not None])
         return Projected()
 
-    # --- rooms -------------------------------------------------------------------
-
-    def load_room(self, batch: Batch, room_id: str) -> RoomState | None:
-        raw = batch.get(self.room_table, room_id)
-        if raw is None:
-            return None
-        return raw if isinstance(raw, RoomState) else RoomState.model_validate(raw)
-
-    def store_room(
-        self, batch: Batch, room_id: str, before: RoomState | None, after: RoomState | None, partition: int
-    ) -> None:
-        if after is None or after is before:
-            return
-        batch.put(self.room_table, room_id, partition, after)
-        deadline = room_decision.next_deadline(after, self.room_config)
-        timers = self._timers(batch, partition)
-        wanted = deadline.isoformat() if deadline else None
-        if timers.get(room_id) != wanted:
-            timers = dict(timers)
-            if wanted is None:
-                timers.pop(room_id, None)
-            else:
-                timers[room_id] = wanted
-            batch.put(self.timer_table, f"p{partition}", partition, timers)
-
-    def _timers(self, batch: Batch, partition: int) -> dict[str, str]:
-        raw: dict[str, str] | None = batch.get(self.timer_table, f"p{partition}")
-        return raw or {}
-
-    async def on_room_input(self, batch: Batch, event: Event, partition: int) -> None:
-        if isinstance(event, Tick):
-            await self.on_room_tick(batch, event, partition)
-            return
-        room_id = str(getattr(event, "room_id"))  # noqa: B009
-        state = self.load_room(batch, room_id)
-        new_state, out = room_decision.handle(state, event, self.room_config)
-        await batch.emit(out.items)
-        self.store_room(batch, room_id, state, new_state, partition)
-
-    async def on_room_tick(self, batch: Batch, tick: Tick, partition: int) -> None:
-        due = [
-            room_id for room_id, at in self._timers(batch, partition).items() if datetime.fromisoformat(at) <= tick.now
-        ]
-        for room_id in sorted(due):
-            state = self.load_room(batch, room_id)
-            new_state, out = room_decision.handle(state, tick, self.room_config, room_id=room_id)
-            await batch.emit(out.items)
-            self.store_room(batch, room_id, state, new_state, partition)
-
-    # --- node registry -----------------------------------------------------------
-
-    async def on_registry_input(self, batch: Batch, event: Event, partition: int) -> None:
-        raw = batch.get(self.registry_table, registry_decision.REGISTRY_KEY)
-        state = (
-            raw
-            if isinstance(raw, registry_decision.RegistryState) or raw is None
-            else registry_decision.RegistryState.model_validate(raw)
-        )
-        new_state, out = registry_decision.handle(state, event, self.registry_config)
-        await batch.emit(out.items)
-        if out.items or not isinstance(event, Tick):
-            batch.put(self.registry_table, registry_decision.REGISTRY_KEY, partition, new_state)
+    # --- ticks ------------------------------------------------------------------
 
     async def tick(self) -> None:
+        """One ``Tick`` to each partition where some agent has a deadline at or before now
+        (``KeyedAgent.due``); none anywhere else (docs/events.md, "Ticks")."""
         now = utcnow()
-        for logical in ("rtc.intents", "media.nodes", "session.events", "call.events"):
-            for partition in range(spec(logical).partitions):
-                tick = Tick.new(now=now, occurred_at=now)
-                await self.app.producer.send(
-                    self.topics.name(logical), b"tick", encode(tick), partition, None, trace_headers(tick)
-                )
+        targets = sorted({(agent.tick_topic, p) for agent in self.keyed if agent.tick_topic for p in agent.due(now)})
+        for logical, partition in targets:
+            tick = Tick.new(now=now, occurred_at=now)
+            await self.app.producer.send(
+                self.topics.name(logical), b"tick", encode(tick), partition, None, trace_headers(tick)
+            )
+            metrics.STREAMS_TICKS.labels(logical).inc()
+
+    def keyed_agent(self, name: str, logical: Sequence[str], agent: KeyedAgent[Any]) -> None:
+        """Run ``agent`` on ``logical`` (co-partitioned input topics) and let the ticker serve
+        it (its ticks go to ``agent.tick_topic``, by default the first of ``logical``)."""
+        self.driver.agents.append(self.agent(name, logical, [agent.table], agent.on_input))
 
 
 def build(settings: StreamsSettings) -> Worker:
@@ -257,20 +208,10 @@ def build(settings: StreamsSettings) -> Worker:
         driver=driver,
         settings=settings,
         topics=topics,
-        room_table=table("rooms", "rtc.intents"),
-        timer_table=table("room-timers", "rtc.intents"),
-        registry_table=table("node-registry", "media.nodes"),
         room_config=RoomConfig(disconnect_grace_s=settings.disconnect_grace_s, command_ttl_s=settings.command_ttl_s),
         registry_config=registry_decision.RegistryConfig(node_timeout_s=settings.node_timeout_s),
     )
-    # the room agent reads intents and media-node results: same key, same partition count,
-    # so a room's inputs from both topics land in the same partition number (co-partitioned)
-    driver.agents.append(
-        worker.agent(
-            "rooms", ["rtc.intents", "media.results"], [worker.room_table, worker.timer_table], worker.on_room_input
-        )
-    )
-    driver.agents.append(worker.agent("registry", ["media.nodes"], [worker.registry_table], worker.on_registry_input))
+    _room_and_registry_agents(worker, table)
     _user_and_call_agents(worker, table)
     _recording_agent(worker, table)
     quality = QualityAgent(
@@ -305,6 +246,32 @@ def build(settings: StreamsSettings) -> Worker:
     return worker
 
 
+def _room_and_registry_agents(worker: Worker, table: Callable[[str, str], Table]) -> None:
+    """The room agent (``streams/rooms.py``) and the node registry (``streams/registry.py``)."""
+    room_config, registry_config = worker.room_config, worker.registry_config
+    rooms = KeyedAgent(
+        RoomState,
+        table("rooms", "rtc.intents"),
+        key_of=by_field("room_id"),
+        decide=lambda state, event, key: room_decision.handle(state, event, room_config, room_id=key),
+        deadline=lambda state: room_decision.next_deadline(state, room_config),
+        tick_topic="rtc.intents",
+    )
+    # the room agent reads intents and media-node results: same key, same partition count,
+    # so a room's inputs from both topics land in the same partition number (co-partitioned)
+    worker.keyed_agent("rooms", ["rtc.intents", "media.results"], rooms)
+    # one registry state for the cluster, on the single partition of media.nodes
+    registry = KeyedAgent(
+        registry_decision.RegistryState,
+        table("node-registry", "media.nodes"),
+        key_of=lambda e: registry_decision.REGISTRY_KEY,
+        decide=lambda state, event, key: registry_decision.handle(state, event, registry_config),
+        deadline=lambda state: registry_decision.next_deadline(state, registry_config),
+        tick_topic="media.nodes",
+    )
+    worker.keyed_agent("registry", ["media.nodes"], registry)
+
+
 def _recording_agent(worker: Worker, table: Callable[[str, str], Table]) -> None:
     """The recording agent: ``recording.intents`` + ``recording.events`` + ``rtc.facts`` →
     recording facts, recorder commands, ``recording`` notices (``streams/recordings.py``)."""
@@ -312,19 +279,11 @@ def _recording_agent(worker: Worker, table: Callable[[str, str], Table]) -> None
     recordings = KeyedAgent(
         recording_decision.RoomRecordings,
         table("recordings", "recording.intents"),
-        table("recording-timers", "recording.intents"),
-        key_of=lambda e: str(getattr(e, "room_id", "")) or None,
+        key_of=by_field("room_id"),
         decide=lambda state, event, key: recording_decision.handle(state, event, config, room_id=key),
         deadline=lambda state: None,
     )
-    worker.driver.agents.append(
-        worker.agent(
-            "recordings",
-            ["recording.intents", "recording.events", "rtc.facts"],
-            [recordings.table, recordings.timers],
-            recordings.on_input,
-        )
-    )
+    worker.keyed_agent("recordings", ["recording.intents", "recording.events", "rtc.facts"], recordings)
     if worker.settings.project_to_postgres:
 
         async def project(records: Sequence[ConsumerRecord]) -> Projected:
@@ -357,21 +316,21 @@ def _user_and_call_agents(worker: Worker, table: Callable[[str, str], Table]) ->
         attempt_window_s=settings.call_attempt_window_s,
     )
     call_config = call_decision.CallConfig(ring_timeout_s=settings.call_ring_timeout_s)
-    worker.users = users = KeyedAgent(
+    users = KeyedAgent(
         UserState,
         table("users", "session.events"),
-        table("user-timers", "session.events"),
-        key_of=lambda e: str(getattr(e, "user_id", "")) or None,
+        key_of=by_field("user_id"),
         decide=lambda state, event, key: user_decision.handle(state, event, user_config, user_id=key),
         deadline=lambda state: user_decision.next_deadline(state, user_config),
+        tick_topic="session.events",
     )
-    worker.calls = calls = KeyedAgent(
+    calls = KeyedAgent(
         CallState,
         table("calls", "call.events"),
-        table("call-timers", "call.events"),
-        key_of=lambda e: str(getattr(e, "call_id", "")) or None,
+        key_of=by_field("call_id"),
         decide=lambda state, event, key: call_decision.handle(state, event, call_config, call_id=key),
         deadline=lambda state: call_decision.next_deadline(state, call_config),
+        tick_topic="call.events",
     )
-    worker.driver.agents.append(worker.agent("users", ["session.events"], [users.table, users.timers], users.on_input))
-    worker.driver.agents.append(worker.agent("calls", ["call.events"], [calls.table, calls.timers], calls.on_input))
+    worker.keyed_agent("users", ["session.events"], users)
+    worker.keyed_agent("calls", ["call.events"], calls)

@@ -34,6 +34,7 @@ from producers.sessions import (
     NotifyCallParty,
 )
 from streams.call_state import SEEN_LIMIT, CallState, evolve
+from streams.decision import KeyedDecision, at_of, dispatch
 from streams.errors import Rejection
 from streams.outputs import Outputs
 
@@ -53,17 +54,18 @@ def room_for(call_id: str) -> str:
     return f"call-{call_id}"[:64]
 
 
-class CallDecision:
+class CallDecision(KeyedDecision[CallState, CallConfig]):
+    seen_limit = SEEN_LIMIT
+
     def __init__(self, state: CallState | None, cause: Event, call_id: str, at: datetime, config: CallConfig) -> None:
-        self.state = state
-        self.out = Outputs(cause, f"call:{call_id}", at)
+        super().__init__(state, cause, f"call:{call_id}", at, config)
         self.call_id = call_id
-        self.config = config
+
+    def fold(self, state: CallState | None, event: Event) -> CallState | None:
+        return evolve(state, event)
 
     def fact(self, cls: type[Any], **fields: Any) -> Any:
-        event = self.out.add("call.events", cls, call_id=self.call_id, **fields)
-        self.state = evolve(self.state, event)
-        return event
+        return self.fact_on("call.events", cls, call_id=self.call_id, **fields)
 
     def tell(self, user_id: str, state: str, message: dict[str, Any]) -> None:
         self.out.add(
@@ -239,16 +241,7 @@ def handle(
 ) -> tuple[CallState | None, Outputs]:
     """Apply one input to one call. The agent's own facts read back change nothing."""
     call_id = call_id or str(getattr(event, "call_id"))  # noqa: B009
-    at = event.now if isinstance(event, Tick) else event.occurred_at
-    d = CallDecision(state, event, call_id, at, config)
-    if isinstance(event, Tick):
-        on_tick(d, event)
-        return d.state, d.out
-    handler = HANDLERS.get(type(event))
-    event_id = str(event.event_id)
-    if handler is None or (state is not None and event_id in state.seen):
+    d = CallDecision(state, event, call_id, at_of(event), config)
+    if not dispatch(d, event, HANDLERS, on_tick):
         return state, d.out
-    handler(d, event)
-    if d.state is not None:
-        d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1) :], event_id]})
     return d.state, d.out

@@ -71,6 +71,11 @@ class Table:
         self.data: dict[str, Any] = {}
         self._partition_of: dict[str, int] = {}
         self._producer: AIOKafkaProducer | None = None
+        #: Told of every entry restored from the changelog (partition, key, JSON value or
+        #: None) and of every partition forgotten: indexes derived from the table (a keyed
+        #: agent's deadlines) follow it without a changelog of their own.
+        self.on_restore: list[Callable[[int, str, Any], None]] = []
+        self.on_forget: list[Callable[[set[int]], None]] = []
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -102,11 +107,19 @@ class Table:
             self.data[key] = value
             self._partition_of[key] = partition
 
+    def restore_entry(self, partition: int, key: str, value: Any) -> None:
+        """Apply one changelog record read back at restore."""
+        self._apply(partition, key, value)
+        for listener in self.on_restore:
+            listener(partition, key, value)
+
     def forget(self, partitions: set[int]) -> None:
         """Drop the entries of partitions this member no longer owns."""
         for key in [k for k, p in self._partition_of.items() if p in partitions]:
             self.data.pop(key, None)
             del self._partition_of[key]
+        for listener in self.on_forget:
+            listener(partitions)
 
 
 async def restore(bootstrap: str, tables: Sequence[Table], partitions: set[int]) -> int:
@@ -140,7 +153,7 @@ async def restore(bootstrap: str, tables: Sequence[Table], partitions: set[int])
                     if record.offset >= ends[tp]:
                         break
                     key = json.loads(record.key) if record.key else ""
-                    table._apply(tp.partition, key, None if record.value is None else json.loads(record.value))
+                    table.restore_entry(tp.partition, key, None if record.value is None else json.loads(record.value))
                     applied += 1
             for tp in list(remaining):
                 if await reader.position(tp) >= ends[tp]:

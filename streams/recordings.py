@@ -56,6 +56,7 @@ from producers.sessions import (
     StartRecording,
     StopRecording,
 )
+from streams.decision import KeyedDecision
 from streams.errors import Rejection
 from streams.outputs import Outputs
 
@@ -170,16 +171,18 @@ def evolve(state: RoomRecordings | None, fact: Event) -> RoomRecordings | None:
 # --- the decision ----------------------------------------------------------------------
 
 
-class Decision:
+class Decision(KeyedDecision[RoomRecordings, RecordingConfig]):
+    seen_limit = SEEN_LIMIT
+    state: RoomRecordings
+
     def __init__(self, state: RoomRecordings, cause: Event, config: RecordingConfig) -> None:
-        self.state = state
-        self.out = Outputs(cause, f"recording:{state.room_id}", cause.occurred_at)
-        self.config = config
+        super().__init__(state, cause, f"recording:{state.room_id}", cause.occurred_at, config)
+
+    def fold(self, state: RoomRecordings | None, event: Event) -> RoomRecordings | None:
+        return evolve(state or self.state, event) or self.state
 
     def fact(self, cls: type[Any], **fields: Any) -> Any:
-        event = self.out.add("recording.facts", cls, room_id=self.state.room_id, **fields)
-        self.state = evolve(self.state, event) or self.state
-        return event
+        return self.fact_on("recording.facts", cls, room_id=self.state.room_id, **fields)
 
     def command(self, cls: type[Any], **fields: Any) -> None:
         self.out.add("recording.commands", cls, room_id=self.state.room_id, **fields)

@@ -3,9 +3,11 @@
 Pure. One registry state for the whole cluster lives on the single partition of
 ``media.nodes`` (heartbeats are a few per second per node). A node is alive while its
 heartbeats keep coming; a ``Tick`` later than ``last_seen + node_timeout`` marks it
-dead and its rooms are re-placed. Placement picks the least-loaded live node:
-forwarded packets/s from its last heartbeat, then peers, then rooms placed on it,
-ties broken by node id.
+dead and its rooms are re-placed. The timeout is ``node_timeout`` or two of the node's
+promised heartbeat intervals, whichever is longer (an idle node beats seldom); the
+registry's deadline (``next_deadline``) is when the ticker next ticks ``media.nodes``.
+Placement picks the least-loaded live node: forwarded packets/s from its last heartbeat,
+then peers, then rooms placed on it, ties broken by node id.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ class NodeInfo(BaseModel):
     started_at: datetime
     last_seen: datetime
     load: NodeLoad = Field(default_factory=NodeLoad)
+    #: The node's promised heartbeat interval from its last heartbeat (None: not said).
+    interval_s: float | None = None
+
+    def timeout(self, config: RegistryConfig) -> timedelta:
+        """How long without a heartbeat makes this node dead: the configured timeout, or two
+        of its promised intervals if longer (an idle node beats seldom, docs/events.md)."""
+        return timedelta(seconds=max(config.node_timeout_s, 2 * (self.interval_s or 0.0)))
 
 
 class RegistryState(BaseModel):
@@ -106,6 +115,7 @@ def handle(
             started_at=event.started_at,
             last_seen=event.occurred_at,
             load=event.load,
+            interval_s=event.interval_s,
         )
         if not was_alive:
             out.add("node.facts", NodeMarkedAlive, node_id=event.node_id, address=event.address)
@@ -124,8 +134,14 @@ def handle(
     elif isinstance(event, RoomReleased):
         state.rooms.pop(event.room_id, None)
     elif isinstance(event, Tick):
-        timeout = timedelta(seconds=config.node_timeout_s)
         for node in sorted(state.live(), key=lambda n: n.node_id):
-            if event.now - node.last_seen > timeout:
+            if event.now - node.last_seen >= node.timeout(config):
                 _mark_dead(state, out, node, "heartbeat-timeout")
     return state, out
+
+
+def next_deadline(state: RegistryState | None, config: RegistryConfig) -> datetime | None:
+    """When a tick may next change the registry: the earliest heartbeat timeout of a live node."""
+    if state is None:
+        return None
+    return min((n.last_seen + n.timeout(config) for n in state.live()), default=None)

@@ -50,10 +50,10 @@ from producers.rtc import (
     UnsubscribeRequested,
 )
 from streams import chat, p2p, tracks
-from streams.decision import Decision, RoomConfig, peer_summary, track_summary
+from streams.decision import Decision, RoomConfig, at_of, dispatch, peer_summary, track_summary
 from streams.errors import Rejection
 from streams.outputs import Outputs
-from streams.room_state import SEEN_LIMIT, PeerState, RoomState
+from streams.room_state import PeerState, RoomState
 
 
 def remove_peer(d: Decision, peer: PeerState, reason: str, *, tell_peer: bool = False) -> None:
@@ -201,6 +201,10 @@ def on_resume(d: Decision, intent: ResumeRequested) -> None:
             "tracks": track_summary(me),
         },
     )
+    # the node makes no new offer until its last one is answered; that one may have gone to the
+    # socket this peer lost (e.g. the offer for a newcomer's tracks while a gateway restarted)
+    if me.offer is not None and me.offer.get("node_id") == d.state.node_id:
+        d.notify(me, me.offer["message"])
 
 
 def on_mute(d: Decision, intent: MuteRequested) -> None:
@@ -287,24 +291,15 @@ def next_deadline(state: RoomState | None, config: RoomConfig) -> datetime | Non
     return min(times, default=None)
 
 
+def unsupported(d: Decision, intent: Event) -> None:
+    d.reject(intent, Rejection.UNSUPPORTED, f"{intent.type} is not handled by the room agent")
+
+
 def handle(
     state: RoomState | None, intent: Event, config: RoomConfig, room_id: str | None = None
 ) -> tuple[RoomState | None, Outputs]:
     """Apply one input to one room. Returns the new state and the outputs."""
     room_id = room_id or str(getattr(intent, "room_id"))  # noqa: B009
-    at = intent.now if isinstance(intent, Tick) else intent.occurred_at
-    d = Decision(state, intent, room_id, at, config)
-    event_id = str(intent.event_id)
-    if not isinstance(intent, Tick) and state is not None and event_id in state.seen:
-        return state, d.out
-    if isinstance(intent, Tick):
-        on_tick(d, intent)
-    else:
-        handler = HANDLERS.get(type(intent))
-        if handler is None:
-            d.reject(intent, Rejection.UNSUPPORTED, f"{intent.type} is not handled by the room agent")
-        else:
-            handler(d, intent)
-        if d.state is not None:
-            d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1) :], event_id]})
+    d = Decision(state, intent, room_id, at_of(intent), config)
+    dispatch(d, intent, HANDLERS, on_tick, unsupported)
     return d.state, d.out

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from producers.settings import DatabaseSettings, KafkaSettings
 
 
-class StreamsSettings(BaseSettings):
+class StreamsSettings(KafkaSettings, DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_STREAMS_", extra="ignore")
 
     app_id: str = "roomlog-streams"
-    kafka_bootstrap: str = Field(
-        default="127.0.0.1:19092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "ROOMLOG_STREAMS_KAFKA_BOOTSTRAP")
-    )
-    database_url: str = Field(
-        default="postgresql+asyncpg://roomlog:roomlog@127.0.0.1:15432/roomlog",
-        validation_alias=AliasChoices("DATABASE_URL", "ROOMLOG_STREAMS_DATABASE_URL"),
-    )
-    topic_prefix: str = Field(
-        default="", validation_alias=AliasChoices("ROOMLOG_TOPIC_PREFIX", "ROOMLOG_STREAMS_TOPIC_PREFIX")
-    )
-    #: A dropped connection becomes a leave after this long without a resume.
-    disconnect_grace_s: float = 30.0
+    #: A dropped connection becomes a leave after this long without a resume. Longer than the
+    #: SDKs' reconnection budget (web/sdk/backoff.js: 60 s) plus a margin, so a page that comes
+    #: back within its budget resumes as the same participant (also the presence resume grace).
+    disconnect_grace_s: float = 75.0
     #: A node whose last heartbeat is older than this is declared dead.
     node_timeout_s: float = 5.0
     command_ttl_s: float = 10.0

@@ -35,6 +35,7 @@ from producers.sessions import (
     SessionOpened,
     SessionPinged,
 )
+from streams.decision import KeyedDecision, at_of, dispatch
 from streams.errors import Rejection
 from streams.outputs import Outputs
 from streams.user_state import SEEN_LIMIT, UserState, evolve
@@ -43,36 +44,24 @@ from streams.user_state import SEEN_LIMIT, UserState, evolve
 @dataclass(frozen=True)
 class UserConfig:
     presence_ttl_s: float = 90.0
-    resume_grace_s: float = 30.0
+    resume_grace_s: float = 75.0
     max_call_attempts: int = 10
     attempt_window_s: float = 60.0
 
 
-class UserDecision:
+class UserDecision(KeyedDecision[UserState, UserConfig]):
+    seen_limit = SEEN_LIMIT
+    state: UserState
+
     def __init__(self, state: UserState, cause: Event, at: datetime, config: UserConfig) -> None:
-        self.state = state
-        self.out = Outputs(cause, f"user:{state.user_id}", at)
-        self.config = config
+        super().__init__(state, cause, f"user:{state.user_id}", at, config)
 
-    def fact(self, topic: str, cls: type[Any], **fields: Any) -> Any:
-        event = self.out.add(topic, cls, **fields)
-        self.state = evolve(self.state, event)
-        return event
+    def fold(self, state: UserState | None, event: Event) -> UserState | None:
+        return evolve(state or self.state, event)
 
-    def notify_sessions(self, message: dict[str, Any]) -> None:
+    def notify_user(self, message: dict[str, Any]) -> None:
         """One notification per gateway holding a live session of this user."""
-        by_gateway: dict[str, list[str]] = {}
-        for info in self.state.live_sessions():
-            by_gateway.setdefault(info.gateway_id, []).append(info.session_id)
-        for gateway_id, sessions in sorted(by_gateway.items()):
-            self.out.add(
-                "gateway.notifications",
-                Notification,
-                gateway_id=gateway_id,
-                session_id=sessions[0],
-                session_ids=sessions if len(sessions) > 1 else [],
-                message=message,
-            )
+        self.notify_sessions(((i.gateway_id, i.session_id) for i in self.state.live_sessions()), message)
 
     def reply(self, gateway_id: str | None, session_id: str | None, message: dict[str, Any]) -> None:
         if gateway_id and session_id:
@@ -91,7 +80,7 @@ class UserDecision:
                 self.out.add(
                     "call.events", CallAnswerRequested, call_id=call_id, user_id=self.state.user_id, answer="hangup"
                 )
-        self.fact("presence.facts", PresenceChanged, user_id=self.state.user_id, status=status, name=self.state.name)
+        self.fact_on("presence.facts", PresenceChanged, user_id=self.state.user_id, status=status, name=self.state.name)
 
 
 def on_observed(d: UserDecision, event: Event) -> None:
@@ -122,7 +111,7 @@ def on_call_requested(d: UserDecision, e: CallRequested) -> None:
             },
         )
         return
-    d.fact(
+    d.fact_on(
         "call.events",
         CallInviteRequested,
         call_id=e.call_id,
@@ -148,7 +137,7 @@ def on_party(d: UserDecision, e: NotifyCallParty) -> None:
         d.out.add("call.events", CallRinging, call_id=e.call_id, callee=e.user_id, sessions=len(live))
     d.state = evolve(d.state, e)
     if e.message:
-        d.notify_sessions(e.message)
+        d.notify_user(e.message)
     d.reconcile()
 
 
@@ -157,9 +146,9 @@ def on_tick(d: UserDecision, tick: Tick) -> None:
     grace = timedelta(seconds=d.config.resume_grace_s)
     for session_id, info in sorted(d.state.sessions.items()):
         if info.lost_at is not None and tick.now - info.lost_at >= grace:
-            d.fact("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id, reason="grace")
+            d.fact_on("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id, reason="grace")
         elif tick.now - info.last_seen >= ttl:
-            d.fact("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id, reason="ttl")
+            d.fact_on("presence.facts", SessionExpired, user_id=d.state.user_id, session_id=session_id, reason="ttl")
     d.reconcile()
 
 
@@ -191,16 +180,9 @@ def handle(
     """Apply one input to one user. Inputs of other types (the facts other agents
     write to ``session.events``) change nothing."""
     user_id = user_id or str(getattr(event, "user_id"))  # noqa: B009
-    current = state or UserState(user_id=user_id)
-    at = event.now if isinstance(event, Tick) else event.occurred_at
-    d = UserDecision(current, event, at, config)
-    if isinstance(event, Tick):
-        on_tick(d, event)
-        return (d.state if state is not None else None), d.out
-    handler = HANDLERS.get(type(event))
-    event_id = str(event.event_id)
-    if handler is None or event_id in current.seen:
+    d = UserDecision(state or UserState(user_id=user_id), event, at_of(event), config)
+    if not dispatch(d, event, HANDLERS, on_tick):
         return state, d.out
-    handler(d, event)
-    d.state = d.state.model_copy(update={"seen": [*d.state.seen[-(SEEN_LIMIT - 1) :], event_id]})
+    if isinstance(event, Tick) and state is None:
+        return None, d.out
     return d.state, d.out

@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.procs import Child
 from producers.catalog import decode
 from producers.envelope import Event
 from producers.errors import DecodeError
@@ -54,28 +52,17 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
-@dataclass
-class Service:
-    """A roomlog service running as a real child process."""
+class Service(Child):
+    """A roomlog service running as a real child process (``bench.procs.Child``, the one
+    process helper), registered with the run's Prometheus while it runs."""
 
-    name: str
-    module: str
-    env: dict[str, str]
-    log_path: Path
-    args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
+    def __init__(
+        self, name: str, module: str, env: dict[str, str], log_path: Path, args: list[str] | None = None
+    ) -> None:
+        super().__init__(name, module, env, REPO, list(args or []), log_file=log_path, die_with_parent=False)
 
     def start(self) -> Service:
-        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
-        self.log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args],
-            env=env,
-            cwd=REPO,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        super().start()
         self._register_target()
         return self
 
@@ -113,37 +100,17 @@ class Service:
         if path is not None:
             path.unlink(missing_ok=True)
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks run."""
-        if self.alive():
-            assert self.proc is not None
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        super().kill()
         self._unregister_target()
 
     def stop(self, timeout: float = 20) -> None:
         self._unregister_target()
-        if not self.alive():
-            return
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        super().stop(timeout)
 
-    def tail(self, n: int = 40) -> str:
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
+    def tail(self, lines: int = 40) -> str:
+        return super().tail(lines)
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
@@ -261,6 +228,7 @@ def node_service(infra: Infra, prefix: str, log_dir: Path, node_id: str, **setti
         "ROOMLOG_TOPIC_PREFIX": prefix,
         "ROOMLOG_NODE_NODE_ID": node_id,
         "ROOMLOG_NODE_HEARTBEAT_INTERVAL_S": "0.5",
+        "ROOMLOG_NODE_IDLE_HEARTBEAT_INTERVAL_S": "0.5",
         "ROOMLOG_NODE_METRICS_PORT": str(free_port()),
     }
     env.update({f"ROOMLOG_NODE_{k.upper()}": str(v) for k, v in settings.items()})

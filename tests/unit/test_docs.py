@@ -60,7 +60,12 @@ def settings_classes() -> list[type[BaseSettings]]:
         found += [
             value
             for value in vars(module).values()
-            if isinstance(value, type) and issubclass(value, BaseSettings) and value is not BaseSettings
+            if isinstance(value, type)
+            and issubclass(value, BaseSettings)
+            and value.__module__ == module.__name__
+            # a service's class has its own env prefix; the shared mixins of
+            # producers/settings.py have none and are checked through the classes using them
+            and value.model_config.get("env_prefix")
         ]
     return found
 
