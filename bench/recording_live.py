@@ -99,11 +99,15 @@ async def live(env: dict[str, str], publishers: int, window_s: float, work: Path
                 r = await client.post(f"/v1/rooms/{room_id}/recordings", json={"segment_s": 10}, headers=rec)
                 assert r.status_code == 201, r.text
                 recording_id = r.json()["recording_id"]
-                await wait_for(
-                    lambda: recorder.log_path.read_text().count("recording track") >= 2 * publishers,
-                    60,
-                    "every track recorded",
-                )
+                try:
+                    await wait_for(
+                        lambda: recorder.log_path.read_text().count("recording track") >= 2 * publishers,
+                        180,
+                        "every track recorded",
+                    )
+                except AssertionError:
+                    say(f"recorder log:\n{recorder.tail(60)}")
+                    raise
                 await asyncio.sleep(3)  # warm up
                 say(f"measuring the recorder's CPU over {window_s:.0f} s ({2 * publishers} tracks)")
                 cpu0, t0 = process_cpu_s(recorder.pid), time.monotonic()
