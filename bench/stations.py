@@ -15,8 +15,8 @@ One ``python -m streams`` worker and one ``python -m api`` on fresh prefixed top
    operator must hear exactly one final outcome (``succeeded``) → ``commands_per_s``
    (commands from the first send to the last outcome), ``at_most_once`` (true if so).
 
-``request_to_frame_p50_ms`` / ``request_to_frame_p99_ms`` need the RTSP camera path
-(edge/rtsp.py) and are null until it is in.
+``request_to_frame_p50_ms`` / ``request_to_frame_p99_ms`` are null: that phase (20 clicks in
+Chromium against a real RTSP camera) is not written yet.
 """
 
 from __future__ import annotations
