@@ -94,3 +94,23 @@ class Hub(Fanout):
         if not isinstance(event, Notification) or event.gateway_id != self.gateway_id:
             return ()
         return [(session_id, event.message) for session_id in event.sessions()]
+
+
+class Broadcast(Fanout):
+    """A topic's changes to every socket that asked to watch them (the lobby's presence,
+    the operators' stations): ``message`` turns an event into the pushed message, or ``None``."""
+
+    def watch(self, session_id: str, deliver: Deliver) -> None:
+        self.register(session_id, deliver)
+
+    def unwatch(self, session_id: str) -> None:
+        self.unregister(session_id)
+
+    def message(self, event: Event) -> dict[str, Any] | None:
+        return None
+
+    def route(self, event: Event) -> Iterable[tuple[str, dict[str, Any]]]:
+        message = self.message(event) if self._sessions else None
+        if message is None:
+            return ()
+        return [(session_id, message) for session_id in list(self._sessions)]

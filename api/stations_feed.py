@@ -1,22 +1,15 @@
 """Every gateway's reader of ``station.events``: pushes each registry change
 (``StationWentOnline``, ``StationWentOffline``) as a ``stations`` message to the sockets
-that sent ``stations-subscribe`` (the operator pages), like ``api/presence_feed.py``."""
+that sent ``stations-subscribe`` (the operator pages): a ``Broadcast``, ``api/hub.py``."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from producers.kafka import EventConsumer
+from api.hub import Broadcast
+from producers.envelope import Event
 from producers.sessions import StationWentOffline
 from producers.stations import StationWentOnline
-
-log = logging.getLogger(__name__)
-
-Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def change(event: StationWentOnline | StationWentOffline) -> dict[str, Any]:
@@ -36,37 +29,12 @@ def change(event: StationWentOnline | StationWentOffline) -> dict[str, Any]:
     return out
 
 
-class StationsFeed:
-    def __init__(self, bootstrap: str, topic: str, gateway_id: str) -> None:
-        self._consumer = EventConsumer(bootstrap, [topic], group_id=None, client_id=f"{gateway_id}-stations")
-        self._watchers: dict[str, Deliver] = {}
-        self._task: asyncio.Task[None] | None = None
+class StationsFeed(Broadcast):
+    """Reads ``station.events`` and pushes each registry change to the watching sockets."""
 
-    async def start(self) -> None:
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name="stations")
+    name = "stations"
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._consumer.stop()
-
-    def watch(self, session_id: str, deliver: Deliver) -> None:
-        self._watchers[session_id] = deliver
-
-    def unwatch(self, session_id: str) -> None:
-        self._watchers.pop(session_id, None)
-
-    async def _run(self) -> None:
-        async for received in self._consumer:
-            event = received.event
-            if not isinstance(event, StationWentOnline | StationWentOffline) or not self._watchers:
-                continue
-            message = {"type": "stations", "stations": [change(event)]}
-            for session_id, deliver in list(self._watchers.items()):
-                try:
-                    await deliver(message)
-                except Exception:  # noqa: BLE001 - one broken socket must not stop the others
-                    log.exception("stations delivery failed", extra={"session_id": session_id})
+    def message(self, event: Event) -> dict[str, Any] | None:
+        if not isinstance(event, StationWentOnline | StationWentOffline):
+            return None
+        return {"type": "stations", "stations": [change(event)]}
