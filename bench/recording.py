@@ -11,6 +11,8 @@
 - ``stop_to_listed_p50_ms`` / ``_p99_ms``: from stop (open segments closed) to every object
   (segments, one file per track, ``manifest.json``) listed in MinIO: waiting uploads drained,
   tracks remuxed and uploaded, manifest written. ``--tracks`` tracks of ``--seconds`` each.
+- ``live_*`` (``--live N``, ``bench.recording_live``): N publishers through a real media
+  node to one recorder process; the recorder process's CPU time per track.
 - ``composite_speed_x``: a 2×2 grid at 720p rendered from four 720p VP8 tracks + Opus by
   ``recorder.composite`` (ffmpeg), as a multiple of real time.
 
@@ -263,6 +265,15 @@ async def composite_speed(seconds: float, work: Path) -> dict[str, Any]:
     }
 
 
+def measure_with_servers(env: dict[str, str], args: argparse.Namespace, work: Path, result: dict[str, Any]) -> None:
+    access, secret = env.get("MINIO_ACCESS_KEY", "roomlog"), env.get("MINIO_SECRET_KEY", "roomlog-secret")
+    result.update(asyncio.run(stop_to_listed(env["MINIO_ENDPOINT"], access, secret, args.runs, args.tracks, 6, work)))
+    if args.live:
+        from bench.recording_live import live
+
+        result.update(asyncio.run(live(env, args.live, args.live_window, work)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.recording", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -270,35 +281,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="stop → listed repetitions")
     parser.add_argument("--tracks", type=int, default=4, help="tracks per recording for stop → listed")
     parser.add_argument("--composite-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--live",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure a live recorder process recording N publishers (720p VP8 + Opus) through a media node",
+    )
+    parser.add_argument("--live-window", type=float, default=20.0, help="seconds of recorder CPU time measured")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"cores": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
         work = Path(tmp)
         result.update(tracks_per_core(args.seconds, work))
         result.update(asyncio.run(composite_speed(args.composite_seconds, work)))
-        endpoint = os.environ.get("MINIO_ENDPOINT")
-        if endpoint:
-            access, secret = (
-                os.environ.get("MINIO_ACCESS_KEY", "roomlog"),
-                os.environ.get("MINIO_SECRET_KEY", "roomlog-secret"),
-            )
-            result.update(asyncio.run(stop_to_listed(endpoint, access, secret, args.runs, args.tracks, 6, work)))
+        if os.environ.get("MINIO_ENDPOINT") and os.environ.get("KAFKA_BOOTSTRAP"):
+            measure_with_servers(dict(os.environ), args, work, result)
         else:
             with servers() as s:
-                env = _read_env_file(s.run_dir / "infra.env")
-                result.update(
-                    asyncio.run(
-                        stop_to_listed(
-                            env["MINIO_ENDPOINT"],
-                            env.get("MINIO_ACCESS_KEY", "roomlog"),
-                            env.get("MINIO_SECRET_KEY", "roomlog-secret"),
-                            args.runs,
-                            args.tracks,
-                            6,
-                            work,
-                        )
-                    )
-                )
+                measure_with_servers(_read_env_file(s.run_dir / "infra.env"), args, work, result)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 

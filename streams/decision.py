@@ -108,7 +108,7 @@ def dispatch(
 class RoomConfig:
     """Policy knobs of the room decision (from streams settings)."""
 
-    disconnect_grace_s: float = 30.0
+    disconnect_grace_s: float = 75.0
     command_ttl_s: float = 10.0
 
 
@@ -159,6 +159,14 @@ class Decision(KeyedDecision[RoomState, RoomConfig]):
     def reject_to(self, intent: Event, peer: PeerState, code: str, message: str) -> None:
         """Reject an intent of a peer in the room and tell that peer."""
         self.reject(intent, code, message, peer_id=peer.peer_id, gateway_id=peer.gateway_id, session_id=peer.session_id)
+
+    def keep_offer(self, peer_id: str, offer: dict[str, Any] | None) -> None:
+        """Remember (or forget: ``None``) the peer's unanswered subscriber offer; bookkeeping
+        outside the fold of facts, like the dedupe ids."""
+        peer = self.peer(peer_id)
+        if self.state is not None and peer is not None and peer.offer != offer:
+            peers = {**self.state.peers, peer_id: peer.model_copy(update={"offer": offer})}
+            self.state = self.state.model_copy(update={"peers": peers})
 
     def peer(self, peer_id: str) -> PeerState | None:
         return self.state.peers.get(peer_id) if self.state is not None else None

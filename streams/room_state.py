@@ -60,6 +60,11 @@ class PeerState(BaseModel):
     join_request_id: str | None = None
     #: A recorder: other peers are not told about it and it does not keep the room open.
     hidden: bool = False
+    #: The media node's last ``subscriber-offer`` this peer has not answered yet, with the node
+    #: that made it (``{"node_id", "message"}``). Bookkeeping, not part of the fold of facts: the
+    #: node makes no new offer until this one is answered, and the first copy may have gone to a
+    #: socket the peer lost, so a resume sends it again (``streams.rooms.on_resume``).
+    offer: dict[str, Any] | None = None
 
     def source_ids(self) -> list[str]:
         return sorted({t.source_id for t in self.tracks.values()})
@@ -104,7 +109,7 @@ class RoomState(BaseModel):
 
     def view(self) -> dict[str, Any]:
         """The state without bookkeeping: what replay must reproduce."""
-        return self.model_dump(mode="json", exclude={"seen"})
+        return self.model_dump(mode="json", exclude={"seen": True, "peers": {"__all__": {"offer"}}})
 
 
 Evolver = Callable[[RoomState | None, Any], RoomState | None]

@@ -201,6 +201,10 @@ def on_resume(d: Decision, intent: ResumeRequested) -> None:
             "tracks": track_summary(me),
         },
     )
+    # the node makes no new offer until its last one is answered; that one may have gone to the
+    # socket this peer lost (e.g. the offer for a newcomer's tracks while a gateway restarted)
+    if me.offer is not None and me.offer.get("node_id") == d.state.node_id:
+        d.notify(me, me.offer["message"])
 
 
 def on_mute(d: Decision, intent: MuteRequested) -> None:

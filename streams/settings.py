@@ -12,8 +12,10 @@ class StreamsSettings(KafkaSettings, DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_STREAMS_", extra="ignore")
 
     app_id: str = "roomlog-streams"
-    #: A dropped connection becomes a leave after this long without a resume.
-    disconnect_grace_s: float = 30.0
+    #: A dropped connection becomes a leave after this long without a resume. Longer than the
+    #: SDKs' reconnection budget (web/sdk/backoff.js: 60 s) plus a margin, so a page that comes
+    #: back within its budget resumes as the same participant (also the presence resume grace).
+    disconnect_grace_s: float = 75.0
     #: A node whose last heartbeat is older than this is declared dead.
     node_timeout_s: float = 5.0
     command_ttl_s: float = 10.0

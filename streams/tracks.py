@@ -181,6 +181,7 @@ def on_unsubscribe(d: Decision, intent: UnsubscribeRequested) -> None:
 def on_subscriber_answer(d: Decision, intent: SubscriberAnswerSubmitted) -> None:
     peer = _ready_peer(d, intent)
     if peer is not None:
+        d.keep_offer(peer.peer_id, None)
         d.command(ApplySubscriberAnswer, peer_id=peer.peer_id, sdp=intent.sdp)
 
 
@@ -201,14 +202,14 @@ def on_publisher_answered(d: Decision, result: PublisherAnswered) -> None:
 def on_subscriber_offered(d: Decision, result: SubscriberOffered) -> None:
     peer = d.peer(result.peer_id)
     if peer is not None and _current_node(d, result.node_id):
-        d.notify(
-            peer,
-            {
-                "type": "subscriber-offer",
-                "sdp": result.sdp,
-                "sources": [s.model_dump(mode="json") for s in result.sources],
-            },
-        )
+        message = {
+            "type": "subscriber-offer",
+            "sdp": result.sdp,
+            "sources": [s.model_dump(mode="json") for s in result.sources],
+        }
+        # kept until answered: a peer whose socket is gone gets it again when it resumes
+        d.keep_offer(peer.peer_id, {"node_id": result.node_id, "message": message})
+        d.notify(peer, message)
 
 
 def on_track_started(d: Decision, result: TrackStarted) -> None:

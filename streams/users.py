@@ -44,7 +44,7 @@ from streams.user_state import SEEN_LIMIT, UserState, evolve
 @dataclass(frozen=True)
 class UserConfig:
     presence_ttl_s: float = 90.0
-    resume_grace_s: float = 30.0
+    resume_grace_s: float = 75.0
     max_call_attempts: int = 10
     attempt_window_s: float = 60.0
 

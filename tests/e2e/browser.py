@@ -45,10 +45,18 @@ def chromium_args(y4m: Path, *, fake_ui: bool = True) -> list[str]:
 
 
 async def start_web_stack(
-    infra: Infra, topics: Any, prefix: str, producer: Any, services: list[Service], log_dir: Path
+    infra: Infra,
+    topics: Any,
+    prefix: str,
+    producer: Any,
+    services: list[Service],
+    log_dir: Path,
+    **streams_settings: Any,
 ) -> tuple[list[Service], str]:
-    """streams, one media node and an api in development mode (the dev login is on)."""
+    """streams (``streams_settings`` → ``ROOMLOG_STREAMS_*``), one media node and an api in
+    development mode (the dev login is on)."""
     stack = media_stack(infra, prefix, log_dir, stats_interval_s=1)
+    stack[0].env.update({f"ROOMLOG_STREAMS_{k.upper()}": str(v) for k, v in streams_settings.items()})
     stack[-1].env["ROOMLOG_API_DEV_MODE"] = "true"
     for service in stack:
         services.append(service.start())

@@ -194,7 +194,7 @@ def tile_codes(path: Path, at_s: list[float], tile: tuple[int, int] = (640, 360)
             gray = frame.to_ndarray(format="gray")
             codes = []
             for x in range(0, gray.shape[1] - tile[0] + 1, tile[0]):
-                crop = np.ascontiguousarray(gray[0 : tile[1], x : x + tile[0]])
+                crop = np.ascontiguousarray(gray[0 : tile[1], x : x + tile[0]], dtype=np.uint8)
                 small = av.VideoFrame.from_ndarray(crop, format="gray").reformat(width=320, height=180)
                 codes.append(decode_pattern(small)[0])
             out[wanted.pop(0)] = codes

@@ -332,7 +332,7 @@ async def test_unanswered_call_times_out_and_the_eleventh_attempt_is_refused(
         assert len(refused) == 2, refused
 
 
-GRACE_S = 6  # streams' disconnect grace for the gateway test (the default is 30 s)
+GRACE_S = 6  # streams' disconnect grace for the gateway test (the default is 75 s)
 
 
 @pytest.mark.timeout(400)

@@ -88,7 +88,7 @@ async def predicted_fact_ids(infra: Infra, topics: Topics) -> set[str]:
         except DecodeError:
             continue
         if isinstance(intent, Tick):
-            continue  # no deadline is reached within this test (grace 30 s, empty timeout 300 s)
+            continue  # no deadline is reached within this test (grace 75 s, empty timeout 300 s)
         room_id = str(getattr(intent, "room_id"))  # noqa: B009
         states[room_id], out = handle(states.get(room_id), intent, cfg)
         ids |= {str(f.event_id) for f in out.facts()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from producers.fields import Grant
-from producers.media import ClosePeer, PlacementRequested
+from producers.media import ClosePeer, OfferedSource, PlacementRequested, SubscriberOffered
 from producers.rtc import (
     ConnectionLost,
     CreateRoomRequested,
@@ -19,6 +19,7 @@ from producers.rtc import (
     RoomClosed,
     RoomCreated,
     RoomPlaced,
+    SubscriberAnswerSubmitted,
     Tick,
 )
 from streams.room_state import RoomState, fold
@@ -182,6 +183,55 @@ def test_state_is_the_fold_of_its_facts() -> None:
     assert state is not None and replayed is not None
     assert replayed.view() == state.view()
     assert isinstance(facts[0], RoomCreated) and isinstance(facts[1], PeerJoined)
+
+
+def offered(peer: str, node: str = "n1", sdp: str = "v=0 offer") -> SubscriberOffered:
+    source = OfferedSource(source_id="cam-x", peer_id="p9", kind="video", layer="high", mid="0")
+    return SubscriberOffered.new(room_id="r1", peer_id=peer, node_id=node, sdp=sdp, sources=[source])
+
+
+def offers(outputs: list[object]) -> list[Notification]:
+    return [o for o in outputs if isinstance(o, Notification) and o.message["type"] == "subscriber-offer"]
+
+
+def test_a_resumed_peer_gets_the_offer_its_lost_socket_was_sent() -> None:
+    """Issue 16 item 2: the node offered while the peer's gateway was down (the offer went to the
+    lost socket) and makes no new offer until that one is answered: a resume sends it again."""
+    state, _ = run(None, join("p1", "a"), RoomPlaced.new(room_id="r1", node_id="n1"))
+    state, _ = run(state, ConnectionLost.new(room_id="r1", peer_id="p1", session_id="s-p1"))
+    state, out = run(state, offered("p1"))
+    assert [n.session_id for n in offers(out)] == ["s-p1"]
+    resume = ResumeRequested.new(room_id="r1", peer_id="p1", session_id="s-new", gateway_id="gw2")
+    state, out = run(state, resume)
+    kinds = [o.message["type"] for o in out if isinstance(o, Notification)]
+    assert kinds == ["resumed", "subscriber-offer"]
+    again = offers(out)[0]
+    assert (again.gateway_id, again.session_id) == ("gw2", "s-new")
+    assert again.message == {
+        "type": "subscriber-offer",
+        "sdp": "v=0 offer",
+        "sources": [{"source_id": "cam-x", "peer_id": "p9", "kind": "video", "layer": "high", "mid": "0"}],
+    }
+    # the offer is bookkeeping: replay of the facts does not (and need not) reproduce it
+    assert state is not None and state.peers["p1"].offer is not None
+    assert "offer" not in state.view()["peers"]["p1"]
+
+
+def test_an_answered_offer_or_one_from_another_node_is_not_sent_again() -> None:
+    state, _ = run(None, join("p1", "a"), RoomPlaced.new(room_id="r1", node_id="n1"), offered("p1"))
+    answer = SubscriberAnswerSubmitted.new(room_id="r1", peer_id="p1", sdp="v=0 answer")
+    state, out = run(state, answer)
+    assert [type(o).__name__ for o in out] == ["ApplySubscriberAnswer"]
+    assert state is not None and state.peers["p1"].offer is None
+    lost = ConnectionLost.new(room_id="r1", peer_id="p1", session_id="s-p1")
+    resume = ResumeRequested.new(room_id="r1", peer_id="p1", session_id="s-new", gateway_id="gw1")
+    _, out = run(state, lost, resume)
+    assert offers(out) == []
+    # an offer the room's former node made is stale once the room moved
+    state, _ = run(state, offered("p1"), RoomPlaced.new(room_id="r1", node_id="n2", previous_node_id="n1"))
+    lost = ConnectionLost.new(room_id="r1", peer_id="p1", session_id="s-new")
+    _, out = run(state, lost, ResumeRequested.new(room_id="r1", peer_id="p1", session_id="s-3", gateway_id="gw1"))
+    assert [o.message["type"] for o in out if isinstance(o, Notification)] == ["resumed"]
 
 
 def test_one_notification_per_gateway_lists_every_session() -> None:

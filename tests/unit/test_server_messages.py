@@ -5,18 +5,23 @@ run here again while ``Outputs.add`` is watched: each ``Notification.message`` a
 ``NotifyCallParty.message`` they produce must parse as a server message. The gateway
 drops anything else (``api.rtc.Connection.send``), so a message shape that drifts from
 ``api.messages`` fails here, not in a browser.
+
+The gateway's ``Connection`` is checked to send nothing else (a malformed notification is
+dropped, pong and errors are models), and the Python SDK's ``Signaling`` to skip frames
+that are not server messages.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from api.messages import SERVER_TYPES, Error, ServerMessage, SocketError, parse_server
+from client.signaling import Signaling
 from producers.fields import SourceKind
 from producers.rtc import MuteRequested, Notification
 from producers.sessions import NotifyCallParty
@@ -26,6 +31,7 @@ from tests.unit import (
     test_chat,
     test_presence,
     test_quality,
+    test_quality_report,
     test_recordings,
     test_room_types,
     test_rooms,
@@ -124,3 +130,54 @@ def test_a_mute_tells_the_others_with_a_typed_peer_updated() -> None:
     [note] = [o for o in out if isinstance(o, Notification)]
     message = parse_server(note.message)
     assert message.type == "peer-updated" and message.wire()["peer"]["audio_muted"] is True
+
+
+async def test_the_gateway_sends_only_server_messages() -> None:
+    conn, ws, _ = test_quality_report.connection()
+    await conn.deliver({"type": "peer-left", "peer_id": "P2", "reason": "left"})
+    await conn.deliver({"type": "peer-left", "peer_id": "P3"})  # no reason: not the protocol's
+    await conn.deliver({"type": "surprise", "peer_id": "P4"})
+    await conn.handle('{"type": "ping", "request_id": "r1"}')
+    await conn.handle('{"type": "nonsense"}')
+    assert ws.sent == [
+        {"type": "peer-left", "peer_id": "P2", "reason": "left"},
+        {"type": "pong", "request_id": "r1"},
+        {"type": "error", "code": "unknown_type", "message": "unknown message type 'nonsense'", "request_id": None},
+    ]
+
+
+class FakeWire:
+    def __init__(self, frames: list[str]) -> None:
+        self.frames = frames
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[str]:
+        for frame in self.frames:
+            yield frame
+
+
+async def test_the_python_sdk_parses_every_frame_with_the_same_models() -> None:
+    got: list[dict[str, Any]] = []
+
+    async def on_message(message: dict[str, Any]) -> None:
+        got.append(message)
+
+    async def on_closed() -> None:
+        pass
+
+    signaling = Signaling("ws://unused", "token", on_message, on_closed)
+    signaling._ws = FakeWire(
+        [
+            '{"type": "p2p-offer", "from": "P1", "sdp": "v=0"}',
+            '{"type": "from-a-newer-server"}',
+            "not json",
+            '{"type": "track-unpublished", "peer_id": "P1", "source_id": "cam"}',
+        ]
+    )
+    await signaling._read()
+    assert got == [
+        {"type": "p2p-offer", "from": "P1", "sdp": "v=0"},
+        {"type": "track-unpublished", "peer_id": "P1", "source_id": "cam"},
+    ]

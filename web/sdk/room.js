@@ -176,6 +176,9 @@ export class Room extends Emitter {
     await this.#openSocket();
     try {
       await this.#join(true);
+      // peers that left while the socket was down (their `peer-left` went to the lost socket)
+      for (const [key, r] of this.remote) if (!this.peers.has(r.peerId)) this.#dropRemote(key);
+      for (const id of [...this.pushed.keys()]) if (!this.peers.has(id)) this.pushed.delete(id);
       return true;
     } catch (err) {
       if (err.code !== "peer_not_found") throw err;
