@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from api import access, errors, health, ice, quality, recordings, rooms, rtc, web
+from api import access, errors, health, ice, quality, recordings, rooms, rtc, web, whep
 from api.calls import router as calls_router
 from api.hub import Hub
 from api.presence import router as presence_router
@@ -68,6 +68,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(presence_router)
     app.include_router(ice.router)
     app.include_router(recordings.router)
+    app.include_router(whep.router)
     web.install(app)
 
     @app.middleware("http")

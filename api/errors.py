@@ -39,6 +39,13 @@ class RestError(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     HTTP_ERROR = "http_error"
+    INVALID_SDP = "invalid_sdp"
+    NO_VIDEO = "no_video"
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    SOURCE_NOT_FOUND = "source_not_found"
+    RESOURCE_NOT_FOUND = "resource_not_found"
+    MEDIA_REFUSED = "media_refused"
 
 
 class ApiError(Exception):
@@ -136,3 +143,35 @@ class RecordingActive(ApiError):
 class RecordingEnded(ApiError):
     status = 409
     code = RestError.RECORDING_ENDED
+
+
+class InvalidSdp(ApiError):
+    code = RestError.INVALID_SDP
+
+
+class NoVideo(ApiError):
+    code = RestError.NO_VIDEO
+
+
+class UnsupportedCodec(ApiError):
+    code = RestError.UNSUPPORTED_CODEC
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = RestError.UNSUPPORTED_MEDIA_TYPE
+
+
+class SourceNotFound(NotFound):
+    code = RestError.SOURCE_NOT_FOUND
+
+
+class ResourceNotFound(NotFound):
+    code = RestError.RESOURCE_NOT_FOUND
+
+
+class MediaRefused(ApiError):
+    """Streams refused a WHEP/WHIP peer's join or publish; ``details.code`` is streams' code."""
+
+    status = 409
+    code = RestError.MEDIA_REFUSED

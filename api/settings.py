@@ -36,6 +36,8 @@ class ApiSettings(KafkaSettings, DatabaseSettings, MinioSettings):
     create_wait_s: float = 3.0
     #: How long POST /v1/calls waits for streams' decision (rate limit) before answering 202.
     call_wait_s: float = 5.0
+    #: How long a WHEP/WHIP request waits for each of streams' and the node's answers.
+    whep_wait_s: float = 15.0
     #: A call invite id is valid this long (accepting later: ``invite_expired``).
     invite_ttl_s: float = 60.0
     #: How often the gateway writes ``SessionPinged`` for each open socket (presence TTL is 90 s).

@@ -20,7 +20,8 @@ hole too. :class:`RecoveringJitterBuffer` behaves as libwebrtc's receiver does:
 Dynacast (:func:`set_sending`): an ``RTCRtpSender`` stops sending (it keeps reading its
 track and drops the frames unencoded, aiortc's own behaviour for a disabled sender, so a
 paced track does not burst when it resumes) and starts again with a keyframe (aiortc's
-answer to a PLI). Nothing else in the client
+answer to a PLI). A passthrough sender (:func:`use_encoder`) gets its packetizer before it
+starts. Nothing else in the client
 may use an aiortc name that starts with an underscore; :func:`check_internals` (run by
 the tests) names what moved when aiortc is upgraded.
 """
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs.base import Encoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
@@ -89,6 +91,20 @@ def set_sending(sender: RTCRtpSender, on: bool) -> None:
     if on and not sender._enabled:
         sender._send_keyframe()  # before enabling: the next frame encoded sees both
     sender._enabled = on
+
+
+_ENCODER = "_RTCRtpSender__encoder"
+
+
+def use_encoder(sender: RTCRtpSender, encoder: Encoder) -> None:
+    """Make ``sender`` use ``encoder`` instead of the one aiortc's ``get_encoder`` would build
+    (``client.passthrough``: a packetizer for already-encoded H.264). Before the sender starts:
+    aiortc builds its encoder only when it has none."""
+    if not hasattr(sender, _ENCODER):
+        raise AiortcInternalsChanged("aiortc internals missing: RTCRtpSender.__encoder")
+    if getattr(sender, _ENCODER) is not None:
+        raise RuntimeError("the sender has built its encoder already")
+    setattr(sender, _ENCODER, encoder)
 
 
 def is_sending(sender: RTCRtpSender) -> bool:

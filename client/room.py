@@ -62,6 +62,9 @@ class LocalTrack:
     #: Send in this codec (``H264``, ``VP8``, ``opus``...) when the node accepts it; None:
     #: aiortc's preference order (VP8 first).
     codec: str | None = None
+    #: Called with the track's transceiver right after it is added, before the offer (codec
+    #: preferences, a passthrough sender: ``client.passthrough``).
+    prepare: Callable[[RTCRtpTransceiver], None] | None = None
 
 
 @dataclass
@@ -169,6 +172,8 @@ class Room:
     #: Called with each subscriber-side transceiver and the source offered on it, before media
     #: arrives, instead of ``recover_video`` (the recorder taps encoded packets: ``client.recording``).
     receiver_hook: Callable[[RTCRtpTransceiver, dict[str, Any]], None] | None = None
+    #: Rewrites the publisher offer's SDP before it is sent (``client.passthrough.offer_with_profile``).
+    offer_rewrite: Callable[[str], str] | None = None
     peer_id: str | None = None
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
     remote: dict[tuple[str, str], RemoteTrack] = field(default_factory=dict)
@@ -294,6 +299,8 @@ class Room:
         for local, transceiver in zip(self._published, transceivers, strict=True):
             if local.codec:
                 transceiver.setCodecPreferences(codec_preferences(transceiver.kind, local.codec))
+            if local.prepare is not None:
+                local.prepare(transceiver)
         self._senders = list(zip(self._published, transceivers, strict=True))
         self.encodings.clear()  # a fresh connection sends every encoding until streams say otherwise
         await pc.setLocalDescription(await pc.createOffer())
@@ -301,9 +308,10 @@ class Room:
             {"source_id": t.source_id, "kind": t.kind, "layer": t.layer, "mid": tr.mid}
             for t, tr in zip(self._published, transceivers, strict=True)
         ]
-        answer = await self._signaling.request(
-            {"type": "publish", "sdp": pc.localDescription.sdp, "tracks": specs}, {"publisher-answer"}
-        )
+        offer = pc.localDescription.sdp
+        if self.offer_rewrite is not None:
+            offer = self.offer_rewrite(offer)
+        answer = await self._signaling.request({"type": "publish", "sdp": offer, "tracks": specs}, {"publisher-answer"})
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
     async def unpublish(self, source_id: str, timeout: float = 15.0) -> dict[str, Any]:

@@ -310,6 +310,19 @@ install_prometheus() {
     fi
 }
 
+install_gstreamer() {
+    # the test camera (tests/rtsp_server.py): GStreamer's RTSP server with x264, run by the
+    # system python3 (python3-gi); the project venv does not see the system gi module
+    if /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' >/dev/null 2>&1 \
+        && command -v gst-inspect-1.0 >/dev/null 2>&1 && gst-inspect-1.0 x264enc >/dev/null 2>&1 \
+        && gst-inspect-1.0 rtph264pay >/dev/null 2>&1; then
+        return 0
+    fi
+    log "gstreamer: installing the RTSP server, x264 and python3-gi with apt-get"
+    apt_install gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 python3-gi \
+        gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+}
+
 cmd_install() {
     mkdir -p "$CACHE"
     ensure_cmd flock util-linux
@@ -329,6 +342,7 @@ cmd_install() {
     install_minio
     # the recorder's tests probe files with ffprobe; the composite renders with ffmpeg
     ensure_cmd ffprobe ffmpeg
+    install_gstreamer
     log "install complete (cache: $CACHE)"
 }
 
