@@ -25,8 +25,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -36,8 +34,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench.infra import REPO, Servers, say, servers
-from bench.procs import machine
+from bench.infra import Servers, say, servers
+from bench.procs import Child, machine
 from db.engine import make_engine
 from producers.admin import create_topics
 from producers.kafka import EventProducer
@@ -180,33 +178,22 @@ async def worker_phase(kafka: str, database_url: str, args: argparse.Namespace, 
     samples = make_samples(run, args.samples, args.legs, args.rooms, bucket_of(datetime.now(UTC)))
     await backlog(kafka, prefix, samples)
     env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
         "KAFKA_BOOTSTRAP": kafka,
         "DATABASE_URL": database_url,
         "ROOMLOG_TOPIC_PREFIX": prefix,
         "ROOMLOG_STREAMS_APP_ID": f"{prefix}streams",
         "ROOMLOG_STREAMS_DATA_DIR": str(workdir),
     }
-    log = (workdir / "worker.log").open("wb")
-    worker = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "streams"],
-        env=env,
-        cwd=REPO,
-        stdout=log,  # noqa: ASYNC220
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = Child("worker", "streams", env, workdir).start()
 
     def alive() -> None:
-        if worker.poll() is not None:
-            raise RuntimeError(f"worker exited; see {workdir / 'worker.log'}")
+        if not worker.alive():
+            raise RuntimeError(f"worker exited; see {worker.log_path}")
 
     try:
         done, seconds = await drain(database_url, run, len(samples), args.timeout, alive)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        worker.stop(30)
     say(f"worker: {done} of {len(samples)} samples projected in {seconds:.1f} s")
     return {
         "worker_samples_per_s": round(done / seconds),

@@ -57,6 +57,16 @@ async def offer(producer: EventProducer, topic: str, intents: list[Event], every
     await producer.flush()
 
 
+async def keep_offering(
+    producer: EventProducer, topic: str, intents: list[Event], every: int, pause_s: float, until: asyncio.Event
+) -> None:
+    """``offer`` the workload, then more of the same shape (new rooms) until ``until`` is set:
+    a worker that joins late still finds intents to handle (an idle log carries no ticks)."""
+    await offer(producer, topic, intents, every, pause_s)
+    while not until.is_set():
+        await offer(producer, topic, workload([unique("rb-") for _ in range(10)], 100), every, pause_s)
+
+
 async def missing_facts(infra: Infra, topics: Topics, predicted: set[str]) -> set[str]:
     seen = {str(decode(r.value).event_id) for r in await read_topic(infra.kafka, topics.name("rtc.facts"))}
     return predicted - seen
@@ -231,7 +241,8 @@ async def test_rebalances_under_load_lose_nothing(
     intents = workload(rooms, 4000)
     topic = topics.name("rtc.intents")
 
-    feeding = asyncio.create_task(offer(producer, topic, intents, every=100, pause_s=0.3))
+    rebalanced = asyncio.Event()
+    feeding = asyncio.create_task(keep_offering(producer, topic, intents, 100, 0.3, rebalanced))
     for name in ("b", "c"):  # a second worker joins, handles intents, leaves; then another one
         trace = tmp_path / f"{name}.trace"
         extra = streams_service(infra, prefix, tmp_path, app_id=app_id, name=name, trace_file=trace).start()
@@ -239,6 +250,7 @@ async def test_rebalances_under_load_lose_nothing(
         await wait_for(partial(handles_intents, trace), 120, f"worker {name} handling intents of its partitions")
         await asyncio.sleep(2)
         extra.stop()
+    rebalanced.set()
     await feeding
     predicted = await predicted_fact_ids(infra, topics)
 
