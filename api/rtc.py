@@ -45,6 +45,7 @@ from api.signaling import (
     StationsSubscribe,
     Subscribe,
     SubscriberAnswer,
+    TokenBucket,
     Unpublish,
     Unsubscribe,
     check_sdp,
@@ -102,8 +103,7 @@ class Connection:
         self.own_sources: set[str] = set()
         self.other_sources: dict[str, str] = {}
         self._send_lock = asyncio.Lock()
-        self._tokens = RATE_BURST
-        self._last = time.monotonic()
+        self._rate = TokenBucket(RATE_PER_S, RATE_BURST)
         #: The clock of the quality-report rate (a test may set its own).
         self.clock: Callable[[], float] = time.monotonic
         self._last_report = float("-inf")
@@ -192,17 +192,8 @@ class Connection:
 
     # --- inbound -----------------------------------------------------------------
 
-    def _rate_ok(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(RATE_BURST, self._tokens + (now - self._last) * RATE_PER_S)
-        self._last = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
     async def handle(self, text: str) -> None:
-        if not self._rate_ok():
+        if not self._rate.take():
             await self.error(SocketError.RATE_LIMITED, "too many messages; slow down", None)
             return
         try:

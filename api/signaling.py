@@ -7,6 +7,7 @@ or raises ``SignalingError`` with the protocol's error code.
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any, Literal, Union
 
 from aiortc.sdp import SessionDescription
@@ -326,3 +327,20 @@ def check_sdp(
             raise SignalingError(
                 SocketError.INVALID_SDP, f"tracks name mids {missing} that the offer does not have", request_id
             )
+
+
+class TokenBucket:
+    """A socket's message rate limit: ``burst`` messages at once, ``per_s`` refilled each second."""
+
+    def __init__(self, per_s: float, burst: float) -> None:
+        self.per_s, self.burst = per_s, burst
+        self._tokens, self._last = burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_s)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Union
@@ -27,6 +26,7 @@ from starlette.websockets import WebSocketState
 
 from api.errors import ApiError
 from api.services import Services
+from api.signaling import TokenBucket
 from api.tokens import Claims
 from observability import metrics
 from producers.envelope import Event, utcnow
@@ -139,7 +139,7 @@ class StationConnection:
         self.session_id = f"T{uuid.uuid4().hex[:16]}"
         self.registered = False
         self._lock = asyncio.Lock()
-        self._tokens, self._last = RATE_BURST, time.monotonic()
+        self._rate = TokenBucket(RATE_PER_S, RATE_BURST)
         self.handlers: dict[type[_Message], Callable[[Any], Awaitable[None]]] = {
             Register: self.on_register,
             Heartbeat: self.on_heartbeat,
@@ -171,17 +171,8 @@ class StationConnection:
             message = {**message, "token": token}
         await self.send(message)
 
-    def _rate_ok(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(RATE_BURST, self._tokens + (now - self._last) * RATE_PER_S)
-        self._last = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
     async def handle(self, text: str) -> None:
-        if not self._rate_ok():
+        if not self._rate.take():
             await self.error("rate_limited", "too many messages; slow down", None)
             return
         try:
