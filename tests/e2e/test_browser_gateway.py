@@ -85,6 +85,16 @@ async def decoding(user: User, other: User) -> bool:
     )
 
 
+async def both_publishing(alice: User, bob: User, base: str, room_id: str) -> None:
+    """Alice creates the room from the page, Bob opens its link; both publish."""
+    await alice.sign_in(base)
+    await alice.create_room(room_id)
+    await alice.wait_published()
+    await bob.sign_in(base)
+    await bob.page.goto(f"{base}/web/room.html?room={room_id}")
+    await bob.wait_published()
+
+
 @pytest.mark.timeout(420)
 async def test_a_gateway_stopped_30_s_and_started_again_leaves_both_pages_in_the_room(
     infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
@@ -97,12 +107,7 @@ async def test_a_gateway_stopped_30_s_and_started_again_leaves_both_pages_in_the
         bob = await open_user(pw, "Bob", BOB)
         users = (alice, bob)
         try:
-            await alice.sign_in(base)
-            await alice.create_room(room_id)
-            await alice.wait_published()
-            await bob.sign_in(base)
-            await bob.page.goto(f"{base}/web/room.html?room={room_id}")
-            await bob.wait_published()
+            await both_publishing(alice, bob, base, room_id)
             for user, other in ((alice, bob), (bob, alice)):
                 await wait_for(partial(decoding, user, other), 60, f"{user.name} decoding {other.name}", interval=0.5)
                 await user.page.evaluate(RECORD_JS)
@@ -202,12 +207,7 @@ async def test_a_page_that_gives_up_offers_rejoin_and_rejoining_works(
         bob = await open_user(pw, "Bob", BOB)
         users = (alice, bob)
         try:
-            await alice.sign_in(base)
-            await alice.create_room(room_id)
-            await alice.wait_published()
-            await bob.sign_in(base)
-            await bob.page.goto(f"{base}/web/room.html?room={room_id}")
-            await bob.wait_published()
+            await both_publishing(alice, bob, base, room_id)
             await wait_for(partial(decoding, alice, bob), 60, "Alice decoding Bob", interval=0.5)
             await alice.page.evaluate("window.roomlogPage.room.backoff.opts.budgetMs = 5000")
             bob_peer = (await page_state(bob))["peerId"]
