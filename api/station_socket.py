@@ -28,9 +28,10 @@ from api.errors import ApiError
 from api.services import Services
 from api.signaling import TokenBucket
 from api.tokens import Claims
-from observability import metrics
+from observability import metrics, tracing
 from producers.envelope import Event, utcnow
 from producers.fields import Grant, Id
+from producers.kafka import traceparent
 from producers.sessions import (
     StationCamera,
     StationCommandAcked,
@@ -169,6 +170,8 @@ class StationConnection:
                 now=utcnow(),
             )
             message = {**message, "token": token}
+        if tracing.enabled():  # the edge agent runs the command in this trace (edge/agent.py)
+            message = {**message, "traceparent": traceparent()}
         await self.send(message)
 
     async def handle(self, text: str) -> None:
