@@ -216,7 +216,12 @@ class Connection:
             parent = self.join_trace if isinstance(message, JOIN_TRACE) else None
             kind = getattr(message, "type", type(message).__name__)
             with tracing.span(
-                f"ws {kind}", parent=parent, root=parent is None, room_id=self.room, peer_id=self.peer_id
+                f"ws {kind}",
+                parent=parent,
+                root=parent is None,
+                room_id=self.room or getattr(message, "room", None),
+                peer_id=self.peer_id,
+                session_id=self.session_id,
             ):
                 if isinstance(message, Join):
                     self.join_trace = tracing.current()

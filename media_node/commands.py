@@ -96,24 +96,28 @@ class CommandLoop:
     async def _lane(self, queue: asyncio.Queue[tuple[NodeCommand, Context | None]]) -> None:
         while True:
             command, trace = await queue.get()
-            try:
-                with tracing.span(f"node {command.type}", parent=trace, root=trace is None, event=command):
-                    await self.handlers.get(type(command), self.unhandled)(command)
-                metrics.MEDIA_COMMANDS.labels(command.type, "ok").inc()
-            except Exception as exc:  # noqa: BLE001 - report every failure as a result
-                metrics.MEDIA_COMMANDS.labels(command.type, "failed").inc()
-                log.exception("command failed", extra={"room_id": command.room_id, "event_id": str(command.event_id)})
-                await self._emit(
-                    CommandFailed.caused_by(
-                        command,
-                        room_id=command.room_id,
-                        node_id=self.node_id,
-                        command_type=command.type,
-                        peer_id=getattr(command, "peer_id", None),
-                        code=failure_code(exc),
-                        message=f"{type(exc).__name__}: {exc}"[:500],
-                    )
+            with tracing.span(f"node {command.type}", parent=trace, root=trace is None, event=command):
+                await self._run(command)  # its results, a failure too, are the span's children
+
+    async def _run(self, command: NodeCommand) -> None:
+        try:
+            await self.handlers.get(type(command), self.unhandled)(command)
+            metrics.MEDIA_COMMANDS.labels(command.type, "ok").inc()
+        except Exception as exc:  # noqa: BLE001 - report every failure as a result
+            tracing.failed(exc)
+            metrics.MEDIA_COMMANDS.labels(command.type, "failed").inc()
+            log.exception("command failed", extra={"room_id": command.room_id, "event_id": str(command.event_id)})
+            await self._emit(
+                CommandFailed.caused_by(
+                    command,
+                    room_id=command.room_id,
+                    node_id=self.node_id,
+                    command_type=command.type,
+                    peer_id=getattr(command, "peer_id", None),
+                    code=failure_code(exc),
+                    message=f"{type(exc).__name__}: {exc}"[:500],
                 )
+            )
 
     async def unhandled(self, command: NodeCommand) -> None:
         """A command this executor has no handler for: reported as failed."""

@@ -49,11 +49,14 @@ def setup(service: str, settings: TracingSettings, *, instance: str | None = Non
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+    # the ratio decides by trace id, the same way in every service: a trace is kept whole or
+    # not at all, also when its first record came from a producer that was not tracing
+    ratio = TraceIdRatioBased(settings.tracing_sample_ratio)
     provider = TracerProvider(
         resource=Resource.create(
             {"service.name": f"roomlog-{service}", **({"service.instance.id": instance} if instance else {})}
         ),
-        sampler=ParentBased(TraceIdRatioBased(settings.tracing_sample_ratio)),
+        sampler=ParentBased(ratio, remote_parent_sampled=ratio),
     )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.tracing_endpoint)))
     trace.set_tracer_provider(provider)
@@ -183,6 +186,15 @@ def consumed(
 def produced(name: str, event: Any = None, *, topic: str | None = None) -> Any:
     """A PRODUCER span around a send: the record's ``traceparent`` names it."""
     return span(name, kind=SpanKind.PRODUCER, event=event, topic=topic)
+
+
+def failed(exc: BaseException) -> None:
+    """Mark the current span failed with ``exc`` (a handler that reports its failure itself)."""
+    if _provider is None:
+        return
+    current_span = trace.get_current_span()
+    current_span.record_exception(exc)
+    current_span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:200]))
 
 
 def log_fields() -> Mapping[str, Any]:

@@ -85,5 +85,5 @@ class TracingSettings(SharedSettings):
 
     tracing: bool = False
     tracing_endpoint: str = "http://127.0.0.1:4318/v1/traces"
-    #: Share of new traces kept (a trace continued from a Kafka header keeps its parent's choice).
+    #: Share of traces kept, decided by trace id (so every service keeps the same traces whole).
     tracing_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)

@@ -6,10 +6,13 @@ headers ``producers.kafka.trace_headers`` writes, read back the way a consumer r
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -17,11 +20,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from media_node.commands import CommandRunner
 from observability import tracing
 from observability.logs import JsonFormatter
+from producers.envelope import derived_id, utcnow
 from producers.kafka import trace_headers
+from producers.media import CommandFailed, SetPaused
 from producers.rtc import JoinRequested
 from producers.settings import TracingSettings
+from producers.topics import Topics
 
 
 @pytest.fixture
@@ -109,7 +116,8 @@ def test_log_lines_carry_the_trace_and_the_event_ids(spans: InMemorySpanExporter
     assert inside["peer_id"] == "P-explicit"  # what the call passes wins over the span's
 
 
-def test_off_by_default_no_spans_and_records_still_carry_a_traceparent() -> None:
+def test_off_by_default_no_spans_and_records_still_carry_a_traceparent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROOMLOG_TRACING", raising=False)
     assert tracing.setup("test", TracingSettings()) is False
     assert not tracing.enabled()
     event = _join()
@@ -121,3 +129,42 @@ def test_off_by_default_no_spans_and_records_still_carry_a_traceparent() -> None
     with tracing.consumed("rooms decide", list(headers.items()), event), tracing.span("x", root=True):
         logger.info("no span")
     assert "trace_id" not in json.loads(out.getvalue())
+
+
+class TracedProducer:
+    """Keeps each event with the headers ``EventProducer`` would write for it now."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, dict[str, bytes]]] = []
+
+    async def send(self, topic: str, event: Any, **_: Any) -> None:
+        self.sent.append((event, dict(trace_headers(event))))
+
+
+async def test_a_node_command_runs_in_the_trace_its_record_carries(spans: InMemorySpanExporter) -> None:
+    producer = TracedProducer()
+    runner = CommandRunner("n1", producer, Topics("t-"))  # type: ignore[arg-type]
+    now = utcnow()
+    command = SetPaused(
+        event_id=derived_id("c1", 0, "SetPaused"),
+        occurred_at=now,
+        node_id="n1",
+        room_id="r",
+        deadline=now + timedelta(seconds=10),
+        peer_id="nobody",
+        source_id="cam",
+        paused=True,
+    )
+    with tracing.span("rooms decide", root=True):
+        headers = trace_headers(command)  # what streams wrote with the command
+    runner.accept(command, tracing.context_of(headers))  # as CommandLoop.run does with the record
+    for _ in range(10):
+        await asyncio.sleep(0)
+    [(failed, failed_headers)] = producer.sent  # the peer is unknown: the node reports a failure
+    assert isinstance(failed, CommandFailed)
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    decided, ran = by_name["rooms decide"], by_name["node SetPaused"]
+    assert ran.parent is not None and ran.parent.span_id == decided.context.span_id
+    # the result goes out as the command span's child: streams continue the same trace
+    trace_id, parent_id = failed_headers["traceparent"].decode().split("-")[1:3]
+    assert int(trace_id, 16) == decided.context.trace_id and int(parent_id, 16) == ran.context.span_id
