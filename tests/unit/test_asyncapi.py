@@ -175,3 +175,19 @@ def test_events_md_lists_every_topic_with_its_role_key_and_retention() -> None:
         retention = "forever" if spec.retention_ms is None else f"{spec.retention_ms // 86_400_000} d"
         assert rows.pop(spec.name) == [TOPIC_TYPES[spec.name][0], spec.key, str(spec.partitions), retention]
     assert rows == {}
+
+
+def test_the_outside_consumer_imports_nothing_from_roomlog() -> None:
+    import ast
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "e2e" / "test_outside_consumer.py"
+    tree = ast.parse(path.read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add((node.module or "").split(".")[0] if node.level == 0 else ".")
+    allowed = set(sys.stdlib_module_names) | {"__future__", "aiokafka", "jsonschema", "pytest"}
+    assert roots - allowed == set()
