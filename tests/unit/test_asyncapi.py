@@ -145,22 +145,25 @@ def test_the_schema_refuses_what_the_catalog_refuses() -> None:
     assert errors("PeerJoined", {**good, "added_later": 1}) == []
 
 
-def test_the_api_serves_the_document_without_auth_and_cacheable() -> None:
-    from fastapi.testclient import TestClient
+async def test_the_api_serves_the_document_without_auth_and_cacheable() -> None:
+    import httpx
 
     from api.app import create_app
     from api.settings import ApiSettings
 
-    client = TestClient(create_app(ApiSettings()))  # no lifespan: the route needs no Kafka
-    first = client.get("/v1/asyncapi.json")
-    assert first.status_code == 200
-    assert first.headers["content-type"] == "application/json"
-    assert first.content.decode() == asyncapi.DOC_PATH.read_text()
-    assert "public" in first.headers["cache-control"]
-    etag = first.headers["etag"]
-    again = client.get("/v1/asyncapi.json", headers={"If-None-Match": etag})
-    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
-    assert client.get("/v1/asyncapi.json", headers={"If-None-Match": '"other"'}).status_code == 200
+    # ASGITransport runs no lifespan: the route needs no Kafka, no Postgres, no token
+    transport = httpx.ASGITransport(app=create_app(ApiSettings()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        first = await client.get("/v1/asyncapi.json")
+        assert first.status_code == 200
+        assert first.headers["content-type"] == "application/json"
+        assert first.content.decode() == asyncapi.DOC_PATH.read_text()
+        assert "public" in first.headers["cache-control"]
+        etag = first.headers["etag"]
+        again = await client.get("/v1/asyncapi.json", headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+        other = await client.get("/v1/asyncapi.json", headers={"If-None-Match": '"other"'})
+        assert other.status_code == 200
 
 
 def test_events_md_lists_every_topic_with_its_role_key_and_retention() -> None:
