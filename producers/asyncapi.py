@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.catalog import EVENT_TYPES
-from producers.channels import TOPIC_TYPES, kind_of
+from producers.channels import TOPIC_TYPES, kind_of, topics_of
 from producers.envelope import SCHEMA_VERSION, Event
 from producers.golden import FIXTURES
 from producers.topics import REGISTRY, TopicSpec, dlq_spec
@@ -112,12 +112,17 @@ def examples(type_: str) -> list[dict[str, Any]]:
 
 def message(type_: str) -> dict[str, Any]:
     cls = EVENT_TYPES[type_]
-    doc = (cls.__doc__ or type_).strip()
+    where = ", ".join(topics_of(type_))
+    summary = cls.__doc__.strip().splitlines()[0] if cls.__doc__ else f"a {kind_of(type_)} on {where}"
     return {
         "name": type_,
         "title": type_,
-        "summary": doc.splitlines()[0],
+        "summary": summary,
         "contentType": "application/json",
+        "correlationId": {
+            "description": "the client's request id, copied to every output of the request",
+            "location": "$message.payload#/correlation_id",
+        },
         "headers": {"$ref": _REF + "Headers"},
         "payload": {"$ref": _REF + type_},
         "tags": [{"name": kind_of(type_)}],
