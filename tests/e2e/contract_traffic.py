@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,8 @@ def main() -> int:
     parser.add_argument("--log-dir", type=Path, required=True)
     args = parser.parse_args()
     args.log_dir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM (the test timing out) unwinds like an error: the services are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = asyncio.run(run(args.prefix, args.log_dir))
     print(json.dumps(result), flush=True)
     return 0
