@@ -15,7 +15,8 @@ agent (the test harness), then drives:
   station goes offline;
 - nodes: the media node stops cleanly and is marked dead.
 
-Each step waits for its observable outcome and fails loudly. The last stdout line is a JSON
+It also fetches ``GET /v1/asyncapi.json`` from the running api (no token) and compares it
+with docs/asyncapi.json. Each step waits for its observable outcome and fails loudly. The last stdout line is a JSON
 object naming what was driven (room, calls, station, recording, node).
 """
 
@@ -51,6 +52,8 @@ from tests.e2e.recording_stack import wait_status as recording_status
 from tests.harness import Infra, Service, api_token, mint_token, read_events, unique, wait_for
 from tests.stations_stack import Operator, edge_service, station_token, write_config
 from tests.stations_stack import wait_status as station_status
+
+CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 
 
 async def join(base: str, room_id: str, identity: str, code: int) -> tuple[Room, Watcher]:
@@ -172,7 +175,10 @@ async def run(prefix: str, log_dir: Path) -> dict[str, Any]:
             node = services[1]
             assert node.module == "media_node", [s.module for s in services]
             async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-                out = await room_traffic(infra, topics, base, client)
+                served = await client.get("/v1/asyncapi.json")  # no token
+                assert served.status_code == 200 and served.headers["etag"], served.text[:300]
+                out: dict[str, Any] = {"served_contract_is_the_file": served.text == CONTRACT.read_text()}
+                out |= await room_traffic(infra, topics, base, client)
                 out |= await call_traffic(base, client)
                 out["station_id"] = await station_traffic(base, client, log_dir, services)
             node.stop()

@@ -212,6 +212,7 @@ async def test_an_outside_consumer_parses_and_validates_every_record_of_an_e2e_r
 
     assert problems == []
     assert EXPECTED <= with_traffic, f"no records on {sorted(EXPECTED - with_traffic)}"
+    assert drove["served_contract_is_the_file"] is True, "the running api serves another document"
     # the run is the one the traffic process says it drove
     room = by_room[drove["room_id"]]
     for type_ in ("RoomCreated", "PeerJoined", "ChatMessagePosted", "TrackUnpublished", "PeerLeft", "RoomClosed"):
