@@ -30,8 +30,9 @@ from opentelemetry.trace import Link, SpanKind
 from producers.settings import TracingSettings
 
 TRACER_NAME = "roomlog"
-#: Event fields copied to span attributes (``roomlog.<field>``) and from there to log lines.
-EVENT_FIELDS = ("room_id", "peer_id", "node_id", "session_id")
+#: Event fields copied to span attributes (``roomlog.<field>``) and from there to log lines
+#: (few: each attribute costs a validation per span).
+EVENT_FIELDS = ("room_id", "peer_id")
 
 _provider: Any = None
 _tracer: trace.Tracer = trace.NoOpTracer()
@@ -85,7 +86,6 @@ def attributes(event: Any = None, topic: str | None = None, **more: Any) -> dict
     """Span attributes of an event (its type, id and the ids of ``EVENT_FIELDS``) and ``more``."""
     out: dict[str, Any] = {}
     if topic is not None:
-        out["messaging.system"] = "kafka"
         out["messaging.destination.name"] = topic
     if event is not None:
         out["roomlog.event_type"] = str(getattr(event, "type", type(event).__name__))
