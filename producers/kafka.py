@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
-from opentelemetry import propagate
 
 from observability import tracing
 from producers.catalog import decode, encode
@@ -38,7 +37,7 @@ def partition_for(key: str, partitions: int) -> int:
 def traceparent() -> str:
     """W3C trace context of the current span, or a fresh root context."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    tracing.PROPAGATOR.inject(carrier)
     return carrier.get("traceparent") or f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
