@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.services import Services, services
+from observability import metrics
 
 router = APIRouter(tags=["health"])
 
@@ -34,13 +35,20 @@ async def _postgres(svc: Services) -> None:
         await conn.execute(text("select 1"))
 
 
-@router.get("/readyz")
-async def readyz(svc: Services = Depends(services)) -> JSONResponse:
-    """Ready when Kafka (the intents topic's metadata) and Postgres answer."""
+async def readiness(svc: Services) -> tuple[bool, str, str]:
+    """Kafka (the intents topic's metadata) and Postgres answer; sets ``roomlog_api_ready``."""
     kafka, postgres = await asyncio.gather(
         _check(svc.producer.partitions(svc.topics.name("rtc.intents"))), _check(_postgres(svc))
     )
     ready = kafka == "ok" and postgres == "ok"
+    metrics.API_READY.set(1 if ready else 0)
+    return ready, kafka, postgres
+
+
+@router.get("/readyz")
+async def readyz(svc: Services = Depends(services)) -> JSONResponse:
+    """Ready when Kafka (the intents topic's metadata) and Postgres answer."""
+    ready, kafka, postgres = await readiness(svc)
     return JSONResponse(
         {"status": "ready" if ready else "not-ready", "checks": {"kafka": kafka, "postgres": postgres}},
         status_code=200 if ready else 503,
@@ -48,5 +56,7 @@ async def readyz(svc: Services = Depends(services)) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(svc: Services = Depends(services)) -> Response:
+    """Prometheus metrics; each scrape runs the readiness checks first (``roomlog_api_ready``)."""
+    await readiness(svc)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
