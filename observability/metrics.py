@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+
+def children(metric: MetricWrapperBase) -> Callable[..., Any]:
+    """``metric.labels(*values)`` looked up once per distinct values: for per-event paths
+    (a dict lookup instead of ``labels``' validation and lock). Only for metrics whose
+    children are never removed, with a bounded set of label values."""
+    return functools.lru_cache(maxsize=None)(metric.labels)
+
 
 # --- streams ------------------------------------------------------------------
 STREAMS_INPUTS = Counter("roomlog_streams_inputs_total", "Events handled by streams agents", ["topic", "type"])

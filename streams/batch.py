@@ -26,6 +26,9 @@ from producers.topics import Topics
 from streams.driver import Table
 from streams.outputs import Output
 
+#: per-output counter children, looked up once per type
+OUTPUTS = metrics.children(metrics.STREAMS_OUTPUTS)
+
 
 class Batch:
     def __init__(self, producer: AIOKafkaProducer, topics: Topics) -> None:
@@ -57,7 +60,7 @@ class Batch:
                 output.partition,
                 trace_headers(event, parent),
             )
-            metrics.STREAMS_OUTPUTS.labels(event.type).inc()
+            OUTPUTS(event.type).inc()
 
     async def send_raw(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
