@@ -18,7 +18,7 @@ import yaml
 
 from producers.kafka import EventProducer
 from producers.topics import Topics
-from tests.harness import Infra, Service, start_media_stack, wait_for
+from tests.harness import Infra, Service, start_media_stack, streams_ready, streams_service, wait_for
 
 RULES = Path(__file__).resolve().parents[2] / "observability" / "prometheus" / "rules.yml"
 
@@ -92,3 +92,36 @@ async def test_killing_a_media_node_fires_node_down_within_its_for_window(
     # the others were never down
     now = await health()
     assert [now.get(instances[m]) for m in ("streams", "api")] == ["up", "up"], now
+
+
+async def test_a_first_dead_letter_fires_the_dead_letter_alert(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
+    """A worker's first dead letter (its counter appears at 1, which ``increase`` alone
+    cannot see) fires RoomlogDeadLetters for that topic, at the next evaluation."""
+    prometheus = os.environ.get("PROMETHEUS_URL")
+    assert prometheus, "PROMETHEUS_URL not set: run under scripts/test.sh (scripts/infra.sh starts Prometheus)"
+    worker = streams_service(infra, prefix, tmp_path).start()
+    services.append(worker)
+    await streams_ready(producer, infra, topics, worker)
+    instance = f"127.0.0.1:{worker.metrics_port}"
+
+    async def scraped() -> bool:
+        targets = (await get(prometheus, "/api/v1/targets"))["activeTargets"]
+        return any(t["labels"]["instance"] == instance and t["health"] == "up" for t in targets)
+
+    await wait_for(scraped, 60, f"Prometheus scraping the worker {instance}")
+    topic = topics.name("rtc.intents")
+
+    async def alerts() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in (await get(prometheus, "/api/v1/alerts"))["alerts"]
+            if a["labels"]["alertname"] == "RoomlogDeadLetters" and a["labels"].get("topic") == topic
+        ]
+
+    assert await alerts() == []
+    await producer.send_raw(topic, b"{not json", key=b"room-1")
+    fired = await wait_for(alerts, 30, f"RoomlogDeadLetters for {topic}")
+    assert fired[0]["state"] == "firing" and fired[0]["labels"]["severity"] == "warning", fired
+    assert f"{topic}.dlq" in fired[0]["annotations"]["description"]
