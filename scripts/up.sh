@@ -46,8 +46,9 @@ for node in "${NODES[@]}"; do SERVICES+=("${node%% *}"); done
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 stop_services() {
-  local nodes=() node
-  for node in "${NODES[@]}"; do nodes+=("${node%% *}"); done
+  local nodes=() f
+  # every node pid file, whatever ROOMLOG_MEDIA_NODES the `make down` terminal has
+  for f in "$run"/pids/media-node-*.pid; do [[ -e "$f" ]] && nodes+=("$(basename "$f" .pid)"); done
   for name in recorder "${nodes[@]}" api streams; do
     local pidfile="$run/pids/$name.pid"
     [[ -f "$pidfile" ]] || continue
