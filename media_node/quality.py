@@ -98,7 +98,9 @@ class QualitySampler:
         return samples
 
     def _export_room_loss(self, samples: list[QualitySample]) -> None:
-        """Per room: the packet-weighted loss of its subscriber legs in this round."""
+        """Per room: the packet-weighted loss of its subscriber legs in this round. A round in
+        which they carried no packet (video paused by the quality loop, which it does when the
+        loss is worst) keeps the room's last measured value instead of reading 0."""
         by_room: dict[str, tuple[float, int]] = {}
         for sample in samples:
             if sample.leg.startswith("sub/"):
@@ -107,7 +109,8 @@ class QualitySampler:
         for room in self._loss_rooms - set(by_room):
             metrics.MEDIA_ROOM_LOSS.remove(room)
         for room, (lost, sent) in by_room.items():
-            metrics.MEDIA_ROOM_LOSS.labels(room).set(lost / sent if sent else 0.0)
+            if sent or room not in self._loss_rooms:
+                metrics.MEDIA_ROOM_LOSS.labels(room).set(lost / sent if sent else 0.0)
         self._loss_rooms = set(by_room)
 
     async def _publisher_samples(self, session: PeerSession, live: set[tuple[str, str]]) -> list[QualitySample]:

@@ -112,7 +112,8 @@ MEDIA_CPU = Gauge(
 )
 MEDIA_ROOM_LOSS = Gauge(
     "roomlog_media_node_subscriber_loss_ratio",
-    "Loss of the subscriber legs of a room at the last quality sample (packet-weighted mean, 0-1)",
+    "Loss of the subscriber legs of a room at the last quality sample that carried packets "
+    "(packet-weighted mean, 0-1; a round with all of them paused keeps the last value)",
     ["room"],
 )
 MEDIA_FORWARDED_PACKETS = Counter("roomlog_media_node_forwarded_packets_total", "RTP packets forwarded", ["kind"])

@@ -6,6 +6,7 @@ firing once its `for:` window has passed — read from Prometheus' alerts API.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -16,9 +17,22 @@ from typing import Any
 import httpx
 import yaml
 
+from client import LocalTrack, Room
+from client.synthetic import PatternVideoTrack
 from producers.kafka import EventProducer
 from producers.topics import Topics
-from tests.harness import Infra, Service, start_media_stack, streams_ready, streams_service, wait_for
+from tests.e2e.media import Watcher
+from tests.harness import (
+    Infra,
+    Service,
+    mint_token,
+    start_media_stack,
+    streams_ready,
+    streams_service,
+    unique,
+    wait_for,
+)
+from tests.integration.test_quality_dashboard import loss_towards, subscriber_port
 
 RULES = Path(__file__).resolve().parents[2] / "observability" / "prometheus" / "rules.yml"
 
@@ -125,3 +139,64 @@ async def test_a_first_dead_letter_fires_the_dead_letter_alert(
     fired = await wait_for(alerts, 30, f"RoomlogDeadLetters for {topic}")
     assert fired[0]["state"] == "firing" and fired[0]["labels"]["severity"] == "warning", fired
     assert f"{topic}.dlq" in fired[0]["annotations"]["description"]
+
+
+async def test_a_lossy_subscriber_fires_subscriber_loss_for_its_room(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
+    """15 % of the packets towards one subscriber dropped (iptables): the node's per-room loss,
+    averaged over a minute, stays above 10 % and RoomlogSubscriberLoss fires for that room."""
+    prometheus = os.environ.get("PROMETHEUS_URL")
+    assert prometheus, "PROMETHEUS_URL not set: run under scripts/test.sh (scripts/infra.sh starts Prometheus)"
+    window = seconds(rule("RoomlogSubscriberLoss")["for"])
+    _, base = await start_media_stack(infra, topics, prefix, producer, services, tmp_path)
+    room_id = unique("loss-")
+    ws_url = base.replace("http", "ws") + "/v1/rtc"
+    publisher = await Room.connect(ws_url, await mint_token(base, "pub", ["join", "publish"], room_id), room_id)
+    viewer = Room(url=ws_url, token=await mint_token(base, "viewer", ["join", "subscribe"], room_id), room=room_id)
+    watcher = Watcher()
+
+    async def alerts() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in (await get(prometheus, "/api/v1/alerts"))["alerts"]
+            if a["labels"]["alertname"] == "RoomlogSubscriberLoss" and a["labels"].get("room") == room_id
+        ]
+
+    try:
+        await publisher.publish(
+            [
+                LocalTrack(PatternVideoTrack(9, 320, 180), "cam", "camera", layer="high"),
+                LocalTrack(PatternVideoTrack(9, 160, 90), "cam", "camera", layer="low"),
+            ]
+        )
+        watcher.attach(viewer)
+        await viewer._signaling.open()
+        await viewer._join()
+        await viewer.subscribe("cam", "high")
+        await wait_for(lambda: len(watcher.video[9]) > 20, 30, "frames at the subscriber")
+        assert await alerts() == []
+        started = time.time()
+        with loss_towards(subscriber_port(viewer), 0.15):
+            try:
+                fired = await wait_for(
+                    lambda: _firing(alerts), 2 * window + 90, "RoomlogSubscriberLoss firing for the lossy room"
+                )
+            except AssertionError as exc:
+                seen = await get(
+                    prometheus,
+                    f"/api/v1/query?query=roomlog_media_node_subscriber_loss_ratio{{room=%22{room_id}%22}}[4m]",
+                )
+                raise AssertionError(f"{exc}; the room's loss samples: {seen}") from None
+        assert time.time() - started >= window  # not before its for: window
+        assert fired[0]["labels"]["severity"] == "warning", fired
+        assert float(fired[0]["value"]) > 0.10, fired
+    finally:
+        watcher.stop()
+        for room in (viewer, publisher):
+            with contextlib.suppress(Exception):
+                await room.close()
+
+
+async def _firing(alerts: Any) -> list[dict[str, Any]]:
+    return [a for a in await alerts() if a["state"] == "firing"]

@@ -1,6 +1,7 @@
 """The media node's room-level Prometheus gauges: subscriber loss per room (the input of
 RoomlogSubscriberLoss) is the packet-weighted loss of the room's subscriber legs in the
-last sampling round, and a room without subscriber legs loses its series."""
+last sampling round that carried packets (a paused round keeps it), and a room without
+subscriber legs loses its series."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def test_room_loss_is_packet_weighted_over_subscriber_legs_and_forgotten_with_th
     )
     assert loss("r-loss-a") == 60 / 400
     assert loss("r-loss-b") == 0.0
-    sampler._export_room_loss([sample("r-loss-b", "sub/cam", 10.0, 50)])
-    assert loss("r-loss-a") is None
+    # a's video paused (no packets this round): a keeps its last loss, not 0
+    sampler._export_room_loss([sample("r-loss-a", "sub/cam", 0.0, 0), sample("r-loss-b", "sub/cam", 10.0, 50)])
+    assert loss("r-loss-a") == 60 / 400
     assert loss("r-loss-b") == 0.1
+    sampler._export_room_loss([sample("r-loss-b", "sub/cam", 10.0, 50)])  # a's subscribers left
+    assert loss("r-loss-a") is None
