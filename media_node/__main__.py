@@ -13,6 +13,7 @@ import time
 import uvloop
 from prometheus_client import start_http_server
 
+from media_node.aiortc_glue import register_vp9
 from media_node.commands import CommandRunner
 from media_node.guard import forbid_codecs
 from media_node.heartbeat import Heartbeat
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("media_node", settings.log_level)
     if settings.forbid_codecs:
         forbid_codecs()
+    register_vp9()  # forwarded/recorded as is: aiortc negotiates it, never codes it
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
     uvloop.run(run(settings))  # the forwarding path is loop-bound: uvloop cuts its overhead

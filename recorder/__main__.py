@@ -11,6 +11,7 @@ import sys
 
 from prometheus_client import start_http_server
 
+from media_node.aiortc_glue import register_vp9
 from media_node.guard import forbid_codecs
 from observability import logs
 from producers.kafka import EventProducer
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("recorder", settings.log_level)
     if settings.forbid_codecs:
         forbid_codecs()
+    register_vp9()  # forwarded/recorded as is: aiortc negotiates it, never codes it
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
     asyncio.run(run(settings))

@@ -7,6 +7,7 @@ import contextlib
 import json
 import subprocess
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,47 @@ async def start_recording_stack(
     return base, recs
 
 
-ENCODERS: dict[str, type[Encoder]] = {"h264": H264Encoder, "vp8": Vp8Encoder}
+class Vp9Encoder(Encoder):
+    """VP9 for a test publisher (aiortc has no VP9): libvpx-vp9 through PyAV, RTP payloads
+    per RFC 9628 in non-flexible mode (one spatial layer, a 15-bit picture id, P set on
+    inter frames), 1 s keyframe interval and a keyframe when asked."""
+
+    MTU = 1100
+
+    def __init__(self) -> None:
+        self.codec: av.VideoCodecContext | None = None
+        self.picture_id = 0
+        self.target_bitrate = 500_000
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        timestamp = int(frame.pts * frame.time_base * 90_000)  # before PyAV rescales it
+        if self.codec is None:
+            codec = av.CodecContext.create("libvpx-vp9", "w")
+            assert isinstance(codec, av.VideoCodecContext)
+            codec.width, codec.height, codec.pix_fmt = frame.width, frame.height, "yuv420p"
+            codec.time_base = Fraction(1, 90_000)
+            codec.bit_rate = self.target_bitrate
+            codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "g": "15"}
+            self.codec = codec
+        frame.pict_type = av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
+        data = b"".join(bytes(p) for p in self.codec.encode(frame))
+        if not data:
+            return [], timestamp
+        inter = bool(data[0] >> 2 & 0x01)  # frame_type of profile 0
+        chunks = [data[i : i + self.MTU] for i in range(0, len(data), self.MTU)]
+        pid = self.picture_id
+        self.picture_id = (pid + 1) & 0x7FFF
+        payloads = []
+        for k, chunk in enumerate(chunks):
+            b0 = 0x80 | (0x40 if inter else 0) | (0x08 if k == 0 else 0) | (0x04 if k == len(chunks) - 1 else 0)
+            payloads.append(bytes([b0, 0x80 | pid >> 8, pid & 0xFF]) + chunk)
+        return payloads, timestamp
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        raise NotImplementedError("encodes frames only")
+
+
+ENCODERS: dict[str, type[Encoder]] = {"h264": H264Encoder, "vp8": Vp8Encoder, "vp9": Vp9Encoder}
 
 
 class SentFrames(Encoder):
@@ -128,7 +169,7 @@ def missing_frames(
     frames the publisher encoded between the file's first and last frame that the file lacks,
     and the file's frames the publisher never encoded. The file's packet times (90 kHz) are
     placed on the publisher's timeline by the decoded pattern counters (the median offset:
-    a misread counter does not move it)."""
+    a misread counter does not move it); the publisher's timestamps are ``counter * step``."""
     step = 90_000 // fps
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -138,7 +179,9 @@ def missing_frames(
     assert len(pts) == len(frames), (len(pts), len(frames))
     offsets = sorted(counter * step - t for t, (_, counter) in zip(pts, frames, strict=True))
     offset = offsets[len(offsets) // 2]
-    recorded = {t + offset for t in pts}
+    # WebM keeps milliseconds: each time is put back on the publisher's frame grid
+    recorded = {round((t + offset) / step) * step for t in pts}
+    assert len(recorded) == len(pts), "two frames of the file at one publisher timestamp"
     span = [t for t in sent if min(recorded) <= t <= max(recorded)]
     missing = sorted(t // step for t in set(span) - recorded)
     extra = sorted(t // step for t in recorded - set(sent))
