@@ -17,6 +17,7 @@ from api.presence_feed import PresenceFeed
 from api.services import Services
 from api.settings import ApiSettings
 from api.stations_feed import StationsFeed
+from api.stations_heartbeats import HeartbeatWriter
 from api.tokens import TokenIssuer
 from db.engine import make_engine, make_sessionmaker
 from observability import metrics
@@ -37,6 +38,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         await feed.start()
         station_feed = StationsFeed(settings.kafka_bootstrap, topics.name("station.events"), settings.gateway_id)
         await station_feed.start()
+        heartbeats = HeartbeatWriter(producer, topics.name("station.events"), settings.gateway_id)
+        await heartbeats.start()
         app.state.services = Services(
             settings=settings,
             producer=producer,
@@ -47,10 +50,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
             hub=hub,
             presence=feed,
             stations=station_feed,
+            heartbeats=heartbeats,
         )
         try:
             yield
         finally:
+            await heartbeats.stop()
             await station_feed.stop()
             await feed.stop()
             await hub.stop()

@@ -238,6 +238,9 @@ class StationConnection:
         )
 
     async def on_heartbeat(self, m: Heartbeat) -> None:
+        if self.svc.heartbeats is not None:  # coalesced: api/stations_heartbeats.py
+            self.svc.heartbeats.beat(self.station_id, self.session_id)
+            return
         await self._publish_soon(
             StationHeartbeat.new(
                 station_id=self.station_id, gateway_id=self.svc.settings.gateway_id, session_id=self.session_id

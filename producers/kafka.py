@@ -140,8 +140,12 @@ class EventConsumer:
         from_beginning: bool = False,
         dead_letters: EventProducer | None = None,
         client_id: str = "roomlog",
+        types: frozenset[str] | None = None,
     ) -> None:
         self._topics = list(topics)
+        #: Only events of these types are decoded and yielded (by the ``type`` header):
+        #: a reader of a busy topic that needs a few of its types skips the rest undecoded.
+        self._types = types
         self._address = address
         self._dead_letters = dead_letters
         self._consumer = AIOKafkaConsumer(
@@ -205,6 +209,9 @@ class EventConsumer:
             ):
                 self._pending = record
                 continue
+            if self._types is not None and _type_of(record) not in (None, *self._types):
+                self._pending = record
+                continue
             try:
                 event = decode(record.value or b"")
             except DecodeError as exc:
@@ -224,6 +231,13 @@ class EventConsumer:
             key=record.key,
             headers=dead_letter_headers(record.topic, record.partition, record.offset, exc),
         )
+
+
+def _type_of(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    for name, value in record.headers or ():
+        if name == "type":
+            return bytes(value).decode(errors="replace")
+    return None  # no header: decoded (a record written without ``trace_headers``)
 
 
 def dead_letter_headers(topic: str, partition: int, offset: int, exc: DecodeError) -> Headers:
