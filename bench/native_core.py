@@ -1,0 +1,318 @@
+"""``python -m bench.native_core [--json]``: the native core vs the Python path, per core.
+
+One publisher stream (VP8, ~1,100-byte packets, SRTP) fanned out to ``--subscribers`` legs,
+each with its own UDP socket (as aioice gives every connection one) sending to a sink on
+loopback. Both paths do the same per-packet work and are measured in the same run:
+
+* **native**: ``native.core.Core.run_once``: ``recvmmsg`` → libsrtp unprotect → rewrite
+  (forwarder.py's rules, in C) → libsrtp protect → ``sendmmsg`` per socket;
+* **python**: ``recvfrom`` → pylibsrtp ``unprotect`` → ``RtpPacket.parse`` →
+  ``media_node.forwarder`` ``Encoding.push`` (the node's own Downstream rewrite) → the
+  ``OutboundLeg.prepare`` stamping and ``aiortc_glue.serialize`` → pylibsrtp ``protect`` →
+  ``sendto``. This is the *cheapest* Python path (the ``direct-send`` experiment's last hop,
+  without aiortc's coroutine chain), so the ratio is a lower bound for the node.
+
+The publisher's packets are protected beforehand and written into the node's inbound socket
+in bursts of ``--burst``; only the node side is timed, in CPU seconds of this thread
+(``time.thread_time``), so the figure is forwarded packets per second of one core. A sink
+process counts what arrives (``delivered``: loss on the way would show there). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc.rtp import RtpPacket
+from pylibsrtp import Policy, Session
+
+from media_node.aiortc_glue import ExtensionIds, serialize
+from media_node.forwarder import Encoding, Source
+from native import core as native
+
+PROFILE = native.PROFILE_AEAD_AES_128_GCM
+KEY_LENGTH = 28
+IDS = ExtensionIds(mid=4, abs_send_time=3, audio_level=1)
+IN_SSRC = 0x1111
+PAYLOAD = 1100
+
+
+def _session(master: bytes, inbound: bool) -> Session:
+    policy = Policy(
+        key=master,
+        ssrc_type=Policy.SSRC_ANY_INBOUND if inbound else Policy.SSRC_ANY_OUTBOUND,
+        srtp_profile=PROFILE,
+    )
+    policy.allow_repeat_tx = True
+    policy.window_size = 1024
+    return Session(policy)
+
+
+def _key(seed: int) -> bytes:
+    return bytes((seed * 31 + i * 7) & 0xFF for i in range(KEY_LENGTH))
+
+
+def publisher_packets(count: int, seq0: int) -> list[bytes]:
+    """``count`` SRTP packets of one VP8 stream: a keyframe first, 30 fps, 5 packets a frame."""
+    tx = _session(_key(1), inbound=False)
+    out = []
+    for i in range(count):
+        frame, index = divmod(i, 5)
+        start = index == 0
+        pic = frame & 0x7FFF
+        descriptor = bytes((0x80 | (0x10 if start else 0), 0x80, 0x80 | (pic >> 8), pic & 0xFF))
+        header = bytes(((0x00 if i == 0 else 0x01) if start else 0x33,))
+        payload = descriptor + header + bytes((i + k) & 0xFF for k in range(PAYLOAD))
+        packet = RtpPacket(
+            payload_type=96,
+            marker=int(index == 4),
+            sequence_number=(seq0 + i) & 0xFFFF,
+            timestamp=(3000 * frame) & 0xFFFFFFFF,
+            ssrc=IN_SSRC,
+            payload=payload,
+        )
+        raw = serialize(packet, ExtensionIds())
+        assert raw is not None
+        out.append(tx.protect(raw))
+    return out
+
+
+def _sink(sock: socket.socket, done: Any, result: Any) -> None:
+    sock.settimeout(0.5)
+    count = 0
+    while True:
+        try:
+            sock.recv(2048)
+            count += 1
+        except TimeoutError:
+            if done.is_set():
+                break
+    result.value = count
+
+
+class Rig:
+    """The node's sockets (inbound + one per subscriber) and the sink process."""
+
+    def __init__(self, subscribers: int) -> None:
+        self.inbound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.inbound.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.inbound.bind(("127.0.0.1", 0))
+        self.feeder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.feeder.bind(("127.0.0.1", 0))
+        self.feeder.connect(self.inbound.getsockname())
+        self.legs = []
+        for _ in range(subscribers):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            s.bind(("127.0.0.1", 0))
+            self.legs.append(s)
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+        sink.bind(("127.0.0.1", 0))
+        self.sink_addr: tuple[str, int] = sink.getsockname()
+        ctx = multiprocessing.get_context("fork")
+        self.done = ctx.Event()
+        self.delivered = ctx.Value("q", 0)
+        self.sink = ctx.Process(target=_sink, args=(sink, self.done, self.delivered), daemon=True)
+        self.sink.start()
+        sink.close()
+
+    def close(self) -> int:
+        self.done.set()
+        self.sink.join(10)
+        for s in [self.inbound, self.feeder, *self.legs]:
+            s.close()
+        return int(self.delivered.value)
+
+
+def run_native(packets: list[bytes], subscribers: int, burst: int) -> dict[str, Any]:
+    rig = Rig(subscribers)
+    core = native.Core()
+    try:
+        sock_in = core.add_socket(rig.inbound.fileno())
+        pub_leg = core.add_leg(sock_in, rig.feeder.getsockname(), PROFILE, _key(1), _key(2))
+        in_id = core.add_in(pub_leg, IN_SSRC, "VP8", 90000)
+        for i, s in enumerate(rig.legs):
+            leg = core.add_leg(core.add_socket(s.fileno()), rig.sink_addr, PROFILE, _key(3), _key(4))
+            core.add_out(leg, in_id, 0x5000 + i, 100, mid_id=4, mid="1", abs_send_time_id=3, initial_seq=i)
+        cpu = 0.0
+        wall = time.perf_counter()
+        for start in range(0, len(packets), burst):
+            for data in packets[start : start + burst]:
+                rig.feeder.send(data)
+            t = time.thread_time()
+            while core.run_once(0):
+                pass
+            cpu += time.thread_time() - t
+        wall = time.perf_counter() - wall
+        stats = core.stats()
+    finally:
+        core.close()
+        delivered = rig.close()
+    forwarded = stats["forwarded"]
+    return {
+        "forwarded": forwarded,
+        "cpu_s": round(cpu, 3),
+        "pps_per_core": round(forwarded / cpu) if cpu else None,
+        "us_per_packet": round(cpu / forwarded * 1e6, 2) if forwarded else None,
+        "delivered": delivered,
+        "sendmmsg_calls": stats["sendmmsg_calls"],
+        "recvmmsg_calls": stats["recvmmsg_calls"],
+        "srtp_errors": stats["srtp_errors"],
+        "send_errors": stats["send_errors"],
+        "wall_s": round(wall, 3),
+    }
+
+
+class _Upstream:
+    uplink_bitrate: int | None = None
+    connection = object()
+
+    def codec_of(self, payload_type: int) -> tuple[str, int] | None:
+        return ("VP8", 90000)
+
+    async def request_keyframe(self, media_ssrc: int) -> None:
+        pass
+
+    async def request_retransmission(self, media_ssrc: int, seqs: list[int]) -> None:
+        pass
+
+    async def send_remb(self, bitrate: int, ssrcs: list[int]) -> None:
+        pass
+
+    def sender_report(self, ssrc: int | None) -> tuple[int, int] | None:
+        return None
+
+
+class _PythonLeg:
+    """``OutboundLeg.prepare`` + ``serialize`` + pylibsrtp protect + ``sendto``."""
+
+    kind = "video"
+    ready = True
+
+    def __init__(self, sock: socket.socket, ssrc: int, remote: tuple[str, int]) -> None:
+        self.sock = sock
+        self.ssrc = ssrc
+        self.remote = remote
+        self.srtp = _session(_key(4), inbound=False)
+
+    def payload_type(self, codec_name: str) -> int | None:
+        return 100
+
+    async def write(self, packet: RtpPacket) -> bool:
+        now = time.time() + 2_208_988_800
+        ntp = (int(now) << 32) | int((now % 1) * (1 << 32))
+        packet.ssrc = self.ssrc
+        packet.extensions.mid = "1"
+        packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        data = serialize(packet, IDS) or packet.serialize()
+        self.sock.sendto(self.srtp.protect(data), self.remote)
+        return True
+
+    def on_keyframe_request(self, callback: Callable[[], Awaitable[None]]) -> None:
+        pass
+
+    def on_remb(self, callback: Callable[[int], None]) -> None:
+        pass
+
+    def on_nack_miss(self, callback: Callable[[list[int]], Awaitable[None]]) -> None:
+        pass
+
+    def map_clock(self, ntp: int, rtp: int) -> None:
+        pass
+
+
+async def _python(rig: Rig, packets: list[bytes], subscribers: int, burst: int) -> tuple[int, float]:
+    source = Source("pub", "cam", "video")
+    encoding: Encoding = source.add_encoding("single", _Upstream())
+    legs = [_PythonLeg(s, 0x5000 + i, rig.sink_addr) for i, s in enumerate(rig.legs)]
+    for i, leg in enumerate(legs):
+        await source.subscribe(f"s{i}", leg, "single", initial_seq=i, initial_ts=0)
+    rx = _session(_key(1), inbound=True)
+    rig.inbound.setblocking(False)
+    cpu = 0.0
+    for start in range(0, len(packets), burst):
+        for data in packets[start : start + burst]:
+            rig.feeder.send(data)
+        t = time.thread_time()
+        while True:
+            try:
+                data = rig.inbound.recv(2048)
+            except BlockingIOError:
+                break
+            packet = RtpPacket.parse(rx.unprotect(data))
+            await encoding.push(packet)
+        cpu += time.thread_time() - t
+    return source.packets_forwarded, cpu
+
+
+def run_python(packets: list[bytes], subscribers: int, burst: int) -> dict[str, Any]:
+    rig = Rig(subscribers)
+    try:
+        wall = time.perf_counter()
+        forwarded, cpu = asyncio.run(_python(rig, packets, subscribers, burst))
+        wall = time.perf_counter() - wall
+    finally:
+        delivered = rig.close()
+    return {
+        "forwarded": forwarded,
+        "cpu_s": round(cpu, 3),
+        "pps_per_core": round(forwarded / cpu) if cpu else None,
+        "us_per_packet": round(cpu / forwarded * 1e6, 2) if forwarded else None,
+        "delivered": delivered,
+        "wall_s": round(wall, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the default output anyway)")
+    parser.add_argument("--subscribers", type=int, default=50)
+    parser.add_argument("--packets", type=int, default=4000, help="publisher packets per path")
+    parser.add_argument("--python-packets", type=int, default=800, help="publisher packets for the Python path")
+    parser.add_argument("--burst", type=int, default=32, help="publisher packets written before each node pass")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per path; the best CPU figure is kept")
+    args = parser.parse_args(argv)
+    if not native.available():
+        print("native core not built: run `make native`", file=sys.stderr)
+        return 2
+    native_runs = [
+        run_native(publisher_packets(args.packets, 1000), args.subscribers, args.burst) for _ in range(args.repeat)
+    ]
+    python_runs = [
+        run_python(publisher_packets(args.python_packets, 1000), args.subscribers, args.burst)
+        for _ in range(args.repeat)
+    ]
+    best_native = max(native_runs, key=lambda r: r["pps_per_core"] or 0)
+    best_python = max(python_runs, key=lambda r: r["pps_per_core"] or 0)
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    result = {
+        "native_pps_per_core": best_native["pps_per_core"],
+        "python_pps_per_core": best_python["pps_per_core"],
+        "native_to_python": round(best_native["pps_per_core"] / best_python["pps_per_core"], 1),
+        "native_us_per_packet": best_native["us_per_packet"],
+        "python_us_per_packet": best_python["us_per_packet"],
+        "subscribers": args.subscribers,
+        "profile": "AEAD_AES_128_GCM",
+        "payload_bytes": PAYLOAD,
+        "burst": args.burst,
+        "native_runs": native_runs,
+        "python_runs": python_runs,
+        "uptime": uptime,
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
