@@ -39,8 +39,13 @@ from media_node.aiortc_glue import ExtensionIds, serialize
 from media_node.forwarder import Encoding, Source
 from native import core as native
 
-PROFILE = native.PROFILE_AEAD_AES_128_GCM
-KEY_LENGTH = 28
+#: --srtp-profile: name -> (libsrtp profile, master key + salt length)
+PROFILES = {
+    "AEAD_AES_128_GCM": (native.PROFILE_AEAD_AES_128_GCM, 28),
+    "AEAD_AES_256_GCM": (native.PROFILE_AEAD_AES_256_GCM, 44),
+    "AES128_CM_SHA1_80": (native.PROFILE_AES128_CM_SHA1_80, 30),
+}
+PROFILE, KEY_LENGTH = PROFILES["AEAD_AES_128_GCM"]
 IDS = ExtensionIds(mid=4, abs_send_time=3, audio_level=1)
 IN_SSRC = 0x1111
 PAYLOAD = 1100
@@ -281,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python-packets", type=int, default=800, help="publisher packets for the Python path")
     parser.add_argument("--burst", type=int, default=32, help="publisher packets written before each node pass")
     parser.add_argument("--repeat", type=int, default=3, help="runs per path; the best CPU figure is kept")
+    parser.add_argument("--srtp-profile", choices=sorted(PROFILES), default="AEAD_AES_128_GCM")
     args = parser.parse_args(argv)
+    global PROFILE, KEY_LENGTH
+    PROFILE, KEY_LENGTH = PROFILES[args.srtp_profile]
     if not native.available():
         print("native core not built: run `make native`", file=sys.stderr)
         return 2
@@ -302,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "native_us_per_packet": best_native["us_per_packet"],
         "python_us_per_packet": best_python["us_per_packet"],
         "subscribers": args.subscribers,
-        "profile": "AEAD_AES_128_GCM",
+        "profile": args.srtp_profile,
         "payload_bytes": PAYLOAD,
         "burst": args.burst,
         "native_runs": native_runs,
