@@ -80,6 +80,8 @@ typedef struct {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     srtp_t rx, tx;
+    int profile, key_len;
+    uint8_t rx_key[64], tx_key[64]; /* kept to add SSRC-specific streams (rn_set_roc) */
     ivec ins, outs;
     uint64_t st[8]; /* rx_datagrams rx_bytes rtp_in rtcp_in srtp_errors tx_packets tx_bytes rtcp_sent */
 } rn_leg;
@@ -1026,21 +1028,36 @@ int rn_remove_socket(rn_core *c, int sock) {
     RET(c, 0);
 }
 
-static int make_session(srtp_t *out, int profile, const uint8_t *key, int key_len, int inbound) {
-    srtp_policy_t p;
-    memset(&p, 0, sizeof(p));
-    if (srtp_crypto_policy_set_from_profile_for_rtp(&p.rtp, (srtp_profile_t)profile) != srtp_err_status_ok ||
-        srtp_crypto_policy_set_from_profile_for_rtcp(&p.rtcp, (srtp_profile_t)profile) != srtp_err_status_ok)
+/* aiortc's policy (RTCDtlsTransport._setup_srtp): any inbound/outbound SSRC, or one SSRC
+ * (ssrc != 0) for a stream added to an existing session. */
+static int make_policy(srtp_policy_t *p, uint8_t *k, int profile, const uint8_t *key, int key_len, int inbound,
+                       uint32_t ssrc) {
+    memset(p, 0, sizeof(*p));
+    if (key_len < 0 || key_len > 64 ||
+        srtp_crypto_policy_set_from_profile_for_rtp(&p->rtp, (srtp_profile_t)profile) != srtp_err_status_ok ||
+        srtp_crypto_policy_set_from_profile_for_rtcp(&p->rtcp, (srtp_profile_t)profile) != srtp_err_status_ok)
         return RN_EINVAL;
     unsigned want = srtp_profile_get_master_key_length((srtp_profile_t)profile) +
                     srtp_profile_get_master_salt_length((srtp_profile_t)profile);
     if (key_len != (int)want) return RN_EINVAL;
-    uint8_t k[64];
     memcpy(k, key, (size_t)key_len);
-    p.ssrc.type = inbound ? ssrc_any_inbound : ssrc_any_outbound;
-    p.key = k;
-    p.window_size = 1024;
-    p.allow_repeat_tx = 1;
+    if (ssrc) {
+        p->ssrc.type = ssrc_specific;
+        p->ssrc.value = ssrc;
+    } else {
+        p->ssrc.type = inbound ? ssrc_any_inbound : ssrc_any_outbound;
+    }
+    p->key = k;
+    p->window_size = 1024;
+    p->allow_repeat_tx = 1;
+    return 0;
+}
+
+static int make_session(srtp_t *out, int profile, const uint8_t *key, int key_len, int inbound) {
+    srtp_policy_t p;
+    uint8_t k[64];
+    int r = make_policy(&p, k, profile, key, key_len, inbound, 0);
+    if (r < 0) return r;
     return srtp_create(out, &p) == srtp_err_status_ok ? 0 : RN_ESRTP;
 }
 
@@ -1083,6 +1100,10 @@ int rn_add_leg(rn_core *c, int sock, const char *host, int port, int profile, co
         free(l);
         RET(c, r);
     }
+    l->profile = profile;
+    l->key_len = rx_key_len;
+    memcpy(l->rx_key, rx_key, (size_t)rx_key_len);
+    memcpy(l->tx_key, tx_key, (size_t)tx_key_len);
     if (ivec_add(&c->socks[sock]->legs, id) < 0) {
         srtp_dealloc(l->rx);
         srtp_dealloc(l->tx);
@@ -1122,7 +1143,17 @@ int rn_remove_leg(rn_core *c, int leg) {
 int rn_set_roc(rn_core *c, int leg, int tx, uint32_t ssrc, uint32_t roc) {
     LOCK(c);
     if (leg < 0 || leg >= MAX_LEGS || !c->legs[leg]) RET(c, RN_EINVAL);
-    srtp_t s = tx ? c->legs[leg]->tx : c->legs[leg]->rx;
+    rn_leg *l = c->legs[leg];
+    srtp_t s = tx ? l->tx : l->rx;
+    uint32_t current;
+    if (srtp_get_stream_roc(s, ssrc, &current) != srtp_err_status_ok) {
+        /* no stream for this SSRC yet (libsrtp creates them on the first packet): add one */
+        srtp_policy_t p;
+        uint8_t k[64];
+        int r = make_policy(&p, k, l->profile, tx ? l->tx_key : l->rx_key, l->key_len, !tx, ssrc);
+        if (r < 0) RET(c, r);
+        if (srtp_add_stream(s, &p) != srtp_err_status_ok) RET(c, RN_ESRTP);
+    }
     RET(c, srtp_set_stream_roc(s, ssrc, roc) == srtp_err_status_ok ? 0 : RN_ESRTP);
 }
 

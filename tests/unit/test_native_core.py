@@ -426,3 +426,39 @@ def test_bad_arguments_are_refused_with_a_code() -> None:
         b.close()
     finally:
         core.close()
+
+
+@pytest.mark.parametrize("profile", sorted(KEY_LENGTHS))
+def test_a_leg_handed_over_after_a_sequence_wrap_takes_the_rollover_counter(profile: int) -> None:
+    """A stream that wrapped before the hand-over: without its ROC, SRTP fails both ways."""
+    core = native.Core()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock = core.add_socket(a.fileno())
+        pub_key, node_tx = key(profile, 1), key(profile, 2)
+        publisher, reference_tx = session(profile, pub_key, inbound=False), session(profile, node_tx, inbound=False)
+        packets = [
+            RtpPacket(
+                payload_type=96, sequence_number=seq, timestamp=seq * 10, ssrc=0x1234, payload=bytes([seq & 0xFF]) * 50
+            )
+            for seq in (65534, 65535, 0, 1)
+        ]
+        wire = [publisher.protect(p.serialize()) for p in packets]  # the last two under ROC 1
+        reference = [reference_tx.protect(p.serialize()) for p in packets]
+
+        fresh = core.add_leg(sock, None, profile, pub_key, node_tx)
+        with pytest.raises(native.NativeError):
+            core.unprotect(fresh, wire[2])  # ROC 0 assumed: authentication fails
+        core.remove_leg(fresh)
+
+        leg = core.add_leg(sock, None, profile, pub_key, node_tx)
+        core.set_roc(leg, False, 0x1234, 1)
+        core.set_roc(leg, True, 0x1234, 1)
+        assert core.unprotect(leg, wire[2]) == packets[2].serialize()
+        assert core.unprotect(leg, wire[3]) == packets[3].serialize()
+        assert core.protect(leg, packets[2].serialize()) == reference[2]
+        assert core.protect(leg, packets[3].serialize()) == reference[3]
+    finally:
+        core.close()
+        a.close()
+        b.close()
