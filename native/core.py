@@ -96,6 +96,11 @@ class Core:
         """Readable when a socket of the core is (``loop.add_reader`` then ``run_once(0)``)."""
         return int(lib.rn_epoll_fd(self._c))
 
+    @property
+    def event_fd(self) -> int:
+        """Readable while :meth:`events` has something (when ``run_once`` runs on another thread)."""
+        return int(lib.rn_event_fd(self._c))
+
     def set_clock(self, mono: float, ntp: int) -> None:
         """Freeze the core's clocks (tests); ``mono < 0`` returns to the real ones."""
         lib.rn_set_clock(self._c, mono, ntp)

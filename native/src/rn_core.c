@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +147,7 @@ typedef struct {
 struct rn_core {
     pthread_mutex_t mu;
     int epfd;
+    int evfd; /* readable while events wait for Python (rn_event_fd) */
     double fake_mono;
     uint64_t fake_ntp;
     rn_sock *socks[MAX_SOCKS];
@@ -239,7 +241,11 @@ static void push_event(rn_core *c, int kind, int sock, int leg, int id, const st
     else
         c->ev_head = e;
     c->ev_tail = e;
-    c->nev++;
+    if (c->nev++ == 0) {
+        uint64_t one = 1;
+        ssize_t w = write(c->evfd, &one, sizeof one); /* EAGAIN: already signalled */
+        (void)w;
+    }
 }
 
 /* ---- payload rules: media_node/keyframes.py ---- */
@@ -933,7 +939,8 @@ rn_core *rn_core_new(void) {
     c->rbuf = aligned_alloc(16, (size_t)RBATCH * RBUF);
     c->snapshot = calloc(MAX_OUTS, sizeof(int));
     c->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (!c->queue || !c->order || !c->smsg || !c->siov || !c->rbuf || !c->snapshot || c->epfd < 0) {
+    c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!c->queue || !c->order || !c->smsg || !c->siov || !c->rbuf || !c->snapshot || c->epfd < 0 || c->evfd < 0) {
         rn_core_free(c);
         return NULL;
     }
@@ -971,6 +978,7 @@ void rn_core_free(rn_core *c) {
         free(e);
     }
     if (c->epfd >= 0) close(c->epfd);
+    if (c->evfd >= 0) close(c->evfd);
     free(c->queue);
     free(c->order);
     free(c->smsg);
@@ -981,6 +989,8 @@ void rn_core_free(rn_core *c) {
 }
 
 int rn_epoll_fd(rn_core *c) { return c->epfd; }
+
+int rn_event_fd(rn_core *c) { return c->evfd; }
 
 void rn_set_clock(rn_core *c, double mono, uint64_t ntp) {
     LOCK(c);
@@ -1477,7 +1487,12 @@ int rn_next_event(rn_core *c, int *kind, int *sock, int *leg, int *id, char *hos
     rn_event *e = c->ev_head;
     if (!e) RET(c, -1);
     c->ev_head = e->next;
-    if (!c->ev_head) c->ev_tail = NULL;
+    if (!c->ev_head) {
+        c->ev_tail = NULL;
+        uint64_t v;
+        ssize_t r = read(c->evfd, &v, sizeof v); /* the queue is empty: not readable any more */
+        (void)r;
+    }
     c->nev--;
     *kind = e->kind;
     *sock = e->sock;

@@ -36,6 +36,8 @@ enum { RN_CODEC_OTHER = 0, RN_CODEC_VP8 = 1, RN_CODEC_H264 = 2, RN_CODEC_AUDIO =
 rn_core *rn_core_new(void);
 void rn_core_free(rn_core *core);
 int rn_epoll_fd(rn_core *core);
+/* An eventfd readable while events wait for rn_next_event (a core run on its own thread). */
+int rn_event_fd(rn_core *core);
 /* A fixed clock for tests: monotonic seconds and 64-bit NTP; mono < 0 goes back to the real clocks. */
 void rn_set_clock(rn_core *core, double mono, uint64_t ntp);
 

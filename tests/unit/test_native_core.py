@@ -11,7 +11,10 @@ and what it sends must equal the reference's bytes exactly, and decrypt and pars
 
 from __future__ import annotations
 
+import select
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -462,3 +465,73 @@ def test_a_leg_handed_over_after_a_sequence_wrap_takes_the_rollover_counter(prof
         core.close()
         a.close()
         b.close()
+
+
+def test_the_core_runs_on_its_own_thread_while_python_changes_its_streams() -> None:
+    """``run_once`` on a thread (GIL released) while the control calls add, retarget and remove
+    out streams: every datagram sent arrives and decrypts; events wake ``event_fd``. The
+    subscriber side is UDP on 127.0.0.1 (an AF_UNIX socketpair holds only a few datagrams)."""
+    profile = native.PROFILE_AEAD_AES_128_GCM
+    rig = Rig(profile)
+    core = rig.core
+    core.set_clock(-1, 0)  # real clocks
+    node, viewer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    node.bind(("127.0.0.1", 0))
+    viewer.bind(("127.0.0.1", 0))
+    viewer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    viewer.setblocking(False)
+    leg = core.add_leg(core.add_socket(node.fileno()), viewer.getsockname(), profile, key(profile, 3), key(profile, 4))
+    in_a = core.add_in(rig.pub_leg, 0xA, "opus", 48000)
+    in_b = core.add_in(rig.pub_leg, 0xB, "opus", 48000)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            core.run_once(20)
+
+    def drain() -> list[bytes]:
+        out = []
+        while True:
+            try:
+                out.append(viewer.recv(4096))
+            except BlockingIOError:
+                return out
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    received: list[bytes] = []
+    outs: dict[int, int] = {}
+    ssrcs: list[int] = []
+    try:
+        for i in range(600):
+            slot = i % 12  # a new out stream in a slot gets a new SSRC, as a new subscription does
+            if slot in outs and i % 5 == 0:
+                core.remove_out(outs.pop(slot))
+            elif slot not in outs:
+                ssrcs.append(0x1000 + len(ssrcs))
+                outs[slot] = core.add_out(leg, in_a if i % 2 else in_b, ssrcs[-1], 111, initial_seq=i)
+            elif i % 7 == 0:
+                core.retarget(outs[slot], in_b if i % 2 else in_a)
+            for in_ssrc in (0xA, 0xB):
+                p = RtpPacket(payload_type=111, sequence_number=i, timestamp=960 * i, ssrc=in_ssrc, payload=b"o" * 60)
+                rig.pub_peer.send(rig.publisher.protect(p.serialize()))
+            received += drain()
+        rig.pub_peer.send(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12))  # a STUN request: an event
+        ready, _, _ = select.select([core.event_fd], [], [], 5)
+        assert ready == [core.event_fd]
+        assert [e.kind for e in core.events()] == [native.EV_RAW]
+        assert select.select([core.event_fd], [], [], 0)[0] == []  # drained: no longer readable
+    finally:
+        stop.set()
+        thread.join()
+    time.sleep(0.2)
+    received += drain()
+    stats = core.stats()
+    assert stats["rtp_in"] == 1200 and stats["srtp_errors"] == 0 and stats["send_errors"] == 0
+    assert stats["forwarded"] > 1000 and len(received) == stats["sent"] == stats["forwarded"]
+    subscriber_rx = session(profile, key(profile, 4), inbound=True)
+    for data in received:
+        assert RtpPacket.parse(subscriber_rx.unprotect(data)).ssrc in ssrcs
+    rig.close()
+    node.close()
+    viewer.close()
