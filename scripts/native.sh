@@ -27,7 +27,7 @@ deps() {
 }
 
 sources_hash() {
-    (cd "$repo" && cat native/src/rn_core.c native/src/rn_core.h native/build.py scripts/native.sh \
+    (cd "$repo" && cat native/src/*.c native/src/*.h native/build.py scripts/native.sh \
         && "$py" -c 'import sys, cffi; print(sys.version, cffi.__version__)' && gcc --version | head -1) \
         | sha256sum | cut -c1-16
 }
@@ -48,8 +48,9 @@ build() {
         "$py" "$repo/native/build.py" "$dir/_rn_core.c"
         local include
         include=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-        gcc "${CFLAGS[@]}" -shared -I"$include" -I"$repo/native/src" \
-            "$dir/_rn_core.c" "$repo/native/src/rn_core.c" -lsrtp2 -lm -lpthread -o "$dir/_rn_core$suffix.tmp"
+        # hidden: only PyInit__rn_core is exported, the core's internal names stay inside
+        gcc "${CFLAGS[@]}" -fvisibility=hidden -shared -I"$include" -I"$repo/native/src" \
+            "$dir/_rn_core.c" "$repo"/native/src/*.c -lsrtp2 -lm -lpthread -o "$dir/_rn_core$suffix.tmp"
         mv "$dir/_rn_core$suffix.tmp" "$dir/_rn_core$suffix"
     fi
     cp "$dir/_rn_core$suffix" "$so.tmp" && mv "$so.tmp" "$so"
@@ -62,7 +63,7 @@ test_c() {
     bin="$cache/$(sources_hash)-test-$(sha256sum "$repo/native/tests/test_rn_core.c" | cut -c1-16)"
     if [[ ! -x "$bin" ]]; then
         gcc "${CFLAGS[@]}" -fsanitize=address,undefined -I"$repo/native/src" \
-            "$repo/native/tests/test_rn_core.c" -lsrtp2 -lm -lpthread -o "$bin.tmp"
+            "$repo/native/tests/test_rn_core.c" "$repo"/native/src/*.c -lsrtp2 -lm -lpthread -o "$bin.tmp"
         mv "$bin.tmp" "$bin"
     fi
     "$bin"
