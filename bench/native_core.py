@@ -15,7 +15,10 @@ loopback. Both paths do the same per-packet work and are measured in the same ru
 The publisher's packets are protected beforehand and written into the node's inbound socket
 in bursts of ``--burst``; only the node side is timed, in CPU seconds of this thread
 (``time.thread_time``), so the figure is forwarded packets per second of one core. A sink
-process counts what arrives (``delivered``: loss on the way would show there). Prints JSON.
+process (a native core with the subscribers' SSRCs as in streams: it verifies SRTP) counts
+what arrives (``delivered``: loss on the way would show there). ``--sustained 50,100`` also
+runs the core on its own thread under a publisher paced at ``--in-pps`` for ``--seconds``:
+forwarded packets/s, the thread's share of a core, loss. Prints JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -91,17 +95,37 @@ def publisher_packets(count: int, seq0: int) -> list[bytes]:
     return out
 
 
-def _sink(sock: socket.socket, done: Any, result: Any) -> None:
-    sock.settimeout(0.5)
-    count = 0
-    while True:
-        try:
-            sock.recv(2048)
-            count += 1
-        except TimeoutError:
-            if done.is_set():
-                break
-    result.value = count
+def _sink(sock: socket.socket, subscribers: int, done: Any, delivered: Any, lost: Any) -> None:
+    """The subscribers' side, in C so that it is not the bottleneck: a native core whose in
+    streams are the subscribers' SSRCs (no out streams): it decrypts every datagram (SRTP
+    must verify) and counts packets and sequence gaps per stream."""
+    _nice(-10)
+    core = native.Core()
+    leg = core.add_leg(core.add_socket(sock.fileno()), None, PROFILE, _key(4), _key(5))
+    ins = [core.add_in(leg, 0x5000 + i, "VP8", 90000) for i in range(subscribers)]
+    while not done.is_set():
+        core.run_once(100)
+    while core.run_once(100):
+        pass
+    delivered.value = sum(core.in_stats(i)["packets"] for i in ins)
+    lost.value = sum(core.in_stats(i)["lost"] for i in ins)
+
+
+def _big_buffer(sock: socket.socket, option: int, size: int) -> None:
+    """SO_RCVBUF/SO_SNDBUF beyond net.core.rmem_max/wmem_max when root (…FORCE), else as allowed."""
+    force = {socket.SO_RCVBUF: 33, socket.SO_SNDBUF: 32}[option]  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+def _nice(value: int) -> None:
+    """This thread at ``value`` niceness if allowed (the machine is shared: see bench/SFU_FORWARDING.md)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), value)
+    except PermissionError:
+        pass
 
 
 class Rig:
@@ -109,7 +133,7 @@ class Rig:
 
     def __init__(self, subscribers: int) -> None:
         self.inbound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.inbound.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        _big_buffer(self.inbound, socket.SO_RCVBUF, 8 << 20)
         self.inbound.bind(("127.0.0.1", 0))
         self.feeder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.feeder.bind(("127.0.0.1", 0))
@@ -121,19 +145,23 @@ class Rig:
             s.bind(("127.0.0.1", 0))
             self.legs.append(s)
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+        _big_buffer(sink, socket.SO_RCVBUF, 32 << 20)
         sink.bind(("127.0.0.1", 0))
         self.sink_addr: tuple[str, int] = sink.getsockname()
         ctx = multiprocessing.get_context("fork")
         self.done = ctx.Event()
         self.delivered = ctx.Value("q", 0)
-        self.sink = ctx.Process(target=_sink, args=(sink, self.done, self.delivered), daemon=True)
+        self.lost = ctx.Value("q", 0)
+        self.sink = ctx.Process(
+            target=_sink, args=(sink, subscribers, self.done, self.delivered, self.lost), daemon=True
+        )
         self.sink.start()
         sink.close()
 
     def close(self) -> int:
+        """Stop the sink; the packets it received (``self.lost``: sequence gaps it saw)."""
         self.done.set()
-        self.sink.join(10)
+        self.sink.join(30)
         for s in [self.inbound, self.feeder, *self.legs]:
             s.close()
         return int(self.delivered.value)
@@ -278,6 +306,83 @@ def run_python(packets: list[bytes], subscribers: int, burst: int) -> dict[str, 
     }
 
 
+def _feed(target: tuple[str, int], packets: list[bytes], rate: float, sent: Any) -> None:
+    """Send ``packets`` to ``target`` at ``rate`` per second (paced in 5 ms slices)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    start = time.perf_counter()
+    i = 0
+    while i < len(packets):
+        due = min(len(packets), int((time.perf_counter() - start) * rate) + 1)
+        while i < due:
+            sock.sendto(packets[i], target)
+            i += 1
+        time.sleep(0.005)
+    sent.value = i
+    sock.close()
+
+
+def run_sustained(subscribers: int, in_pps: int, seconds: float) -> dict[str, Any]:
+    """The core on its own thread (``run_once(50)``) under a paced publisher for ``seconds``:
+    forwarded packets/s (wall), the thread's CPU, and what the sink received (loss)."""
+    rig = Rig(subscribers)
+    core = native.Core()
+    packets = publisher_packets(int(in_pps * seconds), 1000)
+    ctx = multiprocessing.get_context("fork")
+    sent = ctx.Value("q", 0)
+    try:
+        sock_in = core.add_socket(rig.inbound.fileno())
+        pub_leg = core.add_leg(sock_in, None, PROFILE, _key(1), _key(2))  # any sender (the feeder)
+        in_id = core.add_in(pub_leg, IN_SSRC, "VP8", 90000)
+        for i, s in enumerate(rig.legs):
+            leg = core.add_leg(core.add_socket(s.fileno()), rig.sink_addr, PROFILE, _key(3), _key(4))
+            core.add_out(leg, in_id, 0x5000 + i, 100, mid_id=4, mid="1", abs_send_time_id=3, initial_seq=i)
+        stop = threading.Event()
+        cpu: list[float] = []
+
+        def loop() -> None:
+            _nice(-10)
+            t = time.thread_time()
+            while not stop.is_set():
+                core.run_once(50)
+            cpu.append(time.thread_time() - t)
+
+        thread = threading.Thread(target=loop)
+        thread.start()
+        feeder = ctx.Process(target=_feed, args=(rig.inbound.getsockname(), packets, in_pps, sent), daemon=True)
+        wall = time.perf_counter()
+        feeder.start()
+        feeder.join(seconds * 3 + 30)
+        wall = time.perf_counter() - wall
+        drained = time.perf_counter()
+        while core.stats()["rtp_in"] < sent.value and time.perf_counter() - drained < 10:
+            time.sleep(0.01)  # a starved core thread may still have packets in its socket
+        lag = time.perf_counter() - drained
+        stop.set()
+        thread.join()
+        stats = core.stats()
+    finally:
+        core.close()
+        delivered = rig.close()
+    offered = int(sent.value) * subscribers
+    return {
+        "subscribers": subscribers,
+        "offered_pps": round(offered / seconds),
+        "forwarded_pps": round(stats["forwarded"] / wall),
+        "core_cpu_pct": round(100 * cpu[0] / wall, 1),
+        "pps_per_core_cpu": round(stats["forwarded"] / cpu[0]) if cpu and cpu[0] else None,
+        "loss_pct": round(100 * (1 - delivered / offered), 3) if offered else None,
+        "node_loss_pct": round(100 * (1 - stats["forwarded"] / offered), 3) if offered else None,
+        "sink_gaps": int(rig.lost.value),
+        "drain_lag_s": round(lag, 2),
+        "publisher_sent": int(sent.value),
+        "node_received": stats["rtp_in"],
+        "send_errors": stats["send_errors"],
+        "srtp_errors": stats["srtp_errors"],
+        "seconds": round(wall, 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print one JSON object (the default output anyway)")
@@ -287,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=32, help="publisher packets written before each node pass")
     parser.add_argument("--repeat", type=int, default=3, help="runs per path; the best CPU figure is kept")
     parser.add_argument("--srtp-profile", choices=sorted(PROFILES), default="AEAD_AES_128_GCM")
+    parser.add_argument(
+        "--sustained",
+        default="",
+        help="also run the core on its own thread under a paced publisher: comma-separated subscriber counts",
+    )
+    parser.add_argument("--in-pps", type=int, default=1000, help="publisher packets/s for --sustained")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each --sustained step")
     args = parser.parse_args(argv)
     global PROFILE, KEY_LENGTH
     PROFILE, KEY_LENGTH = PROFILES[args.srtp_profile]
@@ -302,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     best_native = max(native_runs, key=lambda r: r["pps_per_core"] or 0)
     best_python = max(python_runs, key=lambda r: r["pps_per_core"] or 0)
+    sustained = [run_sustained(int(n), args.in_pps, args.seconds) for n in args.sustained.split(",") if n]
     uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     result = {
         "native_pps_per_core": best_native["pps_per_core"],
@@ -313,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.srtp_profile,
         "payload_bytes": PAYLOAD,
         "burst": args.burst,
+        "sustained": sustained,
         "native_runs": native_runs,
         "python_runs": python_runs,
         "uptime": uptime,
