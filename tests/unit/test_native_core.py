@@ -277,6 +277,57 @@ async def test_video_rewrite_layer_switch_and_srtp_match_the_python_reference(ri
     assert state["pic_offset"] == downstream._pic_offset and state["last_pic"] == downstream._last_pic
 
 
+async def test_pause_resume_and_h264_match_the_python_reference(rig: Rig) -> None:
+    """Paused: nothing is sent; resumed: the next keyframe starts again, numbering continued
+    (timestamps advanced by the wall time paused). H.264 keyframes (STAP-A with an SPS, FU-A
+    IDR starts) are recognised as forwarder.keyframes does."""
+    upstream = FakeUpstream({102: ("H264", 90000)})
+    source = Source("pub", "screen", "video", clock=lambda: rig.now)
+    enc = source.add_encoding("single", upstream)
+    leg = ReferenceLeg("video", ssrc=0x42, srtp=rig.reference_tx, payload_types={"h264": 125})
+    await source.subscribe("sub", leg, "single", initial_seq=30000, initial_ts=77)
+    core = rig.core
+    in_id = core.add_in(rig.pub_leg, 0x2468, "H264", 90000)
+    out = core.add_out(
+        rig.sub_leg, in_id, 0x42, 125, mid_id=4, mid="2", abs_send_time_id=3, initial_seq=30000, initial_ts=77
+    )
+    leg.mid = "2"
+    sps, idr, non_idr = b"\x67\x42" + bytes(6), b"\x65" + bytes(30), b"\x41" + bytes(30)
+    seq = 500
+    for frame in range(24):
+        if frame == 6:
+            await source.set_paused("sub", True)
+            core.pause(out, True)
+        if frame == 11:
+            await source.set_paused("sub", False)
+            core.pause(out, False)
+        key = frame % 8 == 0 or frame == 13
+        payloads = (
+            [b"\x18" + len(sps).to_bytes(2, "big") + sps + len(idr).to_bytes(2, "big") + idr, b"\x7c\x85" + bytes(900)]
+            if key
+            else [b"\x7c\x81" + bytes(700), b"\x7c\x41" + bytes(300), non_idr]
+        )
+        for i, payload in enumerate(payloads):
+            packet = RtpPacket(
+                payload_type=102,
+                marker=int(i == len(payloads) - 1),
+                sequence_number=seq & 0xFFFF,
+                timestamp=(9_000_000 + 3000 * frame) & 0xFFFFFFFF,
+                ssrc=0x2468,
+                payload=payload,
+            )
+            seq += 1
+            await rig.send(packet, enc)
+        rig.tick(0.037)
+    wire = rig.received()
+    # frames 0-5 (a keyframe of 2 packets, then 3 each); paused; from the keyframe at 13:
+    # 13-23 (keyframes 13 and 16 of 2 packets)
+    assert len(leg.wire) == (2 + 5 * 3) + (2 + 2 * 3 + 2 + 7 * 3) and wire == leg.wire
+    parsed = [RtpPacket.parse(rig.subscriber_rx.unprotect(w)) for w in wire]
+    assert [p.sequence_number for p in parsed] == list(range(30000, 30000 + len(wire)))
+    assert core.out_stats(out)["switches"] == 2
+
+
 async def test_nacks_are_answered_from_the_cache_with_rtx_and_misses_reported(rig: Rig) -> None:
     upstream = FakeUpstream({96: ("VP8", 90000)})
     source = Source("pub", "cam", "video", clock=lambda: rig.now)
