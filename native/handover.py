@@ -160,3 +160,29 @@ class Bridge:
         elif event.kind == native.EV_RAW and event.sock in self._protocols and event.addr is not None:
             # from an address no leg has (another candidate pair's checks): the socket's protocol
             self._protocols[event.sock].datagram_received(event.data, event.addr)
+
+
+def downstream_state(downstream: Any, in_ids: dict[int, int]) -> dict[str, int]:
+    """A running ``forwarder.Downstream``'s rewrite state as ``Core.set_out_state`` takes it.
+
+    ``in_ids`` maps ``id(encoding)`` to the core's in stream ids. (Reads the Downstream's
+    private fields: at wiring time this becomes a public ``Downstream`` method.)
+    """
+    current = downstream.current
+    return {
+        "cur": in_ids[id(current)] if current is not None else -1,
+        "tgt": in_ids[id(downstream.target)],
+        "next_seq": downstream._next_seq,
+        "next_ts": downstream._next_ts,
+        "seq_offset": downstream._seq_offset,
+        "ts_offset": downstream._ts_offset,
+        "switch_seq": downstream._switch_seq,
+        "switch_out_seq": downstream.switches[-1][2] if downstream.switches else downstream._next_seq,
+        "max_seq": -1 if downstream._max_seq is None else downstream._max_seq,
+        "last_ts": downstream._last_ts,
+        "last_sent_at_us": round(downstream._last_sent_at * 1e6),
+        "pic_offset": downstream._pic_offset,
+        "last_pic": -1 if downstream._last_pic is None else downstream._last_pic,
+        "frame_open": int(downstream._frame_open),
+        "paused": int(downstream.paused),
+    }

@@ -34,6 +34,7 @@ from pylibsrtp import Policy, Session
 from media_node.aiortc_glue import URI_AUDIO_LEVEL, ExtensionIds, serialize
 from media_node.forwarder import Source
 from native import core as native
+from native.handover import downstream_state
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native core not built: make native")
 
@@ -326,6 +327,46 @@ async def test_pause_resume_and_h264_match_the_python_reference(rig: Rig) -> Non
     parsed = [RtpPacket.parse(rig.subscriber_rx.unprotect(w)) for w in wire]
     assert [p.sequence_number for p in parsed] == list(range(30000, 30000 + len(wire)))
     assert core.out_stats(out)["switches"] == 2
+
+
+async def test_a_running_downstream_is_handed_over_mid_stream_without_a_seam(rig: Rig) -> None:
+    """The Python forwarder serves frames 0-4; its rewrite state goes to the core
+    (``handover.downstream_state`` → ``set_out_state``), which serves frames 5-19, including
+    a layer switch at frame 10: byte for byte what Python alone would have sent."""
+    upstream = FakeUpstream({96: ("VP8", 90000), 98: ("VP8", 90000)})
+    source = Source("pub", "cam", "video", clock=lambda: rig.now)
+    high = source.add_encoding("high", upstream)
+    low = source.add_encoding("low", upstream)
+    leg = ReferenceLeg("video", ssrc=0x5AB0_0001, srtp=rig.reference_tx, payload_types={"vp8": 120})
+    downstream = await source.subscribe("sub", leg, "high", initial_seq=777, initial_ts=123456)
+    core = rig.core
+    in_high = core.add_in(rig.pub_leg, 0x1111, "VP8", 90000)
+    in_low = core.add_in(rig.pub_leg, 0x2222, "VP8", 90000)
+    out = core.add_out(rig.sub_leg, in_high, 0x5AB0_0001, 120, mid_id=4, mid="1", abs_send_time_id=3, audio_level_id=1)
+    highs = video_frames(0x1111, 96, 100, 1_000_000, 32760, 15, 3)
+    lows = video_frames(0x2222, 98, 40000, 77_777, 120, 7, 2)
+    python_only = 0
+    for frame, (hp, lp) in enumerate(zip(highs, lows, strict=False)):
+        if frame == 5:
+            python_only = len(leg.wire)
+            state = downstream_state(downstream, {id(high): in_high, id(low): in_low})
+            core.set_out_state(out, state)
+            assert core.out_state(out) == state
+        if frame == 10:
+            await source.set_layer("sub", "low")
+            core.retarget(out, in_low)
+        for packet in [hp[0], lp[0], hp[1], lp[1], hp[2]]:
+            encoding = high if packet.ssrc == 0x1111 else low
+            if frame < 5:
+                parsed = RtpPacket.parse(
+                    rig.reference_rx.unprotect(rig.publisher.protect(serialize(packet, ExtensionIds()) or b""))
+                )
+                await encoding.push(parsed)
+            else:
+                await rig.send(packet, encoding)
+        rig.tick(1 / 30)
+    assert python_only == 15 and rig.received() == leg.wire[python_only:]
+    assert len(downstream.switches) == 2 and core.out_stats(out)["switches"] == 1
 
 
 async def test_nacks_are_answered_from_the_cache_with_rtx_and_misses_reported(rig: Rig) -> None:
