@@ -30,9 +30,12 @@ CORE_STATS = (
     "events_dropped sendmmsg_calls recvmmsg_calls"
 ).split()
 LEG_STATS = "rx_datagrams rx_bytes rtp_in rtcp_in srtp_errors tx_packets tx_bytes rtcp_sent".split()
-IN_STATS = "packets bytes lost expected highest_seq keyframes gaps rtx_packets bad_rtx keyframe_requests".split()
+IN_STATS = (
+    "packets bytes lost expected highest_seq keyframes gaps rtx_packets bad_rtx keyframe_requests jitter"
+).split()
 OUT_STATS = (
-    "packets payload_bytes wire_bytes nacked retransmitted nack_misses switches last_rtp_ts last_ntp before_switch"
+    "packets payload_bytes wire_bytes nacked retransmitted nack_misses switches last_rtp_ts last_ntp before_switch "
+    "nacked_distinct"
 ).split()
 OUT_STATE = (
     "cur tgt next_seq next_ts seq_offset ts_offset switch_seq switch_out_seq max_seq last_ts last_sent_at_us "

@@ -343,16 +343,17 @@ int rn_in_stats(rn_core *c, int in, uint64_t *out, int n) {
     LOCK(c);
     if (in < 0 || in >= MAX_INS || !c->ins[in]) RET(c, RN_EINVAL);
     rn_in *x = c->ins[in];
-    /* packets bytes lost expected highest_ext_seq keyframes gaps rtx_packets bad_rtx keyframe_events */
+    /* packets bytes lost expected highest_ext_seq keyframes gaps rtx_packets bad_rtx keyframe_events jitter */
     uint64_t expected = x->started ? (uint64_t)(x->cycles + x->max_seq) - x->base_seq + 1 : 0;
     uint64_t lost = expected > x->st[2] ? expected - x->st[2] : 0;
-    uint64_t v[10] = {x->st[0], x->st[1], lost, expected, (uint64_t)x->cycles + x->max_seq,
-                      x->st[3], x->st[4], x->st[5], x->st[6], x->st[7]};
-    RET(c, copy_stats(v, 10, out, n));
+    uint64_t v[11] = {x->st[0], x->st[1], lost,      expected,  (uint64_t)x->cycles + x->max_seq,
+                      x->st[3], x->st[4], x->st[5], x->st[6], x->st[7],
+                      (uint64_t)(x->jitter_q4 >> 4)};
+    RET(c, copy_stats(v, 11, out, n));
 }
 
 int rn_out_stats(rn_core *c, int out, uint64_t *o, int n) {
     LOCK(c);
     if (out < 0 || out >= MAX_OUTS || !c->outs[out]) RET(c, RN_EINVAL);
-    RET(c, copy_stats(c->outs[out]->st, 10, o, n));
+    RET(c, copy_stats(c->outs[out]->st, 11, o, n));
 }

@@ -42,6 +42,7 @@ static int emit(rn_core *c, rn_out *o, const rn_in *in, const rn_slot *s, uint16
     int r = queue_commit(c, it, o->leg, 0);
     if (r < 0) return r;
     if (!rtx) {
+        o->nacked_bits[(seq % NACK_MEMORY) / 8] &= (uint8_t)~(1 << (seq % 8));
         o->st[0]++;
         o->st[1] += (uint64_t)s->len;
         o->st[2] += (uint64_t)len;
@@ -167,16 +168,25 @@ static void push(rn_core *c, int in_id, rn_slot *s) {
 
 /* ---- inbound ---- */
 
-static void track_seq(rn_core *c, int in_id, uint16_t seq) {
+static void track_seq(rn_core *c, int in_id, uint16_t seq, uint32_t ts) {
     rn_in *in = c->ins[in_id];
     in->st[2]++;
+    int64_t arrival = (int64_t)(now_mono(c) * in->clock_rate);
     if (!in->started) {
         in->started = 1;
         in->base_seq = in->max_seq = seq;
+        in->last_arrival = arrival;
+        in->last_ts = ts;
         return;
     }
     uint16_t delta = (uint16_t)(seq - in->max_seq);
     if (delta == 0 || delta >= 0x8000) return; /* duplicate or late (a retransmission) */
+    if ((int64_t)ts != in->last_ts) { /* interarrival jitter, as aiortc's StreamStatistics.add */
+        int64_t d = (arrival - in->last_arrival) - ((int64_t)ts - in->last_ts);
+        in->jitter_q4 += (d < 0 ? -d : d) - ((in->jitter_q4 + 8) >> 4);
+    }
+    in->last_arrival = arrival;
+    in->last_ts = ts;
     if (delta > 1 && delta <= MAX_GAP) {
         uint8_t miss[2 * MAX_GAP];
         int k = 0;
@@ -239,7 +249,7 @@ static void handle_rtp(rn_core *c, int sock, int leg_id, uint8_t *b, int n, cons
     }
     in->st[0]++;
     in->st[1] += (uint64_t)p.plen;
-    track_seq(c, in_id, p.seq);
+    track_seq(c, in_id, p.seq, p.ts);
     rn_slot *s = &in->cache[p.seq % CACHE];
     s->valid = 1;
     s->seq = p.seq;
@@ -281,6 +291,11 @@ static int answer_nack(rn_core *c, int leg_id, const uint8_t *b, int len) {
             rn_slot *s = cache_get(in, in_seq);
             if (s && emit(c, o, in, s, seq, s->ts + o->ts_offset, 1) == 0) {
                 o->st[4]++;
+                uint8_t *bits = &o->nacked_bits[(seq % NACK_MEMORY) / 8], bit = (uint8_t)(1 << (seq % 8));
+                if (!(*bits & bit)) { /* a packet this leg sent, NACKed for the first time */
+                    *bits |= bit;
+                    o->st[10]++;
+                }
             } else {
                 o->st[5]++;
                 if (k < (int)(sizeof(miss) / 2)) {

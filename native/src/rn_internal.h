@@ -33,6 +33,7 @@
 #define MAX_HOLD_S 0.1     /* forwarder.MAX_HOLD_S */
 #define KEYFRAME_EVENT_S 0.1
 #define MAX_EVENTS 8192
+#define NACK_MEMORY 2048   /* aiortc_glue.NACK_MEMORY: seqs remembered to count a NACKed packet once */
 #define MAX_GAP 512        /* larger jumps are a restart, not losses to report */
 
 typedef struct {
@@ -100,6 +101,7 @@ typedef struct {
     uint16_t base_seq, max_seq;
     uint32_t cycles;
     double last_keyframe_event;
+    int64_t last_arrival, last_ts, jitter_q4; /* RFC 3550 A.8, as aiortc's StreamStatistics */
     uint64_t st[8]; /* packets bytes received_for_loss keyframes gaps rtx_packets bad_rtx keyframe_events */
 } rn_in;
 
@@ -119,7 +121,9 @@ typedef struct {
     uint16_t held[MAX_HELD];
     int nheld;
     double held_since;
-    uint64_t st[10]; /* packets payload_bytes wire_bytes nacked retransmitted nack_misses switches last_rtp_ts last_ntp before_switch */
+    uint8_t nacked_bits[NACK_MEMORY / 8]; /* seqs NACKed since sent (aiortc_glue's nacked_distinct) */
+    uint64_t st[11]; /* packets payload_bytes wire_bytes nacked retransmitted nack_misses switches last_rtp_ts last_ntp
+                        before_switch nacked_distinct */
 } rn_out;
 
 typedef struct rn_event {

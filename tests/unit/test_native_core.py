@@ -17,9 +17,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from unittest import mock
 
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     HeaderExtensionsMap,
@@ -423,6 +425,11 @@ async def test_nacks_are_answered_from_the_cache_with_rtx_and_misses_reported(ri
     miss = kinds[native.EV_NACK_MISS]
     assert miss.id == out and miss.data == ((150 - downstream._seq_offset) & 0xFFFF).to_bytes(2, "big")
     assert core.out_stats(out)["retransmitted"] == 2 and core.out_stats(out)["nack_misses"] == 1
+    # NACKed again (the subscriber re-NACKs until a packet arrives): counted once each, as
+    # OutboundLeg.nacked_distinct does for the quality samples
+    rig.sub_peer.send(rig.subscriber_tx.protect_rtcp(bytes(nack)))
+    assert core.run_once(2000) == 1 and len(rig.received()) == 2
+    assert core.out_stats(out)["nacked_distinct"] == 2 and core.out_stats(out)["nacked"] == 6
 
     # a retransmission from the publisher (RTX) is unwrapped, cached and forwarded as its original
     lost = RtpPacket(
@@ -458,7 +465,10 @@ async def test_audio_level_is_carried_and_non_media_goes_back_to_python(rig: Rig
         initial_seq=4000,
         initial_ts=123,
     )
+    sent: list[RtpPacket] = []
+    arrivals: list[float] = []
     for i in range(10):
+        rig.tick(0.02 + 0.004 * (i % 3))  # uneven arrival: jitter
         if i == 6:
             continue  # lost on the way: a gap the core reports
         p = RtpPacket(
@@ -471,10 +481,19 @@ async def test_audio_level_is_carried_and_non_media_goes_back_to_python(rig: Rig
         )
         p.extensions.audio_level = (i % 2 == 0, 30 + i)
         await rig.send(p, enc)
+        sent.append(p)
+        arrivals.append(rig.now)
     assert rig.received() == leg.wire and len(leg.wire) == 9
     gap = [e for e in core.events() if e.kind == native.EV_GAP]
     assert len(gap) == 1 and gap[0].data == ((65533 + 6) & 0xFFFF).to_bytes(2, "big")
-    assert core.in_stats(in_id)["lost"] == 1 and core.in_stats(in_id)["packets"] == 9
+    # the receiver statistics aiortc would have kept (quality samples read these), same arrival times
+    reference = StreamStatistics(48000)
+    with mock.patch("aiortc.rtcrtpreceiver.time.time", side_effect=arrivals):
+        for p in sent:
+            reference.add(p)
+    stats = core.in_stats(in_id)
+    assert stats["packets"] == reference.packets_received == 9
+    assert stats["lost"] == reference.packets_lost == 1 and stats["jitter"] == reference.jitter > 0
 
     # STUN and DTLS go back to Python as received; so does RTP of an SSRC the core does not know
     stun = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12)
