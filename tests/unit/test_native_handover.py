@@ -5,7 +5,9 @@ publisher PC (aiortc encodes VP8: ``client.synthetic.PatternVideoTrack``) → no
 viewer PC (decodes, reads the pattern back). Once both node connections are up, their
 sockets and DTLS-SRTP keys go to the core (``native.handover.Bridge``): every RTP packet
 from then on is read, decrypted, rewritten, encrypted and sent by the core; the node's
-Python tap sees none; STUN consent and RTCP still reach aiortc through the bridge.
+Python tap sees none; STUN consent and RTCP still reach aiortc through the bridge. Then
+10 % of the packets to the viewer are dropped (iptables): its NACKs are answered by the
+core with RTX packets that aiortc unwraps.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import subprocess
 import time
 
 import pytest
@@ -49,6 +52,11 @@ def rtx_of(sdp: str, ssrc: int) -> tuple[int, int]:
     apt = re.search(rf"a=fmtp:(\d+) apt={vp8.group(1)}\r?\n", sdp)
     assert apt
     return int(group.group(1)), int(apt.group(1))
+
+
+def iptables(*args: str) -> None:
+    """Loss injection inside the test's network namespace (a short, local command)."""
+    subprocess.run(["iptables", *args], check=args[0] != "-D")
 
 
 async def eventually(check: object, timeout: float = 20.0) -> None:
@@ -140,7 +148,25 @@ async def test_a_handed_over_publisher_and_subscriber_leg_forward_real_video() -
         assert core.out_stats(out_id)["packets"] == stats["forwarded"]
         assert core.leg_stats(in_leg)["rtcp_in"] > 0  # the publisher's sender reports, given to aiortc
         assert profile in (native.PROFILE_AEAD_AES_256_GCM, native.PROFILE_AEAD_AES_128_GCM)
-        print("native hand-over:", stats, core.in_stats(in_id), core.out_stats(out_id), len(frames), "frames")
+
+        # 10 % of what reaches the viewer's socket is dropped: the viewer (aiortc) NACKs, the
+        # core answers from its cache with RTX, aiortc unwraps it and keeps decoding
+        port = viewer.getTransceivers()[0].receiver.transport.transport._connection._nominated[1].local_candidate.port
+        rule = ["INPUT", "-p", "udp", "--dport", str(port), "-m", "statistic", "--mode", "random"]
+        rule += ["--probability", "0.1", "-j", "DROP"]
+        iptables("-A", *rule)
+        try:
+            seen, counter = len(frames), frames[-1][1]
+            await eventually(lambda: core.out_stats(out_id)["retransmitted"] >= 5 and len(frames) >= seen + 45, 30)
+        finally:
+            iptables("-D", *rule)
+        lossy = [c for _, c in frames[seen:]]
+        assert lossy == sorted(lossy) and lossy[0] > counter
+        # decoded frames skipped over (a frame is one packet here): few, thanks to the retransmissions
+        skipped = lossy[-1] - lossy[0] + 1 - len(lossy)
+        out = core.out_stats(out_id)
+        print("native hand-over:", core.stats(), core.in_stats(in_id), out, len(frames), "frames,", skipped, "skipped")
+        assert out["nacked"] >= out["retransmitted"] >= 5 and skipped <= len(lossy) // 10
     finally:
         if bridge is not None:
             bridge.close()
