@@ -89,16 +89,17 @@ async def _schema_present(database_url: str) -> bool:
 
 
 @contextmanager
-def servers() -> Iterator[Servers]:
+def servers(run_dir: Path = BENCH_RUN_DIR) -> Iterator[Servers]:
+    """The servers in the environment (``KAFKA_BOOTSTRAP`` + ``DATABASE_URL``), or our own
+    from ``scripts/infra.sh`` in ``run_dir``, stopped on the way out."""
     kafka, database_url = os.environ.get("KAFKA_BOOTSTRAP"), os.environ.get("DATABASE_URL")
     if kafka and database_url:
         say(f"using running servers: kafka {kafka}, postgres {database_url.rsplit('@', 1)[-1]}")
         if not asyncio.run(_schema_present(database_url)):
             say("read-model tables missing: migrating")
             migrate(database_url)
-        yield Servers(kafka, database_url, started=False, run_dir=BENCH_RUN_DIR)
+        yield Servers(kafka, database_url, started=False, run_dir=run_dir)
         return
-    run_dir = BENCH_RUN_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
     say(f"KAFKA_BOOTSTRAP/DATABASE_URL not set: starting servers in {run_dir}")
     try:
@@ -115,7 +116,8 @@ def servers() -> Iterator[Servers]:
 Measure = Callable[[Servers, str], Coroutine[Any, Any, dict[str, Any]]]
 
 
-def _interrupt(signum: int, frame: Any) -> None:
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: unwind like Ctrl-C, so children, topics and servers are cleaned up."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -125,7 +127,7 @@ def run_bench(measure: Measure, *, as_json: bool) -> int:
     id, the servers (started outside the event loop when none are given), ``measure`` under
     uvloop, and one JSON object on stdout."""
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     os.environ.setdefault("PYTHONPATH", str(REPO))
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     say(f"run {run_id}")

@@ -46,89 +46,32 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from bench.infra import REPO, Servers, _infra, _read_env_file, _schema_present, migrate, say
+from bench.infra import REPO, Servers, raise_interrupt, say, servers
+from bench.join_hops import forwarding_instants, log_instants, read_stamped, summary
+from bench.join_report import PUBLISHER_CODE, TARGETS, report
 from bench.load import percentile
-from bench.procs import Child, CpuMeter, machine
+from bench.procs import Child, CpuMeter
 from client import LocalTrack, RemoteTrack, Room
 from client.synthetic import PatternVideoTrack, decode_pattern
-from producers.catalog import decode
-from producers.envelope import Event
-from producers.errors import DecodeError
-from producers.media import AddSubscription, ApplySubscriberAnswer, NodeMarkedAlive, SubscriberOffered
+from producers.media import NodeMarkedAlive
 from producers.rtc import (
     CreateRoomRequested,
-    JoinRequested,
-    Notification,
     RoomCreated,
-    SubscriberAnswerSubmitted,
     TrackPublished,
 )
-from tests.harness import Infra, end_offsets, http_ready, media_stack, mint_token, wait_for
+from tests.harness import Infra, http_ready, media_stack, mint_token, wait_for
 
 RUN_DIR = REPO / ".run" / "bench-join"
-PUBLISHER_CODE = 1
-TARGETS = {"first_frame_p99_ms": 500, "seed_first_frame_p99_ms": 2000, "seed_sdp_negotiation_p99_ms": 200}
-HOPS = (
-    "gateway_join",
-    "streams_join",
-    "node_offer",
-    "streams_offer",
-    "notify_offer",
-    "client_answer",
-    "gateway_answer",
-    "streams_answer",
-    "node_connect",
-    "first_frame_wait",
-)
-GROUPS = {
-    "gateway_to_intent": ("gateway_join", "gateway_answer"),
-    "streams_decision": ("streams_join", "streams_offer", "streams_answer"),
-    "node_command_to_answer": ("node_offer",),
-    "notification_to_client": ("notify_offer",),
-    "client_sdp": ("client_answer",),
-    "media_connect": ("node_connect",),
-    "keyframe_and_decode": ("first_frame_wait",),
-}
-FORWARDING = re.compile(r"^forwarding \S+ to (\S+) on mid")
-
-
-# --- servers ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def servers(run_dir: Path) -> Iterator[Servers]:
-    """The servers in the environment, or our own from ``scripts/infra.sh`` in ``run_dir``."""
-    kafka, database_url = os.environ.get("KAFKA_BOOTSTRAP"), os.environ.get("DATABASE_URL")
-    if kafka and database_url:
-        say(f"using running servers: kafka {kafka}")
-        if not asyncio.run(_schema_present(database_url)):
-            migrate(database_url)
-        yield Servers(kafka, database_url, started=False, run_dir=run_dir)
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    say(f"KAFKA_BOOTSTRAP/DATABASE_URL not set: starting servers in {run_dir}")
-    try:
-        _infra("up", run_dir)
-        env = _read_env_file(run_dir / "infra.env")
-        migrate(env["DATABASE_URL"])
-        yield Servers(env["KAFKA_BOOTSTRAP"], env["DATABASE_URL"], started=True, run_dir=run_dir)
-    finally:
-        say("stopping the servers this benchmark started")
-        _infra("down", run_dir)
 
 
 # --- the instrumented client -------------------------------------------------------------
@@ -177,125 +120,6 @@ class TimedRoom(Room):
                 if transceiver.receiver.track is remote.track:
                     transceiver.receiver._enabled = False  # noqa: SLF001 - stop decoding: keep the CPU free
         self.got_frame.set()
-
-
-# --- the log -----------------------------------------------------------------------------
-
-
-async def read_stamped(bootstrap: str, topic: str) -> list[tuple[int, Event]]:
-    """Every event in ``topic`` with its record timestamp (ms)."""
-    ends = {tp: end for tp, end in (await end_offsets(bootstrap, topic)).items() if end > 0}
-    if not ends:
-        return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    out: list[tuple[int, Event]] = []
-    try:
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning()
-        remaining = set(ends)
-        while remaining:
-            for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
-                for r in records:
-                    if r.offset < ends[tp]:
-                        with contextlib.suppress(DecodeError):
-                            out.append((r.timestamp, decode(r.value or b"")))
-                    if r.offset >= ends[tp] - 1:
-                        remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return sorted(out, key=lambda item: item[0])
-
-
-async def log_instants(bootstrap: str, prefix: str, room_id: str) -> dict[tuple[str, str], float]:
-    """(what, request id or peer id) → first record timestamp in s, for one room."""
-    out: dict[tuple[str, str], float] = {}
-    for logical in ("rtc.intents", "media.commands", "media.results", "gateway.notifications"):
-        for ts, e in await read_stamped(bootstrap, prefix + logical):
-            if getattr(e, "room_id", None) != room_id:
-                continue
-            key: tuple[str, str] | None = None
-            if isinstance(e, JoinRequested):
-                key = ("JoinRequested", e.correlation_id or "")
-            elif isinstance(e, AddSubscription | SubscriberOffered | SubscriberAnswerSubmitted | ApplySubscriberAnswer):
-                key = (e.type, e.peer_id)
-            elif isinstance(e, Notification) and e.message.get("type") in ("joined", "subscriber-offer"):
-                key = (e.message["type"], e.peer_id or "")
-            if key is not None:
-                out.setdefault(key, ts / 1000.0)
-    return out
-
-
-def forwarding_instants(node_log: Path) -> dict[str, float]:
-    """Subscriber peer id → when the node logged that it starts forwarding to it."""
-    out: dict[str, float] = {}
-    for line in node_log.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError, KeyError):
-            entry = json.loads(line)
-            match = FORWARDING.match(entry["msg"])
-            if match:
-                at = datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-                out.setdefault(match.group(1), at.timestamp())
-    return out
-
-
-def hops_of(
-    room: TimedRoom, log: dict[tuple[str, str], float], forwarding: dict[str, float], origin: float
-) -> dict[str, float | None]:
-    """One subscriber's instants as the differences named in ``HOPS`` (ms; None if unseen),
-    and as ``<hop>_end`` ms since ``origin`` (the first subscriber's ``join``)."""
-    s, peer = room.stamps, room.peer_id or ""
-    at = [
-        s.get("join_sent"),
-        log.get(("JoinRequested", room.join_request_id or "")),
-        log.get(("AddSubscription", peer)),
-        log.get(("SubscriberOffered", peer)),
-        log.get(("subscriber-offer", peer)),
-        s.get("subscriber-offer_rx"),
-        s.get("answer_sent"),
-        log.get(("SubscriberAnswerSubmitted", peer)),
-        log.get(("ApplySubscriberAnswer", peer)),
-        forwarding.get(peer),
-        s.get("first_frame"),
-    ]
-    out: dict[str, float | None] = {name: _ms(a, b) for name, a, b in zip(HOPS, at[:-1], at[1:], strict=True)}
-    out.update({f"{name}_end": _ms(origin, b) for name, b in zip(HOPS, at[1:], strict=True)})
-    joined = log.get(("joined", peer))
-    out["total"] = _ms(s.get("join_sent"), s.get("first_frame"))
-    out["joined_rx"] = _ms(s.get("join_sent"), s.get("joined_rx"))
-    out["streams_joined"] = _ms(at[1], joined)
-    out["notify_joined"] = _ms(joined, s.get("joined_rx"))
-    out["sdp_negotiation"] = _ms(at[3], at[8])
-    return out
-
-
-def _ms(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else 1000.0 * (b - a)
-
-
-def summary(values: list[float | None], *, total: int | None = None) -> dict[str, Any]:
-    """Nearest-rank p50/p99 over ``total`` values; an unseen value (None, or one of the
-    ``total - len(values)`` not given) counts as infinitely late, so its rank has no value."""
-    seen = sorted(v for v in values if v is not None)
-    n = total if total is not None else len(values)
-    missing = n - len(seen)
-
-    def pct(p: float) -> float | None:
-        rank = max(1, -(-int(p * n) // 100))
-        return round(seen[rank - 1], 1) if rank <= len(seen) else None
-
-    return {
-        "p50_ms": pct(50),
-        "p99_ms": pct(99),
-        "max_ms": round(seen[-1], 1) if seen and not missing else None,
-        "mean_ms": round(sum(seen) / len(seen), 1) if seen else None,
-        "missing": missing,
-    }
-
-
-def group_sum(hops: dict[str, float | None], names: tuple[str, ...]) -> float | None:
-    values = [hops[h] for h in names]
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
 # --- load generator health ----------------------------------------------------------------
@@ -542,80 +366,6 @@ async def measure(args: argparse.Namespace, srv: Servers, run_id: str) -> dict[s
         await run.cleanup(keep=failed or args.keep_logs)
 
 
-def report(
-    args: argparse.Namespace,
-    subs: list[TimedRoom],
-    log: dict[tuple[str, str], float],
-    forwarding: dict[str, float],
-    base: dict[str, Any],
-    health: dict[str, Any],
-    srv: Servers,
-    run_id: str,
-) -> dict[str, Any]:
-    origin = min(r.stamps.get("join_sent", time.time()) for r in subs)
-    per = [hops_of(r, log, forwarding, origin) for r in subs]
-    n = len(subs)
-    total = summary([p["total"] for p in per], total=n)
-    hops = {h: summary([p[h] for p in per]) for h in HOPS}
-    grouped = {g: summary([group_sum(p, hs) for p in per]) for g, hs in GROUPS.items()}
-    means = {h: v["mean_ms"] or 0.0 for h, v in hops.items()}
-    sdp = summary([p["sdp_negotiation"] for p in per], total=n)
-    wrong = sum(1 for r in subs if r.first_code is not None and r.first_code != PUBLISHER_CODE)
-    return {
-        "p50_ms": total["p50_ms"],
-        "p99_ms": total["p99_ms"],
-        "max_ms": total["max_ms"],
-        "mean_ms": total["mean_ms"],
-        "subscribers": n,
-        "first_frames": n - total["missing"],
-        "wrong_source_frames": wrong,
-        "baseline": {
-            "what": "direct aiortc publisher PC -> subscriber PC on loopback, no roomlog: "
-            "createOffer -> first decoded frame",
-            **base,
-        },
-        "overhead_p50_ms": _diff(total["p50_ms"], base.get("first_frame_p50_ms")),
-        "overhead_p99_ms": _diff(total["p99_ms"], base.get("first_frame_p99_ms")),
-        "joined": summary([p["joined_rx"] for p in per], total=n),
-        "sdp_negotiation": {"what": "SubscriberOffered written -> ApplySubscriberAnswer written", **sdp},
-        "hops": hops,
-        "hop_groups": grouped,
-        "joined_hops": {h: summary([p[h] for p in per]) for h in ("streams_joined", "notify_joined")},
-        "dominant_hop": max(means, key=lambda h: means[h]),
-        "dominant_hop_share_of_mean": round(max(means.values()) / total["mean_ms"], 2) if total["mean_ms"] else None,
-        "targets": TARGETS,
-        "meets_targets": {
-            "first_frame_p99_ms": _lt(total["p99_ms"], TARGETS["first_frame_p99_ms"]),
-            "seed_first_frame_p99_ms": _lt(total["p99_ms"], TARGETS["seed_first_frame_p99_ms"]),
-            "seed_sdp_negotiation_p99_ms": _lt(sdp["p99_ms"], TARGETS["seed_sdp_negotiation_p99_ms"]),
-        },
-        **health,
-        "machine": {**machine(), "loadavg_at_start": args.loadavg},
-        "config": {
-            "subscribers": args.subscribers,
-            "resolution": f"{args.width}x{args.height}",
-            "fps": args.fps,
-            "warmup_subscribers": args.warmup,
-            "baseline_runs": args.baseline_runs,
-            "servers": "started" if srv.started else "existing",
-            "run_id": run_id,
-        },
-        **(
-            {"per_subscriber": [{k: None if v is None else round(v, 1) for k, v in p.items()} for p in per]}
-            if args.per_subscriber
-            else {}
-        ),
-    }
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else round(a - b, 1)
-
-
-def _lt(value: float | None, limit: float) -> bool | None:
-    return None if value is None else value < limit
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.join_latency",
@@ -642,14 +392,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # a retry while fresh topics elect leaders is no news
-    signal.signal(signal.SIGTERM, _interrupt)  # unwind: children, topics and servers are cleaned up
+    signal.signal(signal.SIGTERM, raise_interrupt)  # unwind: children, topics and servers are cleaned up
     run_id = f"bjoin-{uuid.uuid4().hex[:8]}"
     say(f"run {run_id}")
     with servers(RUN_DIR) as srv:
