@@ -193,10 +193,22 @@ def test_probes_use_the_real_health_endpoints() -> None:
         assert c["livenessProbe"]["exec"]["command"][-1] == str(probe_port)
 
 
-def test_the_probe_reports_a_closed_port_as_unhealthy() -> None:
+def test_the_probe_asks_the_metrics_port_of_the_pods_ordinal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import start_http_server
+
     from deploy.k8s import probe
 
-    assert probe.main(["--port", "1", "--timeout", "1"]) == 1
+    server, thread = start_http_server(0, addr="127.0.0.1")
+    try:
+        port = server.server_port
+        monkeypatch.setenv("POD_NAME", "media-node-3")
+        assert probe.main(["--port-base", str(port - 3), "--ordinal-from", "POD_NAME"]) == 0
+        assert probe.main(["--port", str(port)]) == 0
+        monkeypatch.setenv("POD_NAME", "media-node-0")
+        assert probe.main(["--port-base", "1", "--ordinal-from", "POD_NAME", "--timeout", "2"]) == 1  # closed
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
 
 
 def test_the_dockerfile_copies_what_exists_and_installs_from_the_lock() -> None:
