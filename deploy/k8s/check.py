@@ -3,8 +3,10 @@ kustomize and validate every rendered object offline with kubeconform, against K
 strict schemas and the Strimzi / CloudNativePG CRDs' own ``openAPIV3Schema``.
 
 Also checks that ``base/kafka/topics.yaml`` is what ``python -m deploy.k8s.topics`` generates
-from the topic registry, and that every pod template sets resource requests and limits, and
-(long-running containers) liveness and readiness probes.
+from the topic registry; that every pod template sets resource requests and limits, and
+(long-running containers) liveness and readiness probes; and that every name an object uses
+(Secrets and their keys, ConfigMaps, claims, Services, selectors) exists in the render
+(``deploy/k8s/refs.py``).
 
 The tools come from ``scripts/k8s.sh install`` (``make k8s-install``), cached under
 ``$ROOMLOG_CACHE/k8s``. The CRD YAML files named in ``crds/SOURCES.tsv`` are looked up in
@@ -28,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from deploy.k8s import schemas, topics
+from deploy.k8s import refs, schemas, topics
 
 HERE = Path(__file__).resolve().parent
 TARGETS = ("overlays/dev", "overlays/prod", "examples/edge")
@@ -109,11 +111,11 @@ class RenderError(Exception):
     pass
 
 
-def workload_problems(rendered: str) -> list[str]:
+def workload_problems(objs: list[dict[str, Any]]) -> list[str]:
     """Containers without requests/limits, long-running ones without liveness/readiness probes."""
     problems = []
-    for obj in yaml.safe_load_all(rendered):
-        if not isinstance(obj, dict) or obj.get("kind") not in WORKLOADS:
+    for obj in objs:
+        if obj.get("kind") not in WORKLOADS:
             continue
         pod: dict[str, Any] = obj.get("spec", {}).get("template", {}).get("spec", {}) or {}
         name = f"{obj['kind']}/{obj.get('metadata', {}).get('name')}"
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{target}: {proc.stdout.strip()}")
             if proc.returncode != 0:
                 failures.append(f"{target}: kubeconform rejected objects:\n{proc.stdout}{proc.stderr}".strip())
-            failures += [f"{target}: {p}" for p in workload_problems(rendered)]
+            objs = [o for o in yaml.safe_load_all(rendered) if isinstance(o, dict)]
+            failures += [f"{target}: {p}" for p in workload_problems(objs) + refs.problems(objs)]
     for failure in failures:
         print(f"k8s-check: FAIL {failure}", file=sys.stderr)
     print("k8s-check: " + ("FAILED" if failures else f"OK ({', '.join(args.target or TARGETS)} valid)"))

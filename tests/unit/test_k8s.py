@@ -1,7 +1,8 @@
 """deploy/k8s: `make k8s-check` renders every kustomization with the real kustomize and validates
-every object (Kubernetes schemas, Strimzi / CloudNativePG CRD schemas); a broken manifest makes
-it fail. The manifests name only real settings and health paths; the KafkaTopics are the
-registry's; the Dockerfile copies what exists and installs from the lock.
+every object (Kubernetes schemas, Strimzi / CloudNativePG CRD schemas, names that refer to
+other objects); a broken manifest makes it fail. The manifests name only real settings and
+health paths; the KafkaTopics are the registry's; the Dockerfile copies what exists and
+installs from the lock.
 
 `make k8s-check` needs the tools `make k8s-install` caches (`make test` installs them before
 entering the network namespace). The CRD files are not in the repository (deploy/k8s/crds/
@@ -109,6 +110,17 @@ def test_a_pod_without_limits_fails_the_check(tmp_path: Path) -> None:
     proc = k8s_check(tree)
     assert proc.returncode != 0
     assert "Job/migrate container migrate: resources.requests and .limits are required" in proc.stderr
+
+
+def test_a_secret_key_that_does_not_exist_fails_the_check(tmp_path: Path) -> None:
+    tree = broken_copy(
+        tmp_path, "base/recorder/recorder.yaml", "key: ROOMLOG_API_API_SECRET", "key: ROOMLOG_API_SECRET"
+    )
+    proc = k8s_check(tree)
+    assert proc.returncode != 0
+    assert re.search(
+        r"Deployment/recorder container recorder: Secret roomlog-secrets-\w+ has no key ROOMLOG_API_SECRET", proc.stderr
+    )
 
 
 def test_the_kafka_topics_are_generated_from_the_registry(tmp_path: Path) -> None:
