@@ -59,6 +59,9 @@ lint: venv  ## ruff check + ruff format --check + mypy --strict on every package
 golden: venv  ## add golden fixtures for new event types (append-only)
 	@$(PY) -m producers.golden write && $(PY) -m producers.golden check
 
+asyncapi: venv  ## regenerate docs/asyncapi.json (the event contract) from the catalog
+	@$(PY) -m producers.asyncapi
+
 bench: install  ## log throughput benchmark (prints JSON)
 	@scripts/netns.sh bash -c '$(PY) -m bench.log_throughput --json'
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request, Response
 
 from api import access, errors, health, ice, quality, recordings, rooms, rtc, station_socket, stations, web, whep
 from api.calls import router as calls_router
+from api.contract import router as contract_router
 from api.hub import Hub
 from api.presence import router as presence_router
 from api.presence_feed import PresenceFeed
@@ -65,6 +66,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(contract_router)  # GET /v1/asyncapi.json, no auth
     app.include_router(access.router)
     app.include_router(rooms.router)
     app.include_router(quality.router)

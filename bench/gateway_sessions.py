@@ -10,10 +10,11 @@ stderr). Run it in the loopback-only namespace:
    ping for ``--hold-s`` and close. Its resident memory per socket and ping p99 are what the
    server framework alone costs on this machine in this run.
 2. ``roomlog``: one ``python -m streams`` worker, one ``python -m api`` and one media node
-   (rooms are placed on a node before ``joined``; no media flows) on fresh prefixed topics. ``--sessions`` clients (one identity each) open ``/v1/rtc`` at ``--rate`` per
-   second and ``join`` rooms of ``--room-size``; once every one has its ``joined``, each pings
-   every ``--ping-s`` for ``--hold-s`` while ``--chats-per-s`` chat messages go to random
-   rooms. A chat's fan-out latency is its send → the last room member's copy.
+   (rooms are placed on a node before ``joined``; no media flows) on fresh prefixed topics.
+   ``--sessions`` clients (one identity each) open ``/v1/rtc`` at ``--rate`` per second and
+   ``join`` rooms of ``--room-size``; once every one has its ``joined``, each pings every
+   ``--ping-s`` for ``--hold-s`` while ``--chats-per-s`` chat messages go to random rooms.
+   A chat's fan-out latency is its send → the last room member's copy.
 
 ``kb_per_session`` is the gateway's resident memory after every session joined, minus
 before the first opened, divided by the sessions. All clients live in this one process (on
