@@ -25,6 +25,7 @@ from api.messages import Error, Pong, ServerMessage, parse_server
 from api.presence import subscribe as subscribe_presence
 from api.services import Services
 from api.sessions import SessionTracker, is_user_id
+from api.signaling import TYPES as MESSAGE_TYPES
 from api.signaling import (
     CallAnswer,
     Chat,
@@ -51,6 +52,7 @@ from api.signaling import (
     check_sdp,
     parse_message,
 )
+from api.socket_metrics import SocketMeter
 from api.stations import socket_request as station_request
 from api.tokens import Claims
 from producers.errors import InvalidChatText
@@ -80,6 +82,7 @@ RATE_PER_S = 50.0
 RATE_BURST = 100.0
 #: At most one ``quality-report`` per this many seconds per connection (accepted reports count).
 QUALITY_REPORT_INTERVAL_S = 2.0
+METER = SocketMeter("rtc", MESSAGE_TYPES)
 
 
 class Connection:
@@ -145,6 +148,8 @@ class Connection:
                     extra={"session_id": self.session_id, "peer_id": self.peer_id},
                 )
                 return
+        if isinstance(message, Error):
+            METER.error(message.code)
         async with self._send_lock:
             if self.ws.client_state == WebSocketState.CONNECTED:
                 await self.ws.send_json(message.wire())
@@ -198,6 +203,7 @@ class Connection:
             return
         try:
             message = parse_message(text)
+            METER.message(getattr(message, "type", ""))
             await self.handlers[type(message)](message)
         except SignalingError as exc:
             await self.error(exc.code, exc.message, exc.request_id)
@@ -460,10 +466,12 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
     try:
         claims = svc.issuer.verify(token or "")
     except ApiError as exc:
+        METER.error(exc.code)
         await ws.send_json(Error(code=SocketError(exc.code), message=exc.message, request_id=None).wire())
         await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
     conn = Connection(ws, svc, claims)
+    METER.sockets.inc()
     svc.hub.register(conn.session_id, conn.deliver)
     session = SessionTracker(svc, claims.identity, conn.session_id, claims.name)
     close_code: int | None = None
@@ -482,6 +490,7 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        METER.sockets.dec()
         svc.hub.unregister(conn.session_id)
         if svc.presence is not None:
             svc.presence.unwatch(conn.session_id)

@@ -9,16 +9,19 @@ partition a given id maps to (for addressed topics: gateways, media nodes).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
 from opentelemetry import propagate
 
+from observability import metrics
 from producers.catalog import decode, encode
 from producers.envelope import Event
 from producers.errors import DecodeError
@@ -82,13 +85,21 @@ class EventProducer:
 
     async def send_soon(self, topic: str, event: Event, *, partition: int | None = None):  # type: ignore[no-untyped-def]
         """Queue a send; returns a future resolving to the record metadata."""
-        return await self._producer.send(
-            topic,
-            value=encode(event),
-            key=event.key.encode(),
-            partition=partition,
-            headers=trace_headers(event),
+        return await self._send(
+            topic, value=encode(event), key=event.key.encode(), partition=partition, headers=trace_headers(event)
         )
+
+    async def _send(  # type: ignore[no-untyped-def]
+        self, topic: str, *, value: bytes, key: bytes | None, partition: int | None, headers: Headers
+    ):
+        """``AIOKafkaProducer.send``, counting failures in ``roomlog_producer_errors_total``."""
+        try:
+            future = await self._producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+        except KafkaError as exc:
+            metrics.PRODUCER_ERRORS.labels(topic, type(exc).__name__).inc()
+            raise
+        future.add_done_callback(lambda f: _count_failure(topic, f))
+        return future
 
     async def send_raw(
         self,
@@ -99,7 +110,7 @@ class EventProducer:
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> RecordMetadata:
-        fut = await self._producer.send(topic, value=value, key=key, headers=headers or [], partition=partition)
+        fut = await self._send(topic, value=value, key=key, headers=headers or [], partition=partition)
         return await fut
 
     async def partitions(self, topic: str) -> int:
@@ -107,6 +118,11 @@ class EventProducer:
 
     async def flush(self) -> None:
         await self._producer.flush()
+
+
+def _count_failure(topic: str, future: asyncio.Future[RecordMetadata]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        metrics.PRODUCER_ERRORS.labels(topic, type(future.exception()).__name__).inc()
 
 
 @dataclass(frozen=True)
@@ -223,6 +239,7 @@ class EventConsumer:
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: DecodeError) -> None:
         log.warning("dead letter", extra={"topic": record.topic, "offset": record.offset, "reason": exc.reason})
+        metrics.CONSUMER_DEAD_LETTERS.labels(record.topic, exc.reason).inc()
         if self._dead_letters is None:
             return
         await self._dead_letters.send_raw(
