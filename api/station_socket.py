@@ -29,9 +29,10 @@ from api.services import Services
 from api.signaling import TokenBucket
 from api.socket_metrics import SocketMeter
 from api.tokens import Claims
-from observability import metrics
+from observability import metrics, tracing
 from producers.envelope import Event, utcnow
 from producers.fields import Grant, Id
+from producers.kafka import traceparent
 from producers.sessions import (
     StationCamera,
     StationCommandAcked,
@@ -172,6 +173,8 @@ class StationConnection:
                 now=utcnow(),
             )
             message = {**message, "token": token}
+        if tracing.enabled():  # the edge agent runs the command in this trace (edge/agent.py)
+            message = {**message, "traceparent": traceparent()}
         await self.send(message)
 
     async def handle(self, text: str) -> None:

@@ -20,7 +20,7 @@ from media_node.heartbeat import Heartbeat
 from media_node.peers import Peers
 from media_node.quality import QualitySampler
 from media_node.settings import NodeSettings
-from observability import logs, metrics
+from observability import logs, metrics, tracing
 from producers.kafka import EventConsumer, EventProducer
 from producers.topics import Topics
 
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.node_id:
         settings.node_id = args.node_id
     logs.setup("media_node", settings.log_level)
+    tracing.setup("media-node", settings, instance=settings.node_id)
     if settings.forbid_codecs:
         forbid_codecs()
     register_vp9()  # forwarded/recorded as is: aiortc negotiates it, never codes it
