@@ -4,6 +4,12 @@ The gateway authenticates the token when the socket opens, validates and authori
 every message, turns it into an intent on the log, and forwards to the socket what
 streams address to this session. A refused message gets an ``error`` and writes
 nothing.
+
+Tracing (on with ``ROOMLOG_TRACING``): each message is a span, ``ws <type>``, and the intent
+it writes is its child. A ``join`` starts a trace; the messages that negotiate the joined
+peer's media (``JOIN_TRACE``) continue it, so a join and its first publish read as one trace
+down to the node and back (``notify <type>`` in ``api/hub.py`` sends the answer). Any other
+message starts a trace of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from opentelemetry.context import Context
 from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
@@ -55,6 +62,7 @@ from api.signaling import (
 from api.socket_metrics import SocketMeter
 from api.stations import socket_request as station_request
 from api.tokens import Claims
+from observability import tracing
 from producers.errors import InvalidChatText
 from producers.fields import Grant, RoomType, SourceKind, TrackInfo, chat_text
 from producers.media import ClientLeg, QualitySample
@@ -83,6 +91,8 @@ RATE_BURST = 100.0
 #: At most one ``quality-report`` per this many seconds per connection (accepted reports count).
 QUALITY_REPORT_INTERVAL_S = 2.0
 METER = SocketMeter("rtc", MESSAGE_TYPES)
+#: Messages traced as part of the session's join (docs above).
+JOIN_TRACE: tuple[type[Message], ...] = (Publish, SubscriberAnswer, Subscribe, Unpublish, Unsubscribe)
 
 
 class Connection:
@@ -98,6 +108,8 @@ class Connection:
         self.room_type: str | None = None
         self.joining = False
         self.left = False
+        #: The trace context of this session's ``join`` (tracing on; see the module docs).
+        self.join_trace: Context | None = None
         #: Sources this peer declared (its accepted `publish` requests, `resumed.tracks`) and
         #: the other peers' sources by id (from what streams told this session): `unpublish`
         #: of an unknown or someone else's source is refused here and writes nothing. A
@@ -204,7 +216,22 @@ class Connection:
         try:
             message = parse_message(text)
             METER.message(getattr(message, "type", ""))
-            await self.handlers[type(message)](message)
+            if not tracing.enabled():
+                await self.handlers[type(message)](message)
+                return
+            parent = self.join_trace if isinstance(message, JOIN_TRACE) else None
+            kind = getattr(message, "type", type(message).__name__)
+            with tracing.span(
+                f"ws {kind}",
+                parent=parent,
+                root=parent is None,
+                room_id=self.room or getattr(message, "room", None),
+                peer_id=self.peer_id,
+                session_id=self.session_id,
+            ):
+                if isinstance(message, Join):
+                    self.join_trace = tracing.current()
+                await self.handlers[type(message)](message)
         except SignalingError as exc:
             await self.error(exc.code, exc.message, exc.request_id)
 

@@ -29,9 +29,10 @@ from api.services import Services
 from api.signaling import TokenBucket
 from api.socket_metrics import SocketMeter
 from api.tokens import Claims
-from observability import metrics
+from observability import metrics, tracing
 from producers.envelope import Event, utcnow
 from producers.fields import Grant, Id
+from producers.kafka import traceparent
 from producers.sessions import (
     StationCamera,
     StationCommandAcked,
@@ -172,6 +173,8 @@ class StationConnection:
                 now=utcnow(),
             )
             message = {**message, "token": token}
+        if tracing.enabled():  # the edge agent runs the command in this trace (edge/agent.py)
+            message = {**message, "traceparent": traceparent()}
         await self.send(message)
 
     async def handle(self, text: str) -> None:
@@ -242,6 +245,9 @@ class StationConnection:
         )
 
     async def on_heartbeat(self, m: Heartbeat) -> None:
+        if self.svc.heartbeats is not None:  # coalesced: api/stations_heartbeats.py
+            self.svc.heartbeats.beat(self.station_id, self.session_id)
+            return
         await self._publish_soon(
             StationHeartbeat.new(
                 station_id=self.station_id, gateway_id=self.svc.settings.gateway_id, session_id=self.session_id

@@ -13,13 +13,14 @@ import time
 import uvloop
 from prometheus_client import start_http_server
 
+from media_node.aiortc_glue import register_vp9
 from media_node.commands import CommandRunner
 from media_node.guard import forbid_codecs
 from media_node.heartbeat import Heartbeat
 from media_node.peers import Peers
 from media_node.quality import QualitySampler
 from media_node.settings import NodeSettings
-from observability import logs, metrics
+from observability import logs, metrics, tracing
 from producers.kafka import EventConsumer, EventProducer
 from producers.topics import Topics
 
@@ -119,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.node_id:
         settings.node_id = args.node_id
     logs.setup("media_node", settings.log_level)
+    tracing.setup("media-node", settings, instance=settings.node_id)
     if settings.forbid_codecs:
         forbid_codecs()
+    register_vp9()  # forwarded/recorded as is: aiortc negotiates it, never codes it
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
     uvloop.run(run(settings))  # the forwarding path is loop-bound: uvloop cuts its overhead

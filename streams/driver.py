@@ -16,6 +16,9 @@ Per batch of records (``getmany``, at most ``batch_max``):
 3. only then remember the batch's next offsets as committable. Commits go out every
    ``commit_interval_s``, at every revocation and at shutdown.
 
+With tracing on (``observability/tracing.py``), a batch is a span of its own (``<agent> batch``)
+and each input a span in the trace its record's ``traceparent`` carries, linked to the batch's.
+
 A crash anywhere re-reads from the last committed offset; the handlers are idempotent
 by event id, and the outputs' ids are derived from their cause, so a re-read repeats
 the same outputs.
@@ -51,7 +54,7 @@ from aiokafka.structs import ConsumerRecord
 from mode import Service
 from pydantic import BaseModel
 
-from observability import metrics
+from observability import metrics, tracing
 from streams.lag import AgentLag
 
 log = logging.getLogger(__name__)
@@ -320,13 +323,14 @@ class _Runner:
             return
         records = [record for tp in sorted(got, key=lambda t: (t.topic, t.partition)) for record in got[tp]]
         name = self.agent.name
-        t0 = time.perf_counter()
-        batch = await self.agent.handle(records)
-        t1 = time.perf_counter()
-        await batch.acknowledged()
-        t2 = time.perf_counter()
-        await batch.persist()
-        t3 = time.perf_counter()
+        with tracing.span(f"{name} batch", root=True, agent=name, records=len(records)):
+            t0 = time.perf_counter()
+            batch = await self.agent.handle(records)  # each input's span links to this one
+            t1 = time.perf_counter()
+            await batch.acknowledged()
+            t2 = time.perf_counter()
+            await batch.persist()
+            t3 = time.perf_counter()
         metrics.STREAMS_BATCH_RECORDS.labels(name).observe(len(records))
         for step, seconds in (("decide", t1 - t0), ("outputs", t2 - t1), ("changelog", t3 - t2)):
             metrics.STREAMS_BATCH_SECONDS.labels(name, step).observe(seconds)
