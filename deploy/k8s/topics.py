@@ -62,11 +62,16 @@ def kafka_topic(spec: TopicSpec) -> dict[str, Any]:
 CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": "600000"}
 
 
+#: the app id the committed changelog KafkaTopics are named for (not the environment's)
+APP_ID: str = StreamsSettings.model_fields["app_id"].default
+
+
 def changelogs(app_id: str | None = None) -> dict[str, int]:
-    """Changelog topic -> partitions, of the tables the streams worker wires (no connection made)."""
+    """Changelog topic -> partitions, of the tables the streams worker wires (no connection
+    made), for ``app_id`` (default: ``APP_ID``, whatever the environment says)."""
     from streams.app import build
 
-    settings = StreamsSettings() if app_id is None else StreamsSettings(app_id=app_id)
+    settings = StreamsSettings(app_id=app_id or APP_ID)
     worker = build(settings)
     return {t.changelog: t.partitions for agent in worker.driver.agents for t in agent.tables}
 
