@@ -40,7 +40,7 @@ COPY db/ db/
 COPY observability/ observability/
 COPY web/ web/
 COPY deploy/__init__.py deploy/
-COPY deploy/k8s/__init__.py deploy/k8s/probe.py deploy/k8s/
+COPY deploy/k8s/__init__.py deploy/k8s/probe.py deploy/k8s/topics.py deploy/k8s/wait_topics.py deploy/k8s/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -90,6 +90,7 @@ class Core:
         self._ints = ffi.new("int[5]")
 
     def close(self) -> None:
+        """Free the core. A thread running :meth:`run_once` must have stopped first."""
         if self._c is not None:
             lib.rn_core_free(self._c)
             self._c = None
@@ -144,6 +145,7 @@ class Core:
         return _check("add_in", lib.rn_add_in(self._c, leg, ssrc, rtx_ssrc, rtx_pt, code, clock_rate, audio_level_id))
 
     def remove_in(self, in_id: int) -> None:
+        """Remove an in stream and every out stream reading it (or switching to it)."""
         _check("remove_in", lib.rn_remove_in(self._c, in_id))
 
     def add_out(
@@ -231,7 +233,7 @@ class Core:
         return bytes(ffi.buffer(buf, n))
 
     def events(self) -> list[Event]:
-        """Everything queued for Python, oldest first."""
+        """Everything queued for Python, oldest first (one consumer: it reuses its buffers)."""
         out: list[Event] = []
         i = self._ints
         while True:

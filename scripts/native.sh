@@ -18,11 +18,13 @@ log() { echo "==> native: $*"; }
 CFLAGS=(-O2 -g -fPIC -Wall -Wextra -Wno-unused-parameter -std=gnu11)
 
 deps() {
-    if [[ ! -f /usr/include/srtp2/srtp.h ]] || ! command -v gcc >/dev/null; then
+    local include
+    include=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    if [[ ! -f /usr/include/srtp2/srtp.h || ! -f "$include/Python.h" ]] || ! command -v gcc >/dev/null; then
         local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
-        log "apt-get install libsrtp2-dev gcc"
+        log "apt-get install libsrtp2-dev gcc python3-dev"
         "${apt[@]}" update -q
-        "${apt[@]}" install -y -q --no-install-recommends libsrtp2-dev gcc libc6-dev
+        "${apt[@]}" install -y -q --no-install-recommends libsrtp2-dev gcc libc6-dev python3-dev
     fi
 }
 

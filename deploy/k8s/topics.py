@@ -1,5 +1,12 @@
 """``python -m deploy.k8s.topics``: write ``base/kafka/topics.yaml``, one Strimzi ``KafkaTopic``
-per topic of the registry (``producers/topics.py``, dead-letter topics included).
+per topic of the registry (``producers/topics.py``, dead-letter topics included) and per
+changelog topic of the streams worker's tables (``<app_id>-<table>-changelog``, compacted,
+read from the worker ``streams.app.build`` wires, default app id).
+
+The worker creates a missing changelog itself, with replication factor 1, which a cluster
+whose ``min.insync.replicas`` is 2 refuses to write with ``acks=all``: so the changelogs are
+declared here with the production replicas, and the streams pods wait for every topic
+(``python -m deploy.k8s.wait_topics``) before starting.
 
 ``--check`` writes nothing and exits 1 when the committed file differs from what the registry
 generates (``make k8s-check`` and ``tests/unit/test_k8s.py`` run it). Replicas are the
@@ -17,6 +24,7 @@ from typing import Any
 import yaml
 
 from producers.topics import TopicSpec, all_specs
+from streams.settings import StreamsSettings
 
 TOPICS_YAML = Path(__file__).resolve().parent / "base" / "kafka" / "topics.yaml"
 CLUSTER = "roomlog"
@@ -50,8 +58,46 @@ def kafka_topic(spec: TopicSpec) -> dict[str, Any]:
     }
 
 
+#: what ``streams/driver.py`` (``_create_changelogs``) gives a changelog it creates
+CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": "600000"}
+
+
+#: the app id the committed changelog KafkaTopics are named for (not the environment's)
+APP_ID: str = StreamsSettings.model_fields["app_id"].default
+
+
+def changelogs(app_id: str | None = None) -> dict[str, int]:
+    """Changelog topic -> partitions, of the tables the streams worker wires (no connection
+    made), for ``app_id`` (default: ``APP_ID``, whatever the environment says)."""
+    from streams.app import build
+
+    settings = StreamsSettings(app_id=app_id or APP_ID)
+    worker = build(settings)
+    return {t.changelog: t.partitions for agent in worker.driver.agents for t in agent.tables}
+
+
+def changelog_topic(name: str, partitions: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "kafka.strimzi.io/v1",
+        "kind": "KafkaTopic",
+        "metadata": {
+            "name": resource_name(name),
+            "labels": {"strimzi.io/cluster": CLUSTER},
+            "annotations": {"roomlog.io/description": "a streams table's changelog (streams/driver.py)"},
+        },
+        "spec": {"topicName": name, "partitions": partitions, "replicas": REPLICAS, "config": dict(CHANGELOG_CONFIG)},
+    }
+
+
+def topic_names(prefix: str = "", app_id: str | None = None) -> list[str]:
+    """Every topic the platform needs before streams start: the registry's (with ``prefix``,
+    as ``ROOMLOG_TOPIC_PREFIX`` names them) and the changelogs (named by the app id)."""
+    return [f"{prefix}{s.name}" for s in all_specs()] + sorted(changelogs(app_id))
+
+
 def render() -> str:
     docs = [kafka_topic(s) for s in all_specs()]
+    docs += [changelog_topic(name, n) for name, n in sorted(changelogs().items())]
     names = [d["metadata"]["name"] for d in docs]
     if len(set(names)) != len(names):
         raise ValueError("two topics map to one KafkaTopic name")
@@ -79,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     TOPICS_YAML.parent.mkdir(parents=True, exist_ok=True)
     TOPICS_YAML.write_text(render())
-    print(f"wrote {TOPICS_YAML} ({len(all_specs())} topics)")
+    print(f"wrote {TOPICS_YAML} ({len(topic_names())} topics)")
     return 0
 
 

@@ -131,9 +131,21 @@ def test_the_kafka_topics_are_generated_from_the_registry(tmp_path: Path) -> Non
         assert by_name[spec.name]["spec"]["partitions"] == spec.partitions
         assert by_name[spec.name]["spec"]["config"] == spec.config()
         assert f"{spec.name}.dlq" in by_name
+    changelogs = topics.changelogs()
+    assert changelogs and all(n.endswith("-changelog") for n in changelogs)
+    for name, partitions in changelogs.items():
+        assert by_name[name]["spec"]["partitions"] == partitions
+        assert by_name[name]["spec"]["config"]["cleanup.policy"] == "compact"
+    assert len(docs) == len(topics.topic_names())
     stale = tmp_path / "topics.yaml"
     stale.write_text(topics.TOPICS_YAML.read_text().replace("partitions: 4", "partitions: 5", 1))
     assert "out of date" in (topics.stale(stale) or "")
+
+
+async def test_wait_topics_names_what_is_missing_when_the_broker_is_unreachable() -> None:
+    from deploy.k8s.wait_topics import wait
+
+    assert await wait("127.0.0.1:1", ["a", "b"], timeout_s=0, interval_s=0.1) == ["a", "b"]
 
 
 def objects(path: Path) -> list[dict[str, Any]]:
