@@ -17,11 +17,15 @@ from api.presence_feed import PresenceFeed
 from api.services import Services
 from api.settings import ApiSettings
 from api.stations_feed import StationsFeed
+from api.stations_heartbeats import HeartbeatWriter
 from api.tokens import TokenIssuer
 from db.engine import make_engine, make_sessionmaker
-from observability import metrics
+from observability import metrics, tracing
 from producers.kafka import EventProducer
 from producers.topics import Topics
+
+#: Paths the FastAPI instrumentation leaves alone (``excluded_urls`` matches by search).
+UNTRACED_PATHS = ("/v1/rtc", "/v1/station", "/metrics", "/healthz", "/readyz")
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -37,6 +41,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         await feed.start()
         station_feed = StationsFeed(settings.kafka_bootstrap, topics.name("station.events"), settings.gateway_id)
         await station_feed.start()
+        heartbeats = HeartbeatWriter(producer, topics.name("station.events"), settings.gateway_id)
+        await heartbeats.start()
         app.state.services = Services(
             settings=settings,
             producer=producer,
@@ -47,10 +53,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
             hub=hub,
             presence=feed,
             stations=station_feed,
+            heartbeats=heartbeats,
         )
         try:
             yield
         finally:
+            await heartbeats.stop()
             await station_feed.stop()
             await feed.stop()
             await hub.stop()
@@ -93,4 +101,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         metrics.API_REQUEST_SECONDS.labels(request.method, path).observe(time.perf_counter() - start)
         return response
 
+    if tracing.enabled():
+        # HTTP requests become server spans; the sockets are traced per message (api/rtc.py),
+        # not as one span per connection, and probes and scrapes not at all
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls=",".join(UNTRACED_PATHS), exclude_spans=["receive", "send"]
+        )
     return app

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from observability import tracing
 from producers.envelope import Event
 from producers.kafka import EventConsumer
 from producers.rtc import Notification
@@ -37,10 +38,17 @@ class Fanout:
     #: Skip what is already in the assigned partition (a reader with an ``address``: it is
     #: assigned one partition at start); a subscribed reader starts at the latest offset anyway.
     seek_end = False
+    #: The event types ``route`` can use (``None``: all); others are skipped undecoded.
+    types: frozenset[str] | None = None
 
     def __init__(self, bootstrap: str, topic: str, gateway_id: str, *, address: str | None = None) -> None:
         self._consumer = EventConsumer(
-            bootstrap, [topic], group_id=None, address=address, client_id=f"{gateway_id}-{self.name}"
+            bootstrap,
+            [topic],
+            group_id=None,
+            address=address,
+            client_id=f"{gateway_id}-{self.name}",
+            types=self.types,
         )
         self.gateway_id = gateway_id
         self._sessions: dict[str, Deliver] = {}
@@ -71,14 +79,26 @@ class Fanout:
 
     async def _run(self) -> None:
         async for received in self._consumer:
-            for session_id, message in self.route(received.event):
-                deliver = self._sessions.get(session_id)
-                if deliver is None:
-                    continue
-                try:
-                    await deliver(message)
-                except Exception:  # noqa: BLE001 - one broken socket must not stop the others
-                    log.exception("%s delivery failed", self.name, extra={"session_id": session_id})
+            routed = self.route(received.event)
+            if not tracing.enabled():
+                await self._deliver(routed)
+                continue
+            routed = list(routed)
+            if not routed:
+                continue
+            kind = routed[0][1].get("type")  # the answer is sent in the trace its record carries
+            with tracing.consumed(f"notify {kind}", received.headers, received.event, topic=received.topic):
+                await self._deliver(routed)
+
+    async def _deliver(self, routed: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        for session_id, message in routed:
+            deliver = self._sessions.get(session_id)
+            if deliver is None:
+                continue
+            try:
+                await deliver(message)
+            except Exception:  # noqa: BLE001 - one broken socket must not stop the others
+                log.exception("%s delivery failed", self.name, extra={"session_id": session_id})
 
 
 class Hub(Fanout):

@@ -13,6 +13,7 @@ from api.hub import Hub
 from api.presence_feed import PresenceFeed
 from api.settings import ApiSettings
 from api.stations_feed import StationsFeed
+from api.stations_heartbeats import HeartbeatWriter
 from api.tokens import Claims, TokenIssuer
 from observability import metrics
 from producers.envelope import Event
@@ -31,6 +32,8 @@ class Services:
     hub: Hub
     presence: PresenceFeed | None = None
     stations: StationsFeed | None = None
+    #: Station heartbeats, written by one task (``None``: each written as it comes).
+    heartbeats: HeartbeatWriter | None = None
 
     async def publish(self, topic: str, event: Event) -> None:
         """Write an intent to the log and wait for the broker's acknowledgement."""

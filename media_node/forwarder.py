@@ -44,6 +44,7 @@ from typing import Protocol
 
 from aiortc.rtp import RtpPacket
 
+from media_node.gop_cache import GopCache
 from media_node.keyframes import keyframe_detector, vp8_picture_id, vp8_with_picture_id
 from media_node.repair import LossRepair, seq_newer
 from observability import metrics
@@ -126,6 +127,8 @@ class Encoding:
         #: every packet since the first, while the encoding is younger than START_BUFFER_S
         self.start_buffer: list[RtpPacket] | None = []
         self._first_at: float | None = None
+        #: packets since the latest keyframe, for subscribers that join late (video)
+        self.gop = GopCache(self.is_keyframe) if source.kind == "video" else None
 
     def _keep_start(self, packet: RtpPacket, now: float) -> None:
         buffer = self.start_buffer
@@ -150,6 +153,8 @@ class Encoding:
         source = self.source
         now = source.clock()
         self._keep_start(packet, now)
+        if self.gop is not None:
+            self.gop.add(packet, now)
         repair = self.repair
         if repair is not None:
             if self._is_keyframe(packet.payload):
@@ -177,6 +182,8 @@ class Encoding:
                     keyframe = self._is_keyframe(packet.payload)
                 if keyframe:
                     await reader.start(packet, picture_id, now)
+                elif reader.current is None and not reader.packets and await reader.replay_gop():
+                    continue  # a first start (not a resume): this packet was the cached GOP's last
                 else:
                     await self.request_keyframe(now)
 
@@ -358,9 +365,16 @@ class Downstream:
         encoding = self.target
         buffered = list(encoding.start_buffer or ())
         first = next((i for i, p in enumerate(buffered) if encoding.is_keyframe(p.payload)), None)
-        if first is None:
-            return 0
-        packets = buffered[first:]
+        return 0 if first is None else await self._replay(buffered[first:], "from its start")
+
+    async def replay_gop(self) -> int:
+        """Start on the target's cached GOP (``media_node/gop_cache.py``): its latest keyframe
+        and the frames since, then what arrived meanwhile; 0 if none is cached."""
+        gop = self.target.gop
+        return await self._replay(gop.packets(), "from its latest keyframe") if gop is not None and len(gop) else 0
+
+    async def _replay(self, packets: list[RtpPacket], what: str) -> int:
+        encoding = self.target
         now = self.source.clock()
         self.replay_tail = []
         try:
@@ -374,10 +388,11 @@ class Downstream:
         finally:
             self.replay_tail = None
         log.info(
-            "%s/%s to %s from its start: %d packets replayed",
+            "%s/%s to %s %s: %d packets replayed",
             self.source.publisher_id,
             self.source.source_id,
             self.subscriber_id,
+            what,
             replayed,
             extra={"peer_id": self.subscriber_id, "source_id": self.source.source_id},
         )

@@ -8,14 +8,14 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from producers.settings import KafkaSettings
+from producers.settings import KafkaSettings, TracingSettings
 
 
 def _default_node_id() -> str:
     return f"node-{socket.gethostname()[:20]}-{os.getpid()}"
 
 
-class NodeSettings(KafkaSettings):
+class NodeSettings(KafkaSettings, TracingSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_NODE_", extra="ignore")
 
     node_id: str = Field(default_factory=_default_node_id)

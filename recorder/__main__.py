@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 
 from media_node.aiortc_glue import register_vp9
 from media_node.guard import forbid_codecs
-from observability import logs
+from observability import logs, tracing
 from producers.kafka import EventProducer
 from producers.topics import Topics
 from recorder.service import Recorder
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.recorder_id:
         settings.recorder_id = args.recorder_id
     logs.setup("recorder", settings.log_level)
+    tracing.setup("recorder", settings, instance=settings.recorder_id)
     if settings.forbid_codecs:
         forbid_codecs()
     register_vp9()  # forwarded/recorded as is: aiortc negotiates it, never codes it

@@ -9,14 +9,14 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from producers.settings import KafkaSettings, MinioSettings
+from producers.settings import KafkaSettings, MinioSettings, TracingSettings
 
 
 def _default_recorder_id() -> str:
     return f"rec-{socket.gethostname()[:20]}-{os.getpid()}"
 
 
-class RecorderSettings(KafkaSettings, MinioSettings):
+class RecorderSettings(KafkaSettings, MinioSettings, TracingSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_RECORDER_", extra="ignore")
 
     recorder_id: str = Field(default_factory=_default_recorder_id)

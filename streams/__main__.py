@@ -10,7 +10,7 @@ import faust
 import mode.loop
 from prometheus_client import start_http_server
 
-from observability import logs
+from observability import logs, tracing
 from streams.app import build
 from streams.settings import StreamsSettings
 
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = StreamsSettings()
     mode.loop.use("uvloop")  # before faust creates its loop: less per-message overhead
     logs.setup("streams", settings.log_level)
+    tracing.setup("streams", settings, instance=settings.app_id)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from producers.settings import DatabaseSettings, KafkaSettings
+from producers.settings import DatabaseSettings, KafkaSettings, TracingSettings
 
 
-class StreamsSettings(KafkaSettings, DatabaseSettings):
+class StreamsSettings(KafkaSettings, DatabaseSettings, TracingSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_STREAMS_", extra="ignore")
 
     app_id: str = "roomlog-streams"
