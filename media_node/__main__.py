@@ -11,7 +11,6 @@ import sys
 import time
 
 import uvloop
-from prometheus_client import start_http_server
 
 from media_node.aiortc_glue import register_vp9
 from media_node.commands import CommandRunner
@@ -124,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.forbid_codecs:
         forbid_codecs()
     register_vp9()  # forwarded/recorded as is: aiortc negotiates it, never codes it
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     uvloop.run(run(settings))  # the forwarding path is loop-bound: uvloop cuts its overhead
     return 0
 

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 
 
@@ -146,3 +146,9 @@ RECORDER_SEGMENTS_UPLOADED = Counter(
     "roomlog_recorder_segments_uploaded_total", "Closed segments uploaded to MinIO (acknowledged on the log)"
 )
 RECORDER_SPOOL_BYTES = Gauge("roomlog_recorder_spool_bytes", "Closed segments waiting on local disk for MinIO")
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """This process's ``/metrics`` on ``host:port`` (a daemon thread); ``port`` 0: off."""
+    if port:
+        start_http_server(port, addr=host)

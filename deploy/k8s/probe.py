@@ -1,5 +1,5 @@
 """``python -m deploy.k8s.probe``: the exec probe of the services whose only HTTP endpoint is
-their Prometheus ``/metrics`` on 127.0.0.1 (streams, media node, recorder): exit 0 when it
+their Prometheus ``/metrics`` (streams, media node, recorder; asked on 127.0.0.1): exit 0 when it
 answers 200 within the timeout, else 1 with the reason on stderr.
 
 ``--port N`` names the port; ``--port-base B --ordinal-from VAR`` computes it as B plus the
