@@ -30,6 +30,7 @@ does not parse goes to ``<topic>.dlq`` with the reason in headers; the agent goe
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -101,16 +102,19 @@ class Worker:
     async def parsed(self, batch: Batch, records: Sequence[ConsumerRecord]) -> list[tuple[int, Event]]:
         """Decode a batch; dead-letter what does not parse."""
         out: list[tuple[int, Event]] = []
+        counts: Counter[tuple[str, str]] = Counter()
         for record in records:
             try:
                 event = decode(record.value)
             except DecodeError as exc:
                 await self.dead_letter(batch, record, exc)
                 continue
-            metrics.STREAMS_INPUTS.labels(record.topic, event.type).inc()
+            counts[record.topic, event.type] += 1
             if self.trace is not None:
                 self.trace.write(f"{record.topic} {record.partition} {record.offset} {event.event_id}\n")
             out.append((record.partition, event))
+        for (topic, type_), n in counts.items():  # one labels() per kind and batch (it was ~8 % of a busy worker)
+            metrics.STREAMS_INPUTS.labels(topic, type_).inc(n)
         return out
 
     def agent(
