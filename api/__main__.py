@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from api.app import create_app
 from api.settings import ApiSettings
-from observability import logs
+from observability import logs, tracing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.port:
         settings.port = args.port
     logs.setup("api", settings.log_level)
+    tracing.setup("api", settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
     )
+    tracing.shutdown()
     return 0
 
 

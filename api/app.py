@@ -20,9 +20,12 @@ from api.stations_feed import StationsFeed
 from api.stations_heartbeats import HeartbeatWriter
 from api.tokens import TokenIssuer
 from db.engine import make_engine, make_sessionmaker
-from observability import metrics
+from observability import metrics, tracing
 from producers.kafka import EventProducer
 from producers.topics import Topics
+
+#: Paths the FastAPI instrumentation leaves alone (``excluded_urls`` matches by search).
+UNTRACED_PATHS = ("/v1/rtc", "/v1/station", "/metrics", "/healthz", "/readyz")
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -98,4 +101,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         metrics.API_REQUEST_SECONDS.labels(request.method, path).observe(time.perf_counter() - start)
         return response
 
+    if tracing.enabled():
+        # HTTP requests become server spans; the sockets are traced per message (api/rtc.py),
+        # not as one span per connection, and probes and scrapes not at all
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls=",".join(UNTRACED_PATHS), exclude_spans=["receive", "send"]
+        )
     return app

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from observability import tracing
 from producers.envelope import Event
 from producers.kafka import EventConsumer
 from producers.rtc import Notification
@@ -78,14 +79,26 @@ class Fanout:
 
     async def _run(self) -> None:
         async for received in self._consumer:
-            for session_id, message in self.route(received.event):
-                deliver = self._sessions.get(session_id)
-                if deliver is None:
-                    continue
-                try:
-                    await deliver(message)
-                except Exception:  # noqa: BLE001 - one broken socket must not stop the others
-                    log.exception("%s delivery failed", self.name, extra={"session_id": session_id})
+            routed = self.route(received.event)
+            if not tracing.enabled():
+                await self._deliver(routed)
+                continue
+            routed = list(routed)
+            if not routed:
+                continue
+            kind = routed[0][1].get("type")  # the answer is sent in the trace its record carries
+            with tracing.consumed(f"notify {kind}", received.headers, received.event, topic=received.topic):
+                await self._deliver(routed)
+
+    async def _deliver(self, routed: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        for session_id, message in routed:
+            deliver = self._sessions.get(session_id)
+            if deliver is None:
+                continue
+            try:
+                await deliver(message)
+            except Exception:  # noqa: BLE001 - one broken socket must not stop the others
+                log.exception("%s delivery failed", self.name, extra={"session_id": session_id})
 
 
 class Hub(Fanout):

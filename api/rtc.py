@@ -4,6 +4,12 @@ The gateway authenticates the token when the socket opens, validates and authori
 every message, turns it into an intent on the log, and forwards to the socket what
 streams address to this session. A refused message gets an ``error`` and writes
 nothing.
+
+Tracing (on with ``ROOMLOG_TRACING``): each message is a span, ``ws <type>``, and the intent
+it writes is its child. A ``join`` starts a trace; the messages that negotiate the joined
+peer's media (``JOIN_TRACE``) continue it, so a join and its first publish read as one trace
+down to the node and back (``notify <type>`` in ``api/hub.py`` sends the answer). Any other
+message starts a trace of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from opentelemetry.context import Context
 from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
@@ -25,6 +32,7 @@ from api.messages import Error, Pong, ServerMessage, parse_server
 from api.presence import subscribe as subscribe_presence
 from api.services import Services
 from api.sessions import SessionTracker, is_user_id
+from api.signaling import TYPES as MESSAGE_TYPES
 from api.signaling import (
     CallAnswer,
     Chat,
@@ -51,8 +59,10 @@ from api.signaling import (
     check_sdp,
     parse_message,
 )
+from api.socket_metrics import SocketMeter
 from api.stations import socket_request as station_request
 from api.tokens import Claims
+from observability import tracing
 from producers.errors import InvalidChatText
 from producers.fields import Grant, RoomType, SourceKind, TrackInfo, chat_text
 from producers.media import ClientLeg, QualitySample
@@ -80,6 +90,9 @@ RATE_PER_S = 50.0
 RATE_BURST = 100.0
 #: At most one ``quality-report`` per this many seconds per connection (accepted reports count).
 QUALITY_REPORT_INTERVAL_S = 2.0
+METER = SocketMeter("rtc", MESSAGE_TYPES)
+#: Messages traced as part of the session's join (docs above).
+JOIN_TRACE: tuple[type[Message], ...] = (Publish, SubscriberAnswer, Subscribe, Unpublish, Unsubscribe)
 
 
 class Connection:
@@ -95,6 +108,8 @@ class Connection:
         self.room_type: str | None = None
         self.joining = False
         self.left = False
+        #: The trace context of this session's ``join`` (tracing on; see the module docs).
+        self.join_trace: Context | None = None
         #: Sources this peer declared (its accepted `publish` requests, `resumed.tracks`) and
         #: the other peers' sources by id (from what streams told this session): `unpublish`
         #: of an unknown or someone else's source is refused here and writes nothing. A
@@ -145,6 +160,8 @@ class Connection:
                     extra={"session_id": self.session_id, "peer_id": self.peer_id},
                 )
                 return
+        if isinstance(message, Error):
+            METER.error(message.code)
         async with self._send_lock:
             if self.ws.client_state == WebSocketState.CONNECTED:
                 await self.ws.send_json(message.wire())
@@ -198,7 +215,23 @@ class Connection:
             return
         try:
             message = parse_message(text)
-            await self.handlers[type(message)](message)
+            METER.message(getattr(message, "type", ""))
+            if not tracing.enabled():
+                await self.handlers[type(message)](message)
+                return
+            parent = self.join_trace if isinstance(message, JOIN_TRACE) else None
+            kind = getattr(message, "type", type(message).__name__)
+            with tracing.span(
+                f"ws {kind}",
+                parent=parent,
+                root=parent is None,
+                room_id=self.room or getattr(message, "room", None),
+                peer_id=self.peer_id,
+                session_id=self.session_id,
+            ):
+                if isinstance(message, Join):
+                    self.join_trace = tracing.current()
+                await self.handlers[type(message)](message)
         except SignalingError as exc:
             await self.error(exc.code, exc.message, exc.request_id)
 
@@ -460,10 +493,12 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
     try:
         claims = svc.issuer.verify(token or "")
     except ApiError as exc:
+        METER.error(exc.code)
         await ws.send_json(Error(code=SocketError(exc.code), message=exc.message, request_id=None).wire())
         await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
     conn = Connection(ws, svc, claims)
+    METER.sockets.inc()
     svc.hub.register(conn.session_id, conn.deliver)
     session = SessionTracker(svc, claims.identity, conn.session_id, claims.name)
     close_code: int | None = None
@@ -482,6 +517,7 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        METER.sockets.dec()
         svc.hub.unregister(conn.session_id)
         if svc.presence is not None:
             svc.presence.unwatch(conn.session_id)

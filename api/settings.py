@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from producers.settings import DatabaseSettings, KafkaSettings, MinioSettings
+from producers.settings import DatabaseSettings, KafkaSettings, MinioSettings, TracingSettings
 
 #: A list setting: a JSON array or comma-separated values (``a,b``).
 UrlList = Annotated[list[str], NoDecode]
@@ -20,7 +20,7 @@ def _default_gateway_id() -> str:
     return f"gw-{socket.gethostname()[:20]}-{os.getpid()}"
 
 
-class ApiSettings(KafkaSettings, DatabaseSettings, MinioSettings):
+class ApiSettings(KafkaSettings, DatabaseSettings, MinioSettings, TracingSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_API_", extra="ignore")
 
     host: str = "127.0.0.1"

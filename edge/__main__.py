@@ -21,7 +21,8 @@ from edge.errors import ConfigError
 from edge.gates import build as build_gates
 from edge.health import serve
 from edge.store import CommandStore
-from observability import logs
+from observability import logs, tracing
+from producers.settings import TracingSettings
 
 log = logging.getLogger("edge")
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m edge: {exc.message}", file=sys.stderr)
         return 2
     logs.setup("edge", config.log.level)
+    tracing.setup("edge", TracingSettings(), instance=config.station.id)
     if config.media.forbid_codecs:
         from edge.rtsp import forbid_codecs  # the RTSP piece: every codec factory raises
 

@@ -35,6 +35,7 @@ from edge.config import EdgeConfig
 from edge.errors import EdgeError, UnknownGate
 from edge.gates import GateDriver
 from edge.store import CommandStore, Outcome
+from observability import tracing
 
 log = logging.getLogger(__name__)
 FATAL_CODES = {"unauthorized", "token_expired", "forbidden", "station_mismatch"}
@@ -202,7 +203,9 @@ class EdgeAgent:
         if message.get("token"):
             payload = {**payload, "token": message["token"]}
         try:
-            await handler(command_id, payload | {"deadline": message.get("deadline")})
+            # tracing on: in the trace the gateway's `traceparent` carries (api/station_socket.py)
+            with tracing.span(f"edge {kind}", parent=tracing.context_of_text(message.get("traceparent")), root=True):
+                await handler(command_id, payload | {"deadline": message.get("deadline")})
         except websockets.ConnectionClosed:
             log.warning("socket closed during a command", extra={"command_id": command_id})
 

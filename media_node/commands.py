@@ -3,7 +3,10 @@
 The node reads only the ``media.commands`` partition its id maps to, ignores commands
 addressed to other nodes and commands past their deadline, runs each command id at
 most once, and reports what happened (including failures) on ``media.results``.
-Commands of one peer run in order; different peers run concurrently.
+Commands of one peer run in order; different peers run concurrently. With tracing on, a
+command runs in a span of the trace its record's ``traceparent`` carries, so the results it
+writes (``PublisherAnswered``, and ``TrackStarted``/``SubscriberOffered`` when they come) are its
+children.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry.context import Context
+
 from media_node.errors import failure_code
 from media_node.peers import Peers, PeerSession
-from observability import metrics
+from observability import metrics, tracing
 from producers.envelope import Event, utcnow
 from producers.fields import TrackInfo
 from producers.kafka import EventConsumer, EventProducer
@@ -56,7 +61,7 @@ class CommandLoop:
         self._producer = producer
         self._results = topics.name("media.results")
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._queues: dict[str, asyncio.Queue[NodeCommand]] = {}
+        self._queues: dict[str, asyncio.Queue[tuple[NodeCommand, Context | None]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.handlers: dict[type[NodeCommand], Callable[[Any], Awaitable[None]]] = {}
 
@@ -64,9 +69,10 @@ class CommandLoop:
         async for received in consumer:
             command = received.event
             if isinstance(command, NodeCommand):
-                self.accept(command)
+                self.accept(command, tracing.context_of(received.headers))
 
-    def accept(self, command: NodeCommand) -> None:
+    def accept(self, command: NodeCommand, trace: Context | None = None) -> None:
+        """Queue ``command`` in its lane (``trace``: the context it runs in, tracing on)."""
         if command.node_id != self.node_id:
             return
         key = str(command.event_id)
@@ -85,28 +91,33 @@ class CommandLoop:
         if queue is None:
             queue = self._queues[lane] = asyncio.Queue()
             self._workers[lane] = asyncio.create_task(self._lane(queue))
-        queue.put_nowait(command)
+        queue.put_nowait((command, trace))
 
-    async def _lane(self, queue: asyncio.Queue[NodeCommand]) -> None:
+    async def _lane(self, queue: asyncio.Queue[tuple[NodeCommand, Context | None]]) -> None:
         while True:
-            command = await queue.get()
-            try:
-                await self.handlers.get(type(command), self.unhandled)(command)
-                metrics.MEDIA_COMMANDS.labels(command.type, "ok").inc()
-            except Exception as exc:  # noqa: BLE001 - report every failure as a result
-                metrics.MEDIA_COMMANDS.labels(command.type, "failed").inc()
-                log.exception("command failed", extra={"room_id": command.room_id, "event_id": str(command.event_id)})
-                await self._emit(
-                    CommandFailed.caused_by(
-                        command,
-                        room_id=command.room_id,
-                        node_id=self.node_id,
-                        command_type=command.type,
-                        peer_id=getattr(command, "peer_id", None),
-                        code=failure_code(exc),
-                        message=f"{type(exc).__name__}: {exc}"[:500],
-                    )
+            command, trace = await queue.get()
+            with tracing.span(f"node {command.type}", parent=trace, root=trace is None, event=command):
+                await self._run(command)  # its results, a failure too, are the span's children
+
+    async def _run(self, command: NodeCommand) -> None:
+        try:
+            await self.handlers.get(type(command), self.unhandled)(command)
+            metrics.MEDIA_COMMANDS.labels(command.type, "ok").inc()
+        except Exception as exc:  # noqa: BLE001 - report every failure as a result
+            tracing.failed(exc)
+            metrics.MEDIA_COMMANDS.labels(command.type, "failed").inc()
+            log.exception("command failed", extra={"room_id": command.room_id, "event_id": str(command.event_id)})
+            await self._emit(
+                CommandFailed.caused_by(
+                    command,
+                    room_id=command.room_id,
+                    node_id=self.node_id,
+                    command_type=command.type,
+                    peer_id=getattr(command, "peer_id", None),
+                    code=failure_code(exc),
+                    message=f"{type(exc).__name__}: {exc}"[:500],
                 )
+            )
 
     async def unhandled(self, command: NodeCommand) -> None:
         """A command this executor has no handler for: reported as failed."""
@@ -122,7 +133,8 @@ class CommandRunner(CommandLoop):
     def __init__(self, node_id: str, producer: EventProducer, topics: Topics, announced_address: str = "") -> None:
         super().__init__(node_id, producer, topics)
         self.peers = Peers(self._track_started, self._offer, announced_address)
-        self._causes: dict[str, tuple[NodeCommand, int]] = {}
+        #: what caused a later result: the command, the result's index, its trace (tracing on)
+        self._causes: dict[str, tuple[NodeCommand, int, Context | None]] = {}
         self.handlers = {
             OpenPublisher: self.open_publisher,
             OpenSubscriber: self.open_subscriber,
@@ -140,7 +152,7 @@ class CommandRunner(CommandLoop):
 
     async def open_publisher(self, c: OpenPublisher) -> None:
         for index, track in enumerate(c.tracks, start=1):  # track-started results are caused by this command
-            self._causes[f"{c.peer_id}/{track.source_id}/{track.layer}"] = (c, index)
+            self._causes[f"{c.peer_id}/{track.source_id}/{track.layer}"] = (c, index, tracing.current())
         sdp = await self.peers.open_publisher(c.room_id, c.peer_id, c.sdp, c.tracks)
         await self._emit(
             PublisherAnswered.caused_by(c, room_id=c.room_id, peer_id=c.peer_id, node_id=self.node_id, sdp=sdp)
@@ -150,7 +162,7 @@ class CommandRunner(CommandLoop):
         self.peers.session(c.room_id, c.peer_id)
 
     async def add_subscription(self, c: AddSubscription) -> None:
-        self._causes[f"offer/{c.peer_id}"] = (c, 0)
+        self._causes[f"offer/{c.peer_id}"] = (c, 0, tracing.current())
         source = self.peers.sources.get((c.publisher_peer_id, c.source_id))
         if c.from_start and source is not None:
             source.from_start_for(c.peer_id)
@@ -189,7 +201,8 @@ class CommandRunner(CommandLoop):
         # connection was negotiated used to carry that older time, and its subscriptions expired)
         fields["occurred_at"] = utcnow()
         event = TrackStarted.caused_by(cause[0], cause[1], **fields) if cause else TrackStarted.new(**fields)
-        await self._emit(event)
+        with tracing.span("node track started", parent=cause[2] if cause else None, event=event):
+            await self._emit(event)
 
     async def _offer(self, session: PeerSession, sdp: str, sources: list[OfferedSource]) -> None:
         cause = self._causes.get(f"offer/{session.peer_id}")
@@ -200,4 +213,5 @@ class CommandRunner(CommandLoop):
         event = SubscriberOffered.new(correlation_id=cause[0].correlation_id if cause else None, **fields)
         if cause is not None:
             event = event.model_copy(update={"causation_id": cause[0].event_id})
-        await self._emit(event)
+        with tracing.span("node subscriber offer", parent=cause[2] if cause else None, event=event):
+            await self._emit(event)

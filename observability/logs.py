@@ -1,4 +1,10 @@
-"""Structured (JSON lines) logging with context fields."""
+"""Structured (JSON lines) logging with context fields.
+
+A line carries the context fields its call passes (``extra={"room_id": ...}``) and, inside a
+recording span (``observability/tracing.py``, tracing on), that span's ``trace_id`` and
+``span_id`` plus the ids the span carries (``room_id``, ``peer_id``, ``event_id``, ...) where
+the call passed none: a log line leads to its trace in Jaeger and back.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import json
 import logging
 import sys
 from typing import Any
+
+from observability import tracing
 
 CONTEXT_FIELDS = (
     "room_id",
@@ -41,6 +49,8 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 out[name] = value
+        for name, value in tracing.log_fields().items():
+            out.setdefault(name, value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)

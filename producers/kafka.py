@@ -1,7 +1,8 @@
 """aiokafka wrappers: an idempotent ``EventProducer`` and a typed ``EventConsumer``.
 
 The producer uses ``acks=all``, idempotence and a small linger, keys every record
-with the event's partition key and adds a W3C ``traceparent`` header. The consumer
+with the event's partition key and adds a W3C ``traceparent`` header (the current span's
+when tracing is on, ``observability/tracing.py``; ``send`` is then a PRODUCER span). The consumer
 yields parsed events, commits after the caller has handled each one, sends payloads
 it cannot parse to the topic's dead-letter companion, and can read only the
 partition a given id maps to (for addressed topics: gateways, media nodes).
@@ -9,16 +10,19 @@ partition a given id maps to (for addressed topics: gateways, media nodes).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
 from opentelemetry import propagate
 
+from observability import metrics, tracing
 from producers.catalog import decode, encode
 from producers.envelope import Event
 from producers.errors import DecodeError
@@ -77,18 +81,30 @@ class EventProducer:
 
     async def send(self, topic: str, event: Event, *, partition: int | None = None) -> RecordMetadata:
         """Send and wait for the broker's acknowledgement."""
-        fut = await self.send_soon(topic, event, partition=partition)
-        return await fut
+        if not tracing.enabled():
+            fut = await self.send_soon(topic, event, partition=partition)
+            return await fut
+        with tracing.produced(f"send {event.type}", event, topic=topic):
+            fut = await self.send_soon(topic, event, partition=partition)
+            return await fut
 
     async def send_soon(self, topic: str, event: Event, *, partition: int | None = None):  # type: ignore[no-untyped-def]
         """Queue a send; returns a future resolving to the record metadata."""
-        return await self._producer.send(
-            topic,
-            value=encode(event),
-            key=event.key.encode(),
-            partition=partition,
-            headers=trace_headers(event),
+        return await self._send(
+            topic, value=encode(event), key=event.key.encode(), partition=partition, headers=trace_headers(event)
         )
+
+    async def _send(  # type: ignore[no-untyped-def]
+        self, topic: str, *, value: bytes, key: bytes | None, partition: int | None, headers: Headers
+    ):
+        """``AIOKafkaProducer.send``, counting failures in ``roomlog_producer_errors_total``."""
+        try:
+            future = await self._producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+        except KafkaError as exc:
+            metrics.PRODUCER_ERRORS.labels(topic, type(exc).__name__).inc()
+            raise
+        future.add_done_callback(lambda f: _count_failure(topic, f))
+        return future
 
     async def send_raw(
         self,
@@ -99,7 +115,7 @@ class EventProducer:
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> RecordMetadata:
-        fut = await self._producer.send(topic, value=value, key=key, headers=headers or [], partition=partition)
+        fut = await self._send(topic, value=value, key=key, headers=headers or [], partition=partition)
         return await fut
 
     async def partitions(self, topic: str) -> int:
@@ -107,6 +123,11 @@ class EventProducer:
 
     async def flush(self) -> None:
         await self._producer.flush()
+
+
+def _count_failure(topic: str, future: asyncio.Future[RecordMetadata]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        metrics.PRODUCER_ERRORS.labels(topic, type(future.exception()).__name__).inc()
 
 
 @dataclass(frozen=True)
@@ -223,6 +244,7 @@ class EventConsumer:
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: DecodeError) -> None:
         log.warning("dead letter", extra={"topic": record.topic, "offset": record.offset, "reason": exc.reason})
+        metrics.CONSUMER_DEAD_LETTERS.labels(record.topic, exc.reason).inc()
         if self._dead_letters is None:
             return
         await self._dead_letters.send_raw(

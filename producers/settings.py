@@ -14,7 +14,7 @@ from copy import copy
 from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: field -> the env var every service reads it from (before its own prefixed one)
 SHARED_ENV: dict[str, str] = {
@@ -24,6 +24,9 @@ SHARED_ENV: dict[str, str] = {
     "minio_endpoint": "MINIO_ENDPOINT",
     "minio_access_key": "MINIO_ACCESS_KEY",
     "minio_secret_key": "MINIO_SECRET_KEY",
+    "tracing": "ROOMLOG_TRACING",
+    "tracing_endpoint": "ROOMLOG_TRACING_ENDPOINT",
+    "tracing_sample_ratio": "ROOMLOG_TRACING_SAMPLE_RATIO",
 }
 
 
@@ -70,3 +73,26 @@ class MinioSettings(SharedSettings):
     minio_access_key: str = "roomlog"
     minio_secret_key: SecretStr = Field(default=SecretStr("roomlog-secret"))
     minio_secure: bool = False
+
+
+class MetricsSettings(SharedSettings):
+    """A service's Prometheus endpoint (``observability.metrics.serve``)."""
+
+    #: ``/metrics`` port (any path answers, so it is the health check too); 0: off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: The address it listens on: loopback by default; a pod sets its own IP (deploy/k8s).
+    metrics_host: str = "127.0.0.1"
+
+
+class TracingSettings(SharedSettings):
+    """OpenTelemetry tracing (``observability/tracing.py``): off by default; on, every service
+    exports its spans over OTLP/HTTP to ``tracing_endpoint`` (Jaeger, ``scripts/infra.sh``)."""
+
+    #: read on its own (the edge agent, ``TracingSettings()``): ``ROOMLOG_TRACING``...; a
+    #: service's class reads the plain names first, then its own prefixed ones
+    model_config = SettingsConfigDict(env_prefix="ROOMLOG_", extra="ignore")
+
+    tracing: bool = False
+    tracing_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    #: Share of traces kept, decided by trace id (so every service keeps the same traces whole).
+    tracing_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)

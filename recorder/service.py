@@ -37,7 +37,7 @@ from aiokafka.structs import ConsumerRecord
 from minio import Minio
 from minio.error import S3Error
 
-from observability import metrics
+from observability import metrics, tracing
 from producers.catalog import decode
 from producers.envelope import Event
 from producers.errors import DecodeError
@@ -165,6 +165,16 @@ class Recorder:
     # --- commands ----------------------------------------------------------------------
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Run one command; with tracing on, in a span of the trace its record carries (the
+        tasks it starts inherit it, so their results are its children)."""
+        if not tracing.enabled():
+            await self._handle(record)
+            return
+        kind = tracing.header(record.headers, "type") or "command"
+        with tracing.consumed(f"recorder {kind}", record.headers, topic=record.topic):
+            await self._handle(record)
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         tp = TopicPartition(record.topic, record.partition)
         try:
             command = decode(record.value or b"")

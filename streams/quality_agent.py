@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from observability import metrics
+from observability import metrics, tracing
 from producers.envelope import Event
 from producers.fields import SourceKind
 from producers.media import EncodingsChanged, QualityDecided, QualitySample, SetLayer, SetPaused
@@ -230,12 +230,15 @@ class QualityAgent:
         async def handle(records: Sequence[ConsumerRecord]) -> Batch:
             batch: Batch = worker.batch()
             touched: dict[str, tuple[Event, int]] = {}
-            for partition, event in await self.parsed(worker, batch, records):
-                room_id = getattr(event, "room_id", None)
-                if room_id is None:
-                    continue
-                if await self.on_input(batch, event, partition):
-                    touched[room_id] = (event, partition)
+            traced = tracing.enabled()
+            for group in [[r] for r in records] if traced else [records]:  # traced: one span per input
+                for partition, event in await self.parsed(worker, batch, group):
+                    room_id = getattr(event, "room_id", None)
+                    if room_id is None:
+                        continue
+                    with tracing.consumed(f"quality decide {event.type}", group[0].headers if traced else None, event):
+                        if await self.on_input(batch, event, partition):
+                            touched[room_id] = (event, partition)
             for room_id, (cause, partition) in touched.items():
                 await self.on_batch_end(batch, room_id, cause, partition)
             return batch

@@ -45,7 +45,7 @@ async def test_a_track_that_starts_late_reports_when_it_started_not_when_it_was_
         sdp="v=0",
         tracks=[track],
     )
-    runner._causes["a/screen/single"] = (command, 1)
+    runner._causes["a/screen/single"] = (command, 1, None)
     await runner._track_started(PeerSession("r", "a"), track)
     [(topic, event)] = producer.sent
     assert topic == "t-media.results" and isinstance(event, TrackStarted)
