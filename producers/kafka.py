@@ -56,13 +56,20 @@ def trace_headers(event: Event, parent: str | None = None) -> Headers:
 class EventProducer:
     """Produces roomlog events. Use as an async context manager or start()/stop()."""
 
-    def __init__(self, bootstrap: str, *, client_id: str = "roomlog", linger_ms: int = 5) -> None:
+    def __init__(
+        self, bootstrap: str, *, client_id: str = "roomlog", linger_ms: int = 5, max_batch_size: int = 16384
+    ) -> None:
+        #: ``max_batch_size``: the bytes one partition's batch holds (aiokafka keeps one open
+        #: batch per partition; a send to a full one waits for it to drain, up to
+        #: ``request_timeout_ms``, then raises ``KafkaTimeoutError``). A gateway with
+        #: thousands of sockets passes a larger one (``ApiSettings.producer_batch_bytes``).
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=linger_ms,
+            max_batch_size=max_batch_size,
         )
 
     async def start(self) -> None:
