@@ -7,7 +7,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install venv infra-install browser-install infra-up infra-down infra-status migrate topics \
-        up down test test-unit test-inside lint golden bench bench-sfu bench-join lock native native-test bench-native \
+        up down test test-unit test-inside lint golden bench bench-sfu bench-join bench-obs lock native native-test bench-native \
         k8s-install k8s-check k8s-topics
 
 help:  ## list targets
@@ -76,6 +76,9 @@ bench-decide: venv  ## the room agent's CPU ceiling without Kafka: decide + enco
 
 bench-sfu: install  ## SFU forwarding benchmark: subscribers per core vs MediaRelay (prints JSON)
 	@scripts/netns.sh bash -c '$(PY) -m bench.sfu_forwarding --json'
+
+bench-obs: install  ## the cost of tracing + metrics: log throughput and SFU forwarding, off vs on (prints JSON)
+	@scripts/netns.sh bash -c '$(PY) -m bench.observability_cost --json'
 
 bench-join: install  ## join latency benchmark: join -> first frame, per hop (prints JSON)
 	@scripts/netns.sh bash -c '$(PY) -m bench.join_latency --json'

@@ -25,8 +25,8 @@ from observability import metrics, tracing
 from producers.kafka import EventProducer
 from producers.topics import Topics
 
-#: Paths the FastAPI instrumentation leaves alone (``excluded_urls`` matches by search).
-UNTRACED_PATHS = ("/v1/rtc", "/v1/station", "/metrics", "/healthz", "/readyz")
+#: Paths the FastAPI instrumentation leaves alone (regexes searched in the URL, no query).
+UNTRACED_PATHS = ("/v1/rtc$", "/v1/station$", "/metrics$", "/healthz$", "/readyz$")
 
 
 def create_app(settings: ApiSettings) -> FastAPI:

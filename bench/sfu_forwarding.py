@@ -19,6 +19,7 @@ Without ``KAFKA_BOOTSTRAP`` it starts Kafka with ``scripts/infra.sh`` (run dir
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +166,8 @@ async def run_node(
     steps: list[int],
     profile_path: Path | None = None,
     experiment: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    scrape_every_s: float = 0.0,
 ) -> list[dict[str, Any]]:
     label = "stock" if stock else f"roomlog-{experiment}" if experiment else "roomlog"
     node_id = f"bench-{label}-{uuid.uuid4().hex[:6]}"
@@ -174,8 +178,9 @@ async def run_node(
         "ROOMLOG_NODE_NODE_ID": node_id,
         "ROOMLOG_NODE_METRICS_PORT": str(port),
         "ROOMLOG_NODE_LOG_LEVEL": "info",
-        "ROOMLOG_NODE_FORBID_CODECS": "true",
-    }  # the roomlog node must never decode or encode
+        "ROOMLOG_NODE_FORBID_CODECS": "true",  # the roomlog node must never decode or encode
+        **(extra_env or {}),  # bench.observability_cost: tracing on
+    }
     module, node_args = (
         ("bench.sfu_stock_node", ["--node-id", node_id])
         if stock
@@ -197,15 +202,31 @@ async def run_node(
     run = NodeRun(label, node, control, loops[0], loops[1], criteria, say, port, args.canaries)
     say(f"{label}: starting {module} on core {args.node_core}{' under cProfile' if profile_path else ''}")
     results: list[dict[str, Any]] = []
+    scraper = asyncio.create_task(scrape(port, scrape_every_s)) if scrape_every_s and port else None
     try:
         await run.start()
         results = await run.grow(steps, args.window, args.settle, max_other_pct=args.max_other_pct)
     finally:
+        if scraper is not None:
+            scraper.cancel()
         await run.stop()
     if results:  # what the node's own log says about the end of the run
         results[-1]["node_consent_expired"] = run.node_log_count("Consent to send expired")
         results[-1]["node_log_errors"] = run.node_log_count('"level": "error"')
     return results
+
+
+async def scrape(port: int, every_s: float) -> None:
+    """Fetch the node's ``/metrics`` like Prometheus does, until cancelled (observability_cost)."""
+
+    def fetch() -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            r.read()
+
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(fetch)
 
 
 def last_pass(steps: list[dict[str, Any]], key: str = "passed") -> dict[str, Any] | None:

@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout (default: indented)")
     p.add_argument("--stations", type=int, default=5000, help="station sockets on the one gateway")
     p.add_argument("--hold-s", type=float, default=20.0, help="how long every station must stay online")
+    p.add_argument("--dial-rate", type=float, default=100.0, help="new station sockets per second")
     p.add_argument("--command-stations", type=int, default=20)
     p.add_argument("--operators", type=int, default=10)
     p.add_argument("--commands", type=int, default=2000)
@@ -175,14 +176,14 @@ async def sockets_phase(
     tasks = []
     for i, sim in enumerate(sims):
         tasks.append(asyncio.create_task(sim.run(stop)))
-        if i % 100 == 99:
-            await asyncio.sleep(0.5)  # agents do not all dial in the same millisecond (200/s)
-    out: dict[str, Any] = {"stations_offered": args.stations}
+        if i % 10 == 9:
+            await asyncio.sleep(10 / args.dial_rate)  # agents do not all dial in the same millisecond
+    out: dict[str, Any] = {"stations_offered": args.stations, "dial_rate": args.dial_rate}
     deadline = time.monotonic() + 300
     online = 0
     while time.monotonic() < deadline:
         online, _, _ = await registry(engine, f"s{args.tag}-", 6.0)
-        if online >= args.stations:
+        if online >= args.stations - sum(s.lost for s in sims):
             break
         await asyncio.sleep(2)
     out["register_s"] = round(time.monotonic() - started, 1)

@@ -291,6 +291,8 @@ class Downstream:
         #: only from a keyframe (numbering continues as across a layer switch).
         self.paused = False
         self.unsupported_codec = False
+        #: a recorder (subscribed ``from_start``): replays keep the publisher's frame times
+        self.keeps_time = False
         self.packets = 0
         self.bytes = 0
         self.keyframe_requests_relayed = 0
@@ -369,9 +371,12 @@ class Downstream:
 
     async def replay_gop(self) -> int:
         """Start on the target's cached GOP (``media_node/gop_cache.py``): its latest keyframe
-        and the frames since, then what arrived meanwhile; 0 if none is cached."""
+        and the frames since (squeezed in time, except for a recorder, which writes each frame
+        at its time), then what arrived meanwhile; 0 if none is cached."""
         gop = self.target.gop
-        return await self._replay(gop.packets(), "from its latest keyframe") if gop is not None and len(gop) else 0
+        if gop is None or not len(gop):
+            return 0
+        return await self._replay(gop.packets(squeeze=not self.keeps_time), "from its latest keyframe")
 
     async def _replay(self, packets: list[RtpPacket], what: str) -> int:
         encoding = self.target
@@ -604,6 +609,7 @@ class Source:
         target = self.resolve(layer)
         downstream = Downstream(self, subscriber_id, leg, target, initial_seq, initial_ts)
         self.downstreams[subscriber_id] = downstream
+        downstream.keeps_time = subscriber_id in self.from_start
         if leg.ready and subscriber_id in self.from_start:
             self.from_start.discard(subscriber_id)
             if await downstream.replay_start():

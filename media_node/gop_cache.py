@@ -55,9 +55,10 @@ class GopCache:
     def __len__(self) -> int:
         return len(self._packets)
 
-    def packets(self) -> list[RtpPacket]:
-        """The cached GOP (keyframe first) with squeezed timestamps; ``[]`` if none is kept."""
-        return squeezed(self._packets)
+    def packets(self, *, squeeze: bool = True) -> list[RtpPacket]:
+        """The cached GOP (keyframe first), with squeezed timestamps unless ``squeeze`` is
+        false (a recorder keeps every frame at its time); ``[]`` if none is kept."""
+        return squeezed(self._packets) if squeeze else list(self._packets)
 
 
 def squeezed(packets: list[RtpPacket]) -> list[RtpPacket]:

@@ -23,24 +23,31 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from producers.settings import TracingSettings
 
 TRACER_NAME = "roomlog"
-#: Event fields copied to span attributes (``roomlog.<field>``) and from there to log lines.
-EVENT_FIELDS = ("room_id", "peer_id", "node_id", "session_id")
+#: Event fields copied to span attributes (``roomlog.<field>``) and from there to log lines
+#: (few: each attribute costs a validation per span).
+EVENT_FIELDS = ("room_id", "peer_id")
+
+#: W3C trace context only (no baggage: roomlog carries none), cheaper than the global composite.
+PROPAGATOR = TraceContextTextMapPropagator()
 
 _provider: Any = None
 _tracer: trace.Tracer = trace.NoOpTracer()
+#: lower 64 bits of a trace id under this are kept (TraceIdRatioBased's rule; 2**64: all)
+_keep_below = 1 << 64
 
 
 def setup(service: str, settings: TracingSettings, *, instance: str | None = None) -> bool:
     """Install the exporting tracer provider when ``settings.tracing`` is on; whether it is.
     Spans name the service ``roomlog-<service>`` (and ``instance``: a node id, say)."""
-    global _provider, _tracer
+    global _provider, _tracer, _keep_below
     if not settings.tracing:
         return False
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -61,13 +68,14 @@ def setup(service: str, settings: TracingSettings, *, instance: str | None = Non
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.tracing_endpoint)))
     trace.set_tracer_provider(provider)
     _provider, _tracer = provider, provider.get_tracer(TRACER_NAME)
+    _keep_below = ratio.bound
     return True
 
 
 def use(provider: Any) -> None:
     """Trace with ``provider`` (a test's SDK provider with an in-memory exporter); ``None``: off."""
-    global _provider, _tracer
-    _provider = provider
+    global _provider, _tracer, _keep_below
+    _provider, _keep_below = provider, 1 << 64
     _tracer = provider.get_tracer(TRACER_NAME) if provider is not None else trace.NoOpTracer()
 
 
@@ -85,7 +93,6 @@ def attributes(event: Any = None, topic: str | None = None, **more: Any) -> dict
     """Span attributes of an event (its type, id and the ids of ``EVENT_FIELDS``) and ``more``."""
     out: dict[str, Any] = {}
     if topic is not None:
-        out["messaging.system"] = "kafka"
         out["messaging.destination.name"] = topic
     if event is not None:
         out["roomlog.event_type"] = str(getattr(event, "type", type(event).__name__))
@@ -109,7 +116,7 @@ def context_of(headers: Iterable[tuple[str, bytes]] | None) -> Context | None:
         return None
     for key, value in headers:
         if key == "traceparent":
-            return propagate.extract({"traceparent": value.decode(errors="replace")})
+            return PROPAGATOR.extract({"traceparent": value.decode(errors="replace")})
     return None
 
 
@@ -118,7 +125,7 @@ def context_of_text(traceparent: Any) -> Context | None:
     when tracing is off or it is not a string."""
     if _provider is None or not isinstance(traceparent, str):
         return None
-    return propagate.extract({"traceparent": traceparent})
+    return PROPAGATOR.extract({"traceparent": traceparent})
 
 
 def header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> str | None:
@@ -133,8 +140,6 @@ def current() -> Context | None:
     """The current context, to continue later (``span(parent=...)``); ``None`` when off."""
     if _provider is None:
         return None
-    from opentelemetry import context
-
     return context.get_current()
 
 
@@ -176,11 +181,38 @@ def consumed(
     if _provider is None:
         yield
         return
+    dropped = _dropped(headers)
+    if dropped is not None:  # not sampled: no span, the outputs carry the trace on, unsampled
+        token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(dropped)))
+        try:
+            yield
+        finally:
+            context.detach(token)
+        return
     parent = context_of(headers)
     with span(
         name, parent=parent, root=parent is None, kind=SpanKind.CONSUMER, event=event, topic=topic, link_current=True
     ):
         yield
+
+
+def _dropped(headers: Iterable[tuple[str, bytes]] | None) -> trace.SpanContext | None:
+    """The record's span context, unsampled, when the trace it carries is not kept (its flags say
+    so, or the ratio drops its id): the same decision the SDK's sampler makes, without a span."""
+    for key, value in headers or ():
+        if key != "traceparent":
+            continue
+        parts = value.split(b"-")
+        if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+            return None
+        try:
+            trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+        except ValueError:
+            return None
+        if flags & 1 and (trace_id & 0xFFFFFFFFFFFFFFFF) < _keep_below:
+            return None  # kept: a real span
+        return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(0))
+    return None
 
 
 def produced(name: str, event: Any = None, *, topic: str | None = None) -> Any:

@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
-from opentelemetry import propagate
 
 from observability import metrics, tracing
 from producers.catalog import decode, encode
@@ -40,7 +39,7 @@ def partition_for(key: str, partitions: int) -> int:
 def traceparent() -> str:
     """W3C trace context of the current span, or a fresh root context."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    tracing.PROPAGATOR.inject(carrier)
     return carrier.get("traceparent") or f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 

@@ -93,6 +93,6 @@ class TracingSettings(SharedSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_", extra="ignore")
 
     tracing: bool = False
-    tracing_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    tracing_endpoint: str = "http://127.0.0.1:14318/v1/traces"  # scripts/infra.sh's Jaeger
     #: Share of traces kept, decided by trace id (so every service keeps the same traces whole).
     tracing_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)

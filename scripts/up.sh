@@ -18,6 +18,8 @@
 # (certificate for localhost, 127.0.0.1 and the names in ROOMLOG_API_TLS_HOSTS, comma-separated).
 # TURN: the api hands out the coturn of scripts/infra.sh (TURN_URL, TURN_SECRET in infra.env)
 # unless ROOMLOG_API_TURN_URLS / ROOMLOG_API_TURN_SECRET / ROOMLOG_API_STUN_URLS are set.
+# Tracing: ROOMLOG_TRACING=1 make up also starts Jaeger (scripts/infra.sh) and the services
+# export their spans to it (ROOMLOG_TRACING, ROOMLOG_TRACING_ENDPOINT in infra.env).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -190,6 +192,7 @@ $(for node in "${NODES[@]}"; do read -r _ node_id port <<<"$node"; echo "  media
   postgres     $DATABASE_URL
   minio        http://$MINIO_ENDPOINT
   prometheus   ${PROMETHEUS_URL:-(none)}   (scrapes the services above)
+  jaeger       ${JAEGER_URL:-(off: ROOMLOG_TRACING=1 make up traces every service)}
   turn         ${ROOMLOG_API_TURN_URLS:-(none)}
 Ctrl-C or 'make down' stops everything.
 MSG

@@ -84,3 +84,29 @@ async def test_a_late_subscriber_decodes_its_first_picture_at_once_from_the_cach
     assert decoded == len(frames)  # frames 0-5 replayed, 6-7 live: every one decodes
     stamps = sorted(by_ts)
     assert stamps[5] - stamps[0] == 5 and stamps[6] - stamps[5] == 3000  # squeezed, then live pace
+
+
+async def test_a_recorder_gets_the_cached_gop_at_the_publishers_frame_times() -> None:
+    """A recorder (subscribed ``from_start``) whose source is too old for the start buffer
+    starts on the cached GOP too, but unsqueezed: it writes each frame at its own time."""
+    from media_node.forwarder import START_BUFFER_PACKETS, Source
+
+    clock = Clock()
+    source = Source("edge", "camera", "video", clock=clock)
+    upstream = FakeUpstream("VP8")
+    encoding = source.add_encoding("single", upstream)
+    seq = 0
+    for index in range(START_BUFFER_PACKETS + 10):  # the start buffer no longer reaches back
+        seq += 1
+        await encoding.push(rtp(seq, index * 3000, vp8(keyframe=index % 100 == 0)))
+        clock.now += 1 / 30
+    source.from_start_for("recorder")
+    leg = FakeLeg(ready=True)
+    await source.subscribe("recorder", leg)
+    for index in range(START_BUFFER_PACKETS + 10, START_BUFFER_PACKETS + 13):
+        seq += 1
+        await encoding.push(rtp(seq, index * 3000, vp8(keyframe=False)))
+    stamps = sorted({p.timestamp for p in leg.written})
+    assert vp8_keyframe_start(leg.written[0].payload)
+    assert len(stamps) > 3, "the cached GOP was replayed"
+    assert {b - a for a, b in zip(stamps, stamps[1:], strict=False)} == {3000}  # every frame at its time

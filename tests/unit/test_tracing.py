@@ -100,6 +100,18 @@ def test_a_record_without_traceparent_starts_a_trace(spans: InMemorySpanExporter
     assert by_name["inner"].context.trace_id != by_name["outer"].context.trace_id
 
 
+def test_a_record_whose_trace_is_not_kept_gets_no_span_and_its_outputs_stay_unsampled(
+    spans: InMemorySpanExporter,
+) -> None:
+    event = _join()
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = [("traceparent", f"00-{trace_id}-{parent_id}-00".encode())]  # the producer did not sample it
+    with tracing.consumed("rooms decide", headers, event):
+        outputs = dict(trace_headers(event))
+    assert spans.get_finished_spans() == ()
+    assert outputs["traceparent"].decode() == f"00-{trace_id}-{parent_id}-00"  # downstream drops it too
+
+
 def test_log_lines_carry_the_trace_and_the_event_ids(spans: InMemorySpanExporter) -> None:
     logger, out = _logger()
     event = _join()
