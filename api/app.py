@@ -15,8 +15,10 @@ from api.hub import Hub
 from api.presence import router as presence_router
 from api.presence_feed import PresenceFeed
 from api.services import Services
+from api.sessions import SessionLog
 from api.settings import ApiSettings
 from api.stations_feed import StationsFeed
+from api.stations_heartbeats import HeartbeatWriter
 from api.tokens import TokenIssuer
 from db.engine import make_engine, make_sessionmaker
 from observability import metrics, tracing
@@ -30,7 +32,9 @@ UNTRACED_PATHS = ("/v1/rtc$", "/v1/station$", "/metrics$", "/healthz$", "/readyz
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        producer = EventProducer(settings.kafka_bootstrap, client_id=settings.gateway_id)
+        producer = EventProducer(
+            settings.kafka_bootstrap, client_id=settings.gateway_id, max_batch_size=settings.producer_batch_bytes
+        )
         await producer.start()
         engine = make_engine(settings.database_url)
         topics = Topics(settings.topic_prefix)
@@ -40,6 +44,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         await feed.start()
         station_feed = StationsFeed(settings.kafka_bootstrap, topics.name("station.events"), settings.gateway_id)
         await station_feed.start()
+        heartbeats = HeartbeatWriter(producer, topics.name("station.events"), settings.gateway_id)
+        await heartbeats.start()
+        session_log = SessionLog(producer, topics.name("session.events"), settings.gateway_id, settings.session_ping_s)
+        await session_log.start()
         app.state.services = Services(
             settings=settings,
             producer=producer,
@@ -50,10 +58,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
             hub=hub,
             presence=feed,
             stations=station_feed,
+            heartbeats=heartbeats,
+            session_log=session_log,
         )
         try:
             yield
         finally:
+            await session_log.stop()
+            await heartbeats.stop()
             await station_feed.stop()
             await feed.stop()
             await hub.stop()

@@ -38,10 +38,17 @@ class Fanout:
     #: Skip what is already in the assigned partition (a reader with an ``address``: it is
     #: assigned one partition at start); a subscribed reader starts at the latest offset anyway.
     seek_end = False
+    #: The event types ``route`` can use (``None``: all); others are skipped undecoded.
+    types: frozenset[str] | None = None
 
     def __init__(self, bootstrap: str, topic: str, gateway_id: str, *, address: str | None = None) -> None:
         self._consumer = EventConsumer(
-            bootstrap, [topic], group_id=None, address=address, client_id=f"{gateway_id}-{self.name}"
+            bootstrap,
+            [topic],
+            group_id=None,
+            address=address,
+            client_id=f"{gateway_id}-{self.name}",
+            types=self.types,
         )
         self.gateway_id = gateway_id
         self._sessions: dict[str, Deliver] = {}

@@ -15,12 +15,15 @@ message starts a trace of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from opentelemetry.context import Context
 from pydantic import ValidationError
@@ -31,7 +34,8 @@ from api.ice import ice_servers
 from api.messages import Error, Pong, ServerMessage, parse_server
 from api.presence import subscribe as subscribe_presence
 from api.services import Services
-from api.sessions import SessionTracker, is_user_id
+from api.sessions import is_user_id
+from api.signaling import TYPES as MESSAGE_TYPES
 from api.signaling import (
     CallAnswer,
     Chat,
@@ -58,6 +62,7 @@ from api.signaling import (
     check_sdp,
     parse_message,
 )
+from api.socket_metrics import SocketMeter
 from api.stations import socket_request as station_request
 from api.tokens import Claims
 from observability import tracing
@@ -88,12 +93,18 @@ RATE_PER_S = 50.0
 RATE_BURST = 100.0
 #: At most one ``quality-report`` per this many seconds per connection (accepted reports count).
 QUALITY_REPORT_INTERVAL_S = 2.0
+METER = SocketMeter("rtc", MESSAGE_TYPES)
 #: Messages traced as part of the session's join (docs above).
+#: Messages a socket may have waiting for the log; more get ``unavailable`` (nothing written).
+INBOX_LIMIT = 64
 JOIN_TRACE: tuple[type[Message], ...] = (Publish, SubscriberAnswer, Subscribe, Unpublish, Unsubscribe)
 
 
 class Connection:
     """One client socket: its token, session and (after join) peer."""
+
+    #: The handler of each message type (``ping`` is answered in ``receive``). Set below the class.
+    handlers: dict[type[Message], Callable[[Any, Any], Awaitable[None]]]
 
     def __init__(self, ws: WebSocket, svc: Services, claims: Claims) -> None:
         self.ws = ws
@@ -119,27 +130,9 @@ class Connection:
         #: The clock of the quality-report rate (a test may set its own).
         self.clock: Callable[[], float] = time.monotonic
         self._last_report = float("-inf")
-        self.handlers: dict[type[Message], Callable[[Any], Awaitable[None]]] = {
-            Join: self.on_join,
-            Publish: self.on_publish,
-            SubscriberAnswer: self.on_subscriber_answer,
-            Unpublish: self.on_unpublish,
-            Subscribe: self.on_subscribe,
-            Unsubscribe: self.on_unsubscribe,
-            Mute: self.on_mute,
-            IceRestart: self.on_ice_restart,
-            IceCandidate: self.on_ice_candidate,
-            Ping: self.on_ping,
-            Leave: self.on_leave,
-            P2PDescription: self.on_p2p_description,
-            CallAnswer: self.on_call_answer,
-            PresenceSubscribe: self.on_presence_subscribe,
-            Chat: self.on_chat,
-            QualityReport: self.on_quality_report,
-            RequestStream: self.on_station_request,
-            OpenGate: self.on_station_request,
-            StationsSubscribe: self.on_station_request,
-        }
+        #: Messages waiting for the worker (``receive``) and the worker while they wait.
+        self._inbox: deque[Message] = deque()
+        self._worker: asyncio.Task[None] | None = None
 
     # --- outbound ----------------------------------------------------------------
 
@@ -157,6 +150,8 @@ class Connection:
                     extra={"session_id": self.session_id, "peer_id": self.peer_id},
                 )
                 return
+        if isinstance(message, Error):
+            METER.error(message.code)
         async with self._send_lock:
             if self.ws.client_state == WebSocketState.CONNECTED:
                 await self.ws.send_json(message.wire())
@@ -205,13 +200,68 @@ class Connection:
     # --- inbound -----------------------------------------------------------------
 
     async def handle(self, text: str) -> None:
+        """One frame, handled to the end (its intent acknowledged by the broker)."""
+        message = await self._accept(text)
+        if message is not None:
+            await self.dispatch(message)
+
+    async def receive(self, text: str) -> None:
+        """One frame from the read loop, which must never wait on the log: ``ping`` is
+        answered here; any other message is queued for this socket's worker, which handles
+        them one at a time in order (it exists only while messages wait)."""
+        message = await self._accept(text)
+        if message is None:
+            return
+        if isinstance(message, Ping):
+            await self.on_ping(message)
+            return
+        if len(self._inbox) >= INBOX_LIMIT:
+            request_id = getattr(message, "request_id", None)
+            await self.error(SocketError.UNAVAILABLE, "too many requests wait for the log; retry", request_id)
+            return
+        self._inbox.append(message)
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._work(), name=f"rtc-{self.session_id}")
+
+    async def _accept(self, text: str) -> Message | None:
+        """The rate limit and parsing: the message, or ``None`` when an ``error`` was sent."""
         if not self._rate.take():
             await self.error(SocketError.RATE_LIMITED, "too many messages; slow down", None)
-            return
+            return None
         try:
             message = parse_message(text)
+        except SignalingError as exc:
+            await self.error(exc.code, exc.message, exc.request_id)
+            return None
+        METER.message(getattr(message, "type", ""))
+        return message
+
+    async def _work(self) -> None:
+        try:
+            while self._inbox:
+                message = self._inbox.popleft()
+                try:
+                    await self.dispatch(message)
+                except Exception:  # noqa: BLE001 - a bug: closed like an unhandled error in the loop
+                    log.exception("rtc message failed", extra={"session_id": self.session_id})
+                    self._inbox.clear()
+                    with contextlib.suppress(Exception):
+                        await self.ws.close(1011)
+        finally:
+            self._worker = None
+
+    async def drain(self) -> None:
+        """Wait until the queued messages are handled (the socket closed: before ``closed``)."""
+        worker = self._worker
+        if worker is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(worker)
+
+    async def dispatch(self, message: Message) -> None:
+        """Handle one parsed message; a refusal or a log that is away is an ``error``."""
+        try:
             if not tracing.enabled():
-                await self.handlers[type(message)](message)
+                await self.handlers[type(message)](self, message)
                 return
             parent = self.join_trace if isinstance(message, JOIN_TRACE) else None
             kind = getattr(message, "type", type(message).__name__)
@@ -225,9 +275,20 @@ class Connection:
             ):
                 if isinstance(message, Join):
                     self.join_trace = tracing.current()
-                await self.handlers[type(message)](message)
+                await self.handlers[type(message)](self, message)
         except SignalingError as exc:
             await self.error(exc.code, exc.message, exc.request_id)
+        except KafkaError as exc:
+            log.warning(
+                "intent not written: %s", exc, extra={"session_id": self.session_id, "type": type(message).__name__}
+            )
+            if isinstance(message, Join):
+                self.joining = False
+                if self.peer_id is None:
+                    self.room = None
+            await self.error(
+                SocketError.UNAVAILABLE, "the log did not take the request; retry", getattr(message, "request_id", None)
+            )
 
     def _require(self, grant: Grant, request_id: str | None) -> None:
         if not self.claims.has(grant):
@@ -463,6 +524,29 @@ class Connection:
             await self._publish(ConnectionLost.new(room_id=self.room, peer_id=self.peer_id, session_id=self.session_id))
 
 
+Connection.handlers = {
+    Join: Connection.on_join,
+    Publish: Connection.on_publish,
+    SubscriberAnswer: Connection.on_subscriber_answer,
+    Unpublish: Connection.on_unpublish,
+    Subscribe: Connection.on_subscribe,
+    Unsubscribe: Connection.on_unsubscribe,
+    Mute: Connection.on_mute,
+    IceRestart: Connection.on_ice_restart,
+    IceCandidate: Connection.on_ice_candidate,
+    Ping: Connection.on_ping,
+    Leave: Connection.on_leave,
+    P2PDescription: Connection.on_p2p_description,
+    CallAnswer: Connection.on_call_answer,
+    PresenceSubscribe: Connection.on_presence_subscribe,
+    Chat: Connection.on_chat,
+    QualityReport: Connection.on_quality_report,
+    RequestStream: Connection.on_station_request,
+    OpenGate: Connection.on_station_request,
+    StationsSubscribe: Connection.on_station_request,
+}
+
+
 UNSUPPORTED_ROOM_TYPES = {"mcu": "mcu rooms (server-side mixing) are not supported; use sfu"}
 
 
@@ -487,15 +571,17 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
     try:
         claims = svc.issuer.verify(token or "")
     except ApiError as exc:
+        METER.error(exc.code)
         await ws.send_json(Error(code=SocketError(exc.code), message=exc.message, request_id=None).wire())
         await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
     conn = Connection(ws, svc, claims)
+    METER.sockets.inc()
     svc.hub.register(conn.session_id, conn.deliver)
-    session = SessionTracker(svc, claims.identity, conn.session_id, claims.name)
+    if svc.session_log is not None:
+        svc.session_log.opened(claims.identity, conn.session_id, claims.name)
     close_code: int | None = None
     try:
-        await session.open()
         while True:
             frame = await ws.receive()
             if frame["type"] == "websocket.disconnect":
@@ -505,17 +591,20 @@ async def rtc(ws: WebSocket, token: str | None = None) -> None:
             if text is None:
                 await conn.error(SocketError.INVALID_MESSAGE, "frames are JSON text", None)
                 continue
-            await conn.handle(text)
+            await conn.receive(text)
     except WebSocketDisconnect:
         pass
     finally:
+        METER.sockets.dec()
         svc.hub.unregister(conn.session_id)
         if svc.presence is not None:
             svc.presence.unwatch(conn.session_id)
         if svc.stations is not None:
             svc.stations.unwatch(conn.session_id)
+        if svc.session_log is not None:
+            svc.session_log.closed(conn.session_id, close_code)
         try:
+            await conn.drain()
             await conn.closed()
-            await session.close(close_code)
         except Exception:  # noqa: BLE001 - the broker may be gone at shutdown
             log.exception("could not record the lost connection", extra={"session_id": conn.session_id})

@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.errors import Unauthorized
 from api.hub import Hub
 from api.presence_feed import PresenceFeed
+from api.sessions import SessionLog
 from api.settings import ApiSettings
 from api.stations_feed import StationsFeed
+from api.stations_heartbeats import HeartbeatWriter
 from api.tokens import Claims, TokenIssuer
 from observability import metrics
 from producers.envelope import Event
@@ -31,6 +33,10 @@ class Services:
     hub: Hub
     presence: PresenceFeed | None = None
     stations: StationsFeed | None = None
+    #: Station heartbeats, written by one task (``None``: each written as it comes).
+    heartbeats: HeartbeatWriter | None = None
+    #: The session events of every socket, written by one task (``api/sessions.py``).
+    session_log: SessionLog | None = None
 
     async def publish(self, topic: str, event: Event) -> None:
         """Write an intent to the log and wait for the broker's acknowledgement."""

@@ -42,6 +42,9 @@ class ApiSettings(KafkaSettings, DatabaseSettings, MinioSettings, TracingSetting
     invite_ttl_s: float = 60.0
     #: How often the gateway writes ``SessionPinged`` for each open socket (presence TTL is 90 s).
     session_ping_s: float = 30.0
+    #: The producer's batch per partition, in bytes (aiokafka's ``max_batch_size``; its
+    #: default, 16 KiB, holds ~40 session events: thousands of sockets wait on it).
+    producer_batch_bytes: int = Field(default=256 * 1024, ge=16 * 1024, le=1024 * 1024)
     #: Stations: the heartbeat interval the gateway tells edge agents (streams declare a
     #: station offline after three missed), and how long a camera publish token lives.
     station_heartbeat_s: float = Field(default=2.0, gt=0, le=60)

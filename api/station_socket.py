@@ -27,6 +27,7 @@ from starlette.websockets import WebSocketState
 from api.errors import ApiError
 from api.services import Services
 from api.signaling import TokenBucket
+from api.socket_metrics import SocketMeter
 from api.tokens import Claims
 from observability import metrics, tracing
 from producers.envelope import Event, utcnow
@@ -113,6 +114,7 @@ StationMessage = Annotated[
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(StationMessage)
 TYPES = {"register-station", "heartbeat", "command-ack", "command-result", "stream-ended"}
+METER = SocketMeter("station", TYPES)
 
 
 def parse(text: str) -> _Message:
@@ -155,6 +157,7 @@ class StationConnection:
                 await self.ws.send_json(message)
 
     async def error(self, code: str, message: str, request_id: str | None) -> None:
+        METER.error(code)
         await self.send({"type": "error", "code": code, "message": message, "request_id": request_id})
 
     async def deliver(self, message: dict[str, Any]) -> None:
@@ -180,6 +183,7 @@ class StationConnection:
             return
         try:
             message = parse(text)
+            METER.message(getattr(message, "type", ""))
             if message.station_id is not None and message.station_id != self.station_id:
                 raise StationError(
                     "station_mismatch",
@@ -241,6 +245,9 @@ class StationConnection:
         )
 
     async def on_heartbeat(self, m: Heartbeat) -> None:
+        if self.svc.heartbeats is not None:  # coalesced: api/stations_heartbeats.py
+            self.svc.heartbeats.beat(self.station_id, self.session_id)
+            return
         await self._publish_soon(
             StationHeartbeat.new(
                 station_id=self.station_id, gateway_id=self.svc.settings.gateway_id, session_id=self.session_id
@@ -288,14 +295,17 @@ async def station_socket(ws: WebSocket, token: str | None = None) -> None:
         claims = svc.issuer.verify(token or "")
         station_id = station_of(claims)
     except ApiError as exc:
+        METER.error(exc.code)
         await ws.send_json({"type": "error", "code": exc.code, "message": exc.message, "request_id": None})
         await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
     except StationError as exc:
+        METER.error(exc.code)
         await ws.send_json({"type": "error", "code": exc.code, "message": exc.message, "request_id": None})
         await ws.close(CLOSE_FORBIDDEN, "forbidden")
         return
     conn = StationConnection(ws, svc, claims, station_id)
+    METER.sockets.inc()
     try:
         while True:
             frame = await ws.receive()
@@ -312,5 +322,6 @@ async def station_socket(ws: WebSocket, token: str | None = None) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        METER.sockets.dec()
         svc.hub.unregister(conn.session_id)
         log.info("station socket closed", extra={"station_id": station_id, "session_id": conn.session_id})

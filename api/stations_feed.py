@@ -33,6 +33,8 @@ class StationsFeed(Broadcast):
     """Reads ``station.events`` and pushes each registry change to the watching sockets."""
 
     name = "stations"
+    #: Heartbeats are most of ``station.events``: not decoded here.
+    types = frozenset({"StationWentOnline", "StationWentOffline"})
 
     def message(self, event: Event) -> dict[str, Any] | None:
         if not isinstance(event, StationWentOnline | StationWentOffline):

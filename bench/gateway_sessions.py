@@ -32,6 +32,7 @@ import random
 import resource
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,16 @@ class Run:
         }
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads have waited for a CPU (``/proc/PID/schedstat``, field 2):
+    on a shared machine this tells a starved server from a slow one."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -278,16 +289,20 @@ async def phase(
     await asyncio.sleep(min(args.ping_s, 5))
     lag.clear()
     cpu_hold = process_cpu_seconds(server_pid)
+    wait_hold = runqueue_wait_s(server_pid)
     run.measuring = True
     await asyncio.sleep(args.hold_s)
     run.measuring = False
     hold_cpu = process_cpu_seconds(server_pid) - cpu_hold
+    hold_wait = runqueue_wait_s(server_pid) - wait_hold
     for task in (pinger, chatter):
         if task is not None:
             task.cancel()
     await asyncio.sleep(2)  # the last chats arrive
-    still_open = sum(s.ws is not None for s in run.sessions)
+    # held: joined, and still open with nothing lost at the end of the hold
+    held = sum(s.ws is not None and s.joined.is_set() and s.lost is None for s in run.sessions)
     lost = [s.lost for s in run.sessions if s.lost is not None]
+    reasons = Counter(reason.split(":")[0] for reason in lost)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     lag_task.cancel()
@@ -295,9 +310,11 @@ async def phase(
     lag.sort()
     out: dict[str, Any] = {
         "sessions_offered": args.sessions,
-        "sessions": still_open if not lost else ready - len(lost),
+        "sessions": held,
+        "ready": ready,
         "ready_s_after_opened": round(ready_s, 1),
         "lost": len(lost),
+        "lost_reasons": dict(reasons.most_common(5)),
         "lost_examples": lost[:5],
         "server_rss_before_mib": round(rss_before / 1024, 1),
         "server_rss_after_mib": round(rss_after / 1024, 1),
@@ -306,6 +323,8 @@ async def phase(
         "ping_p50_ms": round(percentile(pings, 50), 1) if pings else None,
         "ping_p99_ms": round(percentile(pings, 99), 1) if pings else None,
         "server_cpu_pct_during_hold": round(100.0 * hold_cpu / args.hold_s, 1),
+        # share of the hold the server's threads were runnable but waited for a CPU
+        "server_runqueue_wait_pct_during_hold": round(100.0 * hold_wait / args.hold_s, 1),
         "server_cpu_s_total": round(process_cpu_seconds(server_pid) - cpu_before, 1),
         "client_loop_lag_p99_ms": round(percentile(lag, 99), 1) if lag else None,
     }

@@ -15,8 +15,10 @@ One ``python -m streams`` worker and one ``python -m api`` on fresh prefixed top
    operator must hear exactly one final outcome (``succeeded``) → ``commands_per_s``
    (commands from the first send to the last outcome), ``at_most_once`` (true if so).
 
-``request_to_frame_p50_ms`` / ``request_to_frame_p99_ms`` are null: that phase (20 clicks in
-Chromium against a real RTSP camera) is not written yet.
+0. ``frames`` (first, on its own stack with a media node, ``bench/stations_frames.py``):
+   ``--tries`` cold clicks (request-stream → stream-ready → a viewer joins and decodes) against
+   GStreamer's RTSP camera and a real edge agent → ``request_to_frame_p50_ms`` /
+   ``request_to_frame_p99_ms`` and the time per hop (``frames.hops_ms``, ``frames.edge_start_ms``).
 """
 
 from __future__ import annotations
@@ -25,19 +27,25 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import resource
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 import websockets
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.tokens import TokenIssuer
 from bench.infra import REPO, Servers, run_bench, say
 from bench.procs import Child, machine
+from bench.stations_frames import frames_phase
+from db.engine import make_engine
 from producers.admin import create_topics
 from producers.envelope import utcnow
 from producers.fields import Grant
@@ -51,10 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout (default: indented)")
     p.add_argument("--stations", type=int, default=5000, help="station sockets on the one gateway")
     p.add_argument("--hold-s", type=float, default=20.0, help="how long every station must stay online")
+    p.add_argument("--dial-rate", type=float, default=100.0, help="new station sockets per second")
     p.add_argument("--command-stations", type=int, default=20)
     p.add_argument("--operators", type=int, default=10)
     p.add_argument("--commands", type=int, default=2000)
     p.add_argument("--rate", type=float, default=400.0, help="open-gate requests offered per second")
+    p.add_argument("--tries", type=int, default=20, help="cold request-stream clicks (0: no frames phase)")
+    p.add_argument("--idle-stop-s", type=float, default=2.0, help="the streams worker's station_idle_stop_s")
+    p.add_argument("--frame-timeout", type=float, default=20.0, help="seconds per click")
     return p.parse_args(argv)
 
 
@@ -79,7 +91,7 @@ class SimStation:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             async with websockets.connect(
-                f"{self.url}?token={self.token}", ping_interval=None, open_timeout=60, max_size=2**20
+                f"{self.url}?token={self.token}", ping_interval=10, open_timeout=60, max_size=2**20
             ) as ws:
                 register = {"type": "register-station", "station_id": self.station_id, "gates": ["g1"], "site": "bench"}
                 await ws.send(json.dumps(register))
@@ -130,37 +142,69 @@ async def count(client: httpx.AsyncClient, token: str, prefix: str, status: str 
     return sum(1 for s in r.json()["stations"] if s["station_id"].startswith(prefix))
 
 
-async def sockets_phase(args: argparse.Namespace, base: str, issuer: TokenIssuer, operator: str) -> dict[str, Any]:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+REGISTRY = sa.text(
+    "SELECT count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online),"
+    " count(*) FILTER (WHERE online AND last_heartbeat_at > now() - make_interval(secs => :fresh_s))"
+    " FROM stations WHERE station_id LIKE :prefix"
+)
+
+
+async def registry(engine: AsyncEngine, prefix: str, fresh_s: float) -> tuple[int, int, int]:
+    """(online, offline, online with a heartbeat in the last ``fresh_s``) in the stations table."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(REGISTRY, {"prefix": f"{prefix}%", "fresh_s": fresh_s})).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def sockets_phase(
+    args: argparse.Namespace, base: str, issuer: TokenIssuer, operator: str, engine: AsyncEngine, pids: dict[str, int]
+) -> dict[str, Any]:
+    """Progress is read from the stations table (a 1 s poll of ``GET /v1/stations`` listing
+    thousands of rows was itself a large share of the gateway's time); the gateway's own
+    answer is checked once, after the hold."""
     url = base.replace("http://", "ws://") + "/v1/station"
     stop = asyncio.Event()
-    sims = [SimStation(url, mint(issuer, f"s{i:05d}", station=True), f"s{i:05d}", None) for i in range(args.stations)]
+    ids = [f"s{args.tag}-{i:05d}" for i in range(args.stations)]
+    sims = [SimStation(url, mint(issuer, sid, station=True), sid, None) for sid in ids]
     started = time.monotonic()
     tasks = []
     for i, sim in enumerate(sims):
         tasks.append(asyncio.create_task(sim.run(stop)))
-        if i % 100 == 99:
-            await asyncio.sleep(0.5)  # agents do not all dial in the same millisecond (200/s)
-    out: dict[str, Any] = {"stations_offered": args.stations}
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        deadline = time.monotonic() + 300
-        online = 0
-        while time.monotonic() < deadline:
-            online = await count(client, operator, "s")
-            if online >= args.stations:
-                break
-            await asyncio.sleep(1)
-        out["register_s"] = round(time.monotonic() - started, 1)
-        out["online_after_register"] = online
-        say(f"sockets: {online}/{args.stations} online after {out['register_s']} s; holding {args.hold_s} s")
-        await asyncio.sleep(args.hold_s)
-        held = await count(client, operator, "s")
-        offline = await count(client, operator, "s", "offline")
-    out["online_after_hold"] = held
-    out["offline_after_hold"] = offline
+        if i % 10 == 9:
+            await asyncio.sleep(10 / args.dial_rate)  # agents do not all dial in the same millisecond
+    out: dict[str, Any] = {"stations_offered": args.stations, "dial_rate": args.dial_rate}
+    deadline = time.monotonic() + 300
+    online = 0
+    while time.monotonic() < deadline:
+        online, _, _ = await registry(engine, f"s{args.tag}-", 6.0)
+        if online >= args.stations - sum(s.lost for s in sims):
+            break
+        await asyncio.sleep(2)
+    out["register_s"] = round(time.monotonic() - started, 1)
+    out["online_after_register"] = online
+    say(f"sockets: {online}/{args.stations} online after {out['register_s']} s; holding {args.hold_s} s")
+    cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
+    held_from = time.monotonic()
+    await asyncio.sleep(args.hold_s)
+    held_s = time.monotonic() - held_from
+    #: CPU share of one core each process used while holding (heartbeats: stations / 2 s)
+    out["cpu_during_hold"] = {name: round((cpu_s(pid) - cpu_before[name]) / held_s, 2) for name, pid in pids.items()}
+    held, offline, fresh = await registry(engine, f"s{args.tag}-", 6.0)
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        listed = await count(client, operator, f"s{args.tag}-")
+    out |= {"online_after_hold": held, "offline_after_hold": offline, "heartbeat_fresh_after_hold": fresh}
+    out["listed_online_by_gateway"] = listed
     out["sockets_lost"] = sum(s.lost for s in sims)
     out["registered"] = sum(s.registered.is_set() for s in sims)
-    stable = held == args.stations and not offline and not out["sockets_lost"]
+    stable = held == fresh == listed == args.stations and not offline and not out["sockets_lost"]
     out["station_sockets"] = held if stable else 0
+    say(f"sockets: {json.dumps(out)}")
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     return out
@@ -185,13 +229,13 @@ async def commands_phase(args: argparse.Namespace, base: str, issuer: TokenIssue
     stop = asyncio.Event()
     delivered: Counter[str] = Counter()
     sims = [
-        SimStation(url + "/v1/station", mint(issuer, f"c{i:03d}", station=True), f"c{i:03d}", delivered)
-        for i in range(args.command_stations)
+        SimStation(url + "/v1/station", mint(issuer, sid, station=True), sid, delivered)
+        for sid in (f"c{args.tag}-{i:03d}" for i in range(args.command_stations))
     ]
     tasks = [asyncio.create_task(s.run(stop)) for s in sims]
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         for _ in range(240):
-            if await count(client, operator, "c") >= args.command_stations:
+            if await count(client, operator, f"c{args.tag}-") >= args.command_stations:
                 break
             await asyncio.sleep(0.5)
     outcomes: Counter[str] = Counter()
@@ -253,9 +297,34 @@ async def commands_phase(args: argparse.Namespace, base: str, issuer: TokenIssue
 async def measure(args: argparse.Namespace, servers: Servers, run_id: str) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    workdir = REPO / ".run" / "bench" / run_id
+    #: station ids of this run (the bench's Postgres may keep rows of earlier runs)
+    args.tag = run_id.rsplit("-", 1)[-1][:6]
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "targets": TARGETS,
+        "request_to_frame_p50_ms": None,
+        "request_to_frame_p99_ms": None,
+    }
+    if args.tries:
+        say(f"frames: {args.tries} cold request-stream clicks (and a warm-up)")
+        frames = await frames_phase(
+            servers,
+            run_id,
+            workdir / "frames",
+            station=f"cam{args.tag}",
+            tries=args.tries,
+            idle_stop_s=args.idle_stop_s,
+            timeout=args.frame_timeout,
+        )
+        result["frames"] = frames
+        result["request_to_frame_p50_ms"] = frames.pop("request_to_frame_p50_ms")
+        result["request_to_frame_p99_ms"] = frames.pop("request_to_frame_p99_ms")
+        say(f"frames: p50 {result['request_to_frame_p50_ms']} ms, p99 {result['request_to_frame_p99_ms']} ms")
+    if not args.stations and not args.commands:
+        return result
     prefix = f"{run_id}-"
     await create_topics(servers.kafka, prefix, quiet=True)
-    workdir = REPO / ".run" / "bench" / run_id
     common = {"KAFKA_BOOTSTRAP": servers.kafka, "DATABASE_URL": servers.database_url, "ROOMLOG_TOPIC_PREFIX": prefix}
     port = free_port()
     worker = Child(
@@ -279,12 +348,7 @@ async def measure(args: argparse.Namespace, servers: Servers, run_id: str) -> di
     base = f"http://127.0.0.1:{port}"
     issuer = TokenIssuer(JWT_SECRET, "roomlog")
     operator = mint(issuer, "bench-operator")
-    result: dict[str, Any] = {
-        "machine": machine(),
-        "targets": TARGETS,
-        "request_to_frame_p50_ms": None,
-        "request_to_frame_p99_ms": None,
-    }
+    engine = make_engine(servers.database_url)
     try:
         async with httpx.AsyncClient(base_url=base, timeout=5) as client:
             for _ in range(120):
@@ -295,13 +359,16 @@ async def measure(args: argparse.Namespace, servers: Servers, run_id: str) -> di
         await asyncio.sleep(5)  # the worker joins its consumer groups
         if args.stations:
             say(f"sockets: {args.stations} stations")
-            result["sockets"] = await sockets_phase(args, base, issuer, operator)
+            pids = {"api": api.pid, "streams": worker.pid}
+            result["sockets"] = await sockets_phase(args, base, issuer, operator, engine, pids)
             result["station_sockets"] = result["sockets"]["station_sockets"]
-        say(f"commands: {args.commands} open-gate over {args.command_stations} stations")
-        result["commands"] = await commands_phase(args, base, issuer, operator)
-        result["commands_per_s"] = result["commands"]["commands_per_s"]
-        result["at_most_once"] = result["commands"]["at_most_once"]
+        if args.commands:
+            say(f"commands: {args.commands} open-gate over {args.command_stations} stations")
+            result["commands"] = await commands_phase(args, base, issuer, operator)
+            result["commands_per_s"] = result["commands"]["commands_per_s"]
+            result["at_most_once"] = result["commands"]["at_most_once"]
     finally:
+        await engine.dispose()
         api.stop()
         worker.stop()
         for child in (api, worker):

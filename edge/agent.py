@@ -190,6 +190,7 @@ class EdgeAgent:
     async def command(self, message: dict[str, Any]) -> None:
         command_id, kind = str(message.get("command_id", "")), str(message.get("kind", ""))
         payload = message.get("payload") or {}
+        log.info("command received", extra={"command_id": command_id, "reason": kind})
         if self.config.faults.never_answer:
             log.warning("fault: not answering", extra={"command_id": command_id})
             return

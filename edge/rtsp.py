@@ -151,29 +151,43 @@ class CameraStream:
         self._session: RtspSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        #: ms from ``start()`` to each step (logged; bench.stations reads them for its hop profile)
+        self.timings: dict[str, float] = {}
+        self._began = 0.0
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._began = loop.time()
+        self.timings = {}
+        mark = self._mark
         session = self._session = RtspSession(self.rtsp_url, loop)
         self.sessions += 1
         try:
             extradata = await self._ready(session)
+            mark("rtsp_ready")
             self.track = EncodedVideoTrack(extradata)
             first = await self._first_keyframe(session, self.track)
+            mark("keyframe")
             profile = profile_level_id(first) or profile_level_id(extradata)
             if profile is None or not supported_profile(profile):
                 raise CameraError(f"unsupported_profile: H.264 profile-level-id {profile} (baseline only)")
             self.profile = profile
             await self._publish(profile)
+            mark("published")
             self._task = asyncio.create_task(self._pump(session), name=f"camera-{self.source_id}")
             try:
                 await asyncio.wait_for(self.track.first_sent.wait(), PUBLISH_TIMEOUT_S)
             except TimeoutError:
                 raise CameraError("no_media: the sender took no access unit") from None
+            mark("first_sent")
         except BaseException:
             await self.stop()
             raise
-        log.info("camera %s publishing %s (H.264 %s)", self.source_id, self.rtsp_url, self.profile)
+        steps = " ".join(f"{k}={v}" for k, v in self.timings.items())
+        log.info("camera %s publishing %s (H.264 %s); start ms: %s", self.source_id, self.rtsp_url, self.profile, steps)
+
+    def _mark(self, step: str) -> None:
+        self.timings[step] = round((asyncio.get_running_loop().time() - self._began) * 1000, 1)
 
     async def _ready(self, session: RtspSession) -> bytes:
         kind, value, codec = await session.queue.get()
@@ -206,6 +220,7 @@ class CameraStream:
         self.room = room
         try:
             await asyncio.wait_for(room.open(), PUBLISH_TIMEOUT_S)
+            self._mark("joined")
             await asyncio.wait_for(room.publish([h264_track(self.track, self.source_id, profile)]), PUBLISH_TIMEOUT_S)
         except (RoomError, OSError, TimeoutError) as exc:
             raise CameraError(f"publish_failed: {exc}") from None
@@ -255,6 +270,8 @@ class CameraStream:
                 log.exception("on_failure raised")
 
     async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         self._stopped = True
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
@@ -262,12 +279,19 @@ class CameraStream:
                 await self._task
         if self._session is not None:
             await self._session.close()
+        rtsp_closed = loop.time()
         if self.track is not None:
             self.track.close()
         if self.room is not None:
             with contextlib.suppress(Exception):
                 await self.room.leave()
             self.room = None
+        log.info(
+            "camera %s stopped; stop ms: rtsp_closed=%.1f left=%.1f",
+            self.source_id,
+            (rtsp_closed - began) * 1000,
+            (loop.time() - began) * 1000,
+        )
 
 
 def forbid_codecs() -> None:

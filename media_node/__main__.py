@@ -11,11 +11,12 @@ import sys
 import time
 
 import uvloop
-from prometheus_client import start_http_server
 
+from media_node.aiortc_glue import register_vp9
 from media_node.commands import CommandRunner
 from media_node.guard import forbid_codecs
 from media_node.heartbeat import Heartbeat
+from media_node.peers import Peers
 from media_node.quality import QualitySampler
 from media_node.settings import NodeSettings
 from observability import logs, metrics, tracing
@@ -71,9 +72,25 @@ async def run(settings: NodeSettings) -> None:
         log.info("stopped", extra={"node_id": settings.node_id})
 
 
+#: the legs gauge's children, looked up once
+PUBLISH_LEGS = metrics.MEDIA_LEGS.labels("publish")
+SUBSCRIBE_LEGS = metrics.MEDIA_LEGS.labels("subscribe")
+
+
+def export_load(peers: Peers) -> None:
+    """The node's rooms, peers, tracks and active legs, as Prometheus gauges."""
+    sessions = list(peers.sessions.values())
+    metrics.MEDIA_PEERS.set(len(sessions))
+    metrics.MEDIA_ROOMS.set(len({s.room_id for s in sessions}))
+    metrics.MEDIA_TRACKS.set(len(peers.sources))
+    PUBLISH_LEGS.set(sum(len(s.inbound) for s in sessions))
+    SUBSCRIBE_LEGS.set(sum(1 for s in sessions for sub in s.subscriptions.values() if sub.active))
+
+
 async def maintain(runner: CommandRunner, heartbeat: Heartbeat, interval_s: float = 1.0) -> None:
     """Once a second: REMB upstream, forwarded-packet metrics, load for the heartbeat."""
     last_packets, last_at = 0, time.monotonic()
+    last_cpu = time.process_time()
     while True:
         await asyncio.sleep(interval_s)
         try:
@@ -85,8 +102,10 @@ async def maintain(runner: CommandRunner, heartbeat: Heartbeat, interval_s: floa
         load = runner.peers.load()
         heartbeat.peers, heartbeat.legs = load["peers"], load["legs"]
         heartbeat.packets_per_s = max(0.0, (packets - last_packets) / (now - last_at))
-        metrics.MEDIA_PEERS.set(load["peers"])
-        last_packets, last_at = packets, now
+        cpu = time.process_time()
+        metrics.MEDIA_CPU.set(max(0.0, (cpu - last_cpu) / (now - last_at)))
+        export_load(runner.peers)
+        last_packets, last_at, last_cpu = packets, now, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     tracing.setup("media-node", settings, instance=settings.node_id)
     if settings.forbid_codecs:
         forbid_codecs()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    register_vp9()  # forwarded/recorded as is: aiortc negotiates it, never codes it
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     uvloop.run(run(settings))  # the forwarding path is loop-bound: uvloop cuts its overhead
     return 0
 

@@ -33,10 +33,11 @@ from struct import pack
 from typing import Any, NamedTuple, cast
 
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
-from aiortc.codecs import is_rtx
+from aiortc.codecs import CODECS, is_rtx
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
     RTCRtpCodecParameters,
     RTCRtpHeaderExtensionParameters,
     RTCRtpReceiveParameters,
@@ -376,6 +377,41 @@ async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: list[int]) ->
     await receiver._send_rtcp(
         RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs))
     )
+
+
+VP9_MIME_TYPE = "video/VP9"
+
+
+def register_vp9() -> None:
+    """Let aiortc negotiate VP9 in this process (it has no VP9 codec, so it never offers or
+    accepts it): a VP9 entry and its RTX go after aiortc's own video codecs in
+    ``aiortc.codecs.CODECS``, which every offer, answer and capability list reads.
+
+    Only for processes that never encode or decode video (the media node, the recorder):
+    aiortc could not build a VP9 encoder or decoder (``get_encoder``/``get_decoder``
+    raise), and a forwarder or a tapped receiver needs neither. A publisher preferring
+    VP9 (Chromium with VP9 first) is then answered VP9 instead of its next codec, and its
+    subscribers are offered VP9 (``peers.codec_capabilities``). Idempotent.
+    """
+    video = CODECS["video"]
+    if any(c.mimeType.lower() == VP9_MIME_TYPE.lower() for c in video):
+        return
+    payload_type = max(c.payloadType or 0 for c in video) + 1
+    video += [
+        RTCRtpCodecParameters(
+            mimeType=VP9_MIME_TYPE,
+            clockRate=90000,
+            payloadType=payload_type,
+            rtcpFeedback=[
+                RTCRtcpFeedback(type="nack"),
+                RTCRtcpFeedback(type="nack", parameter="pli"),
+                RTCRtcpFeedback(type="goog-remb"),
+            ],
+        ),
+        RTCRtpCodecParameters(
+            mimeType="video/rtx", clockRate=90000, payloadType=payload_type + 1, parameters={"apt": payload_type}
+        ),
+    ]
 
 
 def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:

@@ -44,6 +44,7 @@ from typing import Protocol
 
 from aiortc.rtp import RtpPacket
 
+from media_node.gop_cache import GopCache
 from media_node.keyframes import keyframe_detector, vp8_picture_id, vp8_with_picture_id
 from media_node.repair import LossRepair, seq_newer
 from observability import metrics
@@ -126,6 +127,8 @@ class Encoding:
         #: every packet since the first, while the encoding is younger than START_BUFFER_S
         self.start_buffer: list[RtpPacket] | None = []
         self._first_at: float | None = None
+        #: packets since the latest keyframe, for subscribers that join late (video)
+        self.gop = GopCache(self.is_keyframe) if source.kind == "video" else None
 
     def _keep_start(self, packet: RtpPacket, now: float) -> None:
         buffer = self.start_buffer
@@ -150,6 +153,8 @@ class Encoding:
         source = self.source
         now = source.clock()
         self._keep_start(packet, now)
+        if self.gop is not None:
+            self.gop.add(packet, now)
         repair = self.repair
         if repair is not None:
             if self._is_keyframe(packet.payload):
@@ -177,6 +182,8 @@ class Encoding:
                     keyframe = self._is_keyframe(packet.payload)
                 if keyframe:
                     await reader.start(packet, picture_id, now)
+                elif reader.current is None and not reader.packets and await reader.replay_gop():
+                    continue  # a first start (not a resume): this packet was the cached GOP's last
                 else:
                     await self.request_keyframe(now)
 
@@ -284,6 +291,8 @@ class Downstream:
         #: only from a keyframe (numbering continues as across a layer switch).
         self.paused = False
         self.unsupported_codec = False
+        #: a recorder (subscribed ``from_start``): replays keep the publisher's frame times
+        self.keeps_time = False
         self.packets = 0
         self.bytes = 0
         self.keyframe_requests_relayed = 0
@@ -358,9 +367,19 @@ class Downstream:
         encoding = self.target
         buffered = list(encoding.start_buffer or ())
         first = next((i for i, p in enumerate(buffered) if encoding.is_keyframe(p.payload)), None)
-        if first is None:
+        return 0 if first is None else await self._replay(buffered[first:], "from its start")
+
+    async def replay_gop(self) -> int:
+        """Start on the target's cached GOP (``media_node/gop_cache.py``): its latest keyframe
+        and the frames since (squeezed in time, except for a recorder, which writes each frame
+        at its time), then what arrived meanwhile; 0 if none is cached."""
+        gop = self.target.gop
+        if gop is None or not len(gop):
             return 0
-        packets = buffered[first:]
+        return await self._replay(gop.packets(squeeze=not self.keeps_time), "from its latest keyframe")
+
+    async def _replay(self, packets: list[RtpPacket], what: str) -> int:
+        encoding = self.target
         now = self.source.clock()
         self.replay_tail = []
         try:
@@ -374,10 +393,11 @@ class Downstream:
         finally:
             self.replay_tail = None
         log.info(
-            "%s/%s to %s from its start: %d packets replayed",
+            "%s/%s to %s %s: %d packets replayed",
             self.source.publisher_id,
             self.source.source_id,
             self.subscriber_id,
+            what,
             replayed,
             extra={"peer_id": self.subscriber_id, "source_id": self.source.source_id},
         )
@@ -589,6 +609,7 @@ class Source:
         target = self.resolve(layer)
         downstream = Downstream(self, subscriber_id, leg, target, initial_seq, initial_ts)
         self.downstreams[subscriber_id] = downstream
+        downstream.keeps_time = subscriber_id in self.from_start
         if leg.ready and subscriber_id in self.from_start:
             self.from_start.discard(subscriber_id)
             if await downstream.replay_start():

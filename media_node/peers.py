@@ -20,12 +20,14 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc.rtp import RtpPacket
 
-from media_node.aiortc_glue import InboundTap, OutboundLeg, tap_receiver
+from media_node.aiortc_glue import InboundTap, OutboundLeg, negotiated_codecs, tap_receiver
 from media_node.announce import announce
 from media_node.errors import NoOfferPending, NotSubscribed, SourceNotOnNode
 from media_node.forwarder import Encoding, Source, tick_sources
@@ -83,6 +85,25 @@ class PeerSession:
     retired: list[RTCRtpTransceiver] = field(default_factory=list)
 
 
+def codec_capabilities(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecCapability]:
+    """The codec a publisher's transceiver negotiated (and its RTX), as preferences for the
+    subscribers' transceivers of that source: offering a subscriber only the codec it will
+    receive keeps aiortc from labelling retransmissions with the first codec's RTX payload
+    type (a re-sent H.264 packet arrived as VP8 when VP8 came first in the offer)."""
+    negotiated = negotiated_codecs(transceiver)
+    primary = next((c for c in negotiated if c.name.lower() != "rtx"), None)
+    if primary is None:
+        return []
+    chosen: list[RTCRtpCodecCapability] = []
+    for capability in RTCRtpSender.getCapabilities(transceiver.kind).codecs:
+        name = capability.mimeType.lower()
+        if (name == primary.mimeType.lower() and capability.parameters == primary.parameters) or (
+            name.endswith("/rtx") and any(c.name.lower() == "rtx" for c in negotiated)
+        ):
+            chosen.append(capability)
+    return chosen if any(not c.mimeType.lower().endswith("/rtx") for c in chosen) else []
+
+
 OnTrackStarted = Callable[[PeerSession, TrackInfo], Awaitable[None]]
 OnOffer = Callable[[PeerSession, str, list[OfferedSource]], Awaitable[None]]
 
@@ -94,6 +115,8 @@ class Peers:
         self.announced_address = announced_address
         self.sessions: dict[str, PeerSession] = {}
         self.sources: dict[tuple[str, str], Source] = {}
+        #: codec preferences per source, for the subscribers' transceivers (``codec_capabilities``)
+        self.codecs: dict[tuple[str, str], list[RTCRtpCodecCapability]] = {}
         self._on_track_started = on_track_started
         self._on_offer = on_offer
 
@@ -128,6 +151,10 @@ class Peers:
             tap.on_packet = self._first_packet(session, info, encoding.push, tap)
             session.inbound[f"{info.source_id}/{info.layer}"] = (info, tap, encoding)
         await pc.setLocalDescription(await pc.createAnswer())
+        for transceiver in pc.getTransceivers():
+            info = by_mid.get(transceiver.mid)
+            if info is not None:
+                self.codecs.setdefault((peer_id, info.source_id), codec_capabilities(transceiver))
         return announce(str(pc.localDescription.sdp), self.announced_address)
 
     def _first_packet(
@@ -148,6 +175,7 @@ class Peers:
                 if other is not None:
                     other.subscriptions.pop(source_id, None)
             self.sources.pop((session.peer_id, source_id), None)
+            self.codecs.pop((session.peer_id, source_id), None)
         session.sources.clear()
         session.inbound.clear()
         if session.publisher is not None:
@@ -186,6 +214,9 @@ class Peers:
         session.retired.clear()
         for source_id, (source, layer) in session.pending.items():
             transceiver = pc.addTransceiver(source.kind, direction="sendonly")
+            codecs = self.codecs.get((source.publisher_id, source_id))
+            if codecs:
+                transceiver.setCodecPreferences(codecs)
             session.subscriptions[source_id] = Subscription(
                 source, transceiver, OutboundLeg(transceiver.sender), layer, offered=True
             )

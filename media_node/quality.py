@@ -63,6 +63,8 @@ class QualitySampler:
         self.topic = topic
         self.clock = clock
         self._last: dict[tuple[str, str], Totals] = {}
+        #: rooms with a ``roomlog_media_node_subscriber_loss_ratio`` child
+        self._loss_rooms: set[str] = set()
 
     def _delta(self, key: tuple[str, str], now: Totals) -> Delta:
         """Loss %, kbit/s and counts since the previous sample of this leg."""
@@ -92,7 +94,24 @@ class QualitySampler:
                         samples.append(sample)
         for key in [k for k in self._last if k not in live]:  # legs gone since the last round
             del self._last[key]
+        self._export_room_loss(samples)
         return samples
+
+    def _export_room_loss(self, samples: list[QualitySample]) -> None:
+        """Per room: the packet-weighted loss of its subscriber legs in this round. A round in
+        which they carried no packet (video paused by the quality loop, which it does when the
+        loss is worst) keeps the room's last measured value instead of reading 0."""
+        by_room: dict[str, tuple[float, int]] = {}
+        for sample in samples:
+            if sample.leg.startswith("sub/"):
+                lost, sent = by_room.get(sample.room_id, (0.0, 0))
+                by_room[sample.room_id] = (lost + sample.loss_pct / 100 * sample.packets, sent + sample.packets)
+        for room in self._loss_rooms - set(by_room):
+            metrics.MEDIA_ROOM_LOSS.remove(room)
+        for room, (lost, sent) in by_room.items():
+            if sent or room not in self._loss_rooms:
+                metrics.MEDIA_ROOM_LOSS.labels(room).set(lost / sent if sent else 0.0)
+        self._loss_rooms = set(by_room)
 
     async def _publisher_samples(self, session: PeerSession, live: set[tuple[str, str]]) -> list[QualitySample]:
         out = []

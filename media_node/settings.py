@@ -8,14 +8,14 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from producers.settings import KafkaSettings, TracingSettings
+from producers.settings import KafkaSettings, MetricsSettings, TracingSettings
 
 
 def _default_node_id() -> str:
     return f"node-{socket.gethostname()[:20]}-{os.getpid()}"
 
 
-class NodeSettings(KafkaSettings, TracingSettings):
+class NodeSettings(KafkaSettings, TracingSettings, MetricsSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_NODE_", extra="ignore")
 
     node_id: str = Field(default_factory=_default_node_id)
@@ -28,7 +28,6 @@ class NodeSettings(KafkaSettings, TracingSettings):
     idle_heartbeat_interval_s: float = 15.0
     #: How often per-leg quality samples go to quality.samples.
     stats_interval_s: float = 2.0
-    metrics_port: int = 0
     #: Make any codec construction raise (tests prove forwarding never decodes/encodes).
     forbid_codecs: bool = False
     log_level: str = "info"

@@ -10,16 +10,18 @@ partition a given id maps to (for addressed topics: gateways, media nodes).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
 
-from observability import tracing
+from observability import metrics, tracing
 from producers.catalog import decode, encode
 from producers.envelope import Event
 from producers.errors import DecodeError
@@ -54,13 +56,20 @@ def trace_headers(event: Event, parent: str | None = None) -> Headers:
 class EventProducer:
     """Produces roomlog events. Use as an async context manager or start()/stop()."""
 
-    def __init__(self, bootstrap: str, *, client_id: str = "roomlog", linger_ms: int = 5) -> None:
+    def __init__(
+        self, bootstrap: str, *, client_id: str = "roomlog", linger_ms: int = 5, max_batch_size: int = 16384
+    ) -> None:
+        #: ``max_batch_size``: the bytes one partition's batch holds (aiokafka keeps one open
+        #: batch per partition; a send to a full one waits for it to drain, up to
+        #: ``request_timeout_ms``, then raises ``KafkaTimeoutError``). A gateway with
+        #: thousands of sockets passes a larger one (``ApiSettings.producer_batch_bytes``).
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=linger_ms,
+            max_batch_size=max_batch_size,
         )
 
     async def start(self) -> None:
@@ -87,13 +96,21 @@ class EventProducer:
 
     async def send_soon(self, topic: str, event: Event, *, partition: int | None = None):  # type: ignore[no-untyped-def]
         """Queue a send; returns a future resolving to the record metadata."""
-        return await self._producer.send(
-            topic,
-            value=encode(event),
-            key=event.key.encode(),
-            partition=partition,
-            headers=trace_headers(event),
+        return await self._send(
+            topic, value=encode(event), key=event.key.encode(), partition=partition, headers=trace_headers(event)
         )
+
+    async def _send(  # type: ignore[no-untyped-def]
+        self, topic: str, *, value: bytes, key: bytes | None, partition: int | None, headers: Headers
+    ):
+        """``AIOKafkaProducer.send``, counting failures in ``roomlog_producer_errors_total``."""
+        try:
+            future = await self._producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+        except KafkaError as exc:
+            metrics.PRODUCER_ERRORS.labels(topic, type(exc).__name__).inc()
+            raise
+        future.add_done_callback(lambda f: _count_failure(topic, f))
+        return future
 
     async def send_raw(
         self,
@@ -104,7 +121,7 @@ class EventProducer:
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> RecordMetadata:
-        fut = await self._producer.send(topic, value=value, key=key, headers=headers or [], partition=partition)
+        fut = await self._send(topic, value=value, key=key, headers=headers or [], partition=partition)
         return await fut
 
     async def partitions(self, topic: str) -> int:
@@ -112,6 +129,11 @@ class EventProducer:
 
     async def flush(self) -> None:
         await self._producer.flush()
+
+
+def _count_failure(topic: str, future: asyncio.Future[RecordMetadata]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        metrics.PRODUCER_ERRORS.labels(topic, type(future.exception()).__name__).inc()
 
 
 @dataclass(frozen=True)
@@ -145,8 +167,12 @@ class EventConsumer:
         from_beginning: bool = False,
         dead_letters: EventProducer | None = None,
         client_id: str = "roomlog",
+        types: frozenset[str] | None = None,
     ) -> None:
         self._topics = list(topics)
+        #: Only events of these types are decoded and yielded (by the ``type`` header):
+        #: a reader of a busy topic that needs a few of its types skips the rest undecoded.
+        self._types = types
         self._address = address
         self._dead_letters = dead_letters
         self._consumer = AIOKafkaConsumer(
@@ -210,6 +236,9 @@ class EventConsumer:
             ):
                 self._pending = record
                 continue
+            if self._types is not None and _type_of(record) not in (None, *self._types):
+                self._pending = record
+                continue
             try:
                 event = decode(record.value or b"")
             except DecodeError as exc:
@@ -221,6 +250,7 @@ class EventConsumer:
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: DecodeError) -> None:
         log.warning("dead letter", extra={"topic": record.topic, "offset": record.offset, "reason": exc.reason})
+        metrics.CONSUMER_DEAD_LETTERS.labels(record.topic, exc.reason).inc()
         if self._dead_letters is None:
             return
         await self._dead_letters.send_raw(
@@ -229,6 +259,13 @@ class EventConsumer:
             key=record.key,
             headers=dead_letter_headers(record.topic, record.partition, record.offset, exc),
         )
+
+
+def _type_of(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    for name, value in record.headers or ():
+        if name == "type":
+            return bytes(value).decode(errors="replace")
+    return None  # no header: decoded (a record written without ``trace_headers``)
 
 
 def dead_letter_headers(topic: str, partition: int, offset: int, exc: DecodeError) -> Headers:

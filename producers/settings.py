@@ -75,6 +75,15 @@ class MinioSettings(SharedSettings):
     minio_secure: bool = False
 
 
+class MetricsSettings(SharedSettings):
+    """A service's Prometheus endpoint (``observability.metrics.serve``)."""
+
+    #: ``/metrics`` port (any path answers, so it is the health check too); 0: off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: The address it listens on: loopback by default; a pod sets its own IP (deploy/k8s).
+    metrics_host: str = "127.0.0.1"
+
+
 class TracingSettings(SharedSettings):
     """OpenTelemetry tracing (``observability/tracing.py``): off by default; on, every service
     exports its spans over OTLP/HTTP to ``tracing_endpoint`` (Jaeger, ``scripts/infra.sh``)."""

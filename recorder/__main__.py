@@ -9,10 +9,9 @@ import logging
 import signal
 import sys
 
-from prometheus_client import start_http_server
-
+from media_node.aiortc_glue import register_vp9
 from media_node.guard import forbid_codecs
-from observability import logs, tracing
+from observability import logs, metrics, tracing
 from producers.kafka import EventProducer
 from producers.topics import Topics
 from recorder.service import Recorder
@@ -66,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     tracing.setup("recorder", settings, instance=settings.recorder_id)
     if settings.forbid_codecs:
         forbid_codecs()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    register_vp9()  # forwarded/recorded as is: aiortc negotiates it, never codes it
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     asyncio.run(run(settings))
     return 0
 

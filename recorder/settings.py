@@ -9,14 +9,14 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from producers.settings import KafkaSettings, MinioSettings, TracingSettings
+from producers.settings import KafkaSettings, MetricsSettings, MinioSettings, TracingSettings
 
 
 def _default_recorder_id() -> str:
     return f"rec-{socket.gethostname()[:20]}-{os.getpid()}"
 
 
-class RecorderSettings(KafkaSettings, MinioSettings, TracingSettings):
+class RecorderSettings(KafkaSettings, MinioSettings, TracingSettings, MetricsSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_RECORDER_", extra="ignore")
 
     recorder_id: str = Field(default_factory=_default_recorder_id)
@@ -48,6 +48,4 @@ class RecorderSettings(KafkaSettings, MinioSettings, TracingSettings):
         default="roomlog-recordings",
         validation_alias=AliasChoices("ROOMLOG_RECORDING_BUCKET", "ROOMLOG_RECORDER_BUCKET"),
     )
-    #: Prometheus ``/metrics`` (any path answers, so also the health check) on 127.0.0.1; 0: off.
-    metrics_port: int = Field(default=0, ge=0, le=65535)
     log_level: str = "info"

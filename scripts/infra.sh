@@ -59,7 +59,8 @@
 # list of {"targets": ["127.0.0.1:PORT"], "labels": {...}}, re-read every 2 s): `make up`
 # and the test harness write one file per service with a metrics port (api, streams, media
 # nodes, recorder) and delete it when the service stops. infra.env carries PROMETHEUS_URL
-# and PROMETHEUS_TARGETS_DIR.
+# and PROMETHEUS_TARGETS_DIR. Alert rules: observability/prometheus/rules.yml (evaluated every
+# PROM_SCRAPE_INTERVAL; firing alerts at $PROMETHEUS_URL/api/v1/alerts, no Alertmanager).
 #
 # Layout under $RUN:  kafka/ (server.properties, log4j2.properties, data/), pg -> Postgres
 # cluster dir (see below), minio/data/, coturn/turnserver.conf (mode 600: it holds the secret),
@@ -812,6 +813,7 @@ global:
   scrape_interval: $PROM_SCRAPE_INTERVAL
   scrape_timeout: $PROM_SCRAPE_INTERVAL
   evaluation_interval: $PROM_SCRAPE_INTERVAL
+rule_files: ["$REPO/observability/prometheus/rules.yml"]
 scrape_configs:
   - job_name: prometheus
     static_configs:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make up` / `make down`: run the whole roomlog platform on this machine.
-#   scripts/up.sh run    infra + migrations + topics + api + streams + one media node
-#                        + one recorder;
+#   scripts/up.sh run    infra + migrations + topics + api + streams + ROOMLOG_MEDIA_NODES
+#                        media nodes (1) + one recorder + Prometheus (with the alert rules);
 #                        stays in the foreground, Ctrl-C stops everything
 #   scripts/up.sh down   stop everything `run` started (from another terminal)
 #   scripts/up.sh cert   write a self-signed certificate into $ROOMLOG_RUN_DIR/tls, print its paths
@@ -9,8 +9,11 @@
 # ROOMLOG_NODE_METRICS_PORT (9102), ROOMLOG_RECORDER_METRICS_PORT (9103, also its health
 # check), plus the infra ports of scripts/infra.sh. The recorder spools closed segments in
 # ROOMLOG_RECORDER_SPOOL_DIR ($ROOMLOG_RUN_DIR/recorder-spool).
+# Media nodes: ROOMLOG_MEDIA_NODES processes (one per core), node-1..node-N (a single node
+# takes ROOMLOG_NODE_NODE_ID if set), node i's metrics on ROOMLOG_NODE_METRICS_PORT + 10*(i-1).
 # Prometheus (scripts/infra.sh, PROMETHEUS_URL in infra.env) scrapes the api (plain HTTP
-# only), the streams worker and the media node: listed in $PROMETHEUS_TARGETS_DIR/up.json.
+# only), the streams worker and the recorder (listed in $PROMETHEUS_TARGETS_DIR/up.json) and
+# every media node (listed in $PROMETHEUS_TARGETS_DIR/media-nodes.json): file_sd.
 # HTTPS: ROOMLOG_API_TLS_CERT + ROOMLOG_API_TLS_KEY (PEM files), or ROOMLOG_API_TLS=self-signed
 # (certificate for localhost, 127.0.0.1 and the names in ROOMLOG_API_TLS_HOSTS, comma-separated).
 # TURN: the api hands out the coturn of scripts/infra.sh (TURN_URL, TURN_SECRET in infra.env)
@@ -27,16 +30,28 @@ mkdir -p "$run/logs" "$run/pids"
 export ROOMLOG_API_PORT=${ROOMLOG_API_PORT:-8080}
 export ROOMLOG_STREAMS_METRICS_PORT=${ROOMLOG_STREAMS_METRICS_PORT:-9101}
 export ROOMLOG_NODE_METRICS_PORT=${ROOMLOG_NODE_METRICS_PORT:-9102}
+ROOMLOG_MEDIA_NODES=${ROOMLOG_MEDIA_NODES:-1}
+[[ "$ROOMLOG_MEDIA_NODES" =~ ^[1-9][0-9]*$ ]] || { echo "ROOMLOG_MEDIA_NODES is a number >= 1 (got '$ROOMLOG_MEDIA_NODES')" >&2; exit 2; }
+NODES=()  # "pid-name node-id metrics-port" per media node
+for ((i = 1; i <= ROOMLOG_MEDIA_NODES; i++)); do
+  node_id=node-$i
+  ((ROOMLOG_MEDIA_NODES == 1)) && node_id=${ROOMLOG_NODE_NODE_ID:-node-1}
+  NODES+=("media-node-$i $node_id $((ROOMLOG_NODE_METRICS_PORT + 10 * (i - 1)))")
+done
 export ROOMLOG_RECORDER_METRICS_PORT=${ROOMLOG_RECORDER_METRICS_PORT:-9103}
 export ROOMLOG_RECORDER_SPOOL_DIR=${ROOMLOG_RECORDER_SPOOL_DIR:-$run/recorder-spool}
 # development mode: the browser pages sign in with POST /v1/dev/login {name}
 export ROOMLOG_API_DEV_MODE=${ROOMLOG_API_DEV_MODE:-true}
-SERVICES=(api streams media-node recorder)
+SERVICES=(api streams recorder)
+for node in "${NODES[@]}"; do SERVICES+=("${node%% *}"); done
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 stop_services() {
-  for name in recorder media-node api streams; do
+  local nodes=() f
+  # every node pid file, whatever ROOMLOG_MEDIA_NODES the `make down` terminal has
+  for f in "$run"/pids/media-node-*.pid; do [[ -e "$f" ]] && nodes+=("$(basename "$f" .pid)"); done
+  for name in recorder "${nodes[@]}" api streams; do
     local pidfile="$run/pids/$name.pid"
     [[ -f "$pidfile" ]] || continue
     local pid; pid=$(cat "$pidfile")
@@ -57,15 +72,23 @@ write_targets() {  # the services' metrics ports, for the Prometheus of scripts/
   cat >"$PROMETHEUS_TARGETS_DIR/up.tmp" <<JSON
 [$api
  {"targets": ["127.0.0.1:$ROOMLOG_STREAMS_METRICS_PORT"], "labels": {"service": "streams", "name": "streams"}},
- {"targets": ["127.0.0.1:$ROOMLOG_NODE_METRICS_PORT"], "labels": {"service": "media_node", "name": "${ROOMLOG_NODE_NODE_ID:-node-1}"}},
  {"targets": ["127.0.0.1:$ROOMLOG_RECORDER_METRICS_PORT"], "labels": {"service": "recorder", "name": "recorder-1"}}]
 JSON
   mv "$PROMETHEUS_TARGETS_DIR/up.tmp" "$PROMETHEUS_TARGETS_DIR/up.json"
+  local node pid_name node_id port sep="" entries=""
+  for node in "${NODES[@]}"; do
+    read -r pid_name node_id port <<<"$node"
+    entries+="$sep {\"targets\": [\"127.0.0.1:$port\"], \"labels\": {\"service\": \"media_node\", \"name\": \"$node_id\"}}"
+    sep=$',\n'
+  done
+  printf '[%s]\n' "$entries" >"$PROMETHEUS_TARGETS_DIR/media-nodes.tmp"
+  mv "$PROMETHEUS_TARGETS_DIR/media-nodes.tmp" "$PROMETHEUS_TARGETS_DIR/media-nodes.json"
 }
 
 down() {
   echo "==> stopping roomlog services"
-  rm -f "${PROMETHEUS_TARGETS_DIR:-$run/prometheus/targets}/up.json"
+  rm -f "${PROMETHEUS_TARGETS_DIR:-$run/prometheus/targets}/up.json" \
+    "${PROMETHEUS_TARGETS_DIR:-$run/prometheus/targets}/media-nodes.json"
   stop_services
   scripts/infra.sh down
   rm -f "$run/up.pid"
@@ -145,7 +168,11 @@ run_platform() {
   echo "==> starting services (logs in $run/logs)"
   start streams .venv/bin/python -m streams
   start api .venv/bin/python -m api
-  start media-node .venv/bin/python -m media_node --node-id "${ROOMLOG_NODE_NODE_ID:-node-1}"
+  local node pid_name node_id port
+  for node in "${NODES[@]}"; do
+    read -r pid_name node_id port <<<"$node"
+    ROOMLOG_NODE_METRICS_PORT=$port start "$pid_name" .venv/bin/python -m media_node --node-id "$node_id"
+  done
   # the recorder joins rooms through the api (a self-signed certificate is trusted for it)
   ROOMLOG_RECORDER_API_URL=${ROOMLOG_RECORDER_API_URL:-$SCHEME://127.0.0.1:$ROOMLOG_API_PORT} \
     SSL_CERT_FILE=${ROOMLOG_API_TLS_CERT:-${SSL_CERT_FILE:-}} \
@@ -159,7 +186,7 @@ roomlog is up:
   api          $SCHEME://127.0.0.1:$ROOMLOG_API_PORT   (/healthz /readyz /metrics /docs)
   web client   $SCHEME://127.0.0.1:$ROOMLOG_API_PORT/web/   (development sign-in)
   streams      worker; metrics http://127.0.0.1:$ROOMLOG_STREAMS_METRICS_PORT/metrics
-  media node   ${ROOMLOG_NODE_NODE_ID:-node-1}; metrics http://127.0.0.1:$ROOMLOG_NODE_METRICS_PORT/metrics
+$(for node in "${NODES[@]}"; do read -r _ node_id port <<<"$node"; echo "  media node   $node_id; metrics http://127.0.0.1:$port/metrics"; done)
   recorder     ${ROOMLOG_RECORDER_RECORDER_ID:-recorder-1}; metrics http://127.0.0.1:$ROOMLOG_RECORDER_METRICS_PORT/metrics
   kafka        $KAFKA_BOOTSTRAP
   postgres     $DATABASE_URL

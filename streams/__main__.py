@@ -8,9 +8,8 @@ from pathlib import Path
 
 import faust
 import mode.loop
-from prometheus_client import start_http_server
 
-from observability import logs, tracing
+from observability import logs, metrics, tracing
 from streams.app import build
 from streams.settings import StreamsSettings
 
@@ -26,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.loop.use("uvloop")  # before faust creates its loop: less per-message overhead
     logs.setup("streams", settings.log_level)
     tracing.setup("streams", settings, instance=settings.app_id)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     worker = build(settings)
     if settings.trace_file:

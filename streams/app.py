@@ -68,6 +68,8 @@ from streams.settings import StreamsSettings
 from streams.user_state import UserState
 
 log = logging.getLogger(__name__)
+#: per-record counter children, looked up once per (topic, type)
+INPUTS = metrics.children(metrics.STREAMS_INPUTS)
 
 
 @dataclass
@@ -107,7 +109,7 @@ class Worker:
             except DecodeError as exc:
                 await self.dead_letter(batch, record, exc)
                 continue
-            metrics.STREAMS_INPUTS.labels(record.topic, event.type).inc()
+            INPUTS(record.topic, event.type).inc()
             if self.trace is not None:
                 self.trace.write(f"{record.topic} {record.partition} {record.offset} {event.event_id}\n")
             out.append((record.partition, event))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from observability import metrics
 from producers.catalog import encode
@@ -25,12 +26,16 @@ from producers.topics import Topics
 from streams.driver import Table
 from streams.outputs import Output
 
+#: per-output counter children, looked up once per type
+OUTPUTS = metrics.children(metrics.STREAMS_OUTPUTS)
+
 
 class Batch:
     def __init__(self, producer: AIOKafkaProducer, topics: Topics) -> None:
         self._producer = producer
         self._topics = topics
         self._pending: list[asyncio.Future[Any]] = []
+        self._pending_topics: list[str] = []
         self._dirty: dict[tuple[int, str], tuple[Table, int, Any]] = {}
 
     def get(self, table: Table, key: str) -> Any:
@@ -55,7 +60,7 @@ class Batch:
                 output.partition,
                 trace_headers(event, parent),
             )
-            metrics.STREAMS_OUTPUTS.labels(event.type).inc()
+            OUTPUTS(event.type).inc()
 
     async def send_raw(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
@@ -70,19 +75,37 @@ class Batch:
         partition: int | None,
         headers: list[tuple[str, bytes]],
     ) -> None:
-        self._pending.append(await self._producer.send(topic, value, key=key, partition=partition, headers=headers))
+        try:
+            future = await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
+        except KafkaError as exc:
+            metrics.PRODUCER_ERRORS.labels(topic, type(exc).__name__).inc()
+            raise
+        self._pending.append(future)
+        self._pending_topics.append(topic)
 
     async def acknowledged(self) -> None:
         """Wait until the broker acknowledged every output handed to the producer."""
-        if self._pending:
-            await asyncio.gather(*self._pending)
-        self._pending.clear()
+        pending, topics = self._pending, self._pending_topics
+        self._pending, self._pending_topics = [], []
+        if pending:
+            await _all_acknowledged(pending, topics)
 
     async def persist(self) -> None:
         """Write the staged state changes to their tables and changelogs; wait for the acks."""
         written = []
+        staged = list(self._dirty.values())
         for (_, key), (table, partition, value) in self._dirty.items():
             written.append(await table.write(partition, key, value))
         self._dirty.clear()
         if written:
-            await asyncio.gather(*written)
+            await _all_acknowledged(written, [table.changelog for table, _, _ in staged])
+
+
+async def _all_acknowledged(futures: list[asyncio.Future[Any]], topics: list[str]) -> None:
+    """Wait for every send; count the failed ones (``roomlog_producer_errors_total``), raise the first."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    failed = [(topic, r) for topic, r in zip(topics, results, strict=True) if isinstance(r, BaseException)]
+    for topic, exc in failed:
+        metrics.PRODUCER_ERRORS.labels(topic, type(exc).__name__).inc()
+    if failed:
+        raise failed[0][1]

@@ -55,6 +55,7 @@ from mode import Service
 from pydantic import BaseModel
 
 from observability import metrics, tracing
+from streams.lag import AgentLag
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,8 @@ class _Runner:
     #: changelog, commit, lock (waiting for a rebalance listener); and records, batches
     spent: dict[str, float] = field(default_factory=dict)
     last_summary: float = field(default_factory=time.monotonic)
+    #: consumer lag per owned partition, for Prometheus (streams/lag.py)
+    lag: AgentLag | None = None
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.lock:  # the batch in flight finishes first
@@ -257,6 +260,9 @@ class _Runner:
                 table.forget(before - now)
             restored = await restore(self.settings.bootstrap, self.agent.tables, now - before)
             self.owned = set(assigned)
+            if self.lag is not None:
+                self.lag.forget(set(self.lag.partitions) - self.owned)
+                self.lag.assigned(self.owned)
             self.handled = {tp: o for tp, o in self.handled.items() if tp in assigned}
             log.info(
                 "agent %s: partitions assigned %s; restored %d changelog records of partitions %s in %.2fs",
@@ -280,6 +286,7 @@ class _Runner:
             fetch_max_wait_ms=s.fetch_wait_ms,
             max_poll_records=s.batch_max,
         )
+        self.lag = AgentLag(self.agent.name, consumer.highwater)
         consumer.subscribe(topics=self.agent.topics, listener=_Listener(self))
         await consumer.start()
         self.last_commit = time.monotonic()
@@ -298,10 +305,12 @@ class _Runner:
                         t2 = time.perf_counter()
                         await self._commit()
                         self._spend("commit", time.perf_counter() - t2)
+                    self.lag.idle()
                 self._summarize()
         finally:
             async with self.lock:
                 await self._commit()
+            self.lag.forget(list(self.lag.partitions))
             await consumer.stop()
 
     async def _handle(self, generation: int, got: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -338,6 +347,8 @@ class _Runner:
         )
         for tp, tp_records in got.items():
             self.handled[tp] = tp_records[-1].offset + 1
+            if self.lag is not None:
+                self.lag.handled(tp, tp_records[-1].offset + 1, tp_records[-1].timestamp)
 
     def _spend(self, what: str, amount: float) -> None:
         self.spent[what] = self.spent.get(what, 0.0) + amount

@@ -56,14 +56,19 @@ from streams.outputs import Outputs
 from streams.room_state import PeerState, RoomState
 
 
-def remove_peer(d: Decision, peer: PeerState, reason: str, *, tell_peer: bool = False) -> None:
+def remove_peer(
+    d: Decision, peer: PeerState, reason: str, *, tell_peer: bool = False, request_id: str | None = None
+) -> None:
     tracks.unpublish_all(d, peer)
     d.fact(PeerLeft, peer_id=peer.peer_id, reason=reason)
     d.command(ClosePeer, peer_id=peer.peer_id)
     if not peer.hidden:
         d.notify_others(peer.peer_id, {"type": "peer-left", "peer_id": peer.peer_id, "reason": reason})
     if tell_peer:
-        d.notify(peer, {"type": "left", "peer_id": peer.peer_id, "reason": reason})
+        left: dict[str, Any] = {"type": "left", "peer_id": peer.peer_id, "reason": reason}
+        if request_id:  # the answer to the peer's own `leave` (the SDK waits for it)
+            left["request_id"] = request_id
+        d.notify(peer, left)
 
 
 def close_room(d: Decision, reason: str) -> None:
@@ -167,7 +172,7 @@ def send_joined(d: Decision, me: PeerState) -> None:
 def on_leave(d: Decision, intent: LeaveRequested) -> None:
     peer = d.state.peers.get(intent.peer_id) if d.state else None
     if peer is not None:
-        remove_peer(d, peer, intent.reason, tell_peer=True)
+        remove_peer(d, peer, intent.reason, tell_peer=True, request_id=intent.correlation_id)
 
 
 def on_connection_lost(d: Decision, intent: ConnectionLost) -> None:

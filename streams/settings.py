@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from producers.settings import DatabaseSettings, KafkaSettings, TracingSettings
+from producers.settings import DatabaseSettings, KafkaSettings, MetricsSettings, TracingSettings
 
 
-class StreamsSettings(KafkaSettings, DatabaseSettings, TracingSettings):
+class StreamsSettings(KafkaSettings, DatabaseSettings, TracingSettings, MetricsSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMLOG_STREAMS_", extra="ignore")
 
     app_id: str = "roomlog-streams"
@@ -49,7 +49,6 @@ class StreamsSettings(KafkaSettings, DatabaseSettings, TracingSettings):
     #: How often the worker runs that deletion, and how many rows one statement deletes.
     quality_retention_interval_s: float = Field(default=600.0, gt=0)
     quality_prune_batch: int = Field(default=5000, ge=1, le=100_000)
-    metrics_port: int = 0
     #: When set, append "<topic> <partition> <offset> <event_id>" per handled input.
     trace_file: str | None = None
     #: Faust's per-app data directory (tables are in memory, restored from their changelogs).

@@ -479,6 +479,12 @@ def handle(
     handler = HANDLERS.get(type(event))
     if handler is None or (state is None and isinstance(event, Tick)):
         return state, Outputs(event, f"station:{key}", event.occurred_at)
+    if isinstance(event, StationHeartbeat) and state is not None and state.registered and state.status == "online":
+        # most of a registry's input: only ``last_seen`` moves (a shallow copy; no one mutates
+        # a stored state, every other input works on a deep copy)
+        last = max(state.last_seen or event.occurred_at, event.occurred_at)
+        out = Outputs(event, f"station:{key}", event.occurred_at)
+        return (state if last == state.last_seen else state.model_copy(update={"last_seen": last})), out
     current = (state or StationState(station_id=key)).model_copy(deep=True)
     d = Decision(current, event, config)
     event_id = str(event.event_id)

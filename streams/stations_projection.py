@@ -156,11 +156,32 @@ def rows(events: Sequence[Event]) -> list[Row]:
     return out
 
 
+def runs(rows: Sequence[Row]) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """Consecutive rows of one statement as one run (executed as one executemany: the
+    upserts compile each time they run, and a registration storm is thousands of
+    ``StationWentOnline`` in a row); the order of the rows is kept."""
+    out: list[tuple[Any, list[dict[str, Any]]]] = []
+    keys: set[Any] = set()
+    for stmt, params in rows:
+        key = next((params[k] for k in KEYS if k in params), None)
+        # a row twice in one run would be one multi-row upsert touching a row twice
+        if out and out[-1][0] is stmt and key not in keys:
+            out[-1][1].append(params)
+        else:
+            out.append((stmt, [params]))
+            keys = set()
+        keys.add(key)
+    return out
+
+
+KEYS = ("station_id", "k_station_id", "command_id", "k_command_id")
+
+
 async def apply_station_events(conn: AsyncConnection, events: Sequence[Event]) -> int:
     batch = rows(events)
     facts = [(stmt, params) for stmt, params in batch if stmt is not HEARTBEAT]
-    for stmt, params in facts:
-        await conn.execute(stmt, params)
+    for stmt, many in runs(facts):
+        await conn.execute(stmt, many)
     beats = [params for stmt, params in batch if stmt is HEARTBEAT]
     if beats:  # one statement for the batch's heartbeats (most of a busy registry's input)
         await conn.execute(HEARTBEAT, beats)

@@ -101,9 +101,9 @@ class Service(Child):
             path.unlink(missing_ok=True)
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown hooks run."""
+        """SIGKILL: no shutdown hooks run. Like a crashed process, it stays in the run's
+        Prometheus targets (scraped as down, ``up == 0``) until ``stop`` or a restart."""
         super().kill()
-        self._unregister_target()
 
     def stop(self, timeout: float = 20) -> None:
         self._unregister_target()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from observability.dashboards import quality
+from observability.dashboards import overview, quality
 
 HERE = Path(__file__).resolve().parent
 
 #: file name → builder
-DASHBOARDS: dict[str, Callable[[], object]] = {"quality.json": quality.build}
+DASHBOARDS: dict[str, Callable[[], object]] = {"quality.json": quality.build, "overview.json": overview.build}
 
 
 def render(name: str) -> str:

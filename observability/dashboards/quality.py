@@ -18,32 +18,22 @@ against the real servers after a run.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from grafana_foundation_sdk.builders import common, dashboard, statetimeline, table, timeseries
-from grafana_foundation_sdk.builders.prometheus import Dataquery as PromQuery
-from grafana_foundation_sdk.cog import builder as cogbuilder
-from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.builders import dashboard, statetimeline, table
 from grafana_foundation_sdk.models.common import (
-    LegendDisplayMode,
-    LegendPlacement,
-    SortOrder,
-    TooltipDisplayMode,
     VisibilityMode,
 )
 from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
-    DataSourceRef,
     ValueMap,
     ValueMapping,
     ValueMappingResult,
     VariableRefresh,
 )
 
+from observability.dashboards.panels import POSTGRES, PROMETHEUS, Sql, legend, prom, series, tooltip
+
 UID = "roomlog-quality"
-POSTGRES = DataSourceRef(type_val="grafana-postgresql-datasource", uid="${postgres}")
-PROMETHEUS = DataSourceRef(type_val="prometheus", uid="${prometheus}")
 #: the layer panel's numbers (numeric so the SQL long format becomes one series per leg)
 LAYER_NAMES: list[ValueMapping] = [
     ValueMap(
@@ -57,33 +47,6 @@ LAYER_NAMES: list[ValueMapping] = [
 ]
 
 
-class SqlQuery(cogvariants.Dataquery):
-    """A raw-SQL target of Grafana's PostgreSQL data source (the SDK has no builder for it)."""
-
-    def __init__(self, ref_id: str, raw_sql: str, format_: Literal["time_series", "table"]) -> None:
-        self.ref_id, self.raw_sql, self.format = ref_id, raw_sql, format_
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "refId": self.ref_id,
-            "datasource": {"type": POSTGRES.type_val, "uid": POSTGRES.uid},
-            "editorMode": "code",
-            "rawQuery": True,
-            "format": self.format,
-            "rawSql": self.raw_sql,
-        }
-
-
-class Sql(cogbuilder.Builder[SqlQuery]):
-    def __init__(
-        self, raw_sql: str, format_: Literal["time_series", "table"] = "time_series", ref_id: str = "A"
-    ) -> None:
-        self._query = SqlQuery(ref_id, " ".join(raw_sql.split()), format_)
-
-    def build(self) -> SqlQuery:
-        return self._query
-
-
 def _leg_series(column: str, alias: str, legs: str) -> Sql:
     """One series per peer and leg of ``$room``: ``column`` per 10 s bucket."""
     return Sql(f"""
@@ -91,41 +54,6 @@ def _leg_series(column: str, alias: str, legs: str) -> Sql:
         FROM quality_stats
         WHERE room_id = '$room' AND source = 'node' AND leg LIKE '{legs}' AND $__timeFilter(sampled_at)
         ORDER BY 1, 2""")
-
-
-def _prom(expr: str, legend: str) -> PromQuery:
-    return PromQuery().expr(expr).legend_format(legend).range().datasource(PROMETHEUS)
-
-
-def _legend() -> common.VizLegendOptions:
-    return (
-        common.VizLegendOptions()
-        .show_legend(True)
-        .display_mode(LegendDisplayMode.LIST)
-        .placement(LegendPlacement.BOTTOM)
-        .calcs([])
-    )
-
-
-def _tooltip() -> common.VizTooltipOptions:
-    return common.VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)
-
-
-def _series(
-    title: str, unit: str, query: cogbuilder.Builder[cogvariants.Dataquery], source: DataSourceRef, description: str
-) -> timeseries.Panel:
-    return (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .unit(unit)
-        .datasource(source)
-        .with_target(query)
-        .legend(_legend())
-        .tooltip(_tooltip())
-        .height(8)
-        .span(12)
-    )
 
 
 def build() -> DashboardModel:
@@ -156,7 +84,7 @@ def build() -> DashboardModel:
         .with_variable(room)
         .with_row(dashboard.Row("Room $room (Postgres)"))
         .with_panel(
-            _series(
+            series(
                 "Subscriber loss (%)",
                 "percent",
                 _leg_series("loss_pct::float8", "loss", "sub/%"),
@@ -165,7 +93,7 @@ def build() -> DashboardModel:
             )
         )
         .with_panel(
-            _series(
+            series(
                 "Subscriber RTT (ms)",
                 "ms",
                 _leg_series("rtt_ms", "rtt", "sub/%"),
@@ -174,7 +102,7 @@ def build() -> DashboardModel:
             )
         )
         .with_panel(
-            _series(
+            series(
                 "Bitrate sent to subscribers (kbit/s)",
                 "Kbits",
                 _leg_series("bitrate_kbps", "kbit/s", "sub/%"),
@@ -183,7 +111,7 @@ def build() -> DashboardModel:
             )
         )
         .with_panel(
-            _series(
+            series(
                 "Bitrate received from publishers (kbit/s)",
                 "Kbits",
                 _leg_series("bitrate_kbps", "kbit/s", "pub/%"),
@@ -209,8 +137,8 @@ def build() -> DashboardModel:
             .mappings(LAYER_NAMES)
             .show_value(VisibilityMode.AUTO)
             .merge_values(True)
-            .legend(_legend())
-            .tooltip(_tooltip())
+            .legend(legend())
+            .tooltip(tooltip())
             .height(8)
             .span(12)
         )
@@ -236,10 +164,10 @@ def build() -> DashboardModel:
         )
         .with_row(dashboard.Row("Nodes and streams (Prometheus)"))
         .with_panel(
-            _series(
+            series(
                 "Forwarded packets/s per node",
                 "pps",
-                _prom(
+                prom(
                     f"sum by (instance, kind) (rate(roomlog_media_node_forwarded_packets_total[{rate}]))",
                     "{{instance}} {{kind}}",
                 ),
@@ -248,10 +176,10 @@ def build() -> DashboardModel:
             )
         )
         .with_panel(
-            _series(
+            series(
                 "Subscriber video loss p95 per node",
                 "percentunit",
-                _prom(
+                prom(
                     f"histogram_quantile(0.95, sum by (instance, le) "
                     f"(rate(roomlog_media_subscriber_loss_ratio_bucket[{rate}])))",
                     "{{instance}} p95",
@@ -261,10 +189,10 @@ def build() -> DashboardModel:
             )
         )
         .with_panel(
-            _series(
+            series(
                 "Subscriber video loss (mean) per node",
                 "percentunit",
-                _prom(
+                prom(
                     f"sum by (instance) (rate(roomlog_media_subscriber_loss_ratio_sum[{rate}])) / "
                     f"sum by (instance) (rate(roomlog_media_subscriber_loss_ratio_count[{rate}]))",
                     "{{instance}} mean",
@@ -274,10 +202,10 @@ def build() -> DashboardModel:
             )
         )
         .with_panel(
-            _series(
+            series(
                 "Quality history written to Postgres",
                 "ops",
-                _prom(
+                prom(
                     f"sum by (instance, kind) (rate(roomlog_streams_quality_projected_total[{rate}]))",
                     "{{instance}} {{kind}}/s",
                 ),

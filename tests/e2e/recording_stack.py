@@ -7,15 +7,21 @@ import contextlib
 import json
 import subprocess
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import httpx
 import numpy as np
+from aiortc import RTCRtpTransceiver
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
 from minio import Minio
 
 from client import LocalTrack, Room
+from client.aiortc_glue import use_encoder
 from client.synthetic import PatternVideoTrack, ToneAudioTrack, decode_pattern
 from producers.kafka import EventProducer
 from producers.topics import Topics
@@ -72,6 +78,78 @@ async def start_recording_stack(
     return base, recs
 
 
+class Vp9Encoder(Encoder):
+    """VP9 for a test publisher (aiortc has no VP9): libvpx-vp9 through PyAV, RTP payloads
+    per RFC 9628 in non-flexible mode (one spatial layer, a 15-bit picture id, P set on
+    inter frames), 1 s keyframe interval and a keyframe when asked."""
+
+    MTU = 1100
+
+    def __init__(self) -> None:
+        self.codec: av.VideoCodecContext | None = None
+        self.picture_id = 0
+        self.target_bitrate = 500_000
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        timestamp = int(frame.pts * frame.time_base * 90_000)  # before PyAV rescales it
+        if self.codec is None:
+            codec = av.CodecContext.create("libvpx-vp9", "w")
+            assert isinstance(codec, av.VideoCodecContext)
+            codec.width, codec.height, codec.pix_fmt = frame.width, frame.height, "yuv420p"
+            codec.time_base = Fraction(1, 90_000)
+            codec.bit_rate = self.target_bitrate
+            codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "g": "15"}
+            self.codec = codec
+        frame.pict_type = av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
+        data = b"".join(bytes(p) for p in self.codec.encode(frame))
+        if not data:
+            return [], timestamp
+        inter = bool(data[0] >> 2 & 0x01)  # frame_type of profile 0
+        chunks = [data[i : i + self.MTU] for i in range(0, len(data), self.MTU)]
+        pid = self.picture_id
+        self.picture_id = (pid + 1) & 0x7FFF
+        payloads = []
+        for k, chunk in enumerate(chunks):
+            b0 = 0x80 | (0x40 if inter else 0) | (0x08 if k == 0 else 0) | (0x04 if k == len(chunks) - 1 else 0)
+            payloads.append(bytes([b0, 0x80 | pid >> 8, pid & 0xFF]) + chunk)
+        return payloads, timestamp
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        raise NotImplementedError("encodes frames only")
+
+
+ENCODERS: dict[str, type[Encoder]] = {"h264": H264Encoder, "vp8": Vp8Encoder, "vp9": Vp9Encoder}
+
+
+class SentFrames(Encoder):
+    """The publisher's own encoder (aiortc's), noting the RTP timestamp (90 kHz, from 0 at
+    the track's first frame) of every frame it encodes: what the publisher really sent. The
+    pattern's counter is not that: a paused sender (dynacast: nobody subscribes) reads and
+    drops frames before its encoder, so the counter runs on while nothing is sent."""
+
+    def __init__(self, inner: Encoder, timestamps: list[int]) -> None:
+        self.inner = inner
+        self.timestamps = timestamps
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        payloads, timestamp = self.inner.encode(frame, force_keyframe)
+        if payloads:
+            self.timestamps.append(timestamp)
+        return payloads, timestamp
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        return self.inner.pack(packet)
+
+    @property
+    def target_bitrate(self) -> int:
+        return int(getattr(self.inner, "target_bitrate", 0))
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        if hasattr(self.inner, "target_bitrate"):
+            self.inner.target_bitrate = bitrate
+
+
 @dataclass
 class Publisher:
     identity: str
@@ -80,6 +158,34 @@ class Publisher:
     video: PatternVideoTrack
     audio: ToneAudioTrack
     events: list[tuple[str, Any]] = field(default_factory=list)
+    #: RTP timestamps of the camera frames the publisher encoded (``video_codec`` given).
+    sent: list[int] = field(default_factory=list)
+
+
+def missing_frames(
+    path: Path, frames: list[tuple[int, int]], sent: list[int], fps: int = 15
+) -> tuple[list[int], list[int]]:
+    """(sent but not in the file, in the file but never sent): the counters of the camera
+    frames the publisher encoded between the file's first and last frame that the file lacks,
+    and the file's frames the publisher never encoded. The file's packet times (90 kHz) are
+    placed on the publisher's timeline by the decoded pattern counters (the median offset:
+    a misread counter does not move it); the publisher's timestamps are ``counter * step``."""
+    step = 90_000 // fps
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None
+        base = stream.time_base
+        pts = sorted(round(float(p.pts * base) * 90_000) for p in container.demux(stream) if p.pts is not None)
+    assert len(pts) == len(frames), (len(pts), len(frames))
+    offsets = sorted(counter * step - t for t, (_, counter) in zip(pts, frames, strict=True))
+    offset = offsets[len(offsets) // 2]
+    # WebM keeps milliseconds: each time is put back on the publisher's frame grid
+    recorded = {round((t + offset) / step) * step for t in pts}
+    assert len(recorded) == len(pts), "two frames of the file at one publisher timestamp"
+    span = [t for t in sent if min(recorded) <= t <= max(recorded)]
+    missing = sorted(t // step for t in set(span) - recorded)
+    extra = sorted(t // step for t in recorded - set(sent))
+    return missing, extra
 
 
 async def publisher(base: str, room_id: str, identity: str, code: int, video_codec: str | None = None) -> Publisher:
@@ -91,10 +197,17 @@ async def publisher(base: str, room_id: str, identity: str, code: int, video_cod
     audio = ToneAudioTrack()
     p = Publisher(identity, code, room, video, audio)
     room.on(lambda kind, payload: p.events.append((kind, payload)))
+
+    def count_sent(transceiver: RTCRtpTransceiver) -> None:
+        assert video_codec is not None
+        use_encoder(transceiver.sender, SentFrames(ENCODERS[video_codec.lower()](), p.sent))
+
     # source ids are unique in a room (a subscription is keyed by source id)
     await room.publish(
         [
-            LocalTrack(video, f"{identity}-cam", "camera", codec=video_codec),
+            LocalTrack(
+                video, f"{identity}-cam", "camera", codec=video_codec, prepare=count_sent if video_codec else None
+            ),
             LocalTrack(audio, f"{identity}-mic", "microphone"),
         ]
     )

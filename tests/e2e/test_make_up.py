@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -49,6 +50,15 @@ def _processes_mentioning(text: str) -> list[str]:
     return out
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_make_up_then_down(tmp_path: Path) -> None:
     run_dir = tmp_path / "up"
     ports = {
@@ -66,6 +76,9 @@ def test_make_up_then_down(tmp_path: Path) -> None:
             "ROOMLOG_RECORDER_METRICS_PORT",
         )
     }
+    # node 2's metrics port is node 1's + 10 (scripts/up.sh): keep it free
+    while not _free(int(ports["ROOMLOG_NODE_METRICS_PORT"]) + 10):
+        ports["ROOMLOG_NODE_METRICS_PORT"] = str(free_port())
     env = {
         k: v
         for k, v in os.environ.items()
@@ -79,7 +92,7 @@ def test_make_up_then_down(tmp_path: Path) -> None:
             "PROMETHEUS_TARGETS_DIR",
         )
     }
-    env.update(ports, ROOMLOG_RUN_DIR=str(run_dir))
+    env.update(ports, ROOMLOG_RUN_DIR=str(run_dir), ROOMLOG_MEDIA_NODES="2")
     log = (tmp_path / "make-up.log").open("wb")
     up = subprocess.Popen(
         ["make", "up"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -111,20 +124,31 @@ def test_make_up_then_down(tmp_path: Path) -> None:
         assert "roomlog_recorder_segments_uploaded_total" in recorder_metrics
         # the recorder joined its consumer group on recording.commands
         assert "consuming" in (run_dir / "logs" / "recorder.log").read_text()
-        # the platform's own Prometheus scrapes the api, the worker, the node and the recorder
+        # the platform's own Prometheus scrapes the api, the worker, both nodes (media-nodes.json)
+        # and the recorder: every target it has is up
         prometheus = f"http://127.0.0.1:{ports['PROM_PORT']}"
-        healthy: set[str] = set()
-        while time.monotonic() < deadline and healthy != {"api", "streams", "media_node", "recorder"}:
+        wanted = {("api", "api"), ("streams", "streams"), ("media_node", "node-1"), ("media_node", "node-2")}
+        wanted.add(("recorder", "recorder-1"))
+        health: dict[tuple[str, str], str] = {}
+        while time.monotonic() < deadline and not (set(health) == wanted and set(health.values()) == {"up"}):
             targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-            healthy = {
-                t["labels"].get("service", "")
+            health = {
+                (t["labels"].get("service", ""), t["labels"].get("name", "")): t["health"]
                 for t in targets
-                if t["labels"].get("job") == "roomlog" and t["health"] == "up"
+                if t["labels"].get("job") == "roomlog"
             }
             time.sleep(1)
-        assert healthy == {"api", "streams", "media_node", "recorder"}, targets
+        assert set(health) == wanted and set(health.values()) == {"up"}, targets
+        assert all(t["health"] == "up" for t in targets), targets  # Prometheus itself too
+        node_2 = httpx.get(f"http://127.0.0.1:{int(ports['ROOMLOG_NODE_METRICS_PORT']) + 10}/metrics").text
+        assert "roomlog_media_node_heartbeats_total" in node_2
+        # with the alert rules loaded, and none firing on a healthy platform
+        rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        alerts = {r["name"]: r["state"] for g in rules for r in g["rules"]}
+        assert set(alerts) >= {"RoomlogMediaNodeDown", "RoomlogApiNotReady", "RoomlogStreamsLagging"}, alerts
+        assert "firing" not in alerts.values(), alerts
         pids = [int(p.read_text()) for p in (run_dir / "pids").glob("*.pid")]
-        assert len(pids) >= 7, sorted(p.name for p in (run_dir / "pids").glob("*.pid"))
+        assert len(pids) >= 8, sorted(p.name for p in (run_dir / "pids").glob("*.pid"))
         assert _processes_mentioning(str(run_dir)), "could not find the platform's processes"
     finally:
         down = subprocess.run(["make", "down"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)

@@ -140,11 +140,22 @@ async def test_every_panel_query_returns_data(
             async with engine.connect() as conn:
                 return int((await conn.execute(text(sql), {"room_id": room_id})).scalar_one())
 
+        async def room_loss_above(threshold: float) -> float | None:
+            """The node's per-room subscriber loss (RoomlogSubscriberLoss's input) as scraped, if above."""
+            expr = f'max_over_time(roomlog_media_node_subscriber_loss_ratio{{room="{room_id}"}}[1m])'
+            async with httpx.AsyncClient() as http:
+                r = await http.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+            loss = max((float(s["value"][1]) for s in r.json()["data"]["result"]), default=0.0)
+            return loss if loss > threshold else None
+
         with loss_towards(subscriber_port(viewer), 0.15):
             await wait_for(
                 lambda: count("SELECT count(*) FROM quality_decisions WHERE room_id = :room_id"),
                 60,
                 "a quality decision for the lossy subscriber, projected",
+            )
+            await wait_for(
+                functools.partial(room_loss_above, 0.05), 30, "the room's subscriber loss in Prometheus above 5 %"
             )
         await wait_for(
             lambda: count(

@@ -18,7 +18,7 @@ import aiortc.codecs
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
@@ -32,6 +32,8 @@ from media_node.aiortc_glue import (
     OutboundLeg,
     SilentTrack,
     check_internals,
+    negotiated_codecs,
+    register_vp9,
     request_keyframe,
     send_remb,
     serialize,
@@ -292,3 +294,35 @@ async def test_nack_again_from_the_tap_and_misses_reported_by_the_leg(no_codecs:
     assert pair.a.nacked_distinct == 1
     assert no_codecs == []
     await pair.close()
+
+
+@pytest.fixture
+def vp9() -> Iterator[None]:
+    """aiortc negotiates VP9 in this process (``register_vp9``), until the test ends."""
+    video = aiortc.codecs.CODECS["video"]
+    before = list(video)
+    register_vp9()
+    register_vp9()  # idempotent
+    yield
+    video[:] = before
+
+
+async def test_registered_vp9_is_negotiated_with_its_rtx_and_no_codec(vp9: None, no_codecs: list[str]) -> None:
+    names = [c.mimeType for c in aiortc.codecs.CODECS["video"]]
+    assert names.count("video/VP9") == 1 and names[-2:] == ["video/VP9", "video/rtx"], names
+    publisher, node = pc(), pc()
+    transceiver = publisher.addTransceiver("video", direction="sendonly")
+    transceiver.setCodecPreferences(
+        [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP9", "video/rtx")]
+    )
+    OutboundLeg(transceiver.sender)
+    await negotiate(publisher, node, lambda: tap_receiver(node.getTransceivers()[0].receiver))
+    answered = negotiated_codecs(node.getTransceivers()[0])
+    assert [c.mimeType for c in answered] == ["video/VP9", "video/rtx"]
+    assert answered[1].parameters["apt"] == answered[0].payloadType
+    assert [(c.mimeType, c.payloadType) for c in negotiated_codecs(transceiver)] == [
+        (c.mimeType, c.payloadType) for c in answered
+    ]
+    assert "VP9" in str(node.localDescription.sdp) and not no_codecs
+    await publisher.close()
+    await node.close()

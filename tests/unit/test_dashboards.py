@@ -34,3 +34,15 @@ def test_quality_dashboard_shape() -> None:
     assert all("'$room'" in q and "$__timeFilter(" in q for q in sql)
     assert {p["datasource"]["uid"] for p in panels} == {"${postgres}", "${prometheus}"}
     assert [v["name"] for v in board["templating"]["list"]] == ["postgres", "prometheus", "room"]
+
+
+def test_overview_dashboard_shape() -> None:
+    board = json.loads(render("overview.json"))
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    assert all(len(p["targets"]) == 1 for p in panels)  # one query per panel: each is tested alone
+    promql = [t["expr"] for p in panels for t in p["targets"] if "expr" in t]
+    sql = [t["rawSql"] for p in panels for t in p["targets"] if "rawSql" in t]
+    assert len(promql) == 20 and len(sql) == 3
+    assert all("by (instance" in q for q in promql)  # the test keeps its own services' series
+    assert [v["name"] for v in board["templating"]["list"]] == ["postgres", "prometheus"]

@@ -349,7 +349,23 @@ async def test_no_start_while_the_leg_is_not_connected() -> None:
     assert leg.written == [] and ups["single"].keyframe_requests == []
     leg.ready = True
     await enc.push(rtp(2, 3000, vp8(keyframe=False)))
-    assert ups["single"].keyframe_requests == [1111]
+    # the leg is up: it starts on the cached GOP (media_node/gop_cache.py), keyframe first, no PLI
+    assert ups["single"].keyframe_requests == [] and [p.sequence_number for p in leg.written] != []
+    assert len(leg.written) == 2
+    await enc.push(rtp(3, 6000, vp8(keyframe=True)))
+    assert len(leg.written) == 3
+
+
+async def test_a_late_leg_without_a_cached_gop_asks_for_a_keyframe() -> None:
+    clock = Clock()
+    source, ups = video_source(clock)
+    enc = source.encodings["single"]
+    leg = FakeLeg(ready=False)
+    await source.subscribe("sub1", leg)
+    await enc.push(rtp(1, 0, vp8(keyframe=False)))  # joined mid-GOP: nothing cached yet
+    leg.ready = True
+    await enc.push(rtp(2, 3000, vp8(keyframe=False)))
+    assert ups["single"].keyframe_requests == [1111] and leg.written == []
     await enc.push(rtp(3, 6000, vp8(keyframe=True)))
     assert len(leg.written) == 1
 

@@ -364,12 +364,8 @@ async def test_forwards_video_and_opus_without_codec_work_on_the_node(rig: Rig, 
     assert not any(tap.decoding for tap in rig.taps())
     # and the retransmission repaired the lost frame
     repaired = (dropped[0].timestamp - written[0].timestamp) & 0xFFFFFFFF in {f.pts for f in frames}
-    if codec == "H264" and not repaired:
-        # Peers offers the viewer every codec (VP8 first) and aiortc wraps retransmissions in
-        # the RTX payload type of the first codec: an H264 packet comes back as "VP8"
-        pytest.xfail(
-            "retransmissions of H264 go out with VP8's RTX payload type (known bug, docs: media_node/README.md)"
-        )
+    # (Peers offers the viewer only the publisher's codec: with every codec offered, VP8
+    # first, aiortc wrapped H264 retransmissions in VP8's RTX payload type)
     assert repaired
 
 

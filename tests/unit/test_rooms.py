@@ -143,6 +143,13 @@ def test_replacement_on_node_failure_tells_clients_to_reconnect() -> None:
     assert [o.message["type"] for o in out if isinstance(o, Notification)] == ["reconnect"]
 
 
+def test_left_answers_the_leave_request_by_its_id() -> None:
+    state, _ = run(None, join("p1", "a"), RoomPlaced.new(room_id="r1", node_id="n1"))
+    _, out = run(state, LeaveRequested.new(room_id="r1", peer_id="p1", correlation_id="req-7"))
+    left = [o.message for o in out if isinstance(o, Notification) and o.message["type"] == "left"]
+    assert left == [{"type": "left", "peer_id": "p1", "reason": "client-leave", "request_id": "req-7"}]
+
+
 def test_leave_closes_peer_on_its_node() -> None:
     state, _ = run(None, join("p1", "a"), RoomPlaced.new(room_id="r1", node_id="n1"))
     _, out = run(state, LeaveRequested.new(room_id="r1", peer_id="p1"))

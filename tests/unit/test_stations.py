@@ -263,3 +263,23 @@ def test_viewers_count_excludes_the_station_publisher_and_hidden_peers() -> None
     assert counts == [1, 2, 1, 0]
     assert stations_viewers.parse_room("room-1") is None
     assert stations_viewers.parse_room(room) == ("bj_01", "cam1")
+
+
+def test_projection_runs_keep_order_and_never_hold_a_row_twice() -> None:
+    from streams.stations_projection import ACKED, ONLINE, SENT, runs
+
+    rows = [
+        (ONLINE, {"station_id": "a"}),
+        (ONLINE, {"station_id": "b"}),
+        (ONLINE, {"station_id": "a"}),
+        (SENT, {"command_id": "c1"}),
+        (ACKED, {"k_command_id": "c1"}),
+        (SENT, {"command_id": "c2"}),
+    ]
+    assert [(stmt, [next(iter(p.values())) for p in many]) for stmt, many in runs(rows)] == [
+        (ONLINE, ["a", "b"]),
+        (ONLINE, ["a"]),
+        (SENT, ["c1"]),
+        (ACKED, ["c1"]),
+        (SENT, ["c2"]),
+    ]
