@@ -20,6 +20,7 @@ from producers.kafka import EventProducer
 from producers.sessions import RecordingSegmentUploaded, RecordingStarted
 from producers.topics import Topics
 from tests.e2e.recording_stack import (
+    Publisher,
     admin_headers,
     close_all,
     create_room,
@@ -182,16 +183,15 @@ async def test_two_publishers_recorded_for_30s_without_decoding(
         assert sorted(codes) == [11, 22], (at, codes)
 
 
-async def test_h264_is_recorded_into_fragmented_mp4_without_decoding(
-    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
-) -> None:
-    """A publisher sending H.264 (aiortc's encoder, on the publisher's side): the recorder,
-    its codec factories raising, writes fragmented MP4 segments and one MP4 track file."""
-    base, (recorder,) = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path)
-    room_id = unique("h264-")
+async def record_lone_publisher(
+    infra: Infra, topics: Topics, base: str, name: str, code: int, codec: str, tmp_path: Path
+) -> tuple[Publisher, dict[str, Any], list[RecordingSegmentUploaded], Path]:
+    """One ``codec`` publisher alone in a new room, recorded for 12 s in 4 s segments: the
+    publisher, the completed recording, its camera's segment uploads and its file."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        room_id = unique(f"{codec.lower()}-")
         await create_room(client, room_id, await admin_headers(base))
-        carol = await publisher(base, room_id, "carol", 33, video_codec="H264")
+        pub = await publisher(base, room_id, name, code, video_codec=codec)
         rec = await record_headers(base, room_id)
         try:
             await asyncio.sleep(2)
@@ -208,36 +208,51 @@ async def test_h264_is_recorded_into_fragmented_mp4_without_decoding(
             assert (await client.delete(f"/v1/recordings/{recording_id}", headers=rec)).status_code == 202
             done = await wait_status(client, recording_id, rec, "completed", 60)
         finally:
-            await close_all(carol.room)
-    assert recorder.alive(), recorder.tail()
-    assert "CodecForbidden" not in recorder.log_path.read_text(), "the recorder never builds a codec"
+            await close_all(pub.room)
     (camera,) = [t for t in done["tracks"] if t["kind"] == "camera"]
-    assert camera["codec"] == "h264" and camera["file"]["object_key"].endswith("/carol-cam.mp4"), camera
     uploads = [
         e
         for e in of_type(await read_events(infra.kafka, topics.name("recording.events")), RecordingSegmentUploaded)
         if e.recording_id == recording_id and e.track_id == camera["track_id"]
     ]
-    assert len(uploads) >= 3 and all(str(e.object_key).endswith(f"/{e.index}.mp4") for e in uploads), uploads
-    assert [e.index for e in uploads] == list(range(len(uploads)))
-    store = minio(infra)
-    path = tmp_path / "carol-cam.mp4"
-    path.write_bytes(object_bytes(store, camera["file"]["object_key"]))
-    head = path.read_bytes()[:4096]
-    assert b"ftyp" in head and b"moov" in head and b"moof" in path.read_bytes()  # fragmented MP4
+    path = tmp_path / str(camera["file"]["object_key"]).rsplit("/", 1)[-1]
+    path.write_bytes(object_bytes(minio(infra), camera["file"]["object_key"]))
+    return pub, camera, uploads, path
+
+
+def assert_every_sent_frame(path: Path, pub: Publisher, camera: dict[str, Any], codec: str) -> None:
+    """The file is ``codec`` 320x180 and holds every frame the publisher encoded between its
+    first and last, each once, in order, none invented."""
     (stream,) = ffprobe(path)["streams"]
-    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 320, 180), stream
+    assert (stream["codec_name"], stream["width"], stream["height"]) == (codec, 320, 180), stream
     frames = pattern_counters(path)
     assert int(stream["nb_read_frames"]) == len(frames) == camera["frames"] >= 12 * 15 - 30
-    assert {c for c, _ in frames} == {33}
+    assert {c for c, _ in frames} == {pub.code}
     assert packet_times_increase(path)
+    missing, extra = missing_frames(path, frames, pub.sent)
+    assert not missing and not extra, f"{len(missing)} sent frames missing {missing}, {len(extra)} never sent {extra}"
+
+
+async def test_h264_is_recorded_into_fragmented_mp4_without_decoding(
+    infra: Infra, topics: Topics, prefix: str, producer: EventProducer, services: list[Service], tmp_path: Path
+) -> None:
+    """A publisher sending H.264 (aiortc's encoder, on the publisher's side): the recorder,
+    its codec factories raising, writes fragmented MP4 segments and one MP4 track file."""
+    base, (recorder,) = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path)
+    carol, camera, uploads, path = await record_lone_publisher(infra, topics, base, "carol", 33, "H264", tmp_path)
+    assert recorder.alive(), recorder.tail()
+    assert "CodecForbidden" not in recorder.log_path.read_text(), "the recorder never builds a codec"
+    assert camera["codec"] == "h264" and camera["file"]["object_key"].endswith("/carol-cam.mp4"), camera
+    assert len(uploads) >= 3 and all(str(e.object_key).endswith(f"/{e.index}.mp4") for e in uploads), uploads
+    assert [e.index for e in uploads] == list(range(len(uploads)))
+    head = path.read_bytes()[:4096]
+    assert b"ftyp" in head and b"moov" in head and b"moof" in path.read_bytes()  # fragmented MP4
     # every frame the publisher encoded between the file's first and last is in the file,
     # none twice or invented (loopback, no loss injected: the node measured none). Not the
     # pattern counter's span: until the recorder subscribed nobody did, so the publisher's
     # sender was paused (dynacast) and dropped frames before its encoder, while the node's
     # from-start replay put the track's first second in front (recorder/README.md)
-    missing, extra = missing_frames(path, frames, carol.sent)
-    assert not missing and not extra, f"{len(missing)} sent frames missing {missing}, {len(extra)} never sent {extra}"
+    assert_every_sent_frame(path, carol, camera, "h264")
 
 
 @pytest.fixture
@@ -263,44 +278,9 @@ async def test_vp9_publisher_is_recorded_into_webm_without_decoding(
     recorder negotiate VP9 without a VP9 codec (``register_vp9``) and forward/record it as
     is; the WebM holds every frame the publisher encoded during the recording."""
     base, (recorder,) = await start_recording_stack(infra, topics, prefix, producer, services, tmp_path)
-    room_id = unique("vp9-")
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        await create_room(client, room_id, await admin_headers(base))
-        dora = await publisher(base, room_id, "dora", 44, video_codec="VP9")
-        rec = await record_headers(base, room_id)
-        try:
-            await asyncio.sleep(2)
-            r = await client.post(f"/v1/rooms/{room_id}/recordings", json={"segment_s": 4}, headers=rec)
-            assert r.status_code == 201, r.text
-            recording_id = r.json()["recording_id"]
-
-            async def started() -> bool:
-                events = await read_events(infra.kafka, topics.name("recording.events"))
-                return any(e.recording_id == recording_id for e in of_type(events, RecordingStarted))
-
-            await wait_for(started, 30, "RecordingStarted")
-            await asyncio.sleep(12)
-            assert (await client.delete(f"/v1/recordings/{recording_id}", headers=rec)).status_code == 202
-            done = await wait_status(client, recording_id, rec, "completed", 60)
-        finally:
-            await close_all(dora.room)
+    dora, camera, uploads, path = await record_lone_publisher(infra, topics, base, "dora", 44, "VP9", tmp_path)
     assert recorder.alive(), recorder.tail()
     assert "CodecForbidden" not in recorder.log_path.read_text(), "the recorder never builds a codec"
-    (camera,) = [t for t in done["tracks"] if t["kind"] == "camera"]
     assert camera["codec"] == "vp9" and camera["file"]["object_key"].endswith("/dora-cam.webm"), camera
-    uploads = [
-        e
-        for e in of_type(await read_events(infra.kafka, topics.name("recording.events")), RecordingSegmentUploaded)
-        if e.recording_id == recording_id and e.track_id == camera["track_id"]
-    ]
     assert len(uploads) >= 3 and [e.index for e in uploads] == list(range(len(uploads))), uploads
-    path = tmp_path / "dora-cam.webm"
-    path.write_bytes(object_bytes(minio(infra), camera["file"]["object_key"]))
-    (stream,) = ffprobe(path)["streams"]
-    assert (stream["codec_name"], stream["width"], stream["height"]) == ("vp9", 320, 180), stream
-    frames = pattern_counters(path)
-    assert int(stream["nb_read_frames"]) == len(frames) == camera["frames"] >= 12 * 15 - 30
-    assert {c for c, _ in frames} == {44}
-    assert packet_times_increase(path)
-    missing, extra = missing_frames(path, frames, dora.sent)
-    assert not missing and not extra, f"{len(missing)} sent frames missing {missing}, {len(extra)} never sent {extra}"
+    assert_every_sent_frame(path, dora, camera, "vp9")
