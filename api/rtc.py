@@ -94,9 +94,9 @@ RATE_BURST = 100.0
 #: At most one ``quality-report`` per this many seconds per connection (accepted reports count).
 QUALITY_REPORT_INTERVAL_S = 2.0
 METER = SocketMeter("rtc", MESSAGE_TYPES)
-#: Messages traced as part of the session's join (docs above).
 #: Messages a socket may have waiting for the log; more get ``unavailable`` (nothing written).
 INBOX_LIMIT = 64
+#: Messages traced as part of the session's join (docs above).
 JOIN_TRACE: tuple[type[Message], ...] = (Publish, SubscriberAnswer, Subscribe, Unpublish, Unsubscribe)
 
 
